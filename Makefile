@@ -1,0 +1,35 @@
+# Two commands from a fresh clone:  `make demo`  and  `make test`.
+# Both create .venv (Python 3.11), install PyTorch from the local CPU wheel first
+# (torch==2.13.0; a bare `torch` would pull a multi-GB CUDA build), then segshift.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.segshift-installed
+
+.PHONY: setup demo test test-fast clean data
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/segshift demo --out runs/demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not real_data and not slow"
+
+clean:
+	rm -rf runs .pytest_cache
+
+SHARED ?= ../shared/data/cardiac
+data: $(STAMP)
+	for d in acdc mscmr_bssfp mscmr_lge; do \
+	  $(VENV)/bin/segshift import $(SHARED)/$$d data/$$d --preset $$d --overwrite || exit 1; done

@@ -1,0 +1,1 @@
+"""The typer command-line app; one module per command, each only parses and calls the library."""

@@ -1,0 +1,1 @@
+"""Reports: figures and tables that summarise domains, models and benchmark results."""

@@ -1,0 +1,80 @@
+"""Atomic writes: a reader sees either the old file/folder or the complete new one.
+
+Files are written to a temporary sibling and moved into place with :func:`os.replace`;
+folders are built under a temporary sibling and renamed. On any error the temporary is
+removed and the destination is untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from segshift.errors import SegshiftError
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``dest``; move it onto ``dest`` if the block succeeds.
+
+    ``suffix`` is kept on the temporary name so that writers that infer the format from the
+    extension (``.nii.gz``, ``.png``) still work.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f".tmp{suffix}", dir=dest.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, dest)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_text(dest: str | Path, text: str) -> None:
+    """Write ``text`` to ``dest`` atomically (UTF-8)."""
+    with atomic_path(dest) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(dest: str | Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON to ``dest`` atomically."""
+    write_text(dest, json.dumps(obj, indent=2, sort_keys=False, allow_nan=True) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_dir(dest: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Build a folder under a temporary sibling; rename it onto ``dest`` on success.
+
+    Args:
+        dest: the final folder.
+        overwrite: replace an existing ``dest``. Without it an existing non-empty ``dest``
+            is an error raised before anything is written.
+    """
+    dest = Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise SegshiftError(f"{dest}: exists and is not a folder")
+    if dest.exists() and any(dest.iterdir()) and not overwrite:
+        raise SegshiftError(f"{dest}: folder exists and is not empty (use --overwrite to replace it)")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

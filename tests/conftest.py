@@ -1,0 +1,52 @@
+"""Shared fixtures: the real data location and small hand-made volumes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_CARDIAC = Path(os.environ.get("SEGSHIFT_SHARED_CARDIAC", REPO.parent / "shared" / "data" / "cardiac"))
+
+
+@pytest.fixture(scope="session")
+def shared_cardiac() -> Path:
+    """The real cardiac data folder; tests using it are skipped (with the reason) when absent."""
+    if not (SHARED_CARDIAC / "README.md").is_file():
+        pytest.skip(f"real data not found at {SHARED_CARDIAC} (set SEGSHIFT_SHARED_CARDIAC)")
+    return SHARED_CARDIAC
+
+
+def oblique_affine(spacing=(1.5, 1.2, 8.0), angle_deg=25.0, origin=(-80.0, 40.0, 12.5)) -> np.ndarray:
+    """A rotated (oblique) affine with anisotropic spacing."""
+    a = np.deg2rad(angle_deg)
+    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    b = np.deg2rad(angle_deg / 2)
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    aff = np.eye(4)
+    aff[:3, :3] = rx @ rz @ np.diag(spacing)
+    aff[:3, 3] = origin
+    return aff
+
+
+def toy_case(shape=(40, 48, 6), seed=0, scale=1.0) -> tuple[np.ndarray, np.ndarray]:
+    """A tiny image/label pair with canonical cardiac ids: LV disc, MYO ring, RV blob (radii x ``scale``)."""
+    rng = np.random.default_rng(seed)
+    i, j = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    ci, cj = shape[0] / 2 + rng.uniform(-2, 2), shape[1] / 2 + rng.uniform(-2, 2)
+    r = np.hypot(i - ci, j - cj) / scale
+    lab2 = np.zeros(shape[:2], np.uint8)
+    lab2[r < 10] = 2
+    lab2[r < 6] = 1
+    lab2[(np.hypot(i - ci, j - cj - 13 * scale) / scale < 5) & (lab2 == 0)] = 3
+    lab = np.repeat(lab2[:, :, None], shape[2], axis=2)
+    img = (np.choose(lab, [20.0, 200.0, 60.0, 180.0]) + rng.normal(0, 5, shape)).astype(np.float32)
+    return img, lab
+
+
+@pytest.fixture
+def toy() -> tuple[np.ndarray, np.ndarray]:
+    return toy_case()
