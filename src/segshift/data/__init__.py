@@ -1,0 +1,1 @@
+"""Data: the domain contract, readers, importers, the phantom, the slice cache."""
