@@ -33,6 +33,9 @@ def evaluate(
     allow_missing: bool = typer.Option(
         False, "--allow-missing", help="Score a reference without a prediction as an empty prediction instead of failing."
     ),
+    cases: Optional[str] = typer.Option(
+        None, "--cases", help="Evaluate only these reference cases: a regex, or a comma-separated list of ids."
+    ),
     empty_distance: EmptyDistance = typer.Option(
         EmptyDistance.diagonal,
         "--empty-distance",
@@ -53,6 +56,7 @@ def evaluate(
         label_suffix=label_suffix,
         allow_missing=allow_missing,
         empty_distance=empty_distance.value,
+        cases=(cases.split(",") if cases and "," in cases else cases),
     )
     csv_path, json_path = write_evaluation(result, out)
     console = Console()

@@ -38,7 +38,12 @@ from segshift.utils.atomic import atomic_dir, write_json
 def _nifti_slices(path: Path) -> int:
     import nibabel as nib
 
-    shape = nib.load(str(path)).shape
+    from segshift.data.volume import read_errors
+
+    try:
+        shape = nib.load(str(path)).shape
+    except read_errors() as exc:
+        raise InputFileError(path, f"cannot be read ({type(exc).__name__}: {exc})") from exc
     if len(shape) != 3:
         raise InputFileError(path, f"domain images must be 3D, got shape {shape}")
     return int(shape[2])
@@ -76,6 +81,16 @@ class SliceCache:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def batch(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Rows ``indices`` as ``(images (B, H, W) float32, labels (B, H, W) uint8 or None)``."""
+        idx = np.asarray(indices, dtype=np.int64)
+        labels = self.labels
+        return np.asarray(self.images[idx]), (None if labels is None else np.asarray(labels[idx]))
+
+    def case_rows(self, case: str) -> np.ndarray:
+        """Row indices of one case's slices, in slice order."""
+        return np.array([i for i, (c, _) in enumerate(self.rows) if c == case], dtype=np.int64)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)

@@ -128,7 +128,7 @@ def read_volume(
             raise InputFileError(path, f"unsupported file type (supported: {', '.join(VOLUME_SUFFIXES)}, DICOM folders)")
     except InputFileError:
         raise
-    except _read_errors() as exc:
+    except read_errors() as exc:
         raise InputFileError(path, f"cannot be read ({type(exc).__name__}: {exc})") from exc
     vol.path = path
     if vol.array.ndim == 2:
@@ -140,7 +140,7 @@ def read_volume(
     return vol
 
 
-def _read_errors() -> tuple[type[BaseException], ...]:
+def read_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean "this file cannot be read" (as opposed to a bug)."""
     import struct
 

@@ -30,7 +30,7 @@ import csv
 import dataclasses
 import io
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -171,6 +171,7 @@ def evaluate_folders(
     label_suffix: str = "",
     allow_missing: bool = False,
     empty_distance: str = "diagonal",
+    cases: str | Sequence[str] | None = None,
 ) -> EvaluationResult:
     """Score every prediction that has a reference label map.
 
@@ -187,6 +188,9 @@ def evaluate_folders(
         allow_missing: score a reference without a prediction as an all-background
             prediction (listed in ``missing_predictions``) instead of raising.
         empty_distance: ``"diagonal"`` or ``"nan"``; see :mod:`segshift.metrics.surface`.
+        cases: evaluate only these reference cases (a list of ids or a regex matched in
+            full), e.g. the held-out cases of a domain; the others are ignored, and a
+            chosen case without prediction is still missing.
 
     Returns:
         The per-case rows, their summary and the bookkeeping lists. Nothing is written.
@@ -229,6 +233,10 @@ def evaluate_folders(
             references[case[: len(case) - len(label_suffix)]] = path
         if not references:
             raise InputFileError(label_dir, f"no reference label file ends with the suffix {label_suffix!r}")
+    if cases is not None:
+        from segshift.engine.splits import select
+
+        references = {c: references[c] for c in select(sorted(references), cases, "cases")}
     predictions = _by_case(_nifti_files(pred_dir, "prediction"), pred_dir)
 
     unmatched = sorted(predictions[c].name for c in set(predictions) - set(references))

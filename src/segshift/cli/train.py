@@ -1,0 +1,54 @@
+"""``segshift train`` and ``segshift methods``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from segshift.errors import SegshiftError
+
+
+def methods_command() -> None:
+    """List every registered method with a one-line description and its paper."""
+    from segshift.methods import available_methods
+
+    for name, cls in available_methods().items():
+        typer.echo(f"{name:16s} {cls.describe()}")
+
+
+def train_command(
+    method: str = typer.Option(..., "--method", "-m", help="Method name (see `segshift methods`)."),
+    source: list[Path] = typer.Option([], "--source", "-s", help="Labelled source domain folder (repeatable)."),
+    target: Optional[Path] = typer.Option(None, "--target", "-t", help="Target domain folder (its labels are never read, except by oracle methods)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder to create."),
+    config: list[Path] = typer.Option([], "--config", "-c", help="YAML config file(s) overriding the defaults."),
+    set_: list[str] = typer.Option([], "--set", help="Override one value, e.g. --set train.steps=200 (repeatable)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
+    stop_after: Optional[int] = typer.Option(None, "--stop-after", help="Stop (with a checkpoint) after this step; --resume continues."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 [default: GPU if available]."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+) -> None:
+    """Train METHOD on labelled SOURCE domain(s) and (for adaptation methods) an unlabelled TARGET."""
+    from segshift.engine.config import resolve
+    from segshift.engine.trainer import train
+    from segshift.methods import get_method
+
+    if resume and (config or set_):
+        raise SegshiftError("--resume re-uses the run's saved config.yaml; do not pass --config/--set with it")
+    cls = get_method(method)
+    cfg = resolve(method, config, set_, method_hparams=cls.hparams)
+    summary = train(cfg, source, target, out, resume=resume, overwrite=overwrite, stop_after=stop_after, device=device, progress=not no_progress)
+    tag = " [ORACLE: uses target labels]" if summary["oracle"] else ""
+    typer.echo(
+        f"{summary['method']}{tag}: {summary['steps_done']}/{summary['steps_total']} steps; "
+        f"best step {summary['best_step']} (selection: {summary['selection']}), val mean Dice {summary['best_val_mean_dice']}"
+    )
+    typer.echo(f"run folder: {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("methods")(methods_command)
+    app.command("train")(train_command)

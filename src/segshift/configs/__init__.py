@@ -1,0 +1,1 @@
+"""Packaged YAML defaults: ``base.yaml`` and one ``methods/<name>.yaml`` per method."""

@@ -1,0 +1,1 @@
+"""The engine: configuration, the training loop, precision, DDP, checkpoints and logs."""

@@ -1,0 +1,154 @@
+"""Configuration: packaged YAML defaults, a method's YAML, a user's YAML, then ``--set``.
+
+A config is a plain nested ``dict`` (YAML in, YAML out, saved as ``config.yaml`` in every
+run folder). Every key a user sets must exist in the defaults, so a typo is an error rather
+than a silently ignored setting; values given with ``--set key.sub=value`` are parsed as
+YAML (``--set train.steps=20``, ``--set data.val_cases=[patient16,patient17]``) and must keep
+the type of the default (an int where an int is expected; ``null`` defaults accept anything).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from segshift.errors import InputFileError, SegshiftError
+
+Config = dict[str, Any]
+
+
+def _load_packaged(name: str) -> Config:
+    text = resources.files("segshift.configs").joinpath(name).read_text(encoding="utf-8")
+    return yaml.safe_load(text) or {}
+
+
+def base_defaults() -> Config:
+    return _load_packaged("base.yaml")
+
+
+def method_defaults(method: str) -> Config:
+    """The packaged YAML of one method (empty if it has none)."""
+    path = resources.files("segshift.configs").joinpath("methods", f"{method}.yaml")
+    if not path.is_file():
+        return {}
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+
+
+def load_yaml(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise InputFileError(path, "does not exist") from exc
+    except yaml.YAMLError as exc:
+        raise InputFileError(path, f"is not valid YAML ({exc})") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputFileError(path, "must hold a YAML mapping at the top level")
+    return data
+
+
+def _check_type(key: str, default: Any, value: Any) -> Any:
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise SegshiftError(f"config {key}: expected true/false, got {value!r}")
+        return value
+    if isinstance(default, int) and not isinstance(default, bool):
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise SegshiftError(f"config {key}: expected an integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SegshiftError(f"config {key}: expected a number, got {value!r}")
+        return float(value)
+    if isinstance(default, str) and not isinstance(value, str):
+        raise SegshiftError(f"config {key}: expected a string, got {value!r}")
+    if isinstance(default, list) and not isinstance(value, list):
+        raise SegshiftError(f"config {key}: expected a list, got {value!r}")
+    return value
+
+
+# sections whose keys are free-form (network kwargs, loss weights)
+_FREE = {"model.kwargs", "train.loss"}
+
+
+def merge(base: Config, override: Mapping[str, Any], prefix: str = "", strict: bool = True) -> Config:
+    """Recursively merge ``override`` into a copy of ``base``; unknown keys raise when ``strict``."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        full = f"{prefix}{key}"
+        if key not in out:
+            if strict and prefix.rstrip(".") not in _FREE:
+                known = ", ".join(sorted(out)) or "none"
+                raise SegshiftError(f"config: unknown key {full!r} (known at this level: {known})")
+            out[key] = copy.deepcopy(value)
+            continue
+        if isinstance(out[key], dict) and f"{full}" not in _FREE:
+            if not isinstance(value, Mapping):
+                raise SegshiftError(f"config {full}: expected a mapping, got {value!r}")
+            out[key] = merge(out[key], value, prefix=f"{full}.", strict=strict)
+        elif isinstance(out[key], dict):
+            if not isinstance(value, Mapping):
+                raise SegshiftError(f"config {full}: expected a mapping, got {value!r}")
+            out[key] = copy.deepcopy(dict(value))
+        else:
+            out[key] = _check_type(full, out[key], copy.deepcopy(value))
+    return out
+
+
+def parse_set(items: Iterable[str]) -> Config:
+    """``["train.steps=20", "augment.flip=true"]`` -> nested dict (values parsed as YAML)."""
+    out: Config = {}
+    for item in items:
+        if "=" not in item:
+            raise SegshiftError(f"--set: expected key.path=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key or any(not part for part in key.split(".")):
+            raise SegshiftError(f"--set: bad key {key!r}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise SegshiftError(f"--set {key}: value {raw!r} is not valid YAML ({exc})") from exc
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise SegshiftError(f"--set: {key!r} conflicts with another --set")
+        node[parts[-1]] = value
+    return out
+
+
+def resolve(method: str, user_files: Iterable[str | Path] = (), sets: Iterable[str] = (), method_hparams: Mapping[str, Any] | None = None) -> Config:
+    """Full config of a run: base -> method hyper-parameters -> method YAML -> user YAML -> --set."""
+    cfg = base_defaults()
+    if method_hparams:
+        cfg["method"] = merge(cfg.get("method") or {}, method_hparams, prefix="method.", strict=False)
+    cfg = merge(cfg, method_defaults(method))
+    for path in user_files:
+        cfg = merge(cfg, load_yaml(path))
+    cfg = merge(cfg, parse_set(sets))
+    cfg["method_name"] = method
+    return cfg
+
+
+def get(cfg: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def dump(cfg: Mapping[str, Any]) -> str:
+    return yaml.safe_dump(dict(cfg), sort_keys=False)

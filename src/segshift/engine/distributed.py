@@ -1,0 +1,94 @@
+"""Distributed training through ``torchrun`` (DistributedDataParallel), not a home-made scheme.
+
+``torchrun --nproc_per_node N -m segshift train ...`` sets ``WORLD_SIZE``/``RANK``/
+``LOCAL_RANK``; :func:`init` then joins the process group (NCCL on GPUs, gloo on CPU), and
+each rank trains on its own share of every batch while DDP averages gradients. Only rank 0
+writes files. Without those variables everything runs in one process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import torch
+import torch.distributed as dist
+
+
+@dataclasses.dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def pick_device(local_rank: int = 0, device: str | None = None) -> torch.device:
+    """``device`` if given (``cpu``, ``cuda``, ``cuda:1``), else the local GPU if any, else CPU."""
+    if device:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def init(device: str | None = None) -> DistInfo:
+    """Join the process group when launched by torchrun; otherwise single-process info."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo(device=pick_device(0, device))
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    dev = pick_device(local, device)
+    if not dist.is_initialized():
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        dist.init_process_group(backend=backend)
+    return DistInfo(rank=rank, world_size=world, local_rank=local, device=dev)
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def broadcast_object(info: DistInfo, obj: object) -> object:
+    """Rank 0's ``obj`` on every rank."""
+    if not info.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_agree(info: DistInfo, flag: bool) -> bool:
+    """True on every rank only if ``flag`` is true on every rank."""
+    if not info.enabled:
+        return flag
+    t = torch.tensor([1 if flag else 0], device=info.device if info.device.type == "cuda" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
+
+
+def wrap_ddp(info: DistInfo):  # noqa: ANN201 - returns a module wrapper
+    """A function that wraps a module in DDP for this process."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    def fn(module: torch.nn.Module) -> torch.nn.Module:
+        ids = [info.device.index] if info.device.type == "cuda" else None
+        return DDP(module, device_ids=ids, broadcast_buffers=True)
+
+    return fn
+
+
+def shutdown(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,71 @@
+"""Case selection and patient-grouped train/validation splits.
+
+Cases of one patient (ACDC's ``patient071_frame01`` and ``patient071_frame09``) always fall
+on the same side of a split: a case's *group* is its id with a trailing ``_frameNN``
+removed (``data.group_pattern`` is not configurable yet; the rule is documented here).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from segshift.errors import SegshiftError
+
+_FRAME = re.compile(r"^(?P<group>.*?)(_frame\d+)?$")
+
+
+def group_of(case: str) -> str:
+    return _FRAME.fullmatch(case).group("group")  # type: ignore[union-attr]
+
+
+def select(cases: Sequence[str], selector: str | Sequence[str] | None, what: str) -> list[str]:
+    """Cases named by ``selector``: ``None`` (all), a list of ids, or a regex (full match)."""
+    cases = list(cases)
+    if selector is None:
+        return cases
+    if isinstance(selector, str):
+        try:
+            rx = re.compile(selector)
+        except re.error as exc:
+            raise SegshiftError(f"{what}: {selector!r} is not a valid regular expression ({exc})") from exc
+        chosen = [c for c in cases if rx.fullmatch(c)]
+        if not chosen:
+            raise SegshiftError(f"{what}: regex {selector!r} matches no case (cases: {', '.join(cases[:8])}...)")
+        return chosen
+    missing = [c for c in selector if c not in cases]
+    if missing:
+        raise SegshiftError(f"{what}: unknown case(s) {', '.join(map(str, missing))}")
+    return [c for c in cases if c in set(selector)]
+
+
+def split(
+    cases: Sequence[str],
+    val_fraction: float,
+    seed: int,
+    val_cases: str | Sequence[str] | None = None,
+    train_cases: str | Sequence[str] | None = None,
+    what: str = "data",
+) -> tuple[list[str], list[str]]:
+    """``(train, val)`` case lists, grouped by patient, reproducible from ``seed``."""
+    cases = sorted(cases)
+    if val_cases is not None:
+        val = select(cases, val_cases, f"{what}.val_cases")
+    else:
+        groups = sorted({group_of(c) for c in cases})
+        n_val = int(round(val_fraction * len(groups)))
+        if val_fraction > 0 and n_val == 0 and len(groups) > 1:
+            n_val = 1
+        rng = np.random.default_rng(seed)
+        val_groups = set(rng.permutation(groups)[:n_val].tolist())
+        val = [c for c in cases if group_of(c) in val_groups]
+    rest = [c for c in cases if c not in set(val)]
+    train = select(rest, train_cases, f"{what}.train_cases") if train_cases is not None else rest
+    leaked = {group_of(c) for c in train} & {group_of(c) for c in val}
+    if leaked:
+        raise SegshiftError(f"{what}: patients {sorted(leaked)} are in both the training and validation cases")
+    if not train:
+        raise SegshiftError(f"{what}: no training cases left after the validation split")
+    return train, val

@@ -1,0 +1,447 @@
+"""The training loop: data, model selection, checkpoints, resume, precision, DDP.
+
+``train(...)`` is what ``segshift train`` calls. The run folder::
+
+    RUN/
+      config.yaml          the fully resolved config (re-used as is by --resume)
+      run.json             method, domains, case splits, selection rule, versions, git revision
+      preprocess.json      the preprocessing (with the fitted histogram reference, if any)
+      checkpoints/last/    full state (resume)
+      checkpoints/best/    best on source validation (or the final step without validation)
+      logs/train.csv       losses, learning rate, validation Dice; logs/tb/ TensorBoard
+      summary.json         written when training finishes
+
+Model selection uses *source* validation Dice; the target domain's labels are never read
+(an oracle method trains on them by design and every output then says ``oracle``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from segshift.data.cache import SliceCache
+from segshift.data.domain import Domain
+from segshift.data.sampling import BatchStream
+from segshift.engine import checkpoint as ckpt
+from segshift.engine import distributed as ddp
+from segshift.engine.config import Config, dump, load_yaml
+from segshift.engine.logger import RunLogger
+from segshift.engine.splits import select, split
+from segshift.engine.validate import validate
+from segshift.errors import SegshiftError
+from segshift.methods import get_method
+from segshift.methods.base import Batch, Method
+from segshift.transforms import PreprocessConfig, Preprocessor
+from segshift.transforms.augment import AugmentConfig, augment_batch
+from segshift.utils.atomic import write_json, write_text
+
+
+class TrainingDiverged(SegshiftError):
+    """A loss became NaN/Inf; the last good checkpoint is kept."""
+
+
+def _git_revision() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _versions() -> dict[str, str]:
+    import segshift
+
+    v = {"segshift": segshift.__version__, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}
+    try:
+        import monai
+
+        v["monai"] = monai.__version__
+    except ImportError:
+        pass
+    return v
+
+
+def _label_set(domains: Sequence[Domain]) -> dict[str, int]:
+    labels = domains[0].spec.labels
+    for d in domains[1:]:
+        if d.spec.labels != labels:
+            raise SegshiftError(f"label sets differ: {domains[0].root} has {labels}, {d.root} has {d.spec.labels}")
+    ids = sorted(labels.values())
+    if ids != list(range(len(ids))):
+        raise SegshiftError(f"{domains[0].root}: label ids must be 0..C-1 for training, got {labels}")
+    return labels
+
+
+def _configure_torch(cfg: Config) -> None:
+    seed = int(cfg["seed"])
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    import random
+
+    random.seed(seed)
+    if cfg["train"]["deterministic"]:
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+
+
+class Trainer:
+    """One training run (see the module docstring). Use :func:`train`."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        sources: Sequence[str | Path],
+        target: str | Path | None,
+        out: str | Path,
+        resume: bool = False,
+        overwrite: bool = False,
+        device: str | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.dist = ddp.init(device)
+        self.run = Path(out)
+        self.progress = progress and self.dist.is_main
+        if resume:
+            if not (self.run / "config.yaml").is_file():
+                raise SegshiftError(f"{self.run}: nothing to resume (no config.yaml)")
+            cfg = load_yaml(self.run / "config.yaml")
+            run_info = json.loads((self.run / "run.json").read_text())
+            sources, target = run_info["sources"], run_info["target"]
+        elif self.dist.is_main:
+            if self.run.exists() and any(self.run.iterdir()) and not overwrite:
+                raise SegshiftError(f"{self.run}: run folder exists and is not empty (use --resume to continue it or --overwrite)")
+        self.cfg = cfg
+        self.resume = resume
+        self.method_cls = get_method(cfg["method_name"])
+        self.sources = [Domain(s) for s in sources]
+        self.target = Domain(target) if target is not None else None
+        if not self.sources:
+            raise SegshiftError("at least one --source domain is needed")
+        if self.method_cls.uses_target and self.target is None:
+            raise SegshiftError(f"method {self.method_cls.name} adapts to a target domain: give --target")
+        if self.method_cls.uses_target_labels and self.target is None:
+            raise SegshiftError(f"method {self.method_cls.name} trains on target labels: give --target")
+        domains = self.sources + ([self.target] if self.target is not None else [])
+        self.labels = _label_set(domains)
+        self.structures = {k: v for k, v in self.labels.items() if v != 0}
+
+    # -- data -----------------------------------------------------------------------
+    def _plan(self) -> dict[str, Any]:
+        """Which cases train, validate, and form the unlabelled target pool."""
+        d = self.cfg["data"]
+        seed = int(self.cfg["seed"])
+        plan: dict[str, Any] = {"train": {}, "val": {}, "target_pool": None}
+        labelled_domains = [self.target] if self.method_cls.uses_target_labels else self.sources
+        for i, dom in enumerate(labelled_domains):
+            cases = dom.labelled_cases
+            if not cases:
+                raise SegshiftError(f"{dom.root}: has no labelled cases to train on")
+            # explicit case lists apply to the first labelled domain (the usual single-source case)
+            tr, va = split(
+                cases,
+                float(d["val_fraction"]),
+                seed,
+                d["val_cases"] if i == 0 else None,
+                d["train_cases"] if i == 0 else None,
+                what=f"{dom.name}",
+            )
+            plan["train"][str(dom.root)] = tr
+            plan["val"][str(dom.root)] = va
+        if self.method_cls.uses_target:
+            plan["target_pool"] = select(self.target.cases, d["target_cases"], "data.target_cases")
+        return plan
+
+    def _preprocessor(self, plan: dict[str, Any]) -> Preprocessor:
+        pcfg = dict(self.cfg["data"]["preprocess"])
+        pre = Preprocessor(PreprocessConfig(**pcfg))
+        if pre.config.histmatch:
+            ref = self.cfg["data"]["histmatch_reference"]
+            if ref == "source":
+                dom = self.sources[0]
+                cases = plan["train"].get(str(dom.root)) or dom.cases
+            elif ref == "target":
+                if self.target is None:
+                    raise SegshiftError("data.histmatch_reference=target needs --target")
+                dom, cases = self.target, plan["target_pool"] or self.target.cases
+            else:
+                raise SegshiftError(f"data.histmatch_reference must be source or target, got {ref!r}")
+            pre.fit_histogram_reference(dom.load_image(c) for c in cases)
+        return pre
+
+    def _cache_root(self, run: Path) -> Path:
+        d = self.cfg["data"]
+        return Path(d["cache_dir"]) if d["cache_dir"] else run / "cache"
+
+    def _caches(self, plan: dict[str, Any], pre: Preprocessor, root: Path) -> None:
+        mem = bool(self.cfg["data"]["in_memory"])
+
+        def build(dom: Domain, cases: list[str], labels: bool) -> SliceCache:
+            return SliceCache.build(dom, pre, root, cases=cases, with_labels=labels, in_memory=mem)
+
+        doms = {str(x.root): x for x in self.sources + ([self.target] if self.target else [])}
+        self.train_caches = [build(doms[k], v, True) for k, v in plan["train"].items()]
+        self.val_caches = [build(doms[k], v, True) for k, v in plan["val"].items() if v]
+        self.target_cache = build(self.target, plan["target_pool"], False) if plan["target_pool"] else None
+
+    # -- run ------------------------------------------------------------------------
+    def fit(self, stop_after: int | None = None) -> dict[str, Any]:
+        cfg, tcfg, info = self.cfg, self.cfg["train"], self.dist
+        _configure_torch(cfg)
+        if self.resume:
+            plan = json.loads((self.run / "run.json").read_text())["plan"]
+            pre = Preprocessor.load(self.run / "preprocess.json")
+        else:
+            # Everything that reads input (splits, histogram fit, slice caches) happens in a
+            # hidden staging folder; the run folder appears only once all input was read.
+            plan = self._plan()
+            stage = self.run.parent / f".{self.run.name}.staging"
+            if info.is_main:
+                shutil.rmtree(stage, ignore_errors=True)
+                try:
+                    pre = self._preprocessor(plan)
+                    self._caches(plan, pre, self._cache_root(stage))
+                    if self.run.exists():
+                        shutil.rmtree(self.run)  # only reached with --overwrite (checked in __init__)
+                    (stage / "checkpoints").mkdir(parents=True, exist_ok=True)
+                    write_text(stage / "config.yaml", dump(cfg))
+                    pre.save(stage / "preprocess.json")
+                    write_json(stage / "run.json", self._run_info(plan))
+                    stage.rename(self.run)
+                except BaseException:
+                    shutil.rmtree(stage, ignore_errors=True)
+                    raise
+            ddp.barrier(info)
+            pre = Preprocessor.load(self.run / "preprocess.json")
+        if info.is_main:
+            self._caches(plan, pre, self._cache_root(self.run))  # opens the caches just built
+        ddp.barrier(info)
+        if not info.is_main:
+            self._caches(plan, pre, self._cache_root(self.run))  # same keys: opens what rank 0 built
+
+        method: Method = self.method_cls(cfg, num_classes=len(self.labels), in_channels=1, device=info.device)
+        method.build()
+        method.to_device()
+        if tcfg["compile"]:
+            for name in list(method.nets.keys()):
+                method.nets[name] = torch.compile(method.nets[name])
+        if info.enabled:
+            method.wrap(ddp.wrap_ddp(info))
+
+        seed = int(cfg["seed"])
+        bs = int(tcfg["batch_size"])
+        n_src = len(self.train_caches)
+        per_src = [bs // n_src + (1 if i < bs % n_src else 0) for i in range(n_src)]
+        src_streams = [BatchStream(len(c), max(1, b), seed + 101 * i, info.rank, info.world_size) for i, (c, b) in enumerate(zip(self.train_caches, per_src))]
+        tgt_stream = BatchStream(len(self.target_cache), bs, seed + 7919, info.rank, info.world_size) if self.target_cache else None
+        gen = torch.Generator().manual_seed(seed * 1000 + info.rank)
+        aug = AugmentConfig.from_dict(cfg["augment"])
+
+        start, best = 0, {"score": -math.inf, "step": None}
+        if self.resume:
+            last = self.run / "checkpoints" / "last"
+            state = ckpt.load_weights(last, method.nets)
+            ckpt.load_training_state(last, method.optimizers, method.schedulers)
+            start, best = int(state["step"]), state["best"]
+            rs = state["ranks"][str(info.rank)] if str(info.rank) in state.get("ranks", {}) else state["ranks"]["0"]
+            ckpt.set_rng_state(rs["rng"])
+            gen.set_state(torch.tensor(rs["augment_rng"], dtype=torch.uint8))
+            for s, st in zip(src_streams, state["streams"]["source"]):
+                s.load_state_dict(st)
+            if tgt_stream is not None:
+                tgt_stream.load_state_dict(state["streams"]["target"])
+
+        logger = RunLogger(self.run, info.is_main, resume_step=start if self.resume else None)
+        total = method.total_steps()
+        eval_every, ckpt_every, log_every = int(tcfg["eval_every"]), int(tcfg["checkpoint_every"]), int(tcfg["log_every"])
+        t0 = time.time()
+        last_vals: dict[str, float] = {}
+        running: dict[str, list[float]] = {}
+
+        def save(step: int, which: str) -> None:
+            rank_state = {"rng": ckpt.rng_state(), "augment_rng": gen.get_state().tolist()}
+            gathered = [rank_state]
+            if info.enabled:
+                gathered = [None] * info.world_size
+                torch.distributed.all_gather_object(gathered, rank_state)
+            if not info.is_main:
+                return
+            state = {
+                "step": step,
+                "method": method.name,
+                "oracle": method.uses_target_labels,
+                "best": best,
+                "val": last_vals,
+                "ranks": {str(r): s for r, s in enumerate(gathered)},
+                "streams": {"source": [s.state_dict() for s in src_streams], "target": tgt_stream.state_dict() if tgt_stream else None},
+                "labels": self.labels,
+            }
+            if which == "last":
+                ckpt.save_checkpoint(self.run / "checkpoints" / "last", method.nets, state, method.optimizers, method.schedulers)
+            else:
+                ckpt.save_checkpoint(self.run / "checkpoints" / "best", {k: method.nets[k] for k in method.inference_nets()}, state)
+
+        progress = _progress(self.progress, total, start)
+        method.train(True)
+        step = start
+        try:
+            for step in range(start + 1, total + 1):
+                batch = self._batch(method, src_streams, tgt_stream, gen, aug)
+                values = method.train_step(batch, step)
+                method.step_schedulers()
+                if not all(math.isfinite(v) for v in values.values()):
+                    raise TrainingDiverged(
+                        f"training diverged at step {step} ({', '.join(f'{k}={v:.4g}' for k, v in values.items())}); "
+                        f"the last good checkpoint is kept in {self.run / 'checkpoints' / 'last'}"
+                    )
+                for k, v in values.items():
+                    running.setdefault(k, []).append(v)
+                do_eval = bool(self.val_caches) and (step % eval_every == 0 or step == total)
+                if step % log_every == 0 or step == total or do_eval:
+                    row = {k: float(np.mean(v)) for k, v in running.items()}
+                    row["lr"] = float(next(iter(method.optimizers.values())).param_groups[0]["lr"]) if method.optimizers else 0.0
+                    row["elapsed_s"] = time.time() - t0
+                    running = {}
+                    if do_eval:
+                        if info.is_main:
+                            last_vals = self._validate(method)
+                        last_vals = ddp.broadcast_object(info, last_vals)
+                        row.update({f"val_{k}": v for k, v in last_vals.items()})
+                        if last_vals["mean"] > best["score"]:
+                            best = {"score": last_vals["mean"], "step": step}
+                            save(step, "best")
+                    logger.log(step, row)
+                    progress.update(step, row)
+                if step % ckpt_every == 0 or step == total or step == stop_after:
+                    save(step, "last")
+                    ddp.barrier(info)
+                if stop_after is not None and step >= stop_after:
+                    break
+            if not self.val_caches and step == total:  # no validation data: the final model is "best"
+                best = {"score": None, "step": total}
+                save(total, "best")
+        finally:
+            progress.close()
+            logger.close()
+        if info.enabled:  # DDP syncs buffers (BN statistics) at each forward; make the final state agree too
+            for net in method.nets.values():
+                for buf in net.buffers():
+                    torch.distributed.broadcast(buf, src=0)
+        if os.environ.get("SEGSHIFT_DUMP_RANK_WEIGHTS"):  # test hook: compare DDP replicas
+            from safetensors.torch import save_file
+
+            dump_dir = self.run / "rank_weights"
+            dump_dir.mkdir(exist_ok=True)
+            save_file({f"{n}.{k}": v.detach().cpu().contiguous() for n, net in method.nets.items() for k, v in net.state_dict().items()},
+                      str(dump_dir / f"rank{info.rank}.safetensors"))
+        summary = {
+            "method": method.name,
+            "oracle": method.uses_target_labels,
+            "selection": "final step (no validation cases)" if not self.val_caches else
+            ("oracle: validation on labelled target cases" if method.uses_target_labels else "source validation Dice"),
+            "steps_done": step,
+            "steps_total": total,
+            "finished": step == total,
+            "best_step": best["step"],
+            "best_val_mean_dice": best["score"],
+            "last_val": last_vals,
+            "train_seconds_this_session": round(time.time() - t0, 2),
+            "world_size": info.world_size,
+        }
+        if info.is_main and step == total:
+            write_json(self.run / "summary.json", summary)
+        ddp.barrier(info)
+        return summary
+
+    def _validate(self, method: Method) -> dict[str, float]:
+        scores = [validate(method, c, self.structures, int(self.cfg["train"]["eval_batch_size"])) for c in self.val_caches]
+        return {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
+
+    def _batch(self, method: Method, src_streams: list[BatchStream], tgt_stream: BatchStream | None, gen: torch.Generator, aug: AugmentConfig) -> Batch:
+        imgs, labs, doms = [], [], []
+        for i, (stream, cache) in enumerate(zip(src_streams, self.train_caches)):
+            im, lb = cache.batch(stream.next())
+            imgs.append(im)
+            labs.append(lb)
+            doms.append(np.full(len(im), i))
+        image = torch.from_numpy(np.concatenate(imgs))[:, None]
+        label = torch.from_numpy(np.concatenate(labs).astype(np.int64))
+        image, label = augment_batch(image, label, aug, gen)
+        target = None
+        if tgt_stream is not None:
+            tim, _ = self.target_cache.batch(tgt_stream.next())
+            target, _ = augment_batch(torch.from_numpy(tim)[:, None], None, aug, gen)
+            target = target.to(method.device)
+        dev = method.device
+        return Batch(image.to(dev), label.to(dev), torch.from_numpy(np.concatenate(doms)).to(dev), target)
+
+    def _run_info(self, plan: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "method": self.method_cls.name,
+            "oracle": self.method_cls.uses_target_labels,
+            "sources": [str(d.root.resolve()) for d in self.sources],
+            "target": str(self.target.root.resolve()) if self.target else None,
+            "labels": self.labels,
+            "plan": plan,
+            "selection": "oracle (target labels)" if self.method_cls.uses_target_labels else "source validation",
+            "versions": _versions(),
+            "git_revision": _git_revision(),
+            "world_size": self.dist.world_size,
+        }
+
+
+class _progress:
+    """A rich progress bar with the latest losses and ETA (no-op when disabled)."""
+
+    def __init__(self, enabled: bool, total: int, start: int) -> None:
+        self.bar = None
+        if not enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.bar = Progress(
+            TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+        )
+        self.task = self.bar.add_task("train", total=total, completed=start, info="")
+        self.bar.start()
+
+    def update(self, step: int, row: dict[str, float]) -> None:
+        if self.bar is None:
+            return
+        keys = [k for k in ("loss", "val_mean") if k in row]
+        self.bar.update(self.task, completed=step, info=" ".join(f"{k}={row[k]:.3f}" for k in keys))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def train(
+    cfg: Config,
+    sources: Sequence[str | Path],
+    target: str | Path | None,
+    out: str | Path,
+    resume: bool = False,
+    overwrite: bool = False,
+    stop_after: int | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train a method; returns the run summary. See :class:`Trainer`."""
+    trainer = Trainer(cfg, sources, target, out, resume=resume, overwrite=overwrite, device=device, progress=progress)
+    try:
+        return trainer.fit(stop_after=stop_after)
+    finally:
+        ddp.shutdown(trainer.dist)

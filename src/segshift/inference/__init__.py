@@ -1,0 +1,1 @@
+"""Prediction of whole volumes in their original geometry, with quality-control scores."""

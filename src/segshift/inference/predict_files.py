@@ -1,0 +1,96 @@
+"""Predict files and folders (NIfTI, DICOM series, ITK formats) into a folder of NIfTI masks.
+
+Each mask is written with the *input's* header when the input is NIfTI (same affine, qform/
+sform codes and pixdim, so any viewer overlays it exactly), and with the input's RAS affine
+otherwise. ``qc.csv`` holds one quality-control row per case. The output folder is built
+under a temporary name and renamed when every input was read and predicted, so a bad input
+leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from segshift.data.volume import NIFTI_SUFFIXES, VOLUME_SUFFIXES, check_finite, is_dicom_dir, read_volume, strip_suffix, write_nifti
+from segshift.errors import InputFileError
+from segshift.inference.predictor import Predictor
+from segshift.utils.atomic import atomic_dir, write_text
+
+
+def collect_inputs(path: str | Path) -> list[Path]:
+    """The volumes under ``path``: one file, a DICOM series folder, a domain folder (its
+    ``images/``), or a folder of volume files and/or DICOM series folders."""
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(path, "does not exist")
+    if path.is_file() or is_dicom_dir(path):
+        return [path]
+    if (path / "domain.json").is_file() and (path / "images").is_dir():
+        path = path / "images"
+    items = [p for p in sorted(path.iterdir()) if not p.name.startswith(".") and (
+        (p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES)) or is_dicom_dir(p))]
+    if not items:
+        raise InputFileError(path, "holds no volumes to predict (.nii/.nii.gz, .mha/.nrrd, DICOM series folders)")
+    return items
+
+
+def _write_mask(dest: Path, mask: np.ndarray, source: Path, affine: np.ndarray) -> None:
+    if source.is_file() and source.name.lower().endswith(NIFTI_SUFFIXES):
+        import nibabel as nib
+
+        from segshift.utils.atomic import atomic_path
+
+        src = nib.load(str(source))
+        header = src.header.copy()
+        header.set_data_dtype(np.uint8)
+        header["scl_slope"], header["scl_inter"] = 1.0, 0.0
+        header["cal_min"], header["cal_max"] = 0, 0
+        if len(header.get_data_shape()) > 3:
+            header["dim"][0] = 3
+            header["dim"][4:] = 1
+        img = nib.Nifti1Image(mask, None, header=header)
+        img.set_sform(src.get_sform(), code=int(src.header["sform_code"]))
+        img.set_qform(src.get_qform(), code=int(src.header["qform_code"]))
+        with atomic_path(dest, suffix=".nii.gz") as tmp:
+            nib.save(img, str(tmp))
+    else:
+        write_nifti(dest, mask, affine)
+
+
+def predict_paths(
+    predictor: Predictor,
+    inputs: str | Path,
+    out: str | Path,
+    overwrite: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict]:
+    """Predict every volume under ``inputs`` into ``out``; returns the QC rows."""
+    items = collect_inputs(inputs)
+    names = [it.name if it.is_dir() else strip_suffix(it.name) for it in items]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise InputFileError(Path(inputs), f"several inputs map to the same case name: {', '.join(dupes)}")
+    rows = []
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        for item, case in zip(items, names):
+            if progress:
+                progress(case)
+            vol = read_volume(item)
+            if vol.array.ndim != 3:
+                raise InputFileError(item, f"is {vol.array.ndim}D where 3D is needed (import 4D cine with --frames first)")
+            check_finite(vol)
+            pred = predictor.predict_volume(vol)
+            _write_mask(tmp / f"{case}.nii.gz", pred.mask, item, vol.affine)
+            rows.append({"case": case, "input": str(item), "shape": "x".join(map(str, vol.shape)),
+                         "spacing_mm": "x".join(f"{s:.4g}" for s in vol.spacing), **pred.qc})
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+        write_text(tmp / "qc.csv", buf.getvalue())
+    return rows

@@ -1,0 +1,39 @@
+"""Segmentation losses and prediction-entropy maps.
+
+All losses take logits (B, C, *spatial) and integer targets (B, *spatial); see
+:mod:`segshift.losses.segmentation` for the conventions (and absent classes).
+
+Example:
+    >>> import torch
+    >>> total, parts = HybridLoss({"ce": 0.5, "jaccard": 0.5})(torch.zeros(1, 4, 8, 8), torch.zeros(1, 8, 8, dtype=torch.long))
+    >>> sorted(parts)
+    ['ce', 'jaccard']
+"""
+
+from __future__ import annotations
+
+from segshift.losses.segmentation import (
+    LOSSES,
+    CrossEntropyLoss,
+    FocalLoss,
+    HybridLoss,
+    SoftDiceLoss,
+    SoftJaccardLoss,
+    cross_entropy,
+    entropy_map,
+    mean_entropy,
+    one_hot,
+)
+
+__all__ = [
+    "LOSSES",
+    "CrossEntropyLoss",
+    "FocalLoss",
+    "HybridLoss",
+    "SoftDiceLoss",
+    "SoftJaccardLoss",
+    "cross_entropy",
+    "entropy_map",
+    "mean_entropy",
+    "one_hot",
+]

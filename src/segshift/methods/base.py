@@ -1,0 +1,182 @@
+"""The method interface.
+
+A method composes networks and losses and says how one training step goes; the engine owns
+everything else (data, loop, precision, devices, DDP, checkpoints, logs, model selection).
+So a method file reads like the paper's method section (DomainBed's ``update``/``predict``,
+TLlib's "update the segmenter with D frozen, then D").
+
+Contract:
+
+* class attributes ``name``, ``paper``, ``summary`` (for ``segshift methods``), and flags:
+  ``uses_target`` (needs unlabelled target batches), ``uses_target_labels`` (an oracle:
+  every output is labelled as such).
+* :meth:`build` creates ``self.nets`` (an ``nn.ModuleDict``; ``"seg"`` is the segmenter),
+  ``self.optimizers`` and ``self.schedulers`` (dicts keyed by name).
+* :meth:`train_step` receives a :class:`Batch` and returns a dict of floats to log. It runs
+  forward passes under ``self.autocast()`` and updates its own optimisers.
+* :meth:`predict_logits` maps a preprocessed image batch ``(B, 1, H, W)`` to logits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+REGISTRY: dict[str, type["Method"]] = {}
+
+
+def register(cls: type["Method"]) -> type["Method"]:
+    """Class decorator: make a method available by its ``name``."""
+    if not cls.name or cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
+        raise ValueError(f"method name {cls.name!r} is empty or already registered")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+@dataclasses.dataclass
+class Batch:
+    """One training step's data (already augmented, on the method's device).
+
+    Attributes:
+        source_image: ``(B, 1, H, W)`` labelled images (several source domains mixed).
+        source_label: ``(B, H, W)`` int64 labels.
+        source_domain: ``(B,)`` index of each sample's source domain.
+        target_image: ``(B, 1, H, W)`` unlabelled target images, or ``None``.
+    """
+
+    source_image: torch.Tensor
+    source_label: torch.Tensor
+    source_domain: torch.Tensor
+    target_image: torch.Tensor | None = None
+
+
+def make_optimizer(params: Any, cfg: Mapping[str, Any], lr: float | None = None) -> torch.optim.Optimizer:
+    """Optimiser from the ``train`` config section (adam | adamw | sgd)."""
+    kind, lr = cfg["optimizer"], float(lr if lr is not None else cfg["lr"])
+    wd = float(cfg["weight_decay"])
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    if kind == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=float(cfg["momentum"]), nesterov=bool(cfg["nesterov"]), weight_decay=wd)
+    raise ValueError(f"train.optimizer must be adam, adamw or sgd, got {kind!r}")
+
+
+def make_schedule(opt: torch.optim.Optimizer, cfg: Mapping[str, Any], total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up, then poly (``(1 - t)^power``), cosine, or constant."""
+    kind, warm = cfg["schedule"], int(cfg["warmup_steps"])
+    power = float(cfg.get("poly_power", 0.9))
+    total = max(1, int(total_steps))
+
+    def factor(step: int) -> float:
+        w = min(1.0, (step + 1) / warm) if warm > 0 else 1.0
+        t = min(1.0, step / total)
+        if kind == "poly":
+            return w * (1 - t) ** power
+        if kind == "cosine":
+            return w * 0.5 * (1 + math.cos(math.pi * t))
+        if kind == "constant":
+            return w
+        raise ValueError(f"train.schedule must be poly, cosine or constant, got {kind!r}")
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+class Method:
+    """Base class of all methods (see the module docstring for the contract).
+
+    Args:
+        cfg: the resolved run config (``cfg["method"]`` holds this method's hyper-parameters).
+        num_classes: number of labels including background.
+        in_channels: image channels (1 for MR).
+        device: where the networks live.
+    """
+
+    name: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    uses_target: ClassVar[bool] = False
+    uses_target_labels: ClassVar[bool] = False
+    hparams: ClassVar[dict[str, Any]] = {}
+    """This method's hyper-parameters with their defaults (the ``method:`` config section)."""
+
+    def __init__(self, cfg: Mapping[str, Any], num_classes: int, in_channels: int = 1, device: torch.device | str = "cpu") -> None:
+        self.cfg = cfg
+        self.hp = dict(cfg.get("method") or {})
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self.device = torch.device(device)
+        self.nets = nn.ModuleDict()
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.schedulers: dict[str, Any] = {}
+        self.precision = cfg["train"]["precision"]
+        self.channels_last = bool(cfg["train"]["channels_last"])
+        self._wrapped: dict[str, nn.Module] = {}
+
+    # -- construction -----------------------------------------------------------------
+    def build(self) -> None:
+        """Create networks, optimisers and schedulers. Subclasses call ``super().build()`` first."""
+        from segshift.nets import build_net
+
+        model = self.cfg["model"]
+        self.nets["seg"] = build_net(model["name"], self.in_channels, self.num_classes, **(model.get("kwargs") or {}))
+
+    def total_steps(self) -> int:
+        return int(self.cfg["train"]["steps"])
+
+    def to_device(self) -> None:
+        self.nets.to(self.device)
+        if self.channels_last:
+            self.nets.to(memory_format=torch.channels_last)
+
+    # -- networks as used in a step (DDP-wrapped where the engine wrapped them) -----------
+    def net(self, name: str) -> nn.Module:
+        return self._wrapped.get(name, self.nets[name])
+
+    def wrap(self, fn: Callable[[nn.Module], nn.Module]) -> None:
+        """Let the engine wrap trainable networks (DistributedDataParallel)."""
+        for name, module in self.nets.items():
+            if any(p.requires_grad for p in module.parameters()):
+                self._wrapped[name] = fn(module)
+
+    # -- training ----------------------------------------------------------------------
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed precision context for forward passes (bf16 autocast, or nothing for fp32)."""
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def train_step(self, batch: Batch, step: int) -> dict[str, float]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def step_schedulers(self) -> None:
+        for s in self.schedulers.values():
+            s.step()
+
+    def train(self, mode: bool = True) -> None:
+        self.nets.train(mode)
+
+    # -- prediction -------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_logits(self, image: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, C, H, W)`` of preprocessed images ``(B, 1, H, W)`` (float32 out)."""
+        with self.autocast():
+            return self.nets["seg"](self.prepare(image.to(self.device))).float()
+
+    def inference_nets(self) -> Iterator[str]:
+        """Names of the networks prediction needs (saved in ``best`` checkpoints)."""
+        yield from self.nets.keys()
+
+    @classmethod
+    def describe(cls) -> str:
+        return f"{cls.summary} [{cls.paper}]" if cls.paper else cls.summary

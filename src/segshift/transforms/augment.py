@@ -1,0 +1,117 @@
+"""Random augmentation of 2D slice batches, on tensors, driven by an explicit generator.
+
+Every random number comes from the ``torch.Generator`` passed in, so a run is reproducible
+and a resumed run draws the same numbers as an uninterrupted one (the engine checkpoints
+the generator). Spatial transforms (rotation, isotropic scaling, translation, optional
+flips) are one affine warp per sample via ``affine_grid``/``grid_sample`` (bilinear for
+images, nearest for labels); intensity transforms (gamma on the per-sample min-max range,
+contrast, brightness, Gaussian noise, blur) act on images only.
+
+:func:`resolution_augment` belongs here too once issue 6 lands; it acts in physical space.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclasses.dataclass
+class AugmentConfig:
+    """Ranges of the random transforms (see ``augment:`` in ``configs/base.yaml``)."""
+
+    enabled: bool = True
+    rotate_deg: float = 15.0
+    scale: tuple[float, float] = (0.85, 1.15)
+    translate: float = 0.1
+    flip: bool = False
+    gamma: tuple[float, float] = (0.7, 1.5)
+    contrast: tuple[float, float] = (0.85, 1.15)
+    brightness: float = 0.1
+    noise_std: float = 0.0
+    blur_sigma: float = 0.0
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "AugmentConfig":
+        kw = dict(d)
+        for key in ("scale", "gamma", "contrast"):
+            if key in kw and kw[key] is not None:
+                kw[key] = tuple(float(v) for v in kw[key])
+        return cls(**kw)
+
+
+def _uniform(n: int, lo: float, hi: float, gen: torch.Generator) -> torch.Tensor:
+    return lo + (hi - lo) * torch.rand(n, generator=gen)
+
+
+def spatial_params(n: int, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """Random ``(n, 2, 3)`` affine matrices for ``affine_grid`` (output -> input coordinates)."""
+    angle = _uniform(n, -cfg.rotate_deg, cfg.rotate_deg, gen) * math.pi / 180
+    scale = _uniform(n, *cfg.scale, gen)
+    shift = _uniform(2 * n, -2 * cfg.translate, 2 * cfg.translate, gen).view(n, 2)  # grid units span 2
+    flips = torch.ones(n, 2)
+    if cfg.flip:
+        flips = torch.where(torch.rand(n, 2, generator=gen) < 0.5, -1.0, 1.0)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1] = cos * flips[:, 0], -sin * flips[:, 1]
+    theta[:, 1, 0], theta[:, 1, 1] = sin * flips[:, 0], cos * flips[:, 1]
+    theta[:, :, 2] = shift
+    return theta
+
+
+def warp(image: torch.Tensor, theta: torch.Tensor, label: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Apply per-sample affine warps; outside the image, images take their minimum, labels 0."""
+    grid = F.affine_grid(theta.to(image.device, image.dtype), list(image.shape), align_corners=False)
+    floor = image.amin(dim=(1, 2, 3), keepdim=True)
+    out = F.grid_sample(image - floor, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + floor
+    lab = None
+    if label is not None:
+        lab = F.grid_sample(label[:, None].to(image.dtype), grid, mode="nearest", padding_mode="zeros", align_corners=False)[:, 0].round().to(label.dtype)
+    return out, lab
+
+
+def intensity(image: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """Gamma, contrast, brightness, blur and noise, per sample."""
+    n = image.shape[0]
+    lo = image.amin(dim=(1, 2, 3), keepdim=True)
+    hi = image.amax(dim=(1, 2, 3), keepdim=True)
+    rng = (hi - lo).clamp_min(1e-6)
+    gamma = _uniform(n, *cfg.gamma, gen).view(n, 1, 1, 1)
+    x = ((image - lo) / rng).clamp(0, 1) ** gamma * rng + lo
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * _uniform(n, *cfg.contrast, gen).view(n, 1, 1, 1) + mean
+    x = x + _uniform(n, -cfg.brightness, cfg.brightness, gen).view(n, 1, 1, 1)
+    if cfg.blur_sigma > 0:
+        x = torch.stack([_blur(x[i : i + 1], float(s))[0] for i, s in enumerate(_uniform(n, 0, cfg.blur_sigma, gen))])
+    if cfg.noise_std > 0:
+        std = _uniform(n, 0, cfg.noise_std, gen).view(n, 1, 1, 1)
+        x = x + std * torch.randn(x.shape, generator=gen)
+    return x
+
+
+def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    if sigma < 0.3:
+        return x
+    r = max(1, int(math.ceil(3 * sigma)))
+    t = torch.arange(-r, r + 1, dtype=x.dtype)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
+
+
+def augment_batch(
+    image: torch.Tensor, label: torch.Tensor | None, cfg: AugmentConfig, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Augment a CPU batch ``(B, 1, H, W)`` (and labels ``(B, H, W)``) with ``gen``'s randomness."""
+    if not cfg.enabled:
+        return image, label
+    theta = spatial_params(image.shape[0], cfg, gen)
+    image, label = warp(image, theta, label)
+    return intensity(image, cfg, gen), label

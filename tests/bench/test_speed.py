@@ -1,0 +1,61 @@
+"""The speed benchmark runs and counts FLOPs correctly (a smoke test: no speed thresholds)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from segshift.bench.speed import TRAIN_FLOPS_FACTOR, count_flops, format_report, measure_training, parse_variant, run_speed_bench
+
+TRAINING_KEYS = {
+    "net", "variant", "device", "size", "batch", "iters", "warmup", "threads", "step_s", "step_s_mean",
+    "step_s_min", "step_s_max", "step_times", "slices_per_s", "forward_flops_per_slice", "forward_flops",
+    "flops", "achieved_gflops", "compile_s", "loss", "max_rss_mb", "cuda_peak_mb",
+}
+
+
+def test_measure_training_smoke():
+    # One thread: the suite may run beside other torch work, and oversubscribed threads can
+    # make even this tiny step take seconds. Not a timed test: no speed thresholds.
+    before = torch.get_num_threads()
+    r = measure_training("unet", "fp32", size=32, batch=2, iters=2, warmup=1, device="cpu", threads=1)
+    assert torch.get_num_threads() == before  # restored
+    assert r["threads"] == 1
+    assert TRAINING_KEYS <= set(r)
+    assert r["net"] == "unet" and r["variant"] == "fp32" and r["batch"] == 2
+    assert len(r["step_times"]) == 2 and r["compile_s"] is None
+    assert r["slices_per_s"] > 0 and r["step_s"] > 0
+    assert r["flops"] > 0 and r["flops"] == TRAIN_FLOPS_FACTOR * r["forward_flops"] == TRAIN_FLOPS_FACTOR * 2 * r["forward_flops_per_slice"]
+    assert r["achieved_gflops"] > 0
+    assert torch.isfinite(torch.tensor(r["loss"]))
+
+
+def test_conv3x3_flops_match_hand_count():
+    cin, cout, h, w, batch = 3, 5, 12, 10, 2
+    conv = nn.Conv2d(cin, cout, kernel_size=3, padding=1, bias=False)
+    per_sample = 2 * cin * cout * 9 * h * w  # one multiply-add = 2 FLOPs per weight per output pixel
+    with torch.no_grad():
+        assert count_flops(conv, torch.zeros(batch, cin, h, w)) == batch * per_sample
+
+
+def test_variants_parse_and_reject():
+    v = parse_variant("bf16+cl+compile")
+    assert v.bf16 and v.channels_last and v.compile
+    assert not parse_variant("fp32").bf16
+    for bad in ("fp16", "bf16+cl+cl", "cl"):
+        with pytest.raises(ValueError):
+            parse_variant(bad)
+
+
+def test_run_speed_bench_tiny_and_report():
+    res = run_speed_bench(
+        ["unet"], size=16, batch=1, iters=1, warmup=0, variants=["fp32"], device="cpu",
+        slices=2, peak_n=64, peak_reps=1, net_kwargs={"features": (4, 8)}, threads=1,
+    )
+    assert not res["errors"]
+    t = res["training"][0]
+    assert t["speedup_vs_fp32"] == pytest.approx(1.0) and t["peak_gflops"] > 0
+    assert {r["precision"] for r in res["inference"]} == {"fp32", "bf16"}
+    text = format_report(res)
+    assert "slices/s" in text and "unet" in text and "3 x forward" in text

@@ -1,0 +1,105 @@
+"""The training loop on the phantom: it learns, resumes exactly, and runs under torchrun (DDP)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from safetensors.torch import load_file
+
+from segshift.cli.main import main
+from segshift.engine.config import resolve
+from segshift.engine.trainer import train
+from segshift.errors import SegshiftError
+from tests.engine.conftest import FAST
+
+
+def test_source_only_learns_the_phantom(phantom, tmp_path):
+    cfg = resolve("source-only", sets=FAST + ["train.steps=300", "train.eval_every=100"])
+    summary = train(cfg, [phantom["bssfp"]], None, tmp_path / "run", progress=False)
+    # in-domain validation Dice on held-out phantom patients; an untrained or broken model scores < 0.4
+    assert summary["finished"] and summary["best_val_mean_dice"] > 0.8, summary
+    assert summary["selection"] == "source validation Dice"
+    run = tmp_path / "run"
+    for f in ("config.yaml", "run.json", "preprocess.json", "summary.json", "logs/train.csv", "checkpoints/best/weights.safetensors",
+              "checkpoints/last/optim.safetensors"):
+        assert (run / f).exists(), f
+    info = json.loads((run / "run.json").read_text())
+    train_cases, val_cases = next(iter(info["plan"]["train"].values())), next(iter(info["plan"]["val"].values()))
+    assert len(val_cases) == 2 and len(train_cases) == 8 and not set(train_cases) & set(val_cases)
+    assert (run / "logs" / "tb").is_dir()
+
+
+def test_resume_equals_uninterrupted(phantom, tmp_path):
+    sets = FAST + ["train.steps=24", "train.eval_every=8", "train.checkpoint_every=100", "seed=11"]
+    cfg = resolve("source-only", sets=sets)
+    train(cfg, [phantom["bssfp"]], phantom["lge"], tmp_path / "full", progress=False)
+    part = train(cfg, [phantom["bssfp"]], phantom["lge"], tmp_path / "part", stop_after=10, progress=False)
+    assert not part["finished"] and not (tmp_path / "part" / "summary.json").exists()
+    train(cfg, [], None, tmp_path / "part", resume=True, progress=False)
+    a = load_file(str(tmp_path / "full" / "checkpoints" / "last" / "weights.safetensors"))
+    b = load_file(str(tmp_path / "part" / "checkpoints" / "last" / "weights.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].equal(b[k]), k
+    log_full = (tmp_path / "full" / "logs" / "train.csv").read_text().splitlines()
+    log_part = (tmp_path / "part" / "logs" / "train.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in log_full] == [r.split(",")[0] for r in log_part]
+
+
+def test_torchrun_two_processes_keep_identical_replicas(phantom, tmp_path):
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "segshift", "train",
+            "-m", "source-only", "-s", str(phantom["bssfp"]), "-o", str(tmp_path / "ddp"), "--no-progress"]
+    for s in FAST + ["train.steps=6", "train.batch_size=4", "train.eval_every=3", "train.checkpoint_every=3"]:
+        args += ["--set", s]
+    env = {**os.environ, "SEGSHIFT_DUMP_RANK_WEIGHTS": "1", "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    w0 = load_file(str(tmp_path / "ddp" / "rank_weights" / "rank0.safetensors"))
+    w1 = load_file(str(tmp_path / "ddp" / "rank_weights" / "rank1.safetensors"))
+    assert w0.keys() == w1.keys() and len(w0) > 10
+    for k in w0:
+        assert w0[k].equal(w1[k]), k
+    info = json.loads((tmp_path / "ddp" / "run.json").read_text())
+    assert info["world_size"] == 2
+    start = load_file(str(tmp_path / "ddp" / "checkpoints" / "last" / "weights.safetensors"))
+    assert any(not start[k].equal(w0[k]) for k in w0) is False  # the saved checkpoint is rank 0's final state
+
+
+def test_bad_train_input_writes_nothing(phantom, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "-m", "source-only", "-s", str(tmp_path / "missing"), "-o", str(out)]) == 2
+    assert "missing: is not a folder" in capsys.readouterr().err
+    assert main(["train", "-m", "nope", "-s", str(phantom["bssfp"]), "-o", str(out)]) == 2
+    assert "unknown method 'nope'" in capsys.readouterr().err
+    assert main(["train", "-m", "source-only", "-s", str(phantom["bssfp"]), "-o", str(out), "--set", "train.stepz=1"]) == 2
+    assert "unknown key 'train.stepz'" in capsys.readouterr().err
+    assert main(["train", "-m", "target-oracle", "-s", str(phantom["bssfp"]), "-o", str(out)]) == 2
+    assert "give --target" in capsys.readouterr().err
+    assert main(["train", "-m", "source-only", "-s", str(phantom["bssfp"]), "-o", str(out), "--set", "data.val_cases=[nobody]"]) == 2
+    assert "unknown case(s) nobody" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_corrupt_case_fails_before_the_run_folder_exists(phantom, tmp_path):
+    import shutil
+
+    dom = tmp_path / "dom"
+    shutil.copytree(phantom["bssfp"], dom)
+    (dom / "images" / "case003.nii.gz").write_bytes(b"\x1f\x8b\x08broken")
+    cfg = resolve("source-only", sets=FAST + ["train.steps=2"])
+    with pytest.raises(SegshiftError, match=r"case003\.nii\.gz: cannot be read"):
+        train(cfg, [dom], None, tmp_path / "run", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dom"]
+
+
+def test_existing_run_needs_resume_or_overwrite(phantom, tmp_path):
+    cfg = resolve("source-only", sets=FAST + ["train.steps=2", "train.eval_every=2"])
+    train(cfg, [phantom["bssfp"]], None, tmp_path / "run", progress=False)
+    with pytest.raises(SegshiftError, match="--resume to continue it or --overwrite"):
+        train(cfg, [phantom["bssfp"]], None, tmp_path / "run", progress=False)
+    with pytest.raises(SegshiftError, match="nothing to resume"):
+        train(cfg, [], None, tmp_path / "other", resume=True, progress=False)

@@ -1,0 +1,74 @@
+"""Baselines: registry, what each one changes, and that none reads target labels."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from segshift.cli.main import main
+from segshift.engine.config import resolve
+from segshift.engine.trainer import train
+from segshift.methods import available_methods, get_method
+from segshift.methods.base import Batch
+from segshift.transforms import Preprocessor
+from tests.methods.conftest import FAST
+
+
+def test_registry_lists_the_baselines(capsys):
+    names = set(available_methods())
+    assert {"source-only", "target-oracle", "noise-aug", "histmatch"} <= names
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    assert "target-oracle" in out and "ORACLE" in out and "yan2019" in out
+
+
+def test_noise_aug_perturbs_the_source_input():
+    cls = get_method("noise-aug")
+    cfg = resolve("noise-aug", sets=["model.kwargs={features: [4, 8]}"], method_hparams=cls.hparams)
+    m = cls(cfg, num_classes=4)
+    m.build()
+    x = torch.zeros(4, 1, 16, 16)
+    b = Batch(x, torch.zeros(4, 16, 16, dtype=torch.long), torch.zeros(4))
+    noisy = m.source_input(b)
+    assert noisy.std() > 0.05 and noisy.abs().max() < 5
+    assert get_method("source-only")(cfg, num_classes=4).source_input(b) is x
+
+
+def _unreadable_labels(dom, tmp_path):
+    copy = tmp_path / "target"
+    shutil.copytree(dom, copy)
+    for p in (copy / "labels").iterdir():
+        p.write_bytes(b"not a nifti")  # any read would fail loudly
+        os.chmod(p, 0)
+    return copy
+
+
+@pytest.mark.parametrize("method", ["source-only", "noise-aug", "histmatch"])
+def test_target_labels_are_never_read(phantom, tmp_path, method):
+    target = _unreadable_labels(phantom["lge"], tmp_path)
+    cls = get_method(method)
+    sets = FAST + ["train.steps=4", "train.eval_every=2", "data.histmatch_reference=target"]
+    cfg = resolve(method, sets=sets, method_hparams=cls.hparams)
+    summary = train(cfg, [phantom["bssfp"]], target, tmp_path / "run", progress=False)
+    assert summary["finished"] and not summary["oracle"]
+
+
+def test_histmatch_reference_is_fitted_and_saved(phantom, tmp_path):
+    cfg = resolve("histmatch", sets=FAST + ["train.steps=2", "train.eval_every=2"])
+    train(cfg, [phantom["bssfp"]], phantom["lge"], tmp_path / "run", progress=False)
+    pre = Preprocessor.load(tmp_path / "run" / "preprocess.json")
+    assert pre.config.histmatch and pre.reference is not None and len(pre.reference) == 256
+    assert np.all(np.diff(pre.reference) >= 0)
+
+
+def test_oracle_trains_on_target_labels_and_says_so(phantom, tmp_path):
+    cfg = resolve("target-oracle", sets=FAST + ["train.steps=2", "train.eval_every=2"])
+    summary = train(cfg, [phantom["bssfp"]], phantom["lge"], tmp_path / "run", progress=False)
+    assert summary["oracle"] and summary["selection"].startswith("oracle")
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["oracle"] and list(info["plan"]["train"]) == [str(phantom["lge"])]
