@@ -25,6 +25,9 @@ def test_registry_lists_the_baselines(capsys):
     assert main(["methods"]) == 0
     out = capsys.readouterr().out
     assert "target-oracle" in out and "ORACLE" in out and "yan2019" in out
+    assert main(["methods", "--config", "noise-aug"]) == 0
+    out = capsys.readouterr().out
+    assert "method_name: noise-aug" in out and "noise_std: 0.5" in out
 
 
 def test_noise_aug_perturbs_the_source_input():

@@ -59,7 +59,7 @@ def evaluate(
         cases=(cases.split(",") if cases and "," in cases else cases),
     )
     csv_path, json_path = write_evaluation(result, out)
-    console = Console()
+    console = Console(width=max(Console().width, 110))  # keep the table unwrapped in logs and narrow terminals
     console.print(format_table(result.summary))
     if result.missing_predictions:
         console.print(

@@ -16,6 +16,7 @@ def predict_command(
     device: Optional[str] = typer.Option(None, help="cpu, cuda, ... [default: GPU if available]."),
     batch_size: int = typer.Option(32, help="Slices per forward pass."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
+    cases: Optional[str] = typer.Option(None, "--cases", help="Only these cases: a regex, or a comma-separated list."),
 ) -> None:
     """Segment volumes with a trained run; masks keep each input's exact geometry."""
     from rich.console import Console
@@ -26,7 +27,8 @@ def predict_command(
     predictor = Predictor(run, checkpoint=checkpoint, device=device, batch_size=batch_size)
     console = Console(stderr=True)
     with console.status("predicting") as status:
-        rows = predict_paths(predictor, inputs, out, overwrite=overwrite, progress=lambda c: status.update(f"predicting {c}"))
+        rows = predict_paths(predictor, inputs, out, overwrite=overwrite, progress=lambda c: status.update(f"predicting {c}"),
+                             cases=(cases.split(",") if cases and "," in cases else cases))
     tag = " (ORACLE model: trained with target labels)" if predictor.oracle else ""
     secs = sum(r["seconds"] for r in rows)
     typer.echo(f"{len(rows)} mask(s) written to {out}{tag}; {secs / len(rows):.2f} s per volume; QC in {out / 'qc.csv'}")

@@ -10,10 +10,17 @@ import typer
 from segshift.errors import SegshiftError
 
 
-def methods_command() -> None:
+def methods_command(
+    config: Optional[str] = typer.Option(None, "--config", help="Print this method's full default config (YAML) instead."),
+) -> None:
     """List every registered method with a one-line description and its paper."""
-    from segshift.methods import available_methods
+    from segshift.methods import available_methods, get_method
 
+    if config is not None:
+        from segshift.engine.config import dump, resolve
+
+        typer.echo(dump(resolve(config, method_hparams=get_method(config).hparams)), nl=False)
+        return
     for name, cls in available_methods().items():
         typer.echo(f"{name:16s} {cls.describe()}")
 

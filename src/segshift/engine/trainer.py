@@ -286,6 +286,8 @@ class Trainer:
                 "ranks": {str(r): s for r, s in enumerate(gathered)},
                 "streams": {"source": [s.state_dict() for s in src_streams], "target": tgt_stream.state_dict() if tgt_stream else None},
                 "labels": self.labels,
+                "config": cfg,
+                "preprocess": pre.to_dict(),
             }
             if which == "last":
                 ckpt.save_checkpoint(self.run / "checkpoints" / "last", method.nets, state, method.optimizers, method.schedulers)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -68,14 +68,21 @@ def predict_paths(
     out: str | Path,
     overwrite: bool = False,
     progress: Callable[[str], None] | None = None,
+    cases: str | Sequence[str] | None = None,
 ) -> list[dict]:
-    """Predict every volume under ``inputs`` into ``out``; returns the QC rows."""
+    """Predict every volume under ``inputs`` (or only ``cases``: ids or a regex) into ``out``; returns the QC rows."""
     items = collect_inputs(inputs)
     names = [it.name if it.is_dir() else strip_suffix(it.name) for it in items]
+    if cases is not None:
+        from segshift.engine.splits import select
+
+        keep = set(select(names, cases, "cases"))
+        items, names = [i for i, n in zip(items, names) if n in keep], [n for n in names if n in keep]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise InputFileError(Path(inputs), f"several inputs map to the same case name: {', '.join(dupes)}")
     rows = []
+    model = f"{predictor.method.name} [ORACLE: trained with target labels]" if predictor.oracle else predictor.method.name
     with atomic_dir(out, overwrite=overwrite) as tmp:
         for item, case in zip(items, names):
             if progress:
@@ -86,7 +93,7 @@ def predict_paths(
             check_finite(vol)
             pred = predictor.predict_volume(vol)
             _write_mask(tmp / f"{case}.nii.gz", pred.mask, item, vol.affine)
-            rows.append({"case": case, "input": str(item), "shape": "x".join(map(str, vol.shape)),
+            rows.append({"case": case, "model": model, "input": str(item), "shape": "x".join(map(str, vol.shape)),
                          "spacing_mm": "x".join(f"{s:.4g}" for s in vol.spacing), **pred.qc})
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=list(rows[0]))
