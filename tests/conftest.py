@@ -50,3 +50,23 @@ def toy_case(shape=(40, 48, 6), seed=0, scale=1.0) -> tuple[np.ndarray, np.ndarr
 @pytest.fixture
 def toy() -> tuple[np.ndarray, np.ndarray]:
     return toy_case()
+
+
+# fast training settings for phantom tests: 2.5 mm pixels, 80x80 crops (200 mm field of view), a narrow U-Net
+FAST = [
+    "data.preprocess.crop_size=[80,80]",
+    "data.preprocess.target_spacing=2.5",
+    "model.kwargs={features: [8,16,32,64]}",
+    "train.lr=0.003",
+    "train.warmup_steps=10",
+    "train.log_every=10",
+]
+
+
+@pytest.fixture(scope="session")
+def phantom(tmp_path_factory) -> dict[str, Path]:
+    """A small phantom task (bSSFP-like source, LGE-like target, 10 cases each), made once per test session."""
+    from segshift.data.phantom import generate_phantom
+
+    root = tmp_path_factory.mktemp("phantom")
+    return generate_phantom(root, presets=["bssfp", "lge"], n_cases=10, seed=3)
