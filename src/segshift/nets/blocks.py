@@ -475,3 +475,30 @@ def check_features(features: Sequence[int], net: str, min_levels: int = 2) -> tu
     if len(widths) < min_levels or any(f < 1 for f in widths):
         raise ValueError(f"{net}: features must be at least {min_levels} positive channel widths, got {features!r}")
     return widths
+
+
+def encoder_decoder_pass(
+    x: torch.Tensor,
+    encoders: Sequence[nn.Module],
+    pool: nn.Module,
+    ups: Sequence[nn.Module],
+    decoders: Sequence[nn.Module],
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The U-shaped pass shared by :class:`~segshift.nets.unet.UNet` and the residual U-Net.
+
+    Encoders run with ``pool`` between levels; each decoder takes the concatenation of the
+    matching skip and the up-sampled deeper feature. Returns the last decoder output and the
+    features from deep to shallow (the bottleneck, then every decoder stage).
+    """
+    skips: list[torch.Tensor] = []
+    for level, encoder in enumerate(encoders):
+        if level > 0:
+            x = pool(x)
+        x = encoder(x)
+        skips.append(x)
+    depth = len(skips) - 1
+    feats = [x]
+    for k, (up, decoder) in enumerate(zip(ups, decoders)):
+        x = decoder(torch.cat([skips[depth - 1 - k], up(x)], dim=1))
+        feats.append(x)
+    return x, feats

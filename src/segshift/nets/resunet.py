@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from segshift.nets.blocks import ResidualBlock, check_features, check_input, check_spatial_dims, layer_type
+from segshift.nets.blocks import ResidualBlock, check_features, check_input, encoder_decoder_pass, check_spatial_dims, layer_type
 
 
 class ResidualUNet(nn.Module):
@@ -172,16 +172,7 @@ class ResidualUNet(nn.Module):
             ValueError: for an input of the wrong dimensionality or size.
         """
         check_input(x, self.spatial_dims, 2**self.depth, "ResidualUNet")
-        skips: list[torch.Tensor] = []
-        for level, encoder in enumerate(self.encoders):
-            if level > 0:
-                x = self.pool(x)
-            x = encoder(x)
-            skips.append(x)
-        feats = [x]
-        for k, (up, decoder) in enumerate(zip(self.ups, self.decoders)):
-            x = decoder(torch.cat([skips[self.depth - 1 - k], up(x)], dim=1))
-            feats.append(x)
+        x, feats = encoder_decoder_pass(x, self.encoders, self.pool, self.ups, self.decoders)
         return self.head(x), feats
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
