@@ -1,4 +1,7 @@
-"""Print one line per evaluation folder under runs/dev/eval (mean Dice per structure, ASSD, HD95)."""
+"""Print one Markdown row per evaluation folder (default runs/dev/eval): Dice and Jaccard per structure, ASSD, HD95.
+
+Usage: python3 scripts/dev_table.py [EVAL_ROOT] [WALL_TXT]; WALL_TXT (``row train_wall_s N`` lines) adds a wall-time column.
+"""
 
 import glob
 import json
@@ -6,10 +9,20 @@ import os
 import sys
 
 root = sys.argv[1] if len(sys.argv) > 1 else "runs/dev/eval"
-print("| evaluation | Dice LV | Dice MYO | Dice RV | Dice mean ± sd | Jaccard | ASSD mm | HD95 mm | n |")
-print("|---|---|---|---|---|---|---|---|---|")
+wall: dict[str, int] = {}
+if len(sys.argv) > 2 and os.path.exists(sys.argv[2]):
+    for line in open(sys.argv[2]):
+        name, kind, sec = line.split()
+        if kind == "train_wall_s":
+            wall[name] = int(sec)
+print("| evaluation | Dice LV | Dice MYO | Dice RV | Dice mean ± sd | Jacc LV | Jacc MYO | Jacc RV | Jacc mean | ASSD mm | HD95 mm | n | train wall |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for d in sorted(glob.glob(os.path.join(root, "*"))):
+    name = os.path.basename(d)
     s = json.load(open(os.path.join(d, "summary.json")))["summary"]
     st, o = s["structures"], s["overall"]
-    print(f"| {os.path.basename(d)} | {st['LV']['dice']['mean']:.3f} | {st['MYO']['dice']['mean']:.3f} | {st['RV']['dice']['mean']:.3f} | "
-          f"{o['dice']['mean']:.3f} ± {o['dice']['std']:.3f} | {o['jaccard']['mean']:.3f} | {o['assd_mm']['mean']:.2f} | {o['hd95_mm']['mean']:.2f} | {o['dice']['n']} |")
+    w = f"{wall[name] // 60} min {wall[name] % 60:02d} s" if name in wall else "—"
+    print(f"| {name} | {st['LV']['dice']['mean']:.3f} | {st['MYO']['dice']['mean']:.3f} | {st['RV']['dice']['mean']:.3f} | "
+          f"{o['dice']['mean']:.3f} ± {o['dice']['std']:.3f} | {st['LV']['jaccard']['mean']:.3f} | {st['MYO']['jaccard']['mean']:.3f} | "
+          f"{st['RV']['jaccard']['mean']:.3f} | {o['jaccard']['mean']:.3f} | {o['assd_mm']['mean']:.2f} | {o['hd95_mm']['mean']:.2f} | "
+          f"{o['dice']['n']} | {w} |")

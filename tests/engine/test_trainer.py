@@ -103,3 +103,48 @@ def test_existing_run_needs_resume_or_overwrite(phantom, tmp_path):
         train(cfg, [phantom["bssfp"]], None, tmp_path / "run", progress=False)
     with pytest.raises(SegshiftError, match="nothing to resume"):
         train(cfg, [], None, tmp_path / "other", resume=True, progress=False)
+
+
+def test_divergence_monitor_flags_a_sustained_climb_only():
+    from segshift.engine.trainer import DivergenceMonitor
+
+    mon = DivergenceMonitor(factor=5.0, patience=10, warmup=5)
+    for step in range(1, 101):  # noisy but flat loss: never unhealthy
+        mon.update(step, {"loss_seg": 0.2 + 0.15 * (step % 2)})
+    assert mon.healthy and mon.diverged is None
+    for step in range(101, 104):  # a 3-step spike is absorbed by the running mean
+        mon.update(step, {"loss_seg": 3.0})
+    assert mon.diverged is None
+    for step in range(104, 400):
+        mon.update(step, {"loss_seg": 8.0})
+    assert mon.diverged is not None and "loss_seg" in mon.diverged
+    assert 101 <= mon.onset <= 110
+    off = DivergenceMonitor(factor=0.0, patience=1, warmup=0)
+    for step in range(1, 50):
+        off.update(step, {"loss": float(step) ** 3})
+    assert off.diverged is None
+    with pytest.raises(SegshiftError, match="diverge_factor"):
+        DivergenceMonitor(factor=0.5, patience=1, warmup=0)
+
+
+def test_a_run_away_loss_stops_training_and_keeps_the_checkpoint_before_the_climb(phantom, tmp_path, monkeypatch):
+    from segshift.engine import checkpoint as ckpt
+    from segshift.engine.trainer import TrainingDiverged
+    from segshift.methods import get_method
+
+    cls = get_method("source-only")
+    original = cls.train_step
+
+    def climbing(self, batch, step):  # the real step, reporting a loss that explodes from step 31 on
+        values = original(self, batch, step)
+        values["loss_seg"] = values["loss"] = 0.1 if step <= 30 else 10.0
+        return values
+
+    monkeypatch.setattr(cls, "train_step", climbing)
+    cfg = resolve("source-only", sets=FAST + ["train.steps=200", "train.eval_every=1000", "train.checkpoint_every=5", "train.log_every=5",
+                                              "train.diverge_warmup=5", "train.diverge_patience=10"])
+    run = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match=r"diverged at step 45: the supervised loss \(loss_seg\) diverged.*before step 3[1-4]"):
+        train(cfg, [phantom["bssfp"]], None, run, progress=False)
+    assert ckpt.read_state(run / "checkpoints" / "last")["step"] == 30  # steps 35 and 40 were not saved
+    assert not (run / "summary.json").exists()

@@ -49,7 +49,60 @@ from segshift.utils.atomic import write_json, write_text
 
 
 class TrainingDiverged(SegshiftError):
-    """A loss became NaN/Inf; the last good checkpoint is kept."""
+    """A loss became NaN/Inf or the supervised loss ran away; the last good checkpoint is kept."""
+
+
+class DivergenceMonitor:
+    """Catches a run whose supervised source loss runs away although it stays finite.
+
+    Adversarial training fails this way: the discriminator wins, the segmenter's adversarial
+    gradient swamps its supervised one and the source loss climbs. The monitor keeps an
+    exponential moving average (``alpha``) of ``loss_seg`` (else ``loss``) and its lowest
+    value after ``warmup`` steps. The run is *unhealthy* while the average is above
+    ``factor x max(lowest, floor)``; unhealthy for ``patience`` consecutive steps means
+    diverged. ``factor`` 0 switches the check off. While unhealthy no ``last`` checkpoint is
+    written, so the kept one predates the climb.
+    """
+
+    def __init__(self, factor: float, patience: int, warmup: int, alpha: float = 0.02, floor: float = 0.05) -> None:
+        if factor < 0 or (0 < factor <= 1):
+            raise SegshiftError(f"train.diverge_factor must be 0 (off) or > 1, got {factor}")
+        self.factor, self.patience, self.warmup, self.alpha, self.floor = factor, max(1, patience), warmup, alpha, floor
+        self.ema: float | None = None
+        self.lowest = math.inf
+        self.bad_steps = 0
+        self.onset: int | None = None
+        self.diverged: str | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return self.bad_steps == 0
+
+    def update(self, step: int, values: dict[str, float]) -> None:
+        """Feed one step's logged values (the verdict is in :attr:`diverged`)."""
+        if not self.factor or self.diverged:
+            return
+        key = "loss_seg" if "loss_seg" in values else "loss" if "loss" in values else None
+        if key is None:
+            return
+        v = values[key]
+        self.ema = v if self.ema is None else (1 - self.alpha) * self.ema + self.alpha * v
+        if step <= self.warmup:
+            return
+        limit = self.factor * max(self.lowest, self.floor)
+        if self.lowest < math.inf and self.ema > limit:
+            self.bad_steps += 1
+            self.onset = self.onset or step
+            if self.bad_steps >= self.patience:
+                self.diverged = (
+                    f"the supervised loss ({key}) diverged: its running mean rose from {self.lowest:.4g} to {self.ema:.4g} "
+                    f"(limit {limit:.4g}, train.diverge_factor {self.factor:g}) and stayed above the limit for "
+                    f"{self.bad_steps} steps since step {self.onset}; for adversarial methods lower the adversarial "
+                    f"weight or the discriminator lr"
+                )
+        else:
+            self.bad_steps, self.onset = 0, None
+            self.lowest = min(self.lowest, self.ema)
 
 
 def _git_revision() -> str | None:
@@ -294,6 +347,7 @@ class Trainer:
             else:
                 ckpt.save_checkpoint(self.run / "checkpoints" / "best", {k: method.nets[k] for k in method.inference_nets()}, state)
 
+        monitor = DivergenceMonitor(float(tcfg["diverge_factor"]), int(tcfg["diverge_patience"]), start + int(tcfg["diverge_warmup"]))
         progress = _progress(self.progress, total, start)
         method.train(True)
         step = start
@@ -307,6 +361,14 @@ class Trainer:
                         f"training diverged at step {step} ({', '.join(f'{k}={v:.4g}' for k, v in values.items())}); "
                         f"the last good checkpoint is kept in {self.run / 'checkpoints' / 'last'}"
                     )
+                monitor.update(step, values)
+                is_ckpt = step % ckpt_every == 0 or step == total or step == stop_after
+                healthy = True
+                if step % log_every == 0 or is_ckpt:  # rank 0's verdict, so every process acts alike
+                    diverged, healthy, onset = ddp.broadcast_object(info, (monitor.diverged, monitor.healthy, monitor.onset))
+                    if diverged:
+                        raise TrainingDiverged(f"training diverged at step {step}: {diverged}; the last good checkpoint "
+                                               f"(written before step {onset}) is kept in {self.run / 'checkpoints' / 'last'}")
                 for k, v in values.items():
                     running.setdefault(k, []).append(v)
                 do_eval = bool(self.val_caches) and (step % eval_every == 0 or step == total)
@@ -325,7 +387,7 @@ class Trainer:
                             save(step, "best")
                     logger.log(step, row)
                     progress.update(step, row)
-                if step % ckpt_every == 0 or step == total or step == stop_after:
+                if is_ckpt and healthy:
                     save(step, "last")
                     ddp.barrier(info)
                 if stop_after is not None and step >= stop_after:

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+from segshift.losses.adversarial import d_loss, frozen, g_loss
 from segshift.losses.segmentation import (
     LOSSES,
     CrossEntropyLoss,
@@ -23,6 +24,7 @@ from segshift.losses.segmentation import (
     entropy_map,
     mean_entropy,
     one_hot,
+    self_information_map,
 )
 
 __all__ = [
@@ -33,7 +35,11 @@ __all__ = [
     "SoftDiceLoss",
     "SoftJaccardLoss",
     "cross_entropy",
+    "d_loss",
     "entropy_map",
+    "frozen",
+    "g_loss",
     "mean_entropy",
     "one_hot",
+    "self_information_map",
 ]

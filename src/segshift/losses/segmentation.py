@@ -42,6 +42,7 @@ __all__ = [
     "entropy_map",
     "mean_entropy",
     "one_hot",
+    "self_information_map",
 ]
 
 
@@ -320,6 +321,26 @@ def entropy_map(logits: torch.Tensor) -> torch.Tensor:
     logp = torch.log_softmax(logits.float(), dim=1)
     ent = -(logp.exp() * logp).sum(dim=1, keepdim=True) / math.log(logits.shape[1])
     return ent.clamp(0.0, 1.0)
+
+
+def self_information_map(logits: torch.Tensor) -> torch.Tensor:
+    """Normalised weighted self-information maps, one per class (ADVENT, Vu et al. CVPR 2019).
+
+    ``I_c = -p_c log p_c / log C`` with ``p = softmax(logits)``: the per-class terms whose
+    channel sum is :func:`entropy_map`. ADVENT's entropy discriminator sees these ``C``
+    maps (its ``prob_2_entropy``); AttENT's "entropy space" alignment is the same idea.
+    Computed from ``log_softmax`` in float32 (finite and differentiable when saturated).
+
+    Args:
+        logits: (B, C, *spatial), C >= 2.
+
+    Returns:
+        (B, C, *spatial) values in [0, 1/(e log C)] (each term peaks at ``p = 1/e``).
+    """
+    if logits.ndim < 2 or logits.shape[1] < 2:
+        raise ValueError(f"self_information_map needs logits (B, C, *spatial) with C >= 2, got shape {tuple(logits.shape)}")
+    logp = torch.log_softmax(logits.float(), dim=1)
+    return -(logp.exp() * logp) / math.log(logits.shape[1])
 
 
 def mean_entropy(logits: torch.Tensor) -> torch.Tensor:

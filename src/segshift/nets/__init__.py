@@ -8,7 +8,9 @@ Segmentation networks (all with ``forward(x) -> logits`` and
 * ``"attention_unet"``: :class:`AttentionUNet`, attention U-Net with dilated convolutions
   and pyramid pooling (Wang et al. 2019).
 
-:class:`PatchDiscriminator` is the PatchGAN discriminator of the adversarial methods.
+:class:`PatchDiscriminator` is the PatchGAN discriminator of the adversarial methods;
+:class:`GroupFeatureRecalibration` is the GFRM of Wang et al. 2019 (multi-level features
+fused and recalibrated before the feature discriminator).
 
 Example:
     >>> net = build_net("unet", in_channels=1, out_channels=4, features=(8, 16, 32))
@@ -35,6 +37,7 @@ from segshift.nets.blocks import (
     norm_layer,
 )
 from segshift.nets.discriminator import PatchDiscriminator
+from segshift.nets.gfrm import GroupFeatureRecalibration
 from segshift.nets.resunet import ResidualUNet
 from segshift.nets.unet import UNet
 
@@ -85,6 +88,7 @@ __all__ = [
     "AttentionUNet",
     "ConvNormAct",
     "DoubleConv",
+    "GroupFeatureRecalibration",
     "PatchDiscriminator",
     "PyramidPooling",
     "ResidualBlock",

@@ -1,0 +1,102 @@
+"""GAN losses of the adversarial domain-adaptation methods, and freezing a discriminator.
+
+Label convention (used by every adversarial method in segshift): **source = 1 ("real"),
+target = 0 ("fake")**. The discriminator learns to tell source (1) from target (0) inputs;
+the segmenter is trained to make *target* inputs score as *source* (label 1), i.e. "target
+should look like source". This is the convention of Wang et al. 2019 (eqs. 3-6: ``log D``
+on source, ``log(1 - D)`` on target, ``log D`` on target for the generator) and of AttENT
+(Li et al. 2021, ``L_D(E_xs, 1) + L_D(E_xt, 0)``, ``L_adv = L_D(E_xt, 1)``); AdaptSegNet's
+code uses the opposite labels, which is the same game with the sign of D flipped.
+
+Both losses take raw discriminator scores (logits, any shape, e.g. PatchGAN maps) and use
+``binary_cross_entropy_with_logits``, computed in float32 (numerically stable for large
+scores, also under bf16 autocast), averaged over patches and batch.
+
+Example:
+    >>> import torch
+    >>> round(float(g_loss(torch.zeros(2, 1, 4, 4))), 4)  # ln 2: D undecided
+    0.6931
+    >>> round(float(d_loss(torch.full((1,), 20.0), torch.full((1,), -20.0))), 4)  # D certain and right
+    0.0
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["SOURCE_LABEL", "TARGET_LABEL", "bce_with_logits", "d_loss", "frozen", "g_loss", "set_requires_grad"]
+
+SOURCE_LABEL = 1.0
+"""Discriminator label of source inputs ("real")."""
+TARGET_LABEL = 0.0
+"""Discriminator label of target inputs ("fake")."""
+
+
+def bce_with_logits(logits: torch.Tensor, label: float) -> torch.Tensor:
+    """Mean binary cross-entropy of raw scores against a constant label, in float32."""
+    logits = logits.float()
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, float(label)))
+
+
+def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Discriminator loss: source scores towards 1, target scores towards 0.
+
+    ``0.5 * (BCE(D(source), 1) + BCE(D(target), 0))``: the average of the two halves (as
+    AdaptSegNet and ADVENT do), so an undecided discriminator scores ``ln 2`` like
+    :func:`g_loss`. Pass *detached* inputs' scores: the discriminator step must not reach
+    the segmenter.
+
+    Args:
+        real_logits: discriminator scores of source inputs (label 1).
+        fake_logits: discriminator scores of target inputs (label 0).
+    """
+    return 0.5 * (bce_with_logits(real_logits, SOURCE_LABEL) + bce_with_logits(fake_logits, TARGET_LABEL))
+
+
+def g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Adversarial loss of the segmenter: target scores towards the *source* label 1.
+
+    ``BCE(D(target), 1)`` (the non-saturating GAN loss, eq. 4 and eq. 6 of Wang et al.
+    2019). Compute ``fake_logits`` with the discriminator frozen (:func:`frozen`), so only
+    the segmenter receives gradients.
+    """
+    return bce_with_logits(fake_logits, SOURCE_LABEL)
+
+
+def set_requires_grad(modules: nn.Module | list[nn.Module] | tuple[nn.Module, ...], flag: bool) -> None:
+    """``requires_grad_(flag)`` on every parameter of ``modules``."""
+    for m in modules if isinstance(modules, (list, tuple)) else [modules]:
+        m.requires_grad_(flag)
+
+
+@contextlib.contextmanager
+def frozen(*modules: nn.Module | None) -> Iterator[None]:
+    """Freeze the parameters of ``modules`` inside the block (``requires_grad_(False)``).
+
+    Gradients still flow *through* a frozen module to its inputs, but none accumulate in
+    its parameters: the "update the segmenter with D frozen" step. On exit every parameter
+    gets back its own previous ``requires_grad`` flag (also when the block raises), so
+    parameters frozen on purpose elsewhere stay frozen. ``None`` entries are ignored.
+
+    Example:
+        >>> d = nn.Linear(2, 1)
+        >>> with frozen(d):
+        ...     d.weight.requires_grad
+        False
+        >>> d.weight.requires_grad
+        True
+    """
+    params = [p for m in modules if m is not None for p in m.parameters()]
+    saved = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in zip(params, saved):
+            p.requires_grad_(flag)

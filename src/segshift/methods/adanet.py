@@ -1,0 +1,206 @@
+"""``adanet``: the multi-sequence adversarial domain adaptation network of Wang et al. 2019.
+
+Wang, Huang, Chen, Ma, Huang and Ding, "Multi-sequence Cardiac MR Segmentation with
+Adversarial Domain Adaptation Network", STACOM (MS-CMRSeg) 2019. Labelled source domains
+(the paper: bSSFP and T2, given as several ``--source``; the engine mixes them in every
+batch) and an unlabelled target (LGE).
+
+The parts, each one row of the paper's Table 1:
+
+* **S2T**: an attention U-Net with dilated convolutions and pyramid pooling
+  (``model.name: attention_unet``) trained on the sources with ``0.5 CE + 0.5 Jaccard``
+  (``train.loss``, eqs. 1-2), SGD with Nesterov momentum 0.9, weight decay 1e-4, lr 0.01
+  decayed towards 0.001 (see "Schedule" below).
+* **HM**: histogram matching of every image (source and target) to the source's intensity
+  histogram. HM is *preprocessing* (fitted once, saved with the model and applied again at
+  prediction), so its switch is the preprocessing key ``data.preprocess.histmatch`` (true
+  in this method's YAML), not a ``method`` key: one switch, one place, recorded in the
+  run's ``preprocess.json``.
+* **MDA** (``method.mda``): a mask-level PatchGAN ``D_m`` on softmax maps (eqs. 5-6),
+  weights ``lambda_g_mask`` = lambda_Gm 0.005 and ``lambda_d_mask`` = lambda_Dm 1.0.
+* **FDA** (``method.fda``): a feature-level PatchGAN ``D_f`` (eqs. 3-4), weights
+  ``lambda_g_feat`` = lambda_Gf 0.05 and ``lambda_d_feat`` = lambda_Df 1.0. Without GFRM,
+  ``D_f`` sees one feature, the "empirically selected" one of earlier work: the deepest
+  (pyramid-pooled bottleneck) feature, bilinearly upsampled to full resolution.
+* **GFRM** (``method.gfrm``, needs ``fda``): ``D_f`` sees every decoder level
+  (``forward_features``: bottleneck and each decoder stage), fused and recalibrated by
+  :class:`~segshift.nets.GroupFeatureRecalibration` (``gfrm_channels`` per level,
+  ``gfrm_groups`` groups, default the number of classes).
+
+Reading of the paper where it is not explicit:
+
+* The GFRM (``R``, parameters ``Theta_r``) belongs to the *discriminator side*: it is
+  updated with ``D_f`` in step 2 and frozen in step 1. Trained with the segmenter's
+  adversarial loss instead, its attention could simply switch all features off (identical
+  zero features fool any ``D_f``), which would remove feature alignment altogether.
+* Labels: source 1, target 0; eq. 3 and 5's ``(1 - log D)`` is read as the usual
+  ``log(1 - D)``, and eq. 6's ``D_f`` as ``D_m`` (typos); BCE with logits, see
+  :mod:`segshift.losses.adversarial`.
+* Schedule: the paper drops the lr from 0.01 to 0.001 after 80 of 150 epochs; here the
+  segmenter's lr follows ``train.schedule`` (poly by default) with a floor at
+  ``method.seg_lr_min`` (0.001), so it decays towards 0.001 and stays there.
+* Discriminators: Adam at a fixed lr 2e-4, weight decay 5e-5 (paper); betas (0.9, 0.99)
+  (not given; AdaptSegNet's).
+
+One step: **Step 1: update the segmenter with D_m and D_f (and GFRM) frozen** on
+``L_seg(source) + lambda_Gm BCE(D_m(p_t), 1) + lambda_Gf BCE(D_f(R(f_t)), 1)``; **Step 2:
+update D_m and D_f (and GFRM) on detached inputs** (source 1, target 0).
+
+Table 1 rows (:data:`ABLATIONS`; every row trains this same segmenter, optimiser and
+loss, so the rows differ only in what the row names)::
+
+    segshift train -m adanet -s SRC [-s SRC2] -t TGT -o runs/s2t  --set data.preprocess.histmatch=false --set method.mda=false --set method.fda=false
+    segshift train -m adanet ... -o runs/hm   --set method.mda=false --set method.fda=false
+    segshift train -m adanet ... -o runs/mda  --set method.fda=false
+    segshift train -m adanet ... -o runs/fda  --set method.gfrm=false
+    segshift train -m adanet ... -o runs/full                       # S2T+HM+MDA+FDA+GFRM
+
+(``source-only`` and ``histmatch`` are the engine's own S2T and +HM baselines, with their
+own network and optimiser defaults.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from segshift.errors import SegshiftError
+from segshift.methods.adaptseg import AdversarialMethod, Alignment, Tensors, check_non_negative, softmax
+from segshift.methods.base import Batch, register
+from segshift.nets import GroupFeatureRecalibration
+from segshift.nets.blocks import resize_to
+
+ABLATIONS: dict[str, list[str]] = {
+    "S2T": ["data.preprocess.histmatch=false", "method.mda=false", "method.fda=false"],
+    "S2T+HM": ["method.mda=false", "method.fda=false"],
+    "S2T+HM+MDA": ["method.fda=false"],
+    "S2T+HM+MDA+FDA": ["method.gfrm=false"],
+    "S2T+HM+MDA+FDA+GFRM": [],
+}
+"""The ``--set`` overrides of ``adanet`` that give each row of Wang et al. 2019, Table 1."""
+
+
+class _ForwardFeatures(nn.Module):
+    """``forward`` = the segmenter's ``forward_features``, so DDP can wrap that call."""
+
+    def __init__(self, seg: nn.Module) -> None:
+        super().__init__()
+        self.seg = seg
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        return self.seg.forward_features(x)
+
+
+@register
+class AdaNet(AdversarialMethod):
+    name = "adanet"
+    paper = "wang2019 (full method; Table 1 rows via switches)"
+    summary = "Attention U-Net + histogram matching + mask-level (MDA) and GFRM feature-level (FDA) adversarial alignment."
+    hparams = {
+        "mda": True,
+        "fda": True,
+        "gfrm": True,
+        "lambda_g_mask": 0.005,
+        "lambda_d_mask": 1.0,
+        "lambda_g_feat": 0.05,
+        "lambda_d_feat": 1.0,
+        "d_lr": 0.0002,
+        "d_betas": [0.9, 0.99],
+        "d_weight_decay": 0.00005,
+        "d_channels": [64, 128, 256, 256, 1],
+        "gfrm_channels": 16,
+        "gfrm_groups": None,
+        "gfrm_reduction": 2,
+        "seg_lr_min": 0.001,
+    }
+
+    def build(self) -> None:
+        super().build()
+        # segmenter schedule: train.schedule with a floor at seg_lr_min (paper: 0.01 -> 0.001)
+        opt = self.optimizers["seg"]
+        base = self.schedulers["seg"].lr_lambdas[0]
+        floor = float(self.hp["seg_lr_min"]) / float(self.cfg["train"]["lr"])
+        warm = int(self.cfg["train"]["warmup_steps"])
+
+        def factor(step: int) -> float:
+            f = base(step)
+            return f if step < warm else max(f, floor)
+
+        self.schedulers["seg"] = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        self._seg_features = _ForwardFeatures(self.nets["seg"])
+
+    def build_alignments(self) -> dict[str, Alignment]:
+        hp = self.hp
+        check_non_negative(hp, "lambda_g_mask", "lambda_d_mask", "lambda_g_feat", "lambda_d_feat", "d_lr", "seg_lr_min")
+        for k in ("mda", "fda", "gfrm"):
+            if not isinstance(hp[k], bool):
+                raise SegshiftError(f"method.{k} must be true or false, got {hp[k]!r}")
+        seg = self.nets["seg"]
+        if not hasattr(seg, "forward_features"):
+            raise SegshiftError(f"adanet needs a segmenter with forward_features; {type(seg).__name__} has none")
+        out: dict[str, Alignment] = {}
+        if hp["mda"]:
+            self.nets["d_mask"] = self.discriminator(self.num_classes)
+            out["d_mask"] = Alignment(("d_mask",), lambda_g=float(hp["lambda_g_mask"]), lambda_d=float(hp["lambda_d_mask"]))
+        if hp["fda"]:
+            chans = self.feature_channels()
+            if hp["gfrm"]:  # (GFRM only feeds D_f: without FDA it is not built)
+                groups = int(hp["gfrm_groups"] or self.num_classes)
+                self.nets["gfrm"] = GroupFeatureRecalibration(
+                    chans, channels=int(hp["gfrm_channels"]), groups=groups, reduction=int(hp["gfrm_reduction"]),
+                    spatial_dims=getattr(seg, "spatial_dims", 2),
+                )
+                self.nets["d_feat"] = self.discriminator(self.nets["gfrm"].out_channels)
+                nets: tuple[str, ...] = ("gfrm", "d_feat")
+            else:
+                self.nets["d_feat"] = self.discriminator(chans[0])  # the deepest feature alone
+                nets = ("d_feat",)
+            out["d_feat"] = Alignment(nets, lambda_g=float(hp["lambda_g_feat"]), lambda_d=float(hp["lambda_d_feat"]))
+        return out
+
+    def feature_channels(self) -> list[int]:
+        """Channels of the segmenter's ``forward_features`` levels, deep to shallow."""
+        seg = self.nets["seg"]
+        if hasattr(seg, "feature_channels"):
+            return [int(c) for c in seg.feature_channels]
+        size = [int(s) for s in self.cfg["data"]["preprocess"]["crop_size"]]
+        was = seg.training
+        seg.eval()
+        with torch.no_grad():
+            _, feats = seg.forward_features(torch.zeros(1, self.in_channels, *size))
+        seg.train(was)
+        return [f.shape[1] for f in feats]
+
+    # -- DDP: the segmenter is called through forward_features -------------------------
+    def wrap(self, fn: Any) -> None:
+        for name, module in self.nets.items():
+            if name != "seg" and any(p.requires_grad for p in module.parameters()):
+                self._wrapped[name] = fn(module)
+        self._wrapped["seg_features"] = fn(self._seg_features)
+
+    def features_net(self) -> nn.Module:
+        return self._wrapped.get("seg_features", self._seg_features)
+
+    # -- forward passes ------------------------------------------------------------------
+    def feature_input(self, feats: list[torch.Tensor]) -> Tensors:
+        """What D_f's path receives: all levels (for GFRM), or the deepest one upsampled."""
+        if "gfrm" in self.nets:
+            return list(feats)
+        return resize_to(feats[0], feats[-1].shape[2:])
+
+    def forward_passes(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, tuple[Tensors, Tensors]]]:
+        net = self.features_net()
+        with self.autocast():
+            src_logits, src_feats = net(self.prepare(batch.source_image))
+            if self.needs_target():
+                tgt_logits, tgt_feats = net(self.prepare(batch.target_image))
+            else:
+                tgt_logits, tgt_feats = None, None
+        inputs: dict[str, tuple[Tensors, Tensors]] = {}
+        if "d_mask" in self.alignments:
+            inputs["d_mask"] = (softmax(src_logits), softmax(tgt_logits))
+        if "d_feat" in self.alignments:
+            inputs["d_feat"] = (self.feature_input(src_feats), self.feature_input(tgt_feats))
+        return src_logits, tgt_logits, inputs

@@ -1,0 +1,68 @@
+"""``advent``: alignment in entropy space (ADVENT; the "entropy space alignment" of AttENT).
+
+Vu, Jain, Bucher, Cord and Pérez, "ADVENT: Adversarial Entropy Minimization for Domain
+Adaptation in Semantic Segmentation", CVPR 2019; Li et al. 2021 (AttENT), "Adversarial
+Feature Alignment in the Entropy Space": ``L_dis = L_D(E_xs, 1) + L_D(E_xt, 0)``,
+``L_adv = L_D(E_xt, 1)``.
+
+Two modes (``method.mode``):
+
+* ``adversarial`` (AdvEnt, default): a PatchGAN ``D`` sees the *weighted self-information
+  maps* ``I_c = -p_c log p_c / log C`` (``C`` channels, one per class; their channel sum is
+  the normalised entropy map of AttENT), as ADVENT's discriminator does. Step 1: update the
+  segmenter with D frozen, ``L_seg(source) + lambda_adv * BCE(D(I_t), 1)``; step 2: update D
+  on detached ``I_s`` (label 1) and ``I_t`` (label 0). ``lambda_adv`` 0.001, D Adam lr 1e-4,
+  betas 0.9/0.99 (ADVENT's settings).
+* ``minent`` (MinEnt): no discriminator; the target predictions' mean normalised entropy is
+  minimised directly, ``L_seg(source) + lambda_ent * mean(E_t)``, ``lambda_ent`` 0.001.
+
+The segmenter's optimiser, schedule and supervised loss come from ``train``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from segshift.errors import SegshiftError
+from segshift.losses import mean_entropy, self_information_map
+from segshift.methods.adaptseg import AdaptSeg, Alignment, check_non_negative
+from segshift.methods.base import register
+
+MODES = ("adversarial", "minent")
+
+
+@register
+class Advent(AdaptSeg):
+    name = "advent"
+    paper = "Vu et al. CVPR 2019 (ADVENT); li2021 entropy-space alignment"
+    summary = "Entropy-space alignment: a PatchGAN on self-information maps (mode adversarial) or target entropy minimisation (mode minent)."
+    hparams = {
+        "mode": "adversarial",
+        "lambda_adv": 0.001,
+        "lambda_ent": 0.001,
+        "d_lr": 0.0001,
+        "d_betas": [0.9, 0.99],
+        "d_weight_decay": 0.0,
+        "d_channels": [64, 128, 256, 256, 1],
+    }
+
+    def build_alignments(self) -> dict[str, Alignment]:
+        mode = self.hp["mode"]
+        if mode not in MODES:
+            raise SegshiftError(f"method.mode must be one of {', '.join(MODES)}, got {mode!r}")
+        check_non_negative(self.hp, "lambda_ent")
+        if mode == "minent":
+            return {}
+        return super().build_alignments()
+
+    def needs_target(self) -> bool:
+        return True
+
+    def d_input(self, logits: torch.Tensor) -> torch.Tensor:
+        """What D sees of a prediction: per-class weighted self-information, normalised by log C."""
+        return self_information_map(logits)
+
+    def target_losses(self, target_logits: torch.Tensor | None) -> dict[str, tuple[float, torch.Tensor]]:
+        if self.hp["mode"] != "minent":
+            return {}
+        return {"ent_target": (float(self.hp["lambda_ent"]), mean_entropy(target_logits))}
