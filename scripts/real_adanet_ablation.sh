@@ -6,7 +6,8 @@
 #   test    : the 5 labelled LGE cases (01 08 29 36 41), never seen in training, labels read by evaluate only
 # CPU budget reading of the paper's settings (see the closing note): STEPS steps of batch 16 at
 # 1.5 mm / 160 px, segmenter Adam 1e-3 poly (the paper's SGD 0.01 did not learn within such
-# budgets on the phantom), everything else as in configs/methods/adanet.yaml.
+# budgets on the phantom), PatchGAN widths halved (32-64-128-128), everything else as in
+# configs/methods/adanet.yaml.
 # Usage: scripts/real_adanet_ablation.sh [ROW ...]   (default: every row); OUT, STEPS env vars.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +20,7 @@ mkdir -p "$OUT/eval" "$OUT/pred"
 common=(-s data/mscmr_bssfp -t data/mscmr_lge --no-progress --overwrite
   --set train.steps=$STEPS --set train.eval_every=100 --set train.log_every=25
   --set "data.val_cases=patient(1[6-9]|20)" --set "data.target_cases=$POOL"
-  --set train.optimizer=adam --set train.lr=0.001)
+  --set train.optimizer=adam --set train.lr=0.001 --set "method.d_channels=[32,64,128,128,1]")
 declare -A ROWS=(
   [S2T]="-m adanet --set method.seg_lr_min=0 --set data.preprocess.histmatch=false --set method.mda=false --set method.fda=false"
   [S2T+HM]="-m adanet --set method.seg_lr_min=0 --set method.mda=false --set method.fda=false"
