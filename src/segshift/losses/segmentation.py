@@ -316,14 +316,10 @@ def entropy_map(logits: torch.Tensor) -> torch.Tensor:
     Raises:
         ValueError: for fewer than 2 classes or a tensor without a channel axis.
     """
-    if logits.ndim < 2 or logits.shape[1] < 2:
-        raise ValueError(f"entropy_map needs logits (B, C, *spatial) with C >= 2, got shape {tuple(logits.shape)}")
-    logp = torch.log_softmax(logits.float(), dim=1)
-    ent = -(logp.exp() * logp).sum(dim=1, keepdim=True) / math.log(logits.shape[1])
-    return ent.clamp(0.0, 1.0)
+    return self_information_map(logits, what="entropy_map").sum(dim=1, keepdim=True).clamp(0.0, 1.0)
 
 
-def self_information_map(logits: torch.Tensor) -> torch.Tensor:
+def self_information_map(logits: torch.Tensor, what: str = "self_information_map") -> torch.Tensor:
     """Normalised weighted self-information maps, one per class (ADVENT, Vu et al. CVPR 2019).
 
     ``I_c = -p_c log p_c / log C`` with ``p = softmax(logits)``: the per-class terms whose
@@ -338,7 +334,7 @@ def self_information_map(logits: torch.Tensor) -> torch.Tensor:
         (B, C, *spatial) values in [0, 1/(e log C)] (each term peaks at ``p = 1/e``).
     """
     if logits.ndim < 2 or logits.shape[1] < 2:
-        raise ValueError(f"self_information_map needs logits (B, C, *spatial) with C >= 2, got shape {tuple(logits.shape)}")
+        raise ValueError(f"{what} needs logits (B, C, *spatial) with C >= 2, got shape {tuple(logits.shape)}")
     logp = torch.log_softmax(logits.float(), dim=1)
     return -(logp.exp() * logp) / math.log(logits.shape[1])
 
