@@ -119,6 +119,33 @@ def save_checkpoint(
     return folder
 
 
+def replace_weights(folder: str | Path, nets: Mapping[str, nn.Module], **state: Any) -> Path:
+    """Replace the weights of ``nets`` in an existing checkpoint, keeping every other network's.
+
+    ``state`` entries are added to ``state.json``. The folder is rewritten atomically.
+    """
+    import shutil
+
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    doc = read_state(folder)
+    tensors = _load_tensors(folder / "weights.safetensors")
+    for name, net in nets.items():
+        prefix = f"{name}."
+        tensors = {k: v for k, v in tensors.items() if not k.startswith(prefix)}
+        tensors.update({prefix + k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()})
+    doc.update(state)
+    with atomic_dir(folder, overwrite=True) as tmp:
+        for other in folder.iterdir():
+            if other.name not in ("weights.safetensors", "state.json") and other.is_file():
+                shutil.copy2(other, tmp / other.name)
+        save_file(tensors, str(tmp / "weights.safetensors"))
+        doc["files"]["weights.safetensors"] = _sha256(tmp / "weights.safetensors")
+        write_json(tmp / "state.json", doc)
+    return folder
+
+
 def read_state(folder: str | Path) -> dict[str, Any]:
     """``state.json`` of a checkpoint, checked for format and file integrity."""
     folder = Path(folder)

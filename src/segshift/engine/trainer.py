@@ -42,7 +42,7 @@ from segshift.engine.splits import select, split
 from segshift.engine.validate import validate
 from segshift.errors import SegshiftError
 from segshift.methods import get_method
-from segshift.methods.base import Batch, Method
+from segshift.methods.base import Batch, FigureSamples, Method
 from segshift.transforms import PreprocessConfig, Preprocessor
 from segshift.transforms.augment import AugmentConfig, augment_batch
 from segshift.utils.atomic import write_json, write_text
@@ -371,7 +371,7 @@ class Trainer:
                                                f"(written before step {onset}) is kept in {self.run / 'checkpoints' / 'last'}")
                 for k, v in values.items():
                     running.setdefault(k, []).append(v)
-                do_eval = bool(self.val_caches) and (step % eval_every == 0 or step == total)
+                do_eval = bool(self.val_caches) and (step % eval_every == 0 or step == total) and method.validation_due(step)
                 if step % log_every == 0 or step == total or do_eval:
                     row = {k: float(np.mean(v)) for k, v in running.items()}
                     row["lr"] = float(next(iter(method.optimizers.values())).param_groups[0]["lr"]) if method.optimizers else 0.0
@@ -392,9 +392,11 @@ class Trainer:
                     ddp.barrier(info)
                 if stop_after is not None and step >= stop_after:
                     break
-            if not self.val_caches and step == total:  # no validation data: the final model is "best"
+            if step == total and (not self.val_caches or best["step"] is None):  # no validation: the final model is "best"
                 best = {"score": None, "step": total}
                 save(total, "best")
+            if step == total and info.is_main:
+                self._finish(method)
         finally:
             progress.close()
             logger.close()
@@ -427,6 +429,28 @@ class Trainer:
             write_json(self.run / "summary.json", summary)
         ddp.barrier(info)
         return summary
+
+    def _finish(self, method: Method) -> None:
+        """After the last step: final weights of ``final_nets`` into ``best``, then the method's figures."""
+        final = tuple(method.final_nets())
+        if final:
+            ckpt.replace_weights(self.run / "checkpoints" / "best", {k: method.nets[k] for k in final}, final_nets=list(final))
+        method.train(False)
+        try:
+            method.save_figures(self.run / "figures", self._figure_samples())
+        finally:
+            method.train(True)
+
+    def _figure_samples(self, n: int = 4) -> FigureSamples:
+        """The middle slice of up to ``n`` source training cases and ``n`` target pool cases."""
+
+        def mids(cache: SliceCache) -> np.ndarray:
+            return np.array([r[len(r) // 2] for r in (cache.case_rows(c) for c in cache.cases[:n])])
+
+        src = self.train_caches[0]
+        img, lab = src.batch(mids(src))
+        tgt = self.target_cache.batch(mids(self.target_cache))[0] if self.target_cache is not None else None
+        return FigureSamples(img, lab, tgt)
 
     def _validate(self, method: Method) -> dict[str, float]:
         scores = [validate(method, c, self.structures, int(self.cfg["train"]["eval_batch_size"])) for c in self.val_caches]

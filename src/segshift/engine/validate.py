@@ -38,7 +38,7 @@ def validate(method, cache: SliceCache, structures: Mapping[str, int], batch_siz
             preds = []
             for i in range(0, len(rows), batch_size):
                 img, _ = cache.batch(rows[i : i + batch_size])
-                logits = method.predict_logits(torch.from_numpy(img)[:, None])
+                logits = method.validation_logits(torch.from_numpy(img)[:, None])
                 preds.append(logits.argmax(1).cpu().numpy())
             _, ref = cache.batch(rows)
             per_case.append(dice_3d(np.concatenate(preds), ref, structures))

@@ -15,6 +15,20 @@ Contract:
 * :meth:`train_step` receives a :class:`Batch` and returns a dict of floats to log. It runs
   forward passes under ``self.autocast()`` and updates its own optimisers.
 * :meth:`predict_logits` maps a preprocessed image batch ``(B, 1, H, W)`` to logits.
+
+Optional hooks for methods with several stages or an image translator (Unet-GAN, AttENT,
+SDNet with factor-based augmentation):
+
+* :meth:`validation_logits`: what model selection scores on *source* validation images
+  (default :meth:`predict_logits`; a method that translates target images before
+  segmenting validates its segmenter on source images untranslated).
+* :meth:`validation_due`: whether validation at this step means anything (a stage that
+  leaves the segmenter frozen skips it).
+* :meth:`final_nets`: networks whose *final* weights go into the ``best`` checkpoint
+  instead of those of the selected step (a translator trained after the segmenter: source
+  validation Dice cannot select it, and target labels may not).
+* :meth:`save_figures`: pictures of what the method learnt (translation or factor grids),
+  written at the end of training under ``RUN/figures/``.
 """
 
 from __future__ import annotations
@@ -23,6 +37,7 @@ import contextlib
 import dataclasses
 import math
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -54,6 +69,18 @@ class Batch:
     source_label: torch.Tensor
     source_domain: torch.Tensor
     target_image: torch.Tensor | None = None
+
+
+@dataclasses.dataclass
+class FigureSamples:
+    """A few preprocessed slices for a method's end-of-training figures (numpy, ``(N, H, W)``).
+
+    ``source_label`` is the source slices' labels; target slices come without labels.
+    """
+
+    source_image: Any
+    source_label: Any
+    target_image: Any | None = None
 
 
 def make_optimizer(params: Any, cfg: Mapping[str, Any], lr: float | None = None) -> torch.optim.Optimizer:
@@ -176,6 +203,24 @@ class Method:
     def inference_nets(self) -> Iterator[str]:
         """Names of the networks prediction needs (saved in ``best`` checkpoints)."""
         yield from self.nets.keys()
+
+    # -- optional hooks (see the module docstring) -----------------------------------------
+    @torch.no_grad()
+    def validation_logits(self, image: torch.Tensor) -> torch.Tensor:
+        """Logits scored by model selection on source validation slices."""
+        return self.predict_logits(image)
+
+    def validation_due(self, step: int) -> bool:
+        """Whether validating at ``step`` can change the selection (default: always)."""
+        return True
+
+    def final_nets(self) -> tuple[str, ...]:
+        """Inference networks whose final weights replace the selected step's in ``best``."""
+        return ()
+
+    def save_figures(self, folder: Path, samples: FigureSamples) -> list[Path]:
+        """Write this method's figures under ``folder``; returns the files written."""
+        return []
 
     @classmethod
     def describe(cls) -> str:
