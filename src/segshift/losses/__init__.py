@@ -12,7 +12,7 @@ Example:
 
 from __future__ import annotations
 
-from segshift.losses.adversarial import d_loss, frozen, g_loss
+from segshift.losses.adversarial import d_loss, frozen, g_loss, gan_losses
 from segshift.losses.segmentation import (
     LOSSES,
     CrossEntropyLoss,
@@ -26,6 +26,7 @@ from segshift.losses.segmentation import (
     one_hot,
     self_information_map,
 )
+from segshift.losses.ssim import StructureSSIMLoss, ssim, ssim_map
 
 __all__ = [
     "LOSSES",
@@ -34,12 +35,16 @@ __all__ = [
     "HybridLoss",
     "SoftDiceLoss",
     "SoftJaccardLoss",
+    "StructureSSIMLoss",
     "cross_entropy",
     "d_loss",
     "entropy_map",
     "frozen",
     "g_loss",
+    "gan_losses",
     "mean_entropy",
     "one_hot",
     "self_information_map",
+    "ssim",
+    "ssim_map",
 ]

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SOURCE_LABEL", "TARGET_LABEL", "bce_with_logits", "d_loss", "frozen", "g_loss", "set_requires_grad"]
+__all__ = ["SOURCE_LABEL", "TARGET_LABEL", "bce_with_logits", "d_loss", "frozen", "g_loss", "gan_losses", "lsgan_d_loss", "lsgan_g_loss", "set_requires_grad"]
 
 SOURCE_LABEL = 1.0
 """Discriminator label of source inputs ("real")."""
@@ -66,6 +66,25 @@ def g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     the segmenter receives gradients.
     """
     return bce_with_logits(fake_logits, SOURCE_LABEL)
+
+
+def lsgan_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Least-squares discriminator loss (Mao et al. 2017, as CycleGAN): ``0.5 (E(D(real)-1)^2 + E D(fake)^2)``."""
+    return 0.5 * ((real_logits.float() - 1) ** 2).mean() + 0.5 * (fake_logits.float() ** 2).mean()
+
+
+def lsgan_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Least-squares generator loss: ``E (D(G(x)) - 1)^2``."""
+    return ((fake_logits.float() - 1) ** 2).mean()
+
+
+def gan_losses(mode: str) -> tuple:
+    """``(d_loss, g_loss)`` of a GAN mode: ``"bce"`` (non-saturating) or ``"lsgan"`` (least squares)."""
+    if mode == "bce":
+        return d_loss, g_loss
+    if mode == "lsgan":
+        return lsgan_d_loss, lsgan_g_loss
+    raise ValueError(f"GAN loss must be bce or lsgan, got {mode!r}")
 
 
 def set_requires_grad(modules: nn.Module | list[nn.Module] | tuple[nn.Module, ...], flag: bool) -> None:

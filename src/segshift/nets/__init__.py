@@ -10,7 +10,8 @@ Segmentation networks (all with ``forward(x) -> logits`` and
 
 :class:`PatchDiscriminator` is the PatchGAN discriminator of the adversarial methods;
 :class:`GroupFeatureRecalibration` is the GFRM of Wang et al. 2019 (multi-level features
-fused and recalibrated before the feature discriminator).
+fused and recalibrated before the feature discriminator); :class:`ResnetGenerator` is the
+CycleGAN generator, with attention-gated skips the AttENT one (Li et al. 2021).
 
 Example:
     >>> net = build_net("unet", in_channels=1, out_channels=4, features=(8, 16, 32))
@@ -37,6 +38,7 @@ from segshift.nets.blocks import (
     norm_layer,
 )
 from segshift.nets.discriminator import PatchDiscriminator
+from segshift.nets.generators import ResnetGenerator
 from segshift.nets.gfrm import GroupFeatureRecalibration
 from segshift.nets.resunet import ResidualUNet
 from segshift.nets.unet import UNet
@@ -93,6 +95,7 @@ __all__ = [
     "PyramidPooling",
     "ResidualBlock",
     "ResidualUNet",
+    "ResnetGenerator",
     "UNet",
     "act_layer",
     "build_net",

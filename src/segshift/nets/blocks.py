@@ -48,6 +48,8 @@ _LAYER_TYPES: dict[tuple[str, int], type[nn.Module]] = {
     ("avgpool", 3): nn.AvgPool3d,
     ("adaptiveavgpool", 2): nn.AdaptiveAvgPool2d,
     ("adaptiveavgpool", 3): nn.AdaptiveAvgPool3d,
+    ("reflectionpad", 2): nn.ReflectionPad2d,
+    ("reflectionpad", 3): nn.ReflectionPad3d,
     ("dropout", 2): nn.Dropout2d,
     ("dropout", 3): nn.Dropout3d,
 }
@@ -77,7 +79,7 @@ def layer_type(kind: str, spatial_dims: int) -> type[nn.Module]:
 
     Args:
         kind: one of ``"conv"``, ``"convtranspose"``, ``"batchnorm"``, ``"instancenorm"``,
-            ``"maxpool"``, ``"avgpool"``, ``"adaptiveavgpool"``, ``"dropout"``.
+            ``"maxpool"``, ``"avgpool"``, ``"adaptiveavgpool"``, ``"reflectionpad"``, ``"dropout"``.
         spatial_dims: 2 or 3.
 
     Returns:

@@ -159,3 +159,44 @@ def domain_comparison_figure(
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return out_png
+
+
+def image_grid(rows: Sequence[tuple[str, np.ndarray]], out_png: str | Path, title: str = "", col_titles: Sequence[str] | None = None) -> Path:
+    """A grid of 2D images: one row per ``(name, images (N, H, W))``, the same N in every row.
+
+    Each image is shown with its own 1st-99th percentile window (the figure is about
+    structure, not absolute intensity). Used for translation grids (source, translated,
+    reconstructed) and factor grids. Written atomically.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from segshift.utils.atomic import atomic_path
+
+    if not rows:
+        raise ValueError("image_grid needs at least one row")
+    n = max(len(r[1]) for r in rows)
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.9 * n + 0.8, 1.9 * len(rows) + 0.4), squeeze=False)
+    for i, (name, images) in enumerate(rows):
+        for j in range(n):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j < len(images):
+                ax.imshow(_normalise(np.asarray(images[j], dtype=np.float32)), cmap="gray", vmin=0, vmax=1)
+            else:
+                ax.axis("off")
+            if j == 0:
+                ax.set_ylabel(name, fontsize=8)
+            if i == 0 and col_titles is not None and j < len(col_titles):
+                ax.set_title(col_titles[j], fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    out_png = Path(out_png)
+    with atomic_path(out_png, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    return out_png

@@ -1,0 +1,134 @@
+"""``unetgan``: Unet-GAN of Yan et al. 2019, the three-step workflow from one command.
+
+Yan, Wang, Gu, Huang, Yan, Xia and Tao, "The Domain Shift Problem of Medical Image
+Segmentation and Vendor-Adaptation by Unet-GAN", MICCAI 2019, section 2 "Overall
+Workflow":
+
+1. **Stage 1** (steps ``1 .. seg_steps``): the LV-Unet (``model.name: resunet``) is trained
+   on labelled source images (Adam, as ``source-only``). Model selection on source
+   validation Dice happens in this stage only.
+2. **Stage 2** (the next ``gan_steps``): the generators and discriminators are trained on
+   *unlabelled* source and target images with the trained U-Net frozen, on eq. 5:
+   ``L_GAN + lambda_1 L_Unet + lambda_2 L_SSIM``, lambda_1 15, lambda_2 5 (paper).
+   ``L_SSIM`` is the structure-weighted SSIM loss (alpha = beta = 0.1, gamma = 1,
+   :class:`~segshift.losses.StructureSSIMLoss`) and ``L_Unet`` the MSE between the U-Net's
+   deep encoder features of the original and the translated image (eq. 4; the 7th and 9th
+   residual blocks, after three poolings: ``model.kwargs.feature_blocks``). Both terms are
+   applied to both generators.
+3. **Prediction**: target images are translated to the source look by ``G_T2S``, then
+   segmented (``segshift predict``); the ``best`` checkpoint holds the stage-1 U-Net
+   selected on source validation and the final ``G_T2S``.
+
+Readings where the paper is not explicit (each a config key):
+
+* ``ssim_pair: translated`` (default): the paper replaces CycleGAN's image loss by SSIM
+  "between the input image and the translated one", and eq. 5 has no cycle term, so SSIM
+  compares ``x`` with ``G(x)`` and ``lambda_cycle`` is 0; ``ssim_pair: cycle`` compares
+  ``x`` with its cycle reconstruction instead (then set ``lambda_cycle`` as wished).
+* Optimiser: the paper's Adam lr 1e-5 with early stopping over tens of thousands of images
+  does not move in a CPU budget of a few thousand steps; ``g_lr``/``d_lr`` default to
+  CycleGAN's 2e-4 (set 1e-5 for the paper's value). ``L_GAN`` is CycleGAN's least-squares
+  loss. Early stopping needs a label-free criterion the paper does not give: the final
+  generator is kept.
+* Segmenters without ``encoder_features`` (a plain U-Net) use their bottleneck feature.
+* Only ``direction: target_to_source`` exists for Unet-GAN (the paper's workflow); the
+  CyCADA-style other direction is ``cyclegan``/``attent`` with ``source_to_target``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from segshift.errors import SegshiftError
+from segshift.losses import StructureSSIMLoss
+from segshift.losses.adversarial import frozen
+from segshift.methods.base import Batch, make_schedule, register
+from segshift.methods.cyclegan import CYCLEGAN_HPARAMS, TranslationMethod
+
+SSIM_PAIRS = ("translated", "cycle")
+
+
+@register
+class UnetGAN(TranslationMethod):
+    name = "unetgan"
+    paper = "yan2019 (Unet-GAN)"
+    summary = "Source U-Net, then a CycleGAN with structure-weighted SSIM and U-Net-feature losses; target images are translated to the source look, then segmented."
+    hparams = {
+        **CYCLEGAN_HPARAMS,
+        "seg_steps": 1500,
+        "gan_steps": 1500,
+        "lambda_cycle": 0.0,
+        "lambda_unet": 15.0,
+        "lambda_ssim": 5.0,
+        "ssim_pair": "translated",
+        "ssim_alpha": 0.1,
+        "ssim_beta": 0.1,
+        "ssim_gamma": 1.0,
+        "ssim_data_range": 4.0,
+    }
+
+    def build(self) -> None:
+        hp = self.hp
+        if hp["direction"] != "target_to_source":
+            raise SegshiftError("unetgan translates target images to the source look: method.direction must be target_to_source")
+        if hp["ssim_pair"] not in SSIM_PAIRS:
+            raise SegshiftError(f"method.ssim_pair must be one of {', '.join(SSIM_PAIRS)}, got {hp['ssim_pair']!r}")
+        for k in ("seg_steps", "gan_steps"):
+            if not isinstance(hp[k], int) or hp[k] < 1:
+                raise SegshiftError(f"method.{k} must be a whole number >= 1, got {hp[k]!r}")
+        super().build()
+        try:
+            self.ssim_loss = StructureSSIMLoss(
+                float(hp["ssim_alpha"]), float(hp["ssim_beta"]), float(hp["ssim_gamma"]), float(hp["ssim_data_range"])
+            )
+        except ValueError as exc:
+            raise SegshiftError(f"method.ssim_*: {exc}") from None
+        # the segmenter's schedule spans stage 1 only
+        self.schedulers["seg"] = make_schedule(self.optimizers["seg"], self.cfg["train"], int(hp["seg_steps"]))
+
+    def total_steps(self) -> int:
+        return int(self.hp["seg_steps"]) + int(self.hp["gan_steps"])
+
+    def stage(self, step: int) -> int:
+        return 1 if step <= int(self.hp["seg_steps"]) else 2
+
+    def validation_due(self, step: int) -> bool:
+        return self.stage(step) == 1  # stage 2 leaves the segmenter frozen
+
+    def final_nets(self) -> tuple[str, ...]:
+        return ("g_t2s",)  # the U-Net is the stage-1 one selected on source validation
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The frozen U-Net's segmentation-specific features ``f`` (eq. 4)."""
+        seg = self.nets["seg"]
+        if hasattr(seg, "encoder_features"):
+            return list(seg.encoder_features(x))
+        return [seg.forward_features(x)[1][0]]
+
+    def generator_terms(self, batch: Batch, xs: torch.Tensor, xt: torch.Tensor, fake_t: torch.Tensor, fake_s: torch.Tensor) -> dict[str, tuple[float, torch.Tensor]]:
+        hp = self.hp
+        if hp["ssim_pair"] == "translated":
+            ref_s, ref_t = fake_t, fake_s  # SSIM(x_s, G_S2T(x_s)) and SSIM(x_t, G_T2S(x_t))
+        else:
+            with self.autocast():
+                ref_s, ref_t = self.net("g_t2s")(fake_t), self.net("g_s2t")(fake_s)
+        l_ssim = self.ssim_loss(xs, ref_s) + self.ssim_loss(xt, ref_t)
+        with self.autocast():
+            with torch.no_grad():
+                f_orig = self.features(torch.cat([xs, xt]))
+            f_trans = self.features(torch.cat([fake_t, fake_s]))
+        l_unet = sum(F.mse_loss(a.float(), b.float()) for a, b in zip(f_trans, f_orig)) / len(f_orig)
+        return {"ssim": (float(hp["lambda_ssim"]), l_ssim), "unet_feat": (float(hp["lambda_unet"]), l_unet)}
+
+    def train_step(self, batch: Batch, step: int) -> dict[str, float]:
+        if self.stage(step) == 1:
+            values = super(TranslationMethod, self).train_step(batch, step)  # SourceOnly: the U-Net on labelled source
+            values["stage"] = 1.0
+            return values
+        seg = self.nets["seg"]
+        seg.eval()  # frozen feature extractor: no batch-norm statistics updates
+        with frozen(seg):
+            values = self.translation_step(batch)
+        values["stage"] = 2.0
+        return values
