@@ -17,6 +17,9 @@ def predict_command(
     batch_size: int = typer.Option(32, help="Slices per forward pass."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
     cases: Optional[str] = typer.Option(None, "--cases", help="Only these cases: a regex, or a comma-separated list."),
+    translate: bool = typer.Option(True, "--translate/--no-translate",
+                                   help="Translation methods (cyclegan, unetgan, attent): translate inputs to the source look first "
+                                        "(the default, for target-domain images); --no-translate segments them as they are."),
 ) -> None:
     """Segment volumes with a trained run; masks keep each input's exact geometry."""
     from rich.console import Console
@@ -24,7 +27,7 @@ def predict_command(
     from segshift.inference.predict_files import predict_paths
     from segshift.inference.predictor import Predictor
 
-    predictor = Predictor(run, checkpoint=checkpoint, device=device, batch_size=batch_size)
+    predictor = Predictor(run, checkpoint=checkpoint, device=device, batch_size=batch_size, translate=translate)
     console = Console(stderr=True)
     with console.status("predicting") as status:
         rows = predict_paths(predictor, inputs, out, overwrite=overwrite, progress=lambda c: status.update(f"predicting {c}"),

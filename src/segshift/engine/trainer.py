@@ -371,7 +371,9 @@ class Trainer:
                                                f"(written before step {onset}) is kept in {self.run / 'checkpoints' / 'last'}")
                 for k, v in values.items():
                     running.setdefault(k, []).append(v)
-                do_eval = bool(self.val_caches) and (step % eval_every == 0 or step == total) and method.validation_due(step)
+                # validate every eval_every steps, at the end, and at the end of a stage that validation covers
+                do_eval = bool(self.val_caches) and method.validation_due(step) and (
+                    step % eval_every == 0 or step == total or not method.validation_due(step + 1))
                 if step % log_every == 0 or step == total or do_eval:
                     row = {k: float(np.mean(v)) for k, v in running.items()}
                     row["lr"] = float(next(iter(method.optimizers.values())).param_groups[0]["lr"]) if method.optimizers else 0.0

@@ -54,9 +54,13 @@ class Predictor:
         device: ``cpu``/``cuda``; default GPU if available.
         batch_size: slices per forward pass.
         relocate_px: re-crop when the predicted heart centre is this far (pixels) from the crop centre.
+        translate: for methods that translate target images to the source look before
+            segmenting (``translate_at_predict``), whether to do so (inputs from the target
+            domain) or not (source-like inputs). Ignored by other methods.
     """
 
-    def __init__(self, run: str | Path, checkpoint: str = "best", device: str | None = None, batch_size: int = 32, relocate_px: float = 8.0) -> None:
+    def __init__(self, run: str | Path, checkpoint: str = "best", device: str | None = None, batch_size: int = 32, relocate_px: float = 8.0,
+                 translate: bool = True) -> None:
         self.run = Path(run)
         if not (self.run / "config.yaml").is_file():
             raise InputFileError(self.run, "is not a segshift run folder (no config.yaml)")
@@ -78,6 +82,8 @@ class Predictor:
         self.state = ckpt.load_weights(folder, {k: self.method.nets[k] for k in self.method.inference_nets()})
         self.method.to_device()
         self.method.train(False)
+        if hasattr(self.method, "translate_at_predict"):
+            self.method.translate_at_predict = bool(translate)
         self.oracle = bool(self.run_info.get("oracle"))
         self.batch_size = batch_size
         self.relocate_px = relocate_px

@@ -17,7 +17,8 @@ with ``skips=True`` gives the same generator with plain (ungated) skips, for abl
 
 Output: segshift images are z-scored (mean 0, sd 1, unbounded), not scaled to [-1, 1], so
 the default output is linear rather than CycleGAN's tanh; ``residual=True`` adds the input
-to the output (the generator learns a change of appearance; off by default).
+to the output and zero-initialises the output convolution, so the generator starts as the
+identity and learns a change of appearance.
 """
 
 from __future__ import annotations
@@ -107,6 +108,9 @@ class ResnetGenerator(nn.Module):
             if self.skips:
                 self.fuse.append(ConvNormAct(spatial_dims, 2 * chans[i], chans[i], kernel_size=3, norm=norm, act="relu"))
         self.head = conv(ngf, out_channels, kernel_size=7, padding=3)
+        if self.residual:  # start as the identity: the generator learns a change of appearance
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The translated image, same shape as ``x`` (B, in_channels, *spatial)."""
