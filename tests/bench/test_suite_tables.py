@@ -175,3 +175,15 @@ def test_tables_match_hand_computed_values():
     assert body[2][0] == "target-oracle (ORACLE)" and body[1][-1] == f"{0.1 / 0.275:.2f}"
     md = markdown(res)
     assert "| source-only | 0.650 ± 0.112 |" in md and "3 comparisons per metric" in md
+
+
+def test_cli_lists_the_commands_and_report_refuses_a_non_benchmark_folder(tmp_path, capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "benchmark" in out and "report" in out
+    (tmp_path / "x").mkdir()
+    assert main(["report", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "benchmark.json: missing" in err and not (tmp_path / "x" / "report.html").exists()
+    assert main(["benchmark", "no-such-suite", "--out", str(tmp_path / "o")]) == 2
+    assert "not a built-in suite (" in capsys.readouterr().err and not (tmp_path / "o").exists()
