@@ -32,6 +32,7 @@ pytestmark = pytest.mark.slow
 
 _OPENED: dict[str, list[str]] | None = None  # label files opened, by phase; None: not watching
 _PHASE = ["other"]
+_HOOKED = []
 
 
 def _audit(event: str, args: tuple) -> None:
@@ -41,7 +42,18 @@ def _audit(event: str, args: tuple) -> None:
             _OPENED.setdefault(_PHASE[0], []).append(p)
 
 
-sys.addaudithook(_audit)
+def _method_figure(path: Path) -> None:
+    """A PNG as a method would leave it under RUN/figures/ (the report shows every one)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.imshow(np.random.default_rng(0).random((16, 24)))
+    fig.savefig(path)
+    plt.close(fig)
 
 
 class Killed(Exception):
@@ -77,6 +89,9 @@ def bench(tmp_path_factory):
             for p, data in saved.items():
                 p.write_bytes(data)
 
+    if not _HOOKED:  # audit hooks cannot be removed: install one, active only while _OPENED is a dict
+        sys.addaudithook(_audit)
+        _HOOKED.append(True)
     mp = pytest.MonkeyPatch()
     mp.setattr(runner, "train", guarded_train)
     _OPENED = {}
@@ -103,6 +118,7 @@ def bench(tmp_path_factory):
     finally:
         _OPENED = None
         mp.undo()
+    _method_figure(out / "runs" / "bssfp2lge" / "adaptseg" / "seed0" / "train" / "figures" / "translation_grid.png")
     assert main(["report", str(out)]) == 0
     return {"out": out, "calls": [first, second, third, fourth], "opened": opened, "results_before": results_before}
 
@@ -180,9 +196,10 @@ def test_report_renders_in_headless_chromium(bench, tmp_path):
     subprocess.run([browser, *flags, f"--screenshot={shot}", report.as_uri()], check=True, capture_output=True, timeout=120)
     dom = subprocess.run([browser, *flags, "--dump-dom", report.as_uri()], check=True, capture_output=True, timeout=120, text=True).stdout
     for key in ("segshift benchmark: phantom-tiny", "target-oracle (ORACLE)", "Dice mean", "gap recovered", "Paired tests",
-                "Best, median and worst cases", "Training curves", "method_name: adaptseg", "code revision"):
+                "Best, median and worst cases", "Training curves", "method_name: adaptseg", "code revision",
+                "bssfp2lge/adaptseg/seed0: translation_grid.png"):
         assert key in dom, key
-    assert dom.count("<img") >= 6 and dom.count("<tr") >= 8
+    assert dom.count("<img") >= 7 and dom.count("<tr") >= 8
     import matplotlib.image as mpimg
 
     px = mpimg.imread(str(shot))

@@ -47,7 +47,9 @@ def test_builtin_suites_parse_and_all_means_every_registered_method():
     tiny = load_suite("phantom-tiny")
     assert [m.id for m in tiny.methods] == ["source-only", "adaptseg", "target-oracle"] and tiny.budget == {"steps": 40}
     dev = load_suite("cardiac-dev", root="/nowhere")
-    assert [m.name for m in dev.methods] == list(available_methods())
+    names = [m.name for m in dev.methods]
+    assert sorted(names) == sorted(available_methods()) and names[0] == "source-only"
+    assert [n for n in names if available_methods()[n].uses_target_labels] == names[-1:]  # oracle row last
     assert [t.name for t in dev.tasks] == ["bssfp2lge", "acdc2bssfp", "acdc2lge-unseen"]
     assert dev.tasks[2].target is None and dev.tasks[1].oracle is not None
     assert dev.domain_path("data/acdc", Path("x")) == Path("/nowhere/data/acdc")

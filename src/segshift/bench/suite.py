@@ -209,8 +209,8 @@ def _methods(w: _Where, raw: Any, method_set: Mapping[str, Any]) -> tuple[Method
     from segshift.methods import available_methods
 
     registry = available_methods()
-    if raw == "all":
-        raw = list(registry)
+    if raw == "all":  # source-only first, oracles last (the papers' row order), the rest by name
+        raw = sorted(registry, key=lambda n: (0 if n == "source-only" else 2 if registry[n].uses_target_labels else 1, n))
     if not isinstance(raw, list) or not raw:
         raise w.fail("methods", f"expected 'all' or a non-empty list of methods, got {raw!r}")
     out: list[MethodSpec] = []

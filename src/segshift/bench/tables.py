@@ -113,6 +113,7 @@ def compute(rows: Sequence[Mapping[str, Any]], compare: Sequence[Sequence[str]] 
     for task, test in units:
         sel = [r for r in rows if r["task"] == task and r["test"] == test]
         ids = list(dict.fromkeys(r["method_id"] for r in sel))
+        ids.sort(key=lambda i: 0 if meta[i]["method"] == BASELINE else 2 if meta[i]["oracle"] else 1)  # stable: suite order within
         scores = {i: _case_scores([r for r in sel if r["method_id"] == i], structures) for i in ids}
         base = next((i for i in ids if meta[i]["method"] == BASELINE), None)
         oracle = next((i for i in ids if meta[i]["oracle"]), None)
