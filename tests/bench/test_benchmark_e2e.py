@@ -130,12 +130,18 @@ def test_resumption_skips_finished_runs_and_continues_the_killed_one(bench):
     assert [(c["method"], c["resume"]) for c in third] == [("target-oracle", False)]  # no checkpoint: restarted cleanly
     assert fourth == []  # everything done: nothing trains
     # retraining the oracle from scratch reproduced it exactly (same seed, same machine)
-    assert (bench["out"] / "results" / "results.md").read_text() == bench["results_before"]
+    def scores(md: str) -> str:
+        return md.split("## Runs and wall times")[0]
+
+    assert scores((bench["out"] / "results" / "results.md").read_text()) == scores(bench["results_before"])
     out = bench["out"]
     runs = {r["method_id"]: r for r in json.loads((out / "benchmark.json").read_text())["runs"]}
     assert all(r["state"] == "done" for r in runs.values())
     ad = json.loads((out / "runs" / "bssfp2lge" / "adaptseg" / "seed0" / "bench.json").read_text())
     assert ad["timing"]["trained"] == "resumed"
+    # wall time counts the killed session too
+    assert ad["timing"]["train_s"] == json.loads((out / "runs" / "bssfp2lge" / "adaptseg" / "seed0" / "train_seconds.json").read_text())["seconds"]
+    assert "## Runs and wall times" in (out / "results" / "results.md").read_text()
     summary = json.loads((out / "runs" / "bssfp2lge" / "adaptseg" / "seed0" / "train" / "summary.json").read_text())
     assert summary["finished"] and summary["steps_done"] == 40
     steps = [int(r["step"]) for r in csv.DictReader((out / "runs" / "bssfp2lge" / "adaptseg" / "seed0" / "train" / "logs" / "train.csv").open())]

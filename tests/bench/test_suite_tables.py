@@ -189,3 +189,13 @@ def test_cli_lists_the_commands_and_report_refuses_a_non_benchmark_folder(tmp_pa
     assert "benchmark.json: missing" in err and not (tmp_path / "x" / "report.html").exists()
     assert main(["benchmark", "no-such-suite", "--out", str(tmp_path / "o")]) == 2
     assert "not a built-in suite (" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_plan_lists_runs_and_writes_nothing(tmp_path, phantom, capsys):
+    path = _write(tmp_path, phantom)
+    out = tmp_path / "out"
+    assert main(["benchmark", str(path), "--out", str(out), "--plan"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "a/source-only/seed0  runs/a/source-only/seed0" in lines
+    assert "a/target-oracle/seed0 [ORACLE]  runs/a/target-oracle/seed0" in lines
+    assert not out.exists()

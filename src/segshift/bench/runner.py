@@ -251,23 +251,21 @@ class Benchmark:
         """Plan, run every run that is not done, then write the tables; returns ``benchmark.json``'s content."""
         self.make_phantom()
         plans = self.plan()
-        self.out.mkdir(parents=True, exist_ok=True)
-        write_text(self.out / "suite.yaml", self.suite.text)
         for p in plans:  # refuse reuse of a folder made by another spec before anything trains
             self._check_spec(p)
         todo = [p for p in plans if not p.skipped]
-        self.echo(f"benchmark {self.suite.name}: {len(todo)} runs ({len(plans) - len(todo)} skipped by design) -> {self.out}")
-        status: list[dict[str, Any]] = []
-        if not only_plan:
-            for i, p in enumerate(plans, 1):
-                status.append(self.run_one(p, f"[{i}/{len(plans)}]"))
+        self.echo(f"benchmark {self.suite.name}: {len(todo)} runs ({len(plans) - len(todo)} not made by design) -> {self.out}")
         doc = {"suite": self.suite.name, "suite_file": str(self.suite.path), "seeds": list(self.suite.seeds),
-               "compare": [list(c) for c in self.suite.compare], "runs": status or [self._status(p, "planned") for p in plans]}
+               "compare": [list(c) for c in self.suite.compare], "runs": [self._status(p, "planned") for p in plans]}
+        if only_plan:  # --plan: nothing is written (but a phantom section's domains, needed for the checks)
+            return doc
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_text(self.out / "suite.yaml", self.suite.text)
+        doc["runs"] = [self.run_one(p, f"[{i}/{len(plans)}]") for i, p in enumerate(plans, 1)]
         write_json(self.out / "benchmark.json", doc)
-        if not only_plan:
-            from segshift.bench.tables import write_tables
+        from segshift.bench.tables import write_tables
 
-            write_tables(self.out)
+        write_tables(self.out)
         return doc
 
     def _status(self, p: RunPlan, state: str, **extra: Any) -> dict[str, Any]:
@@ -304,16 +302,23 @@ class Benchmark:
             resume = (train_dir / "checkpoints" / "last" / "state.json").is_file() and (train_dir / "run.json").is_file()
             oracle = " - ORACLE: trains on target labels" if p.oracle else ""
             self.echo(f"{tag} {p.key}: {'resume' if resume else 'train'} {p.steps} steps{oracle}")
+            spent = p.folder / "train_seconds.json"  # wall time of every session, a killed one included
+            before = json.loads(spent.read_text())["seconds"] if resume and spent.is_file() else 0.0
             t0 = time.perf_counter()
-            if resume:
-                train(None, [], None, train_dir, resume=True, device=self.device, progress=False)
-            else:
-                cfg = resolve(p.method, sets=p.sets, method_hparams=get_method(p.method).hparams)
-                train(cfg, p.sources, p.target, train_dir, overwrite=True, device=self.device, progress=False)
-            timing["train_s"] = round(time.perf_counter() - t0, 2)
+            try:
+                if resume:
+                    train(None, [], None, train_dir, resume=True, device=self.device, progress=False)
+                else:
+                    cfg = resolve(p.method, sets=p.sets, method_hparams=get_method(p.method).hparams)
+                    train(cfg, p.sources, p.target, train_dir, overwrite=True, device=self.device, progress=False)
+            finally:
+                write_json(spent, {"seconds": round(before + time.perf_counter() - t0, 2)})
+            timing["train_s"] = json.loads(spent.read_text())["seconds"]
             timing["trained"] = "resumed" if resume else "yes"
         else:
             self.echo(f"{tag} {p.key}: training finished earlier; predict and evaluate")
+            spent = p.folder / "train_seconds.json"
+            timing["train_s"] = json.loads(spent.read_text())["seconds"] if spent.is_file() else None
         from segshift.inference.predict_files import predict_paths
         from segshift.inference.predictor import Predictor
         from segshift.metrics.evaluate import evaluate_folders, write_evaluation

@@ -206,6 +206,14 @@ def comparison_rows(results: Mapping[str, Any]) -> tuple[list[str], list[list[st
     return head, body
 
 
+def runs_rows(runs: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the runs table: steps and wall seconds of training (all sessions), prediction, evaluation."""
+    head = ["run", "steps", "trained", "train s", "predict s", "evaluate s"]
+    fmt = lambda v: "n/a" if v is None else f"{float(v):.1f}"  # noqa: E731
+    return head, [[label(r["key"], r["oracle"]), str(r.get("steps", "")), str(r.get("trained", "")), fmt(r.get("train_s")),
+                   fmt(r.get("predict_s")), fmt(r.get("evaluate_s"))] for r in runs]
+
+
 def _md(head: Sequence[str], body: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in body]
@@ -235,6 +243,9 @@ def markdown(results: Mapping[str, Any], skipped: Sequence[Mapping[str, Any]] = 
             parts += ["Gap recovered needs a source-only and an oracle row: "
                       + ("no oracle in this task." if u["oracle"] is None else "no source-only row."), ""]
     parts += ["## Paired tests", "", comparisons_sentence(results), "", _md(*comparison_rows(results)), ""]
+    runs = [r for r in results.get("runs", []) if r.get("state") in ("ran", "done")]
+    if runs:
+        parts += ["## Runs and wall times", "", _md(*runs_rows(runs)), ""]
     if skipped:
         parts += ["## Not run", ""] + [f"- `{r['method_id']}` on `{r['task']}`: {r['skipped']}" for r in skipped] + [""]
     return "\n".join(parts)

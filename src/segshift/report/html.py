@@ -149,9 +149,7 @@ def build_report(folder: str | Path) -> str:
             parts.append(_figure(F.training_curves(curves, f"task {task}"), f"Training curves, task {task} (logs/train.csv)"))
 
     parts.append("<h2>Runs: configuration, versions, code revision</h2>")
-    parts.append(_table(["run", "state", "steps", "trained", "train s", "predict s", "evaluate s"],
-                        [[T.label(r["key"], r["oracle"]), r["state"], str(r.get("steps", "")), str(r.get("trained", "")),
-                          str(r.get("train_s", "")), str(r.get("predict_s", "")), str(r.get("evaluate_s", ""))] for r in runs]))
+    parts.append(_table(*T.runs_rows(runs)))
     for r in runs:
         run = folder / r["folder"] / "train"
         info = _read_json(run / "run.json")
