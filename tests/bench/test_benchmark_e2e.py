@@ -99,6 +99,8 @@ def bench(tmp_path_factory):
         with pytest.raises(Killed):
             main(["benchmark", "phantom-tiny", "--out", str(out)])
         first = list(calls)
+        assert main(["report", str(out)]) == 0  # a stopped benchmark can be reported: its finished runs
+        partial = (out / "report.html").read_text()
         kill["on"] = False
         calls.clear()
         assert main(["benchmark", "phantom-tiny", "--out", str(out)]) == 0
@@ -120,7 +122,7 @@ def bench(tmp_path_factory):
         mp.undo()
     _method_figure(out / "runs" / "bssfp2lge" / "adaptseg" / "seed0" / "train" / "figures" / "translation_grid.png")
     assert main(["report", str(out)]) == 0
-    return {"out": out, "calls": [first, second, third, fourth], "opened": opened, "results_before": results_before}
+    return {"out": out, "calls": [first, second, third, fourth], "opened": opened, "results_before": results_before, "partial": partial}
 
 
 def test_resumption_skips_finished_runs_and_continues_the_killed_one(bench):
@@ -129,6 +131,8 @@ def test_resumption_skips_finished_runs_and_continues_the_killed_one(bench):
     assert [(c["method"], c["resume"]) for c in second] == [("adaptseg", True), ("target-oracle", False)]
     assert [(c["method"], c["resume"]) for c in third] == [("target-oracle", False)]  # no checkpoint: restarted cleanly
     assert fourth == []  # everything done: nothing trains
+    partial = bench["partial"]
+    assert "<td>source-only</td>" in partial and "<td>adaptseg</td>" not in partial and "no oracle." in partial
     # retraining the oracle from scratch reproduced it exactly (same seed, same machine)
     def scores(md: str) -> str:
         return md.split("## Runs and wall times")[0]

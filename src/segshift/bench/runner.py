@@ -65,6 +65,7 @@ class RunPlan:
     steps: int
     tests: list[TestSet]
     skipped: str | None = None
+    phantom: dict[str, Any] | None = None
 
     @property
     def key(self) -> str:
@@ -77,6 +78,7 @@ class RunPlan:
             "oracle": self.oracle, "sources": [str(s) for s in self.sources],
             "target": str(self.target) if self.target else None, "sets": self.sets, "steps": self.steps,
             "tests": [{"name": t.name, "domain": str(t.domain), "cases": t.cases} for t in self.tests],
+            "phantom": self.phantom,  # regenerated phantom domains invalidate the runs made on them
         }
 
     def fingerprint(self) -> str:
@@ -197,7 +199,7 @@ class Benchmark:
         cls = get_method(m.name)
         folder = self.out / "runs" / task.name / m.id / f"seed{seed}"
         plan = RunPlan(task.name, m.id, m.name, seed, cls.uses_target_labels, folder, [s.root.resolve() for s in sources],
-                       None, [], 0, tests)
+                       None, [], 0, tests, phantom=dict(self.suite.phantom) if self.suite.phantom else None)
         if cls.uses_target_labels and odom is None:
             plan.skipped = "an oracle method needs the task's labelled oracle set (oracle:); this task has none"
             return plan
@@ -261,8 +263,9 @@ class Benchmark:
             return doc
         self.out.mkdir(parents=True, exist_ok=True)
         write_text(self.out / "suite.yaml", self.suite.text)
-        doc["runs"] = [self.run_one(p, f"[{i}/{len(plans)}]") for i, p in enumerate(plans, 1)]
-        write_json(self.out / "benchmark.json", doc)
+        for i, p in enumerate(plans):  # benchmark.json is rewritten after each run, so a killed benchmark can be reported
+            doc["runs"][i] = self.run_one(p, f"[{i + 1}/{len(plans)}]")
+            write_json(self.out / "benchmark.json", doc)
         from segshift.bench.tables import write_tables
 
         write_tables(self.out)

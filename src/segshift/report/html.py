@@ -87,6 +87,8 @@ def build_report(folder: str | Path) -> str:
 
     folder = Path(folder)
     bench = _read_json(folder / "benchmark.json")
+    if not (folder / "results" / "results.json").is_file():  # a benchmark stopped before its tables: make them now
+        T.write_tables(folder)
     results = _restore_nan(_read_json(folder / "results" / "results.json"))
     structures = results["structures"]
     rows = T.collect_rows(folder)
