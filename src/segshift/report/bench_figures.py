@@ -56,7 +56,7 @@ def box_plots(scores: Mapping[str, Mapping[str, Sequence[float]]], metric_name: 
         ax.set_title(s)
         ax.set_ylabel(metric_name)
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(title)
+    fig.suptitle(title, y=1.04)
     return _png(fig)
 
 
