@@ -1,4 +1,9 @@
-"""Benchmarks: how fast the networks train and predict on this machine, and how close to its peak.
+"""Benchmarks: how well methods adapt (suites), and how fast the networks run on this machine.
+
+:mod:`segshift.bench.suite` reads benchmark suites (tasks x methods x seeds, YAML),
+:mod:`segshift.bench.runner` runs them resumably (``segshift benchmark``) and
+:mod:`segshift.bench.tables` turns the per-case evaluations into tables and paired tests
+(see ``docs/benchmark.md``); :mod:`segshift.report.html` writes the HTML report.
 
 :mod:`segshift.bench.speed` (``segshift bench speed``) measures, per segmentation network and
 precision/layout/compile variant, training throughput in slices/s, the achieved FLOP/s

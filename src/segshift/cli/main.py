@@ -12,7 +12,7 @@ import typer
 
 from segshift.errors import SegshiftError
 
-COMMAND_MODULES = ("import_", "check", "phantom", "evaluate", "train", "predict", "attack", "bench", "demo")
+COMMAND_MODULES = ("import_", "check", "phantom", "evaluate", "train", "predict", "attack", "bench", "demo", "benchmark", "report")
 
 
 def build_app() -> typer.Typer:

@@ -1,0 +1,372 @@
+"""Run a benchmark suite: every task x method x seed, resumable, then the tables.
+
+The output folder::
+
+    OUT/suite.yaml                      the suite as given
+    OUT/phantom/<preset>/               generated domains (suites with a phantom: section)
+    OUT/runs/<task>/<method>/seed<k>/
+        spec.json                       what this run is (written before it starts)
+        train/                          the engine's run folder (config.yaml, run.json, logs/, checkpoints/, figures/)
+        predictions/<test>/             masks of the test cases, in their input geometry
+        evaluation/<test>/              per_case.csv, summary.json
+        bench.json                      the done marker (written last): timings, steps, cases
+    OUT/benchmark.json                  every run's status, skipped runs with the reason
+    OUT/results/                        per_case.csv, results.json, results.md (see segshift.bench.tables)
+
+Resumption: a run with ``bench.json`` (and the same spec) is skipped; a run whose training
+finished (``train/summary.json``) is only predicted and evaluated; a run with a ``last``
+checkpoint continues with the engine's resume (bit-identical to an uninterrupted run); any
+other partial run is restarted from scratch. A run folder made by a *different* spec is an
+error, never silently reused.
+
+Target labels: non-oracle runs get the target pool as an unlabelled domain (the engine never
+opens its label files); label files of test domains are read only by evaluation, and of the
+oracle set only by oracle methods (``uses_target_labels``), which every table marks ORACLE.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from segshift.bench.suite import PHANTOM_PREFIX, MethodSpec, Suite, TaskSpec
+from segshift.errors import SegshiftError
+from segshift.utils.atomic import write_json, write_text
+
+
+@dataclasses.dataclass
+class TestSet:
+    """A resolved test set: the domain folder and its (labelled) case ids."""
+
+    name: str
+    domain: Path
+    cases: list[str]
+
+
+@dataclasses.dataclass
+class RunPlan:
+    """One training run of the benchmark, fully resolved before anything trains."""
+
+    task: str
+    method_id: str
+    method: str
+    seed: int
+    oracle: bool
+    folder: Path
+    sources: list[Path]
+    target: Path | None
+    sets: list[str]
+    steps: int
+    tests: list[TestSet]
+    skipped: str | None = None
+    phantom: dict[str, Any] | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.task}/{self.method_id}/seed{self.seed}"
+
+    def spec(self) -> dict[str, Any]:
+        """What the run is; its hash decides whether an existing run folder may be reused."""
+        return {
+            "task": self.task, "method_id": self.method_id, "method": self.method, "seed": self.seed,
+            "oracle": self.oracle, "sources": [str(s) for s in self.sources],
+            "target": str(self.target) if self.target else None, "sets": self.sets, "steps": self.steps,
+            "tests": [{"name": t.name, "domain": str(t.domain), "cases": t.cases} for t in self.tests],
+            "phantom": self.phantom,  # regenerated phantom domains invalidate the runs made on them
+        }
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.spec(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _yaml_value(v: Any) -> str:
+    return json.dumps(v)  # JSON is YAML: lists and strings survive --set parsing unchanged
+
+
+class Benchmark:
+    """A suite bound to an output folder.
+
+    Args:
+        suite: the parsed suite.
+        out: the benchmark folder.
+        device: training/prediction device (default: GPU if available).
+        echo: progress messages.
+    """
+
+    def __init__(self, suite: Suite, out: str | Path, device: str | None = None, echo: Callable[[str], None] = print) -> None:
+        self.suite, self.out, self.device, self.echo = suite, Path(out), device, echo
+        self.phantom_root = self.out / "phantom"
+
+    # -- planning ---------------------------------------------------------------------
+    def _domain(self, ref: str, task: str, role: str):
+        from segshift.data.domain import Domain
+
+        path = self.suite.domain_path(ref, self.phantom_root)
+        try:
+            return Domain(path)
+        except SegshiftError as exc:
+            raise SegshiftError(f"{self.suite.path}: task {task}: {role} domain {ref!r}: {exc}") from exc
+
+    def _fail(self, task: str, problem: str) -> SegshiftError:
+        return SegshiftError(f"{self.suite.path}: task {task}: {problem}")
+
+    def make_phantom(self) -> None:
+        """Generate the suite's phantom domains once (a ``.done`` marker makes it resumable)."""
+        ph = self.suite.phantom
+        if not ph:
+            if any(r.startswith(PHANTOM_PREFIX) for r in self._refs()):
+                raise SegshiftError(f"{self.suite.path}: uses phantom:<preset> domains but has no phantom: section")
+            return
+        from segshift.data.phantom import generate_phantom
+
+        marker = self.phantom_root / ".done.json"
+        want = {"presets": list(ph["presets"]), "cases": int(ph.get("cases", 20)), "seed": int(ph.get("seed", 0))}
+        if marker.is_file() and json.loads(marker.read_text()) == want:
+            return
+        self.echo(f"phantom: {', '.join(want['presets'])} ({want['cases']} cases, seed {want['seed']}) -> {self.phantom_root}")
+        generate_phantom(self.phantom_root, presets=want["presets"], n_cases=want["cases"], seed=want["seed"], overwrite=True)
+        write_json(marker, want)
+
+    def _refs(self) -> list[str]:
+        refs = []
+        for t in self.suite.tasks:
+            refs += [s.domain for s in t.sources] + [x.domain for x in t.tests]
+            refs += [t.target.domain] if t.target else []
+            refs += [t.oracle.domain] if t.oracle else []
+        return refs
+
+    def plan(self) -> list[RunPlan]:
+        """Open every domain and resolve every run; all checks happen here, before training.
+
+        Raises:
+            SegshiftError: a missing or invalid domain folder, a test case without a label,
+                test cases that are oracle or source training/validation cases, a target
+                pool that holds test cases (unless the task is ``transductive``), a budget
+                that cannot be resolved. Each message names the suite file and the task.
+        """
+        from segshift.engine.splits import group_of, select
+
+        plans: list[RunPlan] = []
+        for task in self.suite.tasks:
+            tests = []
+            for t in task.tests:
+                dom = self._domain(t.domain, task.name, f"test set {t.name}")
+                cases = select(dom.cases, t.cases, f"{self.suite.path}: task {task.name}: test {t.name} cases") if t.cases is not None \
+                    else dom.labelled_cases
+                unlabelled = [c for c in cases if c not in set(dom.labelled_cases)]
+                if unlabelled or not cases:
+                    raise self._fail(task.name, f"test set {t.name}: cases without labels in {dom.root}: "
+                                     f"{', '.join(unlabelled) or '(no labelled cases)'}")
+                tests.append(TestSet(t.name, dom.root.resolve(), cases))
+            sources = [self._domain(s.domain, task.name, "source") for s in task.sources]
+            for s in sources:
+                if not s.labelled_cases:
+                    raise self._fail(task.name, f"source domain {s.root} has no labelled cases")
+            pool, tdom = None, None
+            if task.target is not None:
+                tdom = self._domain(task.target.domain, task.name, "target")
+                held = {group_of(c) for ts in tests if ts.domain == tdom.root.resolve() for c in ts.cases}
+                if task.target.cases is not None:
+                    pool = select(tdom.cases, task.target.cases, f"{self.suite.path}: task {task.name}: target cases")
+                    clash = [c for c in pool if group_of(c) in held]
+                    if clash and not task.transductive:
+                        raise self._fail(task.name, f"the target pool holds test cases {', '.join(clash)} of {tdom.root} "
+                                         "(set transductive: true to adapt on the unlabelled test images on purpose)")
+                else:
+                    pool = [c for c in tdom.cases if task.transductive or group_of(c) not in held]
+                if not pool:
+                    raise self._fail(task.name, f"the target pool of {tdom.root} is empty")
+            odom = self._domain(task.oracle.domain, task.name, "oracle") if task.oracle is not None else None
+            for m in self._methods(task):
+                for seed in self.suite.seeds:
+                    plans.append(self._plan_run(task, m, seed, sources, tdom, pool, odom, tests))
+        return plans
+
+    def _methods(self, task: TaskSpec) -> list[MethodSpec]:
+        return [m for m in self.suite.methods if task.methods is None or m.id in task.methods]
+
+    def _plan_run(self, task: TaskSpec, m: MethodSpec, seed: int, sources, tdom, pool, odom, tests: list[TestSet]) -> RunPlan:
+        from segshift.engine.config import resolve
+        from segshift.engine.splits import group_of, split
+        from segshift.methods import get_method
+
+        cls = get_method(m.name)
+        folder = self.out / "runs" / task.name / m.id / f"seed{seed}"
+        plan = RunPlan(task.name, m.id, m.name, seed, cls.uses_target_labels, folder, [s.root.resolve() for s in sources],
+                       None, [], 0, tests, phantom=dict(self.suite.phantom) if self.suite.phantom else None)
+        if cls.uses_target_labels and odom is None:
+            plan.skipped = "an oracle method needs the task's labelled oracle set (oracle:); this task has none"
+            return plan
+        if cls.uses_target and not cls.uses_target_labels and tdom is None:
+            plan.skipped = "adapts to an unlabelled target pool (target:); this task has none (unseen-domain task)"
+            return plan
+        sets = list(self.suite.sets) + list(task.sets) + list(m.sets) + [f"seed={seed}"]
+        where = f"{self.suite.path}: task {task.name}: method {m.id}"
+        try:
+            cfg = resolve(m.name, sets=sets, method_hparams=cls.hparams)
+        except SegshiftError as exc:
+            raise SegshiftError(f"{where}: {exc}") from exc
+        vf = float(cfg["data"]["val_fraction"])
+        if cls.uses_target_labels:
+            o = task.oracle
+            tr, va = split(odom.labelled_cases, vf, seed, o.val_cases, o.train_cases, what=f"{where}: oracle")
+            labelled = [(odom, tr, va)]
+            plan.target = odom.root.resolve()
+        else:
+            s0 = task.sources[0]
+            labelled = []
+            for i, dom in enumerate(sources):
+                tr, va = split(dom.labelled_cases, vf, seed, s0.val_cases if i == 0 else None, s0.train_cases if i == 0 else None,
+                               what=f"{where}: source {dom.root}")
+                labelled.append((dom, tr, va))
+            if cls.uses_target:
+                plan.target = tdom.root.resolve()
+                sets.append(f"data.target_cases={_yaml_value(pool)}")
+        for dom, tr, va in labelled:
+            used = {group_of(c) for c in tr + va}
+            for ts in tests:
+                leak = [c for c in ts.cases if ts.domain == dom.root.resolve() and group_of(c) in used]
+                if leak:
+                    role = "oracle training/validation" if cls.uses_target_labels else "source training/validation"
+                    raise SegshiftError(f"{where}: test set {ts.name} cases {', '.join(leak)} of {ts.domain} are also "
+                                        f"{role} cases; test cases must never be trained or selected on")
+        _, tr0, va0 = labelled[0]
+        sets += [f"data.train_cases={_yaml_value(tr0)}", f"data.val_cases={_yaml_value(va0)}"]
+        budget = m.budget or task.budget or self.suite.budget
+        if "steps" in budget:
+            steps = int(budget["steps"])
+        else:
+            n = sum(_slices(dom, tr) for dom, tr, _ in labelled)
+            steps = max(1, math.ceil(budget["epochs"] * n / int(cfg["train"]["batch_size"])))
+        sets.append(f"train.steps={steps}")
+        plan.sets, plan.steps = sets, steps
+        return plan
+
+    # -- running ----------------------------------------------------------------------
+    def run(self, only_plan: bool = False) -> dict[str, Any]:
+        """Plan, run every run that is not done, then write the tables; returns ``benchmark.json``'s content."""
+        self.make_phantom()
+        plans = self.plan()
+        for p in plans:  # refuse reuse of a folder made by another spec before anything trains
+            self._check_spec(p)
+        todo = [p for p in plans if not p.skipped]
+        self.echo(f"benchmark {self.suite.name}: {len(todo)} runs ({len(plans) - len(todo)} not made by design) -> {self.out}")
+        doc = {"suite": self.suite.name, "suite_file": str(self.suite.path), "seeds": list(self.suite.seeds),
+               "compare": [list(c) for c in self.suite.compare], "runs": [self._status(p, "planned") for p in plans]}
+        if only_plan:  # --plan: nothing is written (but a phantom section's domains, needed for the checks)
+            return doc
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_text(self.out / "suite.yaml", self.suite.text)
+        for i, p in enumerate(plans):  # benchmark.json is rewritten after each run, so a killed benchmark can be reported
+            doc["runs"][i] = self.run_one(p, f"[{i + 1}/{len(plans)}]")
+            write_json(self.out / "benchmark.json", doc)
+        from segshift.bench.tables import write_tables
+
+        write_tables(self.out)
+        return doc
+
+    def _status(self, p: RunPlan, state: str, **extra: Any) -> dict[str, Any]:
+        return {"key": p.key, "task": p.task, "method_id": p.method_id, "method": p.method, "seed": p.seed, "oracle": p.oracle,
+                "state": state, "skipped": p.skipped, "folder": str(p.folder.relative_to(self.out)), **extra}
+
+    def _check_spec(self, p: RunPlan) -> None:
+        f = p.folder / "spec.json"
+        if p.skipped or not f.is_file():
+            return
+        old = json.loads(f.read_text())
+        if old.get("fingerprint") != p.fingerprint():
+            raise SegshiftError(f"{p.folder}: this run folder was made by a different spec (changed suite, budget or overrides); "
+                                "delete it, or write the benchmark to a new --out")
+
+    def run_one(self, p: RunPlan, tag: str = "") -> dict[str, Any]:
+        """Train (or resume), predict and evaluate one run unless it is done."""
+        if p.skipped:
+            self.echo(f"{tag} {p.key}: skipped ({p.skipped})")
+            return self._status(p, "skipped")
+        done = p.folder / "bench.json"
+        if done.is_file() and json.loads(done.read_text()).get("fingerprint") == p.fingerprint():
+            self.echo(f"{tag} {p.key}: done, skipped")
+            return self._status(p, "done", **json.loads(done.read_text())["timing"])
+        p.folder.mkdir(parents=True, exist_ok=True)
+        write_json(p.folder / "spec.json", {"fingerprint": p.fingerprint(), **p.spec()})
+        timing = {"train_s": 0.0, "predict_s": 0.0, "evaluate_s": 0.0, "trained": "no", "steps": p.steps}
+        train_dir = p.folder / "train"
+        summary = _finished_summary(train_dir)
+        if summary is None:
+            from segshift.engine.config import resolve
+            from segshift.methods import get_method
+
+            resume = (train_dir / "checkpoints" / "last" / "state.json").is_file() and (train_dir / "run.json").is_file()
+            oracle = " - ORACLE: trains on target labels" if p.oracle else ""
+            self.echo(f"{tag} {p.key}: {'resume' if resume else 'train'} {p.steps} steps{oracle}")
+            spent = p.folder / "train_seconds.json"  # wall time of every session, a killed one included
+            before = json.loads(spent.read_text())["seconds"] if resume and spent.is_file() else 0.0
+            t0 = time.perf_counter()
+            try:
+                if resume:
+                    train(None, [], None, train_dir, resume=True, device=self.device, progress=False)
+                else:
+                    cfg = resolve(p.method, sets=p.sets, method_hparams=get_method(p.method).hparams)
+                    train(cfg, p.sources, p.target, train_dir, overwrite=True, device=self.device, progress=False)
+            finally:
+                write_json(spent, {"seconds": round(before + time.perf_counter() - t0, 2)})
+            timing["train_s"] = json.loads(spent.read_text())["seconds"]
+            timing["trained"] = "resumed" if resume else "yes"
+        else:
+            self.echo(f"{tag} {p.key}: training finished earlier; predict and evaluate")
+            spent = p.folder / "train_seconds.json"
+            timing["train_s"] = json.loads(spent.read_text())["seconds"] if spent.is_file() else None
+        from segshift.inference.predict_files import predict_paths
+        from segshift.inference.predictor import Predictor
+        from segshift.metrics.evaluate import evaluate_folders, write_evaluation
+
+        predictor = Predictor(train_dir, device=self.device)
+        for ts in p.tests:
+            t0 = time.perf_counter()
+            pred = p.folder / "predictions" / ts.name
+            predict_paths(predictor, ts.domain, pred, overwrite=True, cases=ts.cases)
+            t1 = time.perf_counter()
+            res = evaluate_folders(pred, ts.domain, cases=ts.cases)
+            write_evaluation(res, p.folder / "evaluation" / ts.name)
+            timing["predict_s"] += round(t1 - t0, 2)
+            timing["evaluate_s"] += round(time.perf_counter() - t1, 2)
+            self.echo(f"{tag} {p.key}: {ts.name}: mean Dice {res.summary['overall']['dice']['mean']:.3f} over {len(ts.cases)} cases")
+        write_json(done, {"fingerprint": p.fingerprint(), "key": p.key, "oracle": p.oracle, "timing": timing,
+                          "tests": {t.name: t.cases for t in p.tests}})
+        return self._status(p, "ran", **timing)
+
+
+def train(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """The engine's :func:`segshift.engine.trainer.train` (a module-level name, so a test can wrap it)."""
+    from segshift.engine import trainer
+
+    return trainer.train(*args, **kwargs)
+
+
+def _finished_summary(run: Path) -> dict[str, Any] | None:
+    f = run / "summary.json"
+    if not f.is_file():
+        return None
+    s = json.loads(f.read_text())
+    return s if s.get("finished") and (run / "checkpoints" / "best").is_dir() else None
+
+
+def _slices(dom, cases: Sequence[str]) -> int:
+    from segshift.data.cache import _nifti_slices
+
+    return sum(_nifti_slices(dom.image_path(c)) for c in cases)
+
+
+def run_benchmark(suite: Suite, out: str | Path, device: str | None = None, echo: Callable[[str], None] = print,
+                  only_plan: bool = False) -> dict[str, Any]:
+    """Run (or continue) ``suite`` into ``out``; see :class:`Benchmark`."""
+    return Benchmark(suite, out, device=device, echo=echo).run(only_plan=only_plan)
+
+
+__all__ = ["Benchmark", "RunPlan", "TestSet", "run_benchmark"]

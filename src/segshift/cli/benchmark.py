@@ -1,0 +1,32 @@
+"""``segshift benchmark``: run (or continue) a suite of tasks x methods x seeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def benchmark_command(
+    suite: str = typer.Argument(..., help="Suite YAML file, or a built-in suite: phantom-tiny, phantom, cardiac-dev."),
+    out: Path = typer.Option(..., "--out", "-o", help="Benchmark folder (re-run the same command to continue it)."),
+    root: Optional[Path] = typer.Option(None, "--root", help="Resolve relative domain paths against this folder."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 [default: GPU if available]."),
+    plan: bool = typer.Option(False, "--plan", help="Check the suite and list its runs; train nothing."),
+) -> None:
+    """Train, predict and evaluate every run of SUITE not done yet, then write the tables (OUT/results/)."""
+    from segshift.bench.runner import run_benchmark
+    from segshift.bench.suite import load_suite
+
+    doc = run_benchmark(load_suite(suite, root), out, device=device, echo=typer.echo, only_plan=plan)
+    if plan:
+        for r in doc["runs"]:
+            what = f"skipped: {r['skipped']}" if r["skipped"] else r["folder"]
+            typer.echo(f"{r['key'] if 'key' in r else r['folder']}{' [ORACLE]' if r['oracle'] else ''}  {what}")
+        return
+    typer.echo(f"tables: {out / 'results' / 'results.md'}; report: segshift report {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("benchmark")(benchmark_command)

@@ -1,0 +1,209 @@
+"""``segshift report``: one self-contained HTML page of a benchmark folder.
+
+The page holds, with every image embedded as a base64 PNG (no other file is needed):
+
+1. the results tables (per task and test set: Dice and Jaccard per structure and their mean,
+   gap recovered; ASSD and HD95) and the paired tests, as in ``results/results.md``;
+2. box plots of per-case Dice and HD95 per structure and method;
+3. overlays of the best, median and worst test case of every method (first seed);
+4. the figures a method made: every PNG under ``RUN/figures/`` (e.g. translation or factor
+   grids), titled by file name;
+5. training curves from each run's ``logs/train.csv``;
+6. the exact configuration of every run (``config.yaml``), versions and code revision
+   (``run.json``), timings, and the suite file.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segshift.errors import InputFileError
+from segshift.utils.atomic import write_text
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;max-width:1400px}
+h1{font-size:1.6em} h2{border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:2em} h3{margin-top:1.4em}
+table{border-collapse:collapse;margin:8px 0 16px;font-size:13px} th,td{border:1px solid #bbb;padding:3px 7px;text-align:right}
+th{background:#eef} td:first-child,th:first-child{text-align:left} tr.oracle td{background:#fff4e0;font-style:italic}
+img{max-width:100%;border:1px solid #ddd;margin:4px 0} figure{margin:10px 0} figcaption{font-size:12px;color:#555}
+pre{background:#f6f6f6;padding:8px;font-size:12px;overflow-x:auto;max-height:420px} .note{color:#555;font-size:13px}
+"""
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
+
+
+def _figure(png: bytes, caption: str) -> str:
+    return f"<figure>{_img(png, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>"
+
+
+def _table(head: Sequence[str], body: Sequence[Sequence[str]], oracle_rows: Sequence[bool] = ()) -> str:
+    out = ["<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"]
+    for i, row in enumerate(body):
+        cls = ' class="oracle"' if i < len(oracle_rows) and oracle_rows[i] else ""
+        out.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
+    return "".join(out) + "</tbody></table>"
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise InputFileError(path, "missing: is this a benchmark folder written by `segshift benchmark`?") from exc
+    except json.JSONDecodeError as exc:
+        raise InputFileError(path, f"is not valid JSON ({exc})") from exc
+
+
+def _nan(v: Any) -> float:
+    return float("nan") if v is None else float(v)
+
+
+def _restore_nan(obj: Any) -> Any:
+    """results.json stores NaN as null; the table helpers want floats."""
+    if isinstance(obj, Mapping):
+        return {k: (_nan(v) if v is None and k in _FLOAT_KEYS else _restore_nan(v)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_restore_nan(v) for v in obj]
+    return obj
+
+
+_FLOAT_KEYS = {"mean", "std", "dice", "jaccard", "mean_a", "mean_b", "mean_diff", "ci_low", "ci_high", "t_p", "wilcoxon_p",
+               "t_p_holm", "wilcoxon_p_holm"}
+
+
+def build_report(folder: str | Path) -> str:
+    """The HTML text of the report of a benchmark folder (see the module docstring)."""
+    from segshift.bench import tables as T
+    from segshift.report import bench_figures as F
+
+    folder = Path(folder)
+    bench = _read_json(folder / "benchmark.json")
+    if not (folder / "results" / "results.json").is_file():  # a benchmark stopped before its tables: make them now
+        T.write_tables(folder)
+    results = _restore_nan(_read_json(folder / "results" / "results.json"))
+    structures = results["structures"]
+    rows = T.collect_rows(folder)
+    runs = [r for r in bench["runs"] if r["state"] in ("ran", "done")]
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>segshift benchmark: {html.escape(bench['suite'])}</title>"
+             f"<style>{_CSS}</style></head><body>",
+             f"<h1>segshift benchmark: {html.escape(bench['suite'])}</h1>",
+             f"<p class='note'>{len(runs)} runs; suite file {html.escape(str(bench['suite_file']))}; report written "
+             f"{_dt.datetime.now().isoformat(timespec='seconds')}. Rows marked ORACLE trained on target labels (an upper bound).</p>"]
+
+    parts.append("<h2>Results</h2>")
+    for u in results["units"]:
+        seeds = sorted({s for m in u["methods"] for s in m["seeds"]})
+        parts.append(f"<h3>Task {html.escape(u['task'])}, test set {html.escape(u['test'])} "
+                     f"({len(u['cases'])} cases; seeds {', '.join(map(str, seeds))})</h3>")
+        oracle = [m["oracle"] for m in u["methods"]]
+        parts.append(_table(*T.table_rows(u, structures, ("dice", "jaccard"), gap=True), oracle_rows=oracle))
+        parts.append(_table(*T.table_rows(u, structures, ("assd_mm", "hd95_mm"), gap=False), oracle_rows=oracle))
+        if u["baseline"] is None or u["oracle"] is None:
+            parts.append("<p class='note'>Gap recovered needs a source-only and an oracle row; this task has "
+                         + ("no oracle." if u["oracle"] is None else "no source-only row.") + "</p>")
+    parts += ["<h2>Paired tests</h2>", f"<p>{html.escape(T.comparisons_sentence(results))}</p>", _table(*T.comparison_rows(results))]
+    if results.get("skipped"):
+        parts.append("<h3>Not run</h3><ul>" + "".join(
+            f"<li>{html.escape(r['method_id'])} on {html.escape(r['task'])}: {html.escape(r['skipped'])}</li>" for r in results["skipped"]) + "</ul>")
+
+    parts.append("<h2>Per-case scores</h2>")
+    for u in results["units"]:
+        sel = [r for r in rows if r["task"] == u["task"] and r["test"] == u["test"]]
+        for metric, name in (("dice", "Dice"), ("hd95_mm", "HD95 (mm)")):
+            data: dict[str, dict[str, list[float]]] = {}
+            for m in u["methods"]:
+                sc = T._case_scores([r for r in sel if r["method_id"] == m["id"]], structures)
+                for s in [*structures, T.MEAN]:
+                    data.setdefault(s, {})[T.label(m["id"], m["oracle"])] = [v[metric] for v in sc[s].values()]
+            parts.append(_figure(F.box_plots(data, name, f"{u['task']} / {u['test']}: {name} per case"),
+                                 f"Box plots of per-case {name}, task {u['task']}, test set {u['test']} (seeds averaged per case)"))
+
+    parts.append("<h2>Best, median and worst cases</h2>")
+    parts += _overlays(folder, results, rows, runs)
+
+    parts.append("<h2>Method figures</h2>")
+    n_fig = 0
+    for r in runs:
+        figs = sorted((folder / r["folder"] / "train" / "figures").rglob("*.png")) if (folder / r["folder"] / "train" / "figures").is_dir() else []
+        for f in figs:
+            parts.append(_figure(f.read_bytes(), f"{r['key']}: {f.relative_to(folder / r['folder'] / 'train' / 'figures')}"))
+            n_fig += 1
+    if not n_fig:
+        parts.append("<p class='note'>No method wrote figures (RUN/figures/*.png) in these runs.</p>")
+
+    parts.append("<h2>Training curves</h2>")
+    for task in dict.fromkeys(r["task"] for r in runs):
+        curves = {}
+        for r in runs:
+            csv_path = folder / r["folder"] / "train" / "logs" / "train.csv"
+            if r["task"] == task and csv_path.is_file():
+                curves[f"{T.label(r['method_id'], r['oracle'])} s{r['seed']}"] = F.read_curve(csv_path)
+        if curves:
+            parts.append(_figure(F.training_curves(curves, f"task {task}"), f"Training curves, task {task} (logs/train.csv)"))
+
+    parts.append("<h2>Runs: configuration, versions, code revision</h2>")
+    parts.append(_table(*T.runs_rows(runs)))
+    for r in runs:
+        run = folder / r["folder"] / "train"
+        info = _read_json(run / "run.json")
+        versions = ", ".join(f"{k} {v}" for k, v in (info.get("versions") or {}).items())
+        cfg = (run / "config.yaml").read_text(encoding="utf-8")
+        parts.append(f"<details><summary>{html.escape(T.label(r['key'], r['oracle']))}: code revision "
+                     f"{html.escape(str(info.get('git_revision')))}; {html.escape(versions)}</summary>"
+                     f"<p>sources: {html.escape(', '.join(info['sources']))}; target: {html.escape(str(info['target']))}</p>"
+                     f"<pre>{html.escape(cfg)}</pre></details>")
+    suite_text = (folder / "suite.yaml").read_text(encoding="utf-8") if (folder / "suite.yaml").is_file() else ""
+    parts.append(f"<h3>Suite</h3><pre>{html.escape(suite_text)}</pre></body></html>")
+    return "\n".join(parts)
+
+
+def _overlays(folder: Path, results: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    from segshift.bench import tables as T
+    from segshift.data.domain import Domain
+    from segshift.data.volume import read_volume
+    from segshift.report import bench_figures as F
+
+    out = []
+    for u in results["units"]:
+        for m in u["methods"]:
+            run = next((r for r in runs if r["task"] == u["task"] and r["method_id"] == m["id"] and r["seed"] == m["seeds"][0]), None)
+            if run is None:
+                continue
+            sel = [r for r in rows if r["task"] == u["task"] and r["test"] == u["test"] and r["method_id"] == m["id"] and r["seed"] == run["seed"]]
+            per_case = {c: float(np.mean([r["dice"] for r in sel if r["case"] == c])) for c in dict.fromkeys(r["case"] for r in sel)}
+            order = sorted(per_case, key=lambda c: (per_case[c], c))
+            picks = [("best", order[-1]), ("median", order[len(order) // 2]), ("worst", order[0])]
+            spec = _read_json(folder / run["folder"] / "spec.json")
+            domain = Domain(next(t["domain"] for t in spec["tests"] if t["name"] == u["test"]))
+            labels = _read_json(folder / run["folder"] / "train" / "run.json")["labels"]
+            imgs, refs, preds, titles = [], [], [], []
+            for what, case in picks:
+                img, ref = domain.load(case)
+                pred = read_volume(folder / run["folder"] / "predictions" / u["test"] / f"{case}.nii.gz")
+                imgs.append(img.array)
+                refs.append(ref.array)
+                preds.append(pred.array.astype(np.int64))
+                titles.append(f"{what}: {case} (Dice {per_case[case]:.3f})")
+            title = f"{u['task']} / {u['test']}: {T.label(m['id'], m['oracle'])}, seed {run['seed']}"
+            out.append(_figure(F.overlay_panels(imgs, refs, preds, titles, labels, title), f"Overlays, {title}"))
+    return out
+
+
+def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
+    """Write the report of a benchmark folder (default ``FOLDER/report.html``, atomically); returns its path."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputFileError(folder, "is not a folder (expected a benchmark folder written by `segshift benchmark`)")
+    text = build_report(folder)
+    path = Path(out) if out is not None else folder / "report.html"
+    write_text(path, text)
+    return path
