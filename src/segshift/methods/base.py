@@ -143,7 +143,9 @@ class Method:
         self.nets = nn.ModuleDict()
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, Any] = {}
-        self.precision = cfg["train"]["precision"]
+        from segshift.engine.precision import resolve_precision
+
+        self.precision = resolve_precision(cfg["train"]["precision"], self.device)
         self.channels_last = bool(cfg["train"]["channels_last"])
         self._wrapped: dict[str, nn.Module] = {}
 

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from segshift.errors import SegshiftError
 from segshift.losses import FocalLoss, SoftDiceLoss
 from segshift.methods.base import Batch, FigureSamples, Method, make_optimizer, make_schedule, register
-from segshift.nets.sdnet import SDNet, SDNetOutput
+from segshift.nets.sdnet import BINARISE, SDNet, SDNetOutput
 
 
 def kl_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -80,6 +80,7 @@ class SDNetMethod(Method):
         "decoder_width": 32,
         "decoder_output": "identity",
         "modality_sees_anatomy": True,
+        "binarise": "onehot",
     }
 
     # -- construction -----------------------------------------------------------------
@@ -109,6 +110,8 @@ class SDNetMethod(Method):
             raise SegshiftError(f"method.decoder_output must be identity or tanh, got {hp['decoder_output']!r}")
         if not isinstance(hp["modality_sees_anatomy"], bool):
             raise SegshiftError(f"method.modality_sees_anatomy must be true or false, got {hp['modality_sees_anatomy']!r}")
+        if hp["binarise"] not in BINARISE:
+            raise SegshiftError(f"method.binarise must be one of {', '.join(BINARISE)}, got {hp['binarise']!r}")
         feats = self._ints("anatomy_features")
         if len(feats) < 2:
             raise SegshiftError(f"method.anatomy_features needs at least 2 levels, got {feats}")
@@ -123,6 +126,7 @@ class SDNetMethod(Method):
             decoder_width=self._int("decoder_width"),
             decoder_output=hp["decoder_output"],
             modality_sees_anatomy=hp["modality_sees_anatomy"],
+            binarise=hp["binarise"],
         )
 
     def build(self) -> None:

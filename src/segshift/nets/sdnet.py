@@ -42,6 +42,17 @@ def round_ste(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.round(x) - x).detach()
 
 
+def onehot_ste(p: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Straight-through one-hot of the argmax along ``dim``: the rounding of a channel softmax
+    where every pixel keeps exactly one active channel (``round`` leaves a pixel all-zero
+    when no channel exceeds 0.5, as at initialisation, where the softmax is near uniform)."""
+    hard = torch.zeros_like(p).scatter_(dim, p.argmax(dim, keepdim=True), 1.0)
+    return p + (hard - p).detach()
+
+
+BINARISE = ("round", "onehot", "none")
+
+
 class AnatomyEncoder(nn.Module):
     """``E_a``: U-Net -> channel softmax -> binary anatomy factor ``(B, anatomy_channels, H, W)``.
 
@@ -49,12 +60,15 @@ class AnatomyEncoder(nn.Module):
         in_channels: image channels.
         anatomy_channels: channels of the anatomy factor (8 in the paper).
         features: U-Net widths, shallow to deep (5 levels: 4 down/up-sampling stages).
-        binarise: apply :func:`round_ste` (the paper's thresholding; off only for ablations).
+        binarise: ``"round"`` (:func:`round_ste` of the softmax, the paper's literal operator),
+            ``"onehot"`` (:func:`onehot_ste`) or ``"none"`` (the soft factor, for ablations).
     """
 
     def __init__(self, in_channels: int = 1, anatomy_channels: int = 8, features: Sequence[int] = (16, 32, 64, 128, 256),
-                 binarise: bool = True) -> None:
+                 binarise: str = "onehot") -> None:
         super().__init__()
+        if binarise not in BINARISE:
+            raise ValueError(f"binarise must be one of {', '.join(BINARISE)}, got {binarise!r}")
         self.unet = UNet(in_channels, anatomy_channels, features=features, norm="batch", act="relu")
         self.binarise = binarise
         self.multiple = 2 ** self.unet.depth
@@ -65,7 +79,9 @@ class AnatomyEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.soft(x)
-        return round_ste(s) if self.binarise else s
+        if self.binarise == "round":
+            return round_ste(s)
+        return onehot_ste(s) if self.binarise == "onehot" else s
 
 
 class ModalityEncoder(nn.Module):
@@ -186,6 +202,7 @@ class SDNet(nn.Module):
         decoder_width: width of the decoder's 3x3 convolutions.
         decoder_output: ``"identity"`` (z-scored images) or ``"tanh"``.
         modality_sees_anatomy: ``E_m`` input is image + anatomy factor (SDNet) or the image only.
+        binarise: the anatomy factor's binarisation (see :class:`AnatomyEncoder`).
     """
 
     def __init__(
@@ -200,9 +217,10 @@ class SDNet(nn.Module):
         decoder_width: int = 32,
         decoder_output: str = "identity",
         modality_sees_anatomy: bool = True,
+        binarise: str = "onehot",
     ) -> None:
         super().__init__()
-        self.anatomy = AnatomyEncoder(in_channels, anatomy_channels, anatomy_features)
+        self.anatomy = AnatomyEncoder(in_channels, anatomy_channels, anatomy_features, binarise=binarise)
         self.modality = ModalityEncoder(in_channels, anatomy_channels if modality_sees_anatomy else 0, z_dim, modality_channels)
         self.segmentor = Segmentor(anatomy_channels, num_classes, segmentor_width)
         self.decoder = AdaINDecoder(anatomy_channels, z_dim, decoder_width, in_channels, decoder_output)
