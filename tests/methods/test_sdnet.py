@@ -161,7 +161,7 @@ def _slices(run, domain, with_labels):
 
 @pytest.mark.slow
 def test_phantom_sdnet_fa_learns_the_source_and_fa_images_keep_their_label(phantom, tmp_path):
-    """bSSFP -> LGE phantom: 250 SS pretraining steps + 50 FA steps at FAST settings (about 60 s on 2 CPU cores)."""
+    """bSSFP -> LGE phantom: 250 SS pretraining steps + 50 FA steps at FAST settings (about 110 s on 2 CPU cores)."""
     run = tmp_path / "fa"
     cfg = _cfg("sdnet-fa", ["method.pretrain_steps=250", "train.steps=50", "train.eval_every=50", "train.checkpoint_every=300",
                             "seed=1"])
