@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from segshift.nets import SDNet, round_ste
-from segshift.nets.sdnet import AdaINDecoder, AnatomyEncoder, ModalityEncoder
+from segshift.nets.sdnet import AdaINDecoder, AnatomyEncoder, ModalityEncoder, onehot_ste
 
 
 def test_round_ste_rounds_forward_and_passes_gradients_unchanged():
@@ -18,15 +18,29 @@ def test_round_ste_rounds_forward_and_passes_gradients_unchanged():
     assert torch.equal(x.grad, w)  # identity backward, although round() has zero gradient almost everywhere
 
 
-def test_anatomy_factor_is_binary_and_the_encoder_gets_gradients_through_the_rounding():
+def test_onehot_ste_keeps_one_channel_per_pixel_and_passes_gradients_unchanged():
+    p = torch.tensor([[0.2, 0.3, 0.25, 0.25], [0.1, 0.1, 0.1, 0.7]], requires_grad=True)  # (pixels, channels)
+    y = onehot_ste(p, dim=1)
+    assert y.tolist() == [[0, 1, 0, 0], [0, 0, 0, 1]]  # round() would leave the first pixel all-zero
+    w = torch.arange(8.0).view(2, 4)
+    (y * w).sum().backward()
+    assert torch.equal(p.grad, w)
+
+
+@pytest.mark.parametrize("binarise", ["round", "onehot"])
+def test_anatomy_factor_is_binary_and_the_encoder_gets_gradients_through_the_rounding(binarise):
     torch.manual_seed(0)
-    enc = AnatomyEncoder(anatomy_channels=8, features=(4, 8, 16))
+    enc = AnatomyEncoder(anatomy_channels=8, features=(4, 8, 16), binarise=binarise)
     a = enc(torch.randn(2, 1, 16, 16))
     assert a.shape == (2, 8, 16, 16) and set(a.unique().tolist()) <= {0.0, 1.0}
     assert float(a.detach().sum(1).max()) <= 1.0  # a rounded softmax has at most one active channel per pixel
     (a * torch.randn_like(a)).sum().backward()
     grads = [p.grad for p in enc.parameters() if p.grad is not None]
     assert grads and sum(float(g.abs().sum()) for g in grads) > 0
+    if binarise == "onehot":
+        assert torch.equal(a.detach().sum(1), torch.ones(2, 16, 16))
+    with pytest.raises(ValueError, match="binarise"):
+        AnatomyEncoder(binarise="sigmoid")
 
 
 def test_modality_encoder_samples_while_training_and_gives_the_mean_in_eval():
