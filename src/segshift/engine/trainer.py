@@ -299,7 +299,7 @@ class Trainer:
         src_streams = [BatchStream(len(c), max(1, b), seed + 101 * i, info.rank, info.world_size) for i, (c, b) in enumerate(zip(self.train_caches, per_src))]
         tgt_stream = BatchStream(len(self.target_cache), bs, seed + 7919, info.rank, info.world_size) if self.target_cache else None
         gen = torch.Generator().manual_seed(seed * 1000 + info.rank)
-        aug = AugmentConfig.from_dict(cfg["augment"])
+        aug = AugmentConfig.from_dict(cfg["augment"], spacing=cfg["data"]["preprocess"]["target_spacing"])
 
         start, best = 0, {"score": -math.inf, "step": None}
         if self.resume:

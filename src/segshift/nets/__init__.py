@@ -12,6 +12,8 @@ Segmentation networks (all with ``forward(x) -> logits`` and
 :class:`GroupFeatureRecalibration` is the GFRM of Wang et al. 2019 (multi-level features
 fused and recalibrated before the feature discriminator); :class:`ResnetGenerator` is the
 CycleGAN generator, with attention-gated skips the AttENT one (Li et al. 2021).
+:class:`SDNet` and its parts (:mod:`segshift.nets.sdnet`) are the disentangling network of
+Liu et al. 2020; it is not a plain ``image -> logits`` segmenter, so it is not in :data:`NETS`.
 
 Example:
     >>> net = build_net("unet", in_channels=1, out_channels=4, features=(8, 16, 32))
@@ -41,6 +43,7 @@ from segshift.nets.discriminator import PatchDiscriminator
 from segshift.nets.generators import ResnetGenerator
 from segshift.nets.gfrm import GroupFeatureRecalibration
 from segshift.nets.resunet import ResidualUNet
+from segshift.nets.sdnet import AdaINDecoder, AnatomyEncoder, ModalityEncoder, SDNet, Segmentor, round_ste
 from segshift.nets.unet import UNet
 
 NETS: dict[str, Callable[..., nn.Module]] = {
@@ -86,6 +89,12 @@ def build_net(name: str, in_channels: int, out_channels: int, **kwargs: object) 
 
 __all__ = [
     "NETS",
+    "AdaINDecoder",
+    "AnatomyEncoder",
+    "ModalityEncoder",
+    "SDNet",
+    "Segmentor",
+    "round_ste",
     "AttentionGate",
     "AttentionUNet",
     "ConvNormAct",

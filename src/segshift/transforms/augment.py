@@ -7,7 +7,10 @@ flips) are one affine warp per sample via ``affine_grid``/``grid_sample`` (bilin
 images, nearest for labels); intensity transforms (gamma on the per-sample min-max range,
 contrast, brightness, Gaussian noise, blur) act on images only.
 
-:func:`resolution_augment` belongs here too once issue 6 lands; it acts in physical space.
+:func:`resolution_augment` (Liu et al. 2020, section 2.1, "Resolution Augmentation") acts in
+physical space: it rescales each slice from the preprocessed spacing to a random in-plane
+pixel size in ``augment.resolution`` (mm) and centre-crops or pads back to the crop size,
+before the other transforms.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from segshift.errors import SegshiftError
 
 
 @dataclasses.dataclass
@@ -35,14 +40,36 @@ class AugmentConfig:
     brightness: float = 0.1
     noise_std: float = 0.0
     blur_sigma: float = 0.0
+    resolution: tuple[float, float] | None = None
+    """Resolution augmentation range in mm per pixel (``None``: off)."""
+    spacing: float | None = None
+    """In-plane pixel size (mm) of the preprocessed slices (``data.preprocess.target_spacing``)."""
+
+    def __post_init__(self) -> None:
+        if self.resolution is None:
+            return
+        r = self.resolution
+        if len(r) != 2 or not all(math.isfinite(v) and v > 0 for v in r) or r[0] > r[1]:
+            raise SegshiftError(f"augment.resolution must be [min_mm, max_mm] with 0 < min <= max (or null), got {list(r)}")
+        if self.spacing is None or not self.spacing > 0:
+            raise SegshiftError(
+                "augment.resolution needs a fixed preprocessed pixel size: set data.preprocess.target_spacing "
+                f"(got {self.spacing!r})"
+            )
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "AugmentConfig":
+    def from_dict(cls, d: Mapping[str, Any], spacing: float | None = None) -> "AugmentConfig":
+        """From the ``augment:`` section; ``spacing`` is ``data.preprocess.target_spacing``."""
         kw = dict(d)
         for key in ("scale", "gamma", "contrast"):
             if key in kw and kw[key] is not None:
                 kw[key] = tuple(float(v) for v in kw[key])
-        return cls(**kw)
+        if kw.get("resolution") is not None:
+            try:
+                kw["resolution"] = tuple(float(v) for v in kw["resolution"])
+            except (TypeError, ValueError) as exc:
+                raise SegshiftError(f"augment.resolution must be [min_mm, max_mm] or null, got {kw['resolution']!r}") from exc
+        return cls(**kw, spacing=None if spacing is None else float(spacing))
 
 
 def _uniform(n: int, lo: float, hi: float, gen: torch.Generator) -> torch.Tensor:
@@ -106,12 +133,80 @@ def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
 
 
+def resolution_params(n: int, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """Random pixel sizes (mm), uniform in ``cfg.resolution`` (Liu et al. 2020, section 2.1)."""
+    assert cfg.resolution is not None
+    return _uniform(n, *cfg.resolution, gen).double()
+
+
+def _centre_fit(x: torch.Tensor, size: tuple[int, int], fill: torch.Tensor | float) -> torch.Tensor:
+    """Centre-crop or pad ``x`` (C, h, w) to ``size`` (padding with ``fill``)."""
+    h, w = x.shape[-2:]
+    H, W = size
+    out = torch.empty((x.shape[0], H, W), dtype=x.dtype)
+    out[...] = fill
+    # overlap of the centred boxes, in source and destination coordinates
+    sh, dh = (max(0, (h - H) // 2), max(0, (H - h) // 2))
+    sw, dw = (max(0, (w - W) // 2), max(0, (W - w) // 2))
+    ch, cw = min(h, H), min(w, W)
+    out[:, dh : dh + ch, dw : dw + cw] = x[:, sh : sh + ch, sw : sw + cw]
+    return out
+
+
+def resample_to_spacing(
+    image: torch.Tensor, label: torch.Tensor | None, spacing: float, new_spacing: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Rescale each slice from ``spacing`` mm to ``new_spacing[i]`` mm per pixel, then centre-crop/pad.
+
+    Liu et al. 2020, section 2.1: "rescaling the original image to a random resolution in
+    this range. Finally we center-crop the rescaled image to uniform dimensions". A slice of
+    ``H`` pixels at ``spacing`` becomes ``round(H * spacing / new_spacing)`` pixels (bilinear,
+    antialiased when shrinking; labels nearest), and is centre-cropped (or padded with the
+    slice minimum, labels with 0) back to ``H x W``, so one output pixel spans
+    ``new_spacing`` mm and the field of view changes accordingly.
+
+    Args:
+        image: ``(B, 1, H, W)`` float slices at ``spacing`` mm.
+        label: ``(B, H, W)`` integer labels or ``None``.
+        spacing: the input pixel size in mm.
+        new_spacing: ``(B,)`` output pixel sizes in mm.
+    """
+    H, W = image.shape[-2:]
+    imgs, labs = [], []
+    for i in range(image.shape[0]):
+        f = float(spacing) / float(new_spacing[i])
+        size = (max(1, round(H * f)), max(1, round(W * f)))
+        x = image[i : i + 1]
+        floor = x.amin()
+        r = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=f < 1)[0]
+        imgs.append(_centre_fit(r, (H, W), floor))
+        if label is not None:
+            lb = F.interpolate(label[i : i + 1, None].float(), size=size, mode="nearest-exact")[0]
+            labs.append(_centre_fit(lb, (H, W), 0.0)[0].round().to(label.dtype))
+    return torch.stack(imgs), (torch.stack(labs) if label is not None else None)
+
+
+def resolution_augment(
+    image: torch.Tensor, label: torch.Tensor | None, cfg: AugmentConfig, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Resolution augmentation (RA): each slice to a random pixel size in ``cfg.resolution`` mm."""
+    if cfg.resolution is None:
+        return image, label
+    assert cfg.spacing is not None
+    return resample_to_spacing(image, label, cfg.spacing, resolution_params(image.shape[0], cfg, gen))
+
+
 def augment_batch(
     image: torch.Tensor, label: torch.Tensor | None, cfg: AugmentConfig, gen: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Augment a CPU batch ``(B, 1, H, W)`` (and labels ``(B, H, W)``) with ``gen``'s randomness."""
+    """Augment a CPU batch ``(B, 1, H, W)`` (and labels ``(B, H, W)``) with ``gen``'s randomness.
+
+    Order: resolution augmentation (when ``cfg.resolution`` is set), the affine warp, then
+    the intensity transforms.
+    """
     if not cfg.enabled:
         return image, label
+    image, label = resolution_augment(image, label, cfg, gen)
     theta = spatial_params(image.shape[0], cfg, gen)
     image, label = warp(image, theta, label)
     return intensity(image, cfg, gen), label
