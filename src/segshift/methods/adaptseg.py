@@ -106,9 +106,7 @@ class AdversarialMethod(SourceOnly):
 
     def discriminator(self, in_channels: int) -> PatchDiscriminator:
         """A PatchGAN with ``method.d_channels`` widths (last entry: score channels)."""
-        channels = tuple(int(c) for c in self.hp.get("d_channels", (64, 128, 256, 256, 1)))
-        strides = (2,) * (len(channels) - 2) + (1, 1) if len(channels) >= 3 else (2,) * (len(channels) - 1) + (1,)
-        return PatchDiscriminator(in_channels, channels=channels, strides=strides)
+        return PatchDiscriminator.from_widths(in_channels, self.hp.get("d_channels", (64, 128, 256, 256, 1)))
 
     def discriminator_nets(self) -> list[nn.Module]:
         return [self.nets[n] for al in self.alignments.values() for n in al.nets]

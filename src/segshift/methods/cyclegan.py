@@ -83,7 +83,7 @@ class TranslationMethod(SourceOnly):
         if hp.get("select", "final") not in SELECTIONS:
             raise SegshiftError(f"method.select must be one of {', '.join(SELECTIONS)}, got {hp['select']!r}")
         check_non_negative(hp, "lambda_gan", "lambda_cycle", "lambda_identity", "g_lr", "d_lr")
-        self.d_gan, self.g_gan = (self._gan(hp["gan_loss"]))
+        self.d_gan, self.g_gan = self._gan(hp["gan_loss"])
         if self.translates:
             for name in ("g_s2t", "g_t2s"):
                 self.nets[name] = ResnetGenerator(
@@ -109,9 +109,7 @@ class TranslationMethod(SourceOnly):
 
     @staticmethod
     def discriminator(in_channels: int, channels: Any, norm: str = "none") -> PatchDiscriminator:
-        chans = tuple(int(c) for c in channels)
-        strides = (2,) * (len(chans) - 2) + (1, 1) if len(chans) >= 3 else (2,) * (len(chans) - 1) + (1,)
-        return PatchDiscriminator(in_channels, channels=chans, strides=strides, norm=norm)
+        return PatchDiscriminator.from_widths(in_channels, channels, norm=norm)
 
     def wrap(self, fn: Any) -> None:
         """Refuse DDP: a generator runs twice per update (translation, then cycle), which plain DDP does not allow."""

@@ -50,6 +50,13 @@ class PatchDiscriminator(nn.Module):
         torch.Size([2, 1, 14, 14])
     """
 
+    @classmethod
+    def from_widths(cls, in_channels: int, channels: Sequence[int], norm: str = "none") -> "PatchDiscriminator":
+        """A PatchGAN with the given widths and the paper's stride pattern: 2 everywhere but the last two layers (1)."""
+        chans = tuple(int(c) for c in channels)
+        strides = (2,) * (len(chans) - 2) + (1, 1) if len(chans) >= 3 else (2,) * (len(chans) - 1) + (1,)
+        return cls(in_channels, channels=chans, strides=strides, norm=norm)
+
     def __init__(
         self,
         in_channels: int,
