@@ -47,12 +47,41 @@ def test_builtin_suites_parse_and_all_means_every_registered_method():
     tiny = load_suite("phantom-tiny")
     assert [m.id for m in tiny.methods] == ["source-only", "adaptseg", "target-oracle"] and tiny.budget == {"steps": 40}
     dev = load_suite("cardiac-dev", root="/nowhere")
-    names = [m.name for m in dev.methods]
-    assert sorted(names) == sorted(available_methods()) and names[0] == "source-only"
-    assert [n for n in names if available_methods()[n].uses_target_labels] == names[-1:]  # oracle row last
-    assert [t.name for t in dev.tasks] == ["bssfp2lge", "acdc2bssfp", "acdc2lge-unseen"]
-    assert dev.tasks[2].target is None and dev.tasks[1].oracle is not None
+    reg = available_methods()
+    every = [m.name for m in dev.methods if m.id == m.name]  # the `all` item; liu2020's RA variants follow it
+    assert sorted(every) == sorted(reg) and every[0] == "source-only"
+    assert [n for n in every if reg[n].uses_target_labels] == every[-1:]  # oracle row last
+    extras = {m.id: m for m in dev.methods if m.id != m.name}
+    assert set(extras) == {"unet-ra", "sdnet-ra"} and all(m.tasks == ("acdc2bssfp",) for m in extras.values())
+    assert [t.name for t in dev.tasks] == ["acdc2bssfp", "bssfp2lge"]
+    assert [t.name for t in dev.tasks[0].tests] == ["bssfp", "lge-unseen"] and dev.tasks[0].oracle is not None
     assert dev.domain_path("data/acdc", Path("x")) == Path("/nowhere/data/acdc")
+
+
+def test_all_inside_a_list_and_rows_restricted_to_tasks(phantom, tmp_path):
+    text = MINIMAL.format(src=phantom["bssfp"], tgt=phantom["lge"], test="[case008, case009]", otrain="[case004]")
+    text = text.replace("methods: [source-only, target-oracle]",
+                        "methods: [all, {name: source-only, id: so-b, set: [train.lr=0.002], tasks: [b]}]")
+    text += ("  - name: b\n    sources: [{domain: %s}]\n    test: [{name: lge, domain: %s, cases: [case009]}]\n"
+             % (phantom["bssfp"], phantom["lge"]))
+    suite = parse_suite(text, tmp_path / "s.yaml")
+    assert [m.id for m in suite.methods][-1] == "so-b" and len(suite.methods) == len(available_methods()) + 1
+    plans = Benchmark(suite, tmp_path / "out").plan()
+    a = {p.method_id for p in plans if p.task == "a"}
+    b = {p.method_id: p for p in plans if p.task == "b"}
+    assert "so-b" not in a and "so-b" in b and "train.lr=0.002" in b["so-b"].sets and not b["so-b"].skipped
+    with pytest.raises(InputFileError, match=r"unknown task\(s\) nope"):
+        parse_suite(text.replace("tasks: [b]", "tasks: [nope]"), tmp_path / "s.yaml")
+
+
+def test_an_oracle_is_evaluated_on_test_sets_of_its_own_domain_only(phantom, tmp_path):
+    text = MINIMAL.format(src=phantom["bssfp"], tgt=phantom["lge"], test="[case008, case009]", otrain="[case004]")
+    text = text.replace("test: [{name: lge,", "test: [{name: other, domain: %s, cases: [case009]}, {name: lge," % phantom["bssfp"])
+    text = text.replace("sources: [{domain: %s}]" % phantom["bssfp"],
+                        "sources: [{domain: %s, train_cases: [case000, case001], val_cases: [case002]}]" % phantom["bssfp"])
+    plans = {p.method_id: p for p in Benchmark(parse_suite(text, tmp_path / "s.yaml"), tmp_path / "out").plan()}
+    assert [t.name for t in plans["source-only"].tests] == ["other", "lge"]
+    assert [t.name for t in plans["target-oracle"].tests] == ["lge"]
 
 
 def test_a_new_method_joins_with_no_harness_change(monkeypatch, phantom, tmp_path):

@@ -189,7 +189,8 @@ class Benchmark:
         return plans
 
     def _methods(self, task: TaskSpec) -> list[MethodSpec]:
-        return [m for m in self.suite.methods if task.methods is None or m.id in task.methods]
+        return [m for m in self.suite.methods
+                if (task.methods is None or m.id in task.methods) and (m.tasks is None or task.name in m.tasks)]
 
     def _plan_run(self, task: TaskSpec, m: MethodSpec, seed: int, sources, tdom, pool, odom, tests: list[TestSet]) -> RunPlan:
         from segshift.engine.config import resolve
@@ -203,6 +204,11 @@ class Benchmark:
         if cls.uses_target_labels and odom is None:
             plan.skipped = "an oracle method needs the task's labelled oracle set (oracle:); this task has none"
             return plan
+        if cls.uses_target_labels:  # an oracle bounds its own domain only: no oracle row (nor gap) on other test domains
+            plan.tests = [t for t in tests if t.domain == odom.root.resolve()]
+            if not plan.tests:
+                plan.skipped = f"no test set of the task is of the oracle's domain {odom.root}"
+                return plan
         if cls.uses_target and not cls.uses_target_labels and tdom is None:
             plan.skipped = "adapts to an unlabelled target pool (target:); this task has none (unseen-domain task)"
             return plan

@@ -90,6 +90,7 @@ class MethodSpec:
     name: str
     sets: tuple[str, ...] = ()
     budget: Mapping[str, int] | None = None
+    tasks: tuple[str, ...] | None = None  # the tasks this row runs in (None: every task)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,21 +210,29 @@ def _methods(w: _Where, raw: Any, method_set: Mapping[str, Any]) -> tuple[Method
     from segshift.methods import available_methods
 
     registry = available_methods()
+    every = sorted(registry, key=lambda n: (0 if n == "source-only" else 2 if registry[n].uses_target_labels else 1, n))
     if raw == "all":  # source-only first, oracles last (the papers' row order), the rest by name
-        raw = sorted(registry, key=lambda n: (0 if n == "source-only" else 2 if registry[n].uses_target_labels else 1, n))
+        raw = ["all"]
     if not isinstance(raw, list) or not raw:
         raise w.fail("methods", f"expected 'all' or a non-empty list of methods, got {raw!r}")
     out: list[MethodSpec] = []
     for i, item in enumerate(raw):
         where = f"methods[{i}]"
+        if item == "all":  # every registered method, here in the list (variants may follow as entries)
+            out += [MethodSpec(n, n, _sets(w, f"method_set.{n}", method_set.get(n))) for n in every]
+            continue
         if isinstance(item, str):
             item = {"name": item}
-        item = _keys(w, where, item, {"name", "id", "set", "budget"}, ("name",))
+        item = _keys(w, where, item, {"name", "id", "set", "budget", "tasks"}, ("name",))
         name = item["name"]
         if name not in registry:
             raise w.fail(where, f"unknown method {name!r}; available: {', '.join(registry)}")
         sets = _sets(w, f"method_set.{name}", method_set.get(name)) + _sets(w, f"{where}.set", item.get("set"))
-        out.append(MethodSpec(str(item.get("id", name)), name, sets, _budget(w, f"{where}.budget", item.get("budget"))))
+        only = item.get("tasks")
+        if only is not None and (not isinstance(only, list) or not only or not all(isinstance(t, str) for t in only)):
+            raise w.fail(f"{where}.tasks", f"expected a non-empty list of task names, got {only!r}")
+        out.append(MethodSpec(str(item.get("id", name)), name, sets, _budget(w, f"{where}.budget", item.get("budget")),
+                              tuple(only) if only is not None else None))
     ids = [m.id for m in out]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
@@ -317,6 +326,10 @@ def parse_suite(text: str, path: Path, root: Path | None = None) -> Suite:
     tnames = [t.name for t in tasks]
     if len(set(tnames)) != len(tnames):
         raise w.fail("tasks", f"duplicate task names in {tnames}")
+    for m in methods:
+        unknown = sorted(set(m.tasks or ()) - set(tnames))
+        if unknown:
+            raise w.fail(f"methods ({m.id}).tasks", f"unknown task(s) {', '.join(unknown)}; tasks: {', '.join(tnames)}")
     compare = []
     for i, pair in enumerate(top.get("compare") or []):
         if not (isinstance(pair, list) and len(pair) == 2 and all(p in ids for p in pair) and pair[0] != pair[1]):

@@ -1,13 +1,16 @@
-"""Phantom table for the translation methods (issue 5): target Dice / ASSD per structure and wall time.
+"""Phantom tables of docs/translation.md (issue 5) and docs/training.md (issue 6): target Dice / ASSD per structure, wall time.
 
 bSSFP-like source -> LGE-like target phantom (the fixture of the tests: 10 cases each, seed
 3), FAST settings (2.5 mm, 80 px, narrow networks). Target labels are used for evaluation
 only. Usage::
 
-    python3 scripts/phantom_translation.py OUT [--steps 200] [--seed 2] [--rows source-only,unetgan,...]
+    python3 scripts/phantom_table.py OUT --table translation [--steps 200] [--seed 2] [--rows source-only,unetgan,...]
+    python3 scripts/phantom_table.py OUT --table sdnet [--steps 300] [--seed 0] [--set train.batch_size=4]
 
-Rows: source-only (UNet), source-only-resunet (the LV-Unet backbone of unetgan), cyclegan,
-unetgan, and the AttENT ablation rows attent:CycleGAN, attent:Pixel, attent:Entropy, attent.
+Translation rows: source-only (UNet), source-only-resunet (the LV-Unet backbone of unetgan),
+cyclegan, unetgan, and the AttENT ablation rows attent:CycleGAN, attent:Pixel, attent:Entropy,
+attent. SDNet rows (liu2020 Table 1): unet+ra, fs-sdnet, fs-sdnet+ra, ss-sdnet+ra, ss-sdnet+ra+fa
+(sdnet-fa: 2/3 of the steps pretraining, 1/3 on FA batches). ``--set`` applies to every row.
 """
 
 from __future__ import annotations
@@ -32,6 +35,20 @@ from segshift.metrics.surface import binary_metrics
 FAST = ["data.preprocess.crop_size=[80,80]", "data.preprocess.target_spacing=2.5", "model.kwargs={features: [8,16,32,64]}",
         "train.lr=0.003", "train.warmup_steps=10", "train.log_every=10"]
 RESUNET = ["model.name=resunet", "model.kwargs={features: [8,16,32,64], encoder_blocks: [1,2,3,3]}"]
+NARROW_SDNET = ["method.anatomy_features=[8,16,32,64,128]", "method.segmentor_width=16", "method.decoder_width=16",
+                "method.modality_channels=[8,16]"]
+RA_FAST = ["augment.resolution=[1.59,4.49]"]  # liu2020's 0.954-2.692 mm, relative to 1.5 mm, at FAST's 2.5 mm pixels
+
+
+def sdnet_rows(steps: int) -> dict[str, tuple[str, list[str]]]:
+    pre = max(1, 2 * steps // 3)
+    return {
+        "unet+ra": ("source-only", RA_FAST),
+        "fs-sdnet": ("sdnet", NARROW_SDNET),
+        "fs-sdnet+ra": ("sdnet", NARROW_SDNET + RA_FAST),
+        "ss-sdnet+ra": ("sdnet-ss", NARROW_SDNET + RA_FAST),
+        "ss-sdnet+ra+fa": ("sdnet-fa", NARROW_SDNET + RA_FAST + [f"method.pretrain_steps={pre}"]),
+    }
 
 
 def rows(steps: int) -> dict[str, tuple[str, list[str]]]:
@@ -70,19 +87,21 @@ def main(argv: list[str]) -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--seed", type=int, default=2)
-    ap.add_argument("--rows", default=",".join(rows(1)))
+    ap.add_argument("--table", choices=["translation", "sdnet"], default="translation")
+    ap.add_argument("--rows", default=None, help="comma-separated rows (default: the whole table)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="override for every row (repeatable)")
     a = ap.parse_args(argv)
     ph = a.out / "phantom"
     doms = {p.name: p for p in ph.iterdir()} if ph.is_dir() else generate_phantom(ph, presets=["bssfp", "lge"], n_cases=10, seed=3)
-    table = rows(a.steps)
+    table = rows(a.steps) if a.table == "translation" else sdnet_rows(a.steps)
     results = {}
-    for row in a.rows.split(","):
+    for row in (a.rows.split(",") if a.rows else table):
         method, sets = table[row]
         cls = get_method(method)
-        every = a.steps if method != "unetgan" else a.steps
-        cfg = resolve(method, sets=[*FAST, f"train.steps={a.steps}", f"train.eval_every={every}", f"train.checkpoint_every={10 * a.steps}",
-                                    f"seed={a.seed}", *sets], method_hparams=cls.hparams)
-        run = a.out / row.replace(":", "_")
+        steps = a.steps - int(sets[-1].split("=")[1]) if method == "sdnet-fa" else a.steps  # sdnet-fa: pretrain + steps in all
+        cfg = resolve(method, sets=[*FAST, f"train.steps={steps}", f"train.eval_every={a.steps}", f"train.checkpoint_every={10 * a.steps}",
+                                    f"seed={a.seed}", *sets, *a.sets], method_hparams=cls.hparams)
+        run = a.out / row.replace(":", "_").replace("+", "_")
         t0 = time.time()
         summary = train(cfg, [doms["bssfp"]], doms["lge"], run, overwrite=True, progress=False)
         wall = time.time() - t0
