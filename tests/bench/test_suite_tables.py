@@ -228,3 +228,15 @@ def test_plan_lists_runs_and_writes_nothing(tmp_path, phantom, capsys):
     assert "a/source-only/seed0  runs/a/source-only/seed0" in lines
     assert "a/target-oracle/seed0 [ORACLE]  runs/a/target-oracle/seed0" in lines
     assert not out.exists()
+
+
+def test_steps_column_counts_every_stage_of_a_finished_run(tmp_path):
+    from segshift.bench.runner import _steps_trained
+
+    run = tmp_path / "train"
+    (run / "checkpoints" / "best").mkdir(parents=True)
+    assert _steps_trained(run, 200) == 200  # no summary yet: the budget
+    (run / "summary.json").write_text('{"finished": true, "steps_done": 350, "steps_total": 350}')
+    assert _steps_trained(run, 200) == 350  # e.g. unetgan: 200 U-Net + 150 translation steps
+    (run / "summary.json").write_text('{"finished": false, "steps_done": 100, "steps_total": 350}')
+    assert _steps_trained(run, 200) == 200

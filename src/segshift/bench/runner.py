@@ -298,7 +298,8 @@ class Benchmark:
         done = p.folder / "bench.json"
         if done.is_file() and json.loads(done.read_text()).get("fingerprint") == p.fingerprint():
             self.echo(f"{tag} {p.key}: done, skipped")
-            return self._status(p, "done", **json.loads(done.read_text())["timing"])
+            timing = json.loads(done.read_text())["timing"]
+            return self._status(p, "done", **{**timing, "steps": _steps_trained(p.folder / "train", timing.get("steps", p.steps))})
         p.folder.mkdir(parents=True, exist_ok=True)
         write_json(p.folder / "spec.json", {"fingerprint": p.fingerprint(), **p.spec()})
         timing = {"train_s": 0.0, "predict_s": 0.0, "evaluate_s": 0.0, "trained": "no", "steps": p.steps}
@@ -328,6 +329,7 @@ class Benchmark:
             self.echo(f"{tag} {p.key}: training finished earlier; predict and evaluate")
             spent = p.folder / "train_seconds.json"
             timing["train_s"] = json.loads(spent.read_text())["seconds"] if spent.is_file() else None
+        timing["steps"] = _steps_trained(train_dir, p.steps)  # staged methods (unetgan, sdnet-fa) train more than train.steps
         from segshift.inference.predict_files import predict_paths
         from segshift.inference.predictor import Predictor
         from segshift.metrics.evaluate import evaluate_folders, write_evaluation
@@ -361,6 +363,12 @@ def _finished_summary(run: Path) -> dict[str, Any] | None:
         return None
     s = json.loads(f.read_text())
     return s if s.get("finished") and (run / "checkpoints" / "best").is_dir() else None
+
+
+def _steps_trained(run: Path, default: int) -> int:
+    """Optimiser steps of all stages (``steps_total`` of the run's summary), else ``default``."""
+    s = _finished_summary(run)
+    return int(s.get("steps_total", default)) if s else default
 
 
 def _slices(dom, cases: Sequence[str]) -> int:
