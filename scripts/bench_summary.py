@@ -35,10 +35,11 @@ def main(argv: list[str]) -> None:
             st, r = m["stats"], runs.get((u["task"], m["id"]), {})
             gap = m["gap_recovered"]["dice"]
             name = f"{m['id']} (ORACLE)" if m["oracle"] else m["id"]
+            secs = "" if r.get("train_s") is None else f"{r['train_s']:.0f}"
             print(f"| {name} | " + " | ".join(_cell(st[k]["dice"]) for k in ("LV", "MYO", "RV", "mean"))
                   + f" | {_cell(st['mean']['assd_mm'], 1)} | {_cell(st['mean']['hd95_mm'], 1)} | "
                   + ("n/a" if gap is None or math.isnan(gap) else f"{gap:.2f}")
-                  + f" | {r.get('steps', '')} | {'' if r.get('train_s') is None else f"{r['train_s']:.0f}"} |")
+                  + f" | {r.get('steps', '')} | {secs} |")
 
 
 if __name__ == "__main__":
