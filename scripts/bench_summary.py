@@ -5,11 +5,12 @@ and HD95 (mm), gap recovered, the steps trained and the training wall time of ea
 read from ``DIR/results/results.json`` (written by ``segshift benchmark``/``segshift report``).
 Usage::
 
-    python3 scripts/bench_summary.py runs/cardiac-dev
+    python3 scripts/bench_summary.py runs/cardiac-dev [--task acdc2bssfp] [--methods source-only,sdnet,...]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
@@ -24,14 +25,24 @@ def _cell(s: dict, digits: int = 3) -> str:
 
 
 def main(argv: list[str]) -> None:
-    root = Path(argv[0])
-    res = json.loads((root / "results" / "results.json").read_text())
+    ap = argparse.ArgumentParser()
+    ap.add_argument("dir", type=Path)
+    ap.add_argument("--task", default=None, help="only this task")
+    ap.add_argument("--methods", default=None, help="only these method ids (comma-separated, in this order)")
+    a = ap.parse_args(argv)
+    res = json.loads((a.dir / "results" / "results.json").read_text())
     runs = {(r["task"], r["method_id"]): r for r in res["runs"]}
+    only = a.methods.split(",") if a.methods else None
     for u in res["units"]:
+        if a.task and u["task"] != a.task:
+            continue
+        methods = [m for m in u["methods"] if only is None or m["id"] in only]
+        if only:
+            methods.sort(key=lambda m: only.index(m["id"]))
         print(f"\n**{u['task']} / {u['test']}** ({len(u['cases'])} cases)\n")
         print("| method | Dice LV | MYO | RV | mean | ASSD mm | HD95 mm | gap recovered | steps | train s |")
         print("|---|---|---|---|---|---|---|---|---|---|")
-        for m in u["methods"]:
+        for m in methods:
             st, r = m["stats"], runs.get((u["task"], m["id"]), {})
             gap = m["gap_recovered"]["dice"]
             name = f"{m['id']} (ORACLE)" if m["oracle"] else m["id"]
