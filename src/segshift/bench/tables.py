@@ -241,7 +241,7 @@ def markdown(results: Mapping[str, Any], skipped: Sequence[Mapping[str, Any]] = 
         parts += [_md(*table_rows(u, s, ("dice", "jaccard"), gap=True)), "", _md(*table_rows(u, s, ("assd_mm", "hd95_mm"), gap=False)), ""]
         if u["baseline"] is None or u["oracle"] is None:
             parts += ["Gap recovered needs a source-only and an oracle row: "
-                      + ("no oracle in this task." if u["oracle"] is None else "no source-only row."), ""]
+                      + ("no oracle row for this test set (an oracle is evaluated on its own domain only)." if u["oracle"] is None else "no source-only row."), ""]
     parts += ["## Paired tests", "", comparisons_sentence(results), "", _md(*comparison_rows(results)), ""]
     runs = [r for r in results.get("runs", []) if r.get("state") in ("ran", "done")]
     if runs:
