@@ -87,8 +87,9 @@ def build_report(folder: str | Path) -> str:
 
     folder = Path(folder)
     bench = _read_json(folder / "benchmark.json")
-    if not (folder / "results" / "results.json").is_file():  # a benchmark stopped before its tables: make them now
-        T.write_tables(folder)
+    res = folder / "results" / "results.json"
+    if not res.is_file() or res.stat().st_mtime < (folder / "benchmark.json").stat().st_mtime:
+        T.write_tables(folder)  # a benchmark stopped before its tables, or runs finished since they were written
     results = _restore_nan(_read_json(folder / "results" / "results.json"))
     structures = results["structures"]
     rows = T.collect_rows(folder)
