@@ -47,7 +47,7 @@ def sdnet_rows(steps: int) -> dict[str, tuple[str, list[str]]]:
         "fs-sdnet": ("sdnet", NARROW_SDNET),
         "fs-sdnet+ra": ("sdnet", NARROW_SDNET + RA_FAST),
         "ss-sdnet+ra": ("sdnet-ss", NARROW_SDNET + RA_FAST),
-        "ss-sdnet+ra+fa": ("sdnet-fa", NARROW_SDNET + RA_FAST + [f"method.pretrain_steps={pre}"]),
+        "ss-sdnet+ra+fa": ("sdnet-fa", NARROW_SDNET + RA_FAST + [f"method.pretrain_steps={pre}", f"train.steps={steps - pre}"]),
     }
 
 
@@ -98,8 +98,7 @@ def main(argv: list[str]) -> None:
     for row in (a.rows.split(",") if a.rows else table):
         method, sets = table[row]
         cls = get_method(method)
-        steps = a.steps - int(sets[-1].split("=")[1]) if method == "sdnet-fa" else a.steps  # sdnet-fa: pretrain + steps in all
-        cfg = resolve(method, sets=[*FAST, f"train.steps={steps}", f"train.eval_every={a.steps}", f"train.checkpoint_every={10 * a.steps}",
+        cfg = resolve(method, sets=[*FAST, f"train.steps={a.steps}", f"train.eval_every={a.steps}", f"train.checkpoint_every={10 * a.steps}",
                                     f"seed={a.seed}", *sets, *a.sets], method_hparams=cls.hparams)
         run = a.out / row.replace(":", "_").replace("+", "_")
         t0 = time.time()

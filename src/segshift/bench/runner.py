@@ -201,11 +201,11 @@ class Benchmark:
         folder = self.out / "runs" / task.name / m.id / f"seed{seed}"
         plan = RunPlan(task.name, m.id, m.name, seed, cls.uses_target_labels, folder, [s.root.resolve() for s in sources],
                        None, [], 0, tests, phantom=dict(self.suite.phantom) if self.suite.phantom else None)
-        if cls.uses_target_labels and odom is None:
-            plan.skipped = "an oracle method needs the task's labelled oracle set (oracle:); this task has none"
-            return plan
-        if cls.uses_target_labels:  # an oracle bounds its own domain only: no oracle row (nor gap) on other test domains
-            plan.tests = [t for t in tests if t.domain == odom.root.resolve()]
+        if cls.uses_target_labels:
+            if odom is None:
+                plan.skipped = "an oracle method needs the task's labelled oracle set (oracle:); this task has none"
+                return plan
+            plan.tests = [t for t in tests if t.domain == odom.root.resolve()]  # it bounds its own domain only
             if not plan.tests:
                 plan.skipped = f"no test set of the task is of the oracle's domain {odom.root}"
                 return plan
@@ -296,9 +296,10 @@ class Benchmark:
             self.echo(f"{tag} {p.key}: skipped ({p.skipped})")
             return self._status(p, "skipped")
         done = p.folder / "bench.json"
-        if done.is_file() and json.loads(done.read_text()).get("fingerprint") == p.fingerprint():
+        marker = json.loads(done.read_text()) if done.is_file() else {}
+        if marker.get("fingerprint") == p.fingerprint():
             self.echo(f"{tag} {p.key}: done, skipped")
-            timing = json.loads(done.read_text())["timing"]
+            timing = marker["timing"]
             return self._status(p, "done", **{**timing, "steps": _steps_trained(p.folder / "train", timing.get("steps", p.steps))})
         p.folder.mkdir(parents=True, exist_ok=True)
         write_json(p.folder / "spec.json", {"fingerprint": p.fingerprint(), **p.spec()})

@@ -108,10 +108,8 @@ def build_report(folder: str | Path) -> str:
         oracle = [m["oracle"] for m in u["methods"]]
         parts.append(_table(*T.table_rows(u, structures, ("dice", "jaccard"), gap=True), oracle_rows=oracle))
         parts.append(_table(*T.table_rows(u, structures, ("assd_mm", "hd95_mm"), gap=False), oracle_rows=oracle))
-        if u["baseline"] is None or u["oracle"] is None:
-            parts.append("<p class='note'>Gap recovered needs a source-only and an oracle row; this test set has "
-                         + ("no oracle row (an oracle is evaluated on its own domain only)." if u["oracle"] is None
-                            else "no source-only row.") + "</p>")
+        if T.gap_note(u):
+            parts.append(f"<p class='note'>{html.escape(T.gap_note(u))}</p>")
     parts += ["<h2>Paired tests</h2>", f"<p>{html.escape(T.comparisons_sentence(results))}</p>", _table(*T.comparison_rows(results))]
     if results.get("skipped"):
         parts.append("<h3>Not run</h3><ul>" + "".join(
