@@ -15,6 +15,18 @@ Contract:
 * :meth:`train_step` receives a :class:`Batch` and returns a dict of floats to log. It runs
   forward passes under ``self.autocast()`` and updates its own optimisers.
 * :meth:`predict_logits` maps a preprocessed image batch ``(B, 1, H, W)`` to logits.
+* ``init_nets``: the networks a warm start (``init:`` / ``segshift train --init RUN``)
+  takes from a finished run (default ``("seg",)``, the segmenter); every other network
+  (discriminators, translators) starts fresh. ``self.warm_started`` says, from ``build``
+  on, whether this run starts from such a run, so a staged method can skip the stage the
+  init run already did (Unet-GAN's U-Net stage, SDNet-FA's pretraining).
+* :meth:`segment` runs the segmenter on several image batches (source, target) under the
+  run's batch-norm policy ``train.norm_stats`` (:data:`NORM_STATS`): ``joint`` is one
+  forward pass over the concatenated batches, so both domains are normalised with the
+  same batch statistics; ``frozen`` keeps the init run's running statistics (batch-norm
+  layers of ``init_nets`` stay in eval mode while training); ``separate`` is one pass per
+  batch (each domain normalised by its own statistics in training, by their running mix at
+  test time).
 
 Optional hooks for methods with several stages or an image translator (Unet-GAN, AttENT,
 SDNet with factor-based augmentation):
@@ -29,6 +41,10 @@ SDNet with factor-based augmentation):
   validation Dice cannot select it, and target labels may not).
 * :meth:`save_figures`: pictures of what the method learnt (translation or factor grids),
   written at the end of training under ``RUN/figures/``.
+* :meth:`can_translate`: whether prediction may translate inputs before segmenting them
+  (a target-to-source translator); ``translate_at_predict`` then says whether it does. A
+  translator is only ever applied to images of the domain it was trained on: the
+  predictor switches it off for any other input.
 """
 
 from __future__ import annotations
@@ -43,7 +59,25 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from segshift.errors import SegshiftError
+
 REGISTRY: dict[str, type["Method"]] = {}
+
+NORM_STATS = ("auto", "frozen", "joint", "separate")
+"""Batch-norm policies (``train.norm_stats``); ``auto`` is ``frozen`` for a warm-started run, else ``joint``."""
+
+
+def resolve_norm_stats(cfg: Mapping[str, Any]) -> str:
+    """The batch-norm policy of a run config (``auto`` resolved; ``frozen`` needs an init run)."""
+    policy = cfg["train"].get("norm_stats", "auto")
+    if policy not in NORM_STATS:
+        raise SegshiftError(f"train.norm_stats must be one of {', '.join(NORM_STATS)}, got {policy!r}")
+    warm = cfg.get("init") is not None
+    if policy == "auto":
+        return "frozen" if warm else "joint"
+    if policy == "frozen" and not warm:
+        raise SegshiftError("train.norm_stats=frozen keeps the batch-norm statistics of an init run: give --init RUN (or init:)")
+    return policy
 
 
 def register(cls: type["Method"]) -> type["Method"]:
@@ -133,6 +167,8 @@ class Method:
     uses_target_labels: ClassVar[bool] = False
     hparams: ClassVar[dict[str, Any]] = {}
     """This method's hyper-parameters with their defaults (the ``method:`` config section)."""
+    init_nets: ClassVar[tuple[str, ...]] = ("seg",)
+    """Networks a warm start loads from the init run (the rest start fresh)."""
 
     def __init__(self, cfg: Mapping[str, Any], num_classes: int, in_channels: int = 1, device: torch.device | str = "cpu") -> None:
         self.cfg = cfg
@@ -147,6 +183,9 @@ class Method:
 
         self.precision = resolve_precision(cfg["train"]["precision"], self.device)
         self.channels_last = bool(cfg["train"]["channels_last"])
+        self.warm_started = cfg.get("init") is not None
+        self.norm_stats = resolve_norm_stats(cfg)
+        self.translate_at_predict = False
         self._wrapped: dict[str, nn.Module] = {}
 
     # -- construction -----------------------------------------------------------------
@@ -193,7 +232,32 @@ class Method:
             s.step()
 
     def train(self, mode: bool = True) -> None:
+        """Train/eval mode; under ``norm_stats=frozen`` the batch-norm layers of ``init_nets`` stay in eval mode."""
         self.nets.train(mode)
+        if mode and self.norm_stats == "frozen":
+            for name in self.init_nets:
+                if name in self.nets:
+                    for m in self.nets[name].modules():
+                        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                            m.eval()
+
+    def segment(self, *images: torch.Tensor, net: str = "seg", call: Callable[[nn.Module, torch.Tensor], Any] | None = None) -> list[Any]:
+        """The segmenter's output for each image batch, under ``train.norm_stats``.
+
+        ``joint`` concatenates the batches into one forward pass (one set of batch
+        statistics for both domains) and splits the output; otherwise each batch has its
+        own pass. Runs under :meth:`autocast`. ``call(net, x)`` replaces ``net(x)`` (e.g.
+        ``forward_features``); its output may be a tensor or nested tuples/lists of tensors
+        whose first dimension is the batch.
+        """
+        module = self.net(net)
+        fn = call or (lambda m, x: m(x))
+        with self.autocast():
+            if self.norm_stats != "joint" or len(images) == 1:
+                return [fn(module, self.prepare(x)) for x in images]
+            sizes = [x.shape[0] for x in images]
+            out = fn(module, self.prepare(torch.cat(images)))
+        return [_take(out, sum(sizes[:i]), sizes[i]) for i in range(len(images))]
 
     # -- prediction -------------------------------------------------------------------
     @torch.no_grad()
@@ -224,6 +288,19 @@ class Method:
         """Write this method's figures under ``folder``; returns the files written."""
         return []
 
+    def can_translate(self) -> bool:
+        """Whether prediction can translate inputs to the source look first (see ``translate_at_predict``)."""
+        return False
+
     @classmethod
     def describe(cls) -> str:
         return f"{cls.summary} [{cls.paper}]" if cls.paper else cls.summary
+
+
+def _take(out: Any, start: int, n: int) -> Any:
+    """Rows ``start:start+n`` of a tensor, or of every tensor in nested tuples/lists."""
+    if isinstance(out, torch.Tensor):
+        return out[start : start + n]
+    if isinstance(out, (tuple, list)):
+        return type(out)(_take(o, start, n) for o in out)
+    raise TypeError(f"cannot split a segmenter output of type {type(out).__name__}")

@@ -98,7 +98,7 @@ class TranslationMethod(SourceOnly):
             self.optimizers["g"] = torch.optim.Adam(g_params, lr=float(hp["g_lr"]), betas=betas)
             self.optimizers["d_img"] = torch.optim.Adam(d_params, lr=float(hp["d_lr"]), betas=betas)
         self._fakes: dict[str, torch.Tensor] = {}
-        self.translate_at_predict = True
+        self.translate_at_predict = self.can_translate()
 
     @staticmethod
     def _gan(mode: Any) -> tuple:
@@ -130,9 +130,12 @@ class TranslationMethod(SourceOnly):
     def target_to_source(self) -> bool:
         return self.hp["direction"] == "target_to_source"
 
+    def can_translate(self) -> bool:
+        return self.translates and self.target_to_source
+
     def inference_nets(self):  # noqa: ANN201 - iterator of names
         yield "seg"
-        if self.translates and self.target_to_source:
+        if self.can_translate():
             yield "g_t2s"
 
     def final_nets(self) -> tuple[str, ...]:
