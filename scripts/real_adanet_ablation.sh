@@ -22,11 +22,11 @@ common=(-s data/mscmr_bssfp -t data/mscmr_lge --no-progress --overwrite
   --set "data.val_cases=patient(1[6-9]|20)" --set "data.target_cases=$POOL"
   --set train.optimizer=adam --set train.lr=0.001 --set "method.d_channels=[32,64,128,128,1]")
 declare -A ROWS=(
-  [S2T]="-m adanet --set method.seg_lr_min=0 --set data.preprocess.histmatch=false --set method.mda=false --set method.fda=false"
-  [S2T+HM]="-m adanet --set method.seg_lr_min=0 --set method.mda=false --set method.fda=false"
-  [S2T+HM+MDA]="-m adanet --set method.seg_lr_min=0 --set method.fda=false"
-  [S2T+HM+MDA+FDA]="-m adanet --set method.seg_lr_min=0 --set method.gfrm=false"
-  [S2T+HM+MDA+FDA+GFRM]="-m adanet --set method.seg_lr_min=0"
+  [S2T]="-m adanet --set method.seg_lr_floor=0 --set data.preprocess.histmatch=false --set method.mda=false --set method.fda=false"
+  [S2T+HM]="-m adanet --set method.seg_lr_floor=0 --set method.mda=false --set method.fda=false"
+  [S2T+HM+MDA]="-m adanet --set method.seg_lr_floor=0 --set method.fda=false"
+  [S2T+HM+MDA+FDA]="-m adanet --set method.seg_lr_floor=0 --set method.gfrm=false"
+  [S2T+HM+MDA+FDA+GFRM]="-m adanet --set method.seg_lr_floor=0"
   [adaptseg]="-m adaptseg --set model.name=attention_unet"
   [advent]="-m advent --set model.name=attention_unet"
 )

@@ -26,6 +26,7 @@ from segshift.engine import checkpoint as ckpt
 from segshift.engine.config import resolve
 from segshift.engine.trainer import TrainingDiverged, train
 from segshift.engine.validate import dice_3d
+from segshift.errors import SegshiftError
 from segshift.inference.predictor import Predictor
 from segshift.losses import d_loss, frozen, g_loss, self_information_map
 from segshift.methods import available_methods, get_method
@@ -36,6 +37,7 @@ from tests.methods.conftest import FAST
 
 # small discriminators for CPU tests (the paper's widths are the defaults)
 SMALL_D = ["method.d_channels=[16,32,64,64,1]"]
+FULL_WEIGHT = 10_000  # a step past the default discriminator warm-up and ramp: the alignment weight is 1
 
 
 def _method(name: str, sets=(), features=(4, 8, 16, 32)):
@@ -128,7 +130,8 @@ def test_methods_are_registered_with_their_defaults(capsys):
     assert main(["methods", "--config", "adanet"]) == 0
     out = capsys.readouterr().out
     for text in ("name: attention_unet", "histmatch: true", "optimizer: sgd", "lr: 0.01", "jaccard: 0.5", "lambda_g_mask: 0.005",
-                 "lambda_g_feat: 0.05", "lambda_d_feat: 1.0", "d_lr: 0.0002", "seg_lr_min: 0.001", "gfrm: true"):
+                 "lambda_g_feat: 0.05", "lambda_d_feat: 1.0", "d_lr: 0.0002", "seg_lr_floor: 0.1", "gfrm: true",
+                 "d_warmup_steps: 50", "ramp_steps: 100"):
         assert text in out, text
     assert main(["methods", "--config", "adaptseg"]) == 0
     assert "lambda_adv: 0.001" in capsys.readouterr().out
@@ -136,16 +139,48 @@ def test_methods_are_registered_with_their_defaults(capsys):
         _method("advent", ["method.mode=bogus"])
 
 
-def test_adanet_lr_decays_towards_the_floor():
-    m = _method("adanet", ["train.steps=100", "train.warmup_steps=0"])
+def _lrs(m, steps):
     sched, opt = m.schedulers["seg"], m.optimizers["seg"]
-    assert isinstance(opt, torch.optim.SGD) and opt.defaults["nesterov"] and opt.param_groups[0]["lr"] == pytest.approx(0.01)
-    lrs = []
-    for _ in range(100):
+    out = []
+    for _ in range(steps):
         opt.step()
         sched.step()
-        lrs.append(opt.param_groups[0]["lr"])
-    assert lrs[10] < 0.01 and min(lrs) == pytest.approx(0.001) and lrs[-1] == pytest.approx(0.001)
+        out.append(opt.param_groups[0]["lr"])
+    return out
+
+
+@pytest.mark.parametrize(("sets", "kind", "lr0"), [
+    ([], torch.optim.SGD, 0.01),  # the paper: SGD 0.01 -> 0.001
+    (["train.optimizer=adam", "train.lr=0.001"], torch.optim.Adam, 0.001),  # a tenth under Adam too: 0.001 -> 0.0001
+])
+def test_adanet_lr_decays_to_a_tenth_and_stays(sets, kind, lr0):
+    m = _method("adanet", ["train.steps=100", "train.warmup_steps=0", *sets])
+    opt = m.optimizers["seg"]
+    assert isinstance(opt, kind) and opt.param_groups[0]["lr"] == pytest.approx(lr0)
+    if kind is torch.optim.SGD:
+        assert opt.defaults["nesterov"]
+    lrs = _lrs(m, 100)
+    assert lrs[10] < lr0 and lrs[10] > 0.1 * lr0  # decays...
+    assert min(lrs) == pytest.approx(0.1 * lr0) and lrs[-1] == pytest.approx(0.1 * lr0)  # ...to the floor, and stays
+    first = next(i for i, v in enumerate(lrs) if v <= 0.1 * lr0 * (1 + 1e-9))
+    assert 50 < first < 99 and all(v == pytest.approx(0.1 * lr0) for v in lrs[first:])
+    # seg_lr_floor=0: the plain train.schedule (poly to 0)
+    assert _lrs(_method("adanet", ["train.steps=100", "train.warmup_steps=0", "method.seg_lr_floor=0", *sets]), 100)[-1] == 0.0
+    with pytest.raises(SegshiftError, match="method.seg_lr_floor"):
+        _method("adanet", ["method.seg_lr_floor=1.5"])
+
+
+def test_adanet_rows_share_backbone_optimiser_and_schedule():
+    """Every Table-1 row is adanet with switches: the same network, optimiser, lr schedule and loss."""
+    cls = get_method("adanet")
+    cfgs = {row: resolve("adanet", sets=sets, method_hparams=cls.hparams) for row, sets in ABLATIONS.items()}
+    ref = cfgs["S2T+HM+MDA+FDA+GFRM"]
+    for row, cfg in cfgs.items():
+        assert cfg["model"] == ref["model"] and cfg["train"] == ref["train"], row
+        assert cfg["method"]["seg_lr_floor"] == ref["method"]["seg_lr_floor"] == 0.1
+    assert cfgs["S2T"]["method"]["mda"] is cfgs["S2T"]["method"]["fda"] is False
+    assert cfgs["S2T"]["data"]["preprocess"]["histmatch"] is False and ref["data"]["preprocess"]["histmatch"] is True
+    assert ref["model"]["name"] == "attention_unet" and ref["train"]["optimizer"] == "sgd"
 
 
 # -- the two steps are isolated -------------------------------------------------------------------
@@ -156,7 +191,7 @@ def test_segmenter_and_discriminator_steps_are_isolated(name, sets):
     d_nets = m.discriminator_nets()
     assert d_nets and list(m.inference_nets()) == ["seg"]
     seg0, d0 = _snapshot([m.nets["seg"]]), _snapshot(d_nets)
-    values, inputs = m.segmenter_step(_batch())  # Step 1
+    values, inputs = m.segmenter_step(_batch(), FULL_WEIGHT)  # Step 1
     assert _same(d0, _snapshot(d_nets)), "the segmenter step changed a discriminator"
     assert all(p.grad is None for d in d_nets for p in d.parameters()), "the segmenter step left gradients in D"
     assert not _same(seg0, _snapshot([m.nets["seg"]]))
@@ -195,7 +230,7 @@ def test_each_adanet_switch_changes_what_it_names():
     # logged terms follow the switches; without alignment the target is not even forwarded
     keys = {}
     for row, m in rows.items():
-        v, inputs = m.segmenter_step(_batch())
+        v, inputs = m.segmenter_step(_batch(), FULL_WEIGHT)
         v.update(m.discriminator_step(inputs))
         keys[row] = set(v)
     assert not any(k.startswith(("adv_", "loss_d", "acc_")) for k in keys["S2T"])
@@ -203,7 +238,7 @@ def test_each_adanet_switch_changes_what_it_names():
     assert {"adv_d_mask", "adv_d_feat", "loss_d_feat"} <= keys["S2T+HM+MDA+FDA"]
     assert {"ce", "jaccard"} <= keys["S2T"]
     b = _batch()
-    rows["S2T"].segmenter_step(Batch(b.source_image, b.source_label, b.source_domain, None))
+    rows["S2T"].segmenter_step(Batch(b.source_image, b.source_label, b.source_domain, None), FULL_WEIGHT)
     # feature alignment without GFRM on the bottleneck only; GFRM without FDA builds nothing
     assert set(_method("adanet", ["method.mda=false", "method.fda=false", "method.gfrm=true"]).nets) == {"seg"}
     assert set(_method("adanet", ["method.mda=false"]).nets) == {"seg", "gfrm", "d_feat"}
@@ -212,7 +247,7 @@ def test_each_adanet_switch_changes_what_it_names():
 def test_advent_modes():
     adv, ment = _method("advent"), _method("advent", ["method.mode=minent"])
     assert _first_conv(adv.nets["d"]).in_channels == 4 and set(ment.nets) == {"seg"} and set(ment.optimizers) == {"seg"}
-    v, inputs = ment.segmenter_step(_batch())
+    v, inputs = ment.segmenter_step(_batch(), FULL_WEIGHT)
     assert "ent_target" in v and inputs == {} and ment.discriminator_step(inputs) == {}
 
 
@@ -385,7 +420,7 @@ def test_adanet_beats_its_source_only_row_on_the_phantom_target(phantom, tmp_pat
     paper's SGD (lr 0.01) does not learn the source within 200 steps at this size.
     Measured (target mean Dice over the 10 LGE cases): S2T 0.810, full adanet 0.847.
     """
-    sets = FAST + SMALL_D + ["train.optimizer=adam", "method.seg_lr_min=0", "train.steps=200", "train.eval_every=200",
+    sets = FAST + SMALL_D + ["train.optimizer=adam", "method.seg_lr_floor=0", "train.steps=200", "train.eval_every=200",
                              "train.checkpoint_every=200", "seed=2", "method.gfrm_channels=8"]
     cls = get_method("adanet")
     scores, val = {}, {}

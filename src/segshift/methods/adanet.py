@@ -10,7 +10,7 @@ The parts, each one row of the paper's Table 1:
 * **S2T**: an attention U-Net with dilated convolutions and pyramid pooling
   (``model.name: attention_unet``) trained on the sources with ``0.5 CE + 0.5 Jaccard``
   (``train.loss``, eqs. 1-2), SGD with Nesterov momentum 0.9, weight decay 1e-4, lr 0.01
-  decayed towards 0.001 (see "Schedule" below).
+  decayed to a tenth of it (see "Schedule" below).
 * **HM**: histogram matching of every image (source and target) to the source's intensity
   histogram. HM is *preprocessing* (fitted once, saved with the model and applied again at
   prediction), so its switch is the preprocessing key ``data.preprocess.histmatch`` (true
@@ -27,6 +27,18 @@ The parts, each one row of the paper's Table 1:
   :class:`~segshift.nets.GroupFeatureRecalibration` (``gfrm_channels`` per level,
   ``gfrm_groups`` groups, default the number of classes).
 
+One step (:class:`~segshift.methods.alignment.AdversarialMethod`): **Step 1: update the
+segmenter with D_m and D_f (and GFRM) frozen** on
+``L_seg(source) + w (lambda_Gm BCE(D_m(p_t), 1) + lambda_Gf BCE(D_f(R(f_t)), 1))``;
+**Step 2: update D_m and D_f (and GFRM) on detached inputs** (source 1, target 0). ``w`` is
+the alignment schedule (discriminator warm-up, then a sigmoid ramp; segshift's, not the
+paper's: ``d_warmup_steps=0 ramp_steps=0`` gives the paper's full weights from step 1). The
+segmenter's ``forward_features`` sees source and target in one pass under
+``train.norm_stats=joint``.
+
+Warm start (``--init RUN``): the segmenter ``seg`` comes from the init run (an ``adanet``
+S2T or +HM row, or any run with the same attention U-Net); ``D_m``, ``D_f`` and GFRM start fresh.
+
 Reading of the paper where it is not explicit:
 
 * The GFRM (``R``, parameters ``Theta_r``) belongs to the *discriminator side*: it is
@@ -36,18 +48,16 @@ Reading of the paper where it is not explicit:
 * Labels: source 1, target 0; eq. 3 and 5's ``(1 - log D)`` is read as the usual
   ``log(1 - D)``, and eq. 6's ``D_f`` as ``D_m`` (typos); BCE with logits, see
   :mod:`segshift.losses.adversarial`.
-* Schedule: the paper drops the lr from 0.01 to 0.001 after 80 of 150 epochs; here the
-  segmenter's lr follows ``train.schedule`` (poly by default) with a floor at
-  ``method.seg_lr_min`` (0.001), so it decays towards 0.001 and stays there.
+* Schedule: the paper drops the lr from 0.01 to 0.001 (a tenth) after 80 of 150 epochs;
+  here the segmenter's lr follows ``train.schedule`` (poly by default) with a floor at
+  ``method.seg_lr_floor`` (0.1) times the initial ``train.lr``, so it decays to a tenth of
+  its initial value and stays there, whatever the optimiser and its lr (SGD 0.01 -> 0.001,
+  Adam 0.001 -> 0.0001). ``seg_lr_floor`` 0 is the plain ``train.schedule``.
 * Discriminators: Adam at a fixed lr 2e-4, weight decay 5e-5 (paper); betas (0.9, 0.99)
   (not given; AdaptSegNet's).
 
-One step: **Step 1: update the segmenter with D_m and D_f (and GFRM) frozen** on
-``L_seg(source) + lambda_Gm BCE(D_m(p_t), 1) + lambda_Gf BCE(D_f(R(f_t)), 1)``; **Step 2:
-update D_m and D_f (and GFRM) on detached inputs** (source 1, target 0).
-
-Table 1 rows (:data:`ABLATIONS`; every row trains this same segmenter, optimiser and
-loss, so the rows differ only in what the row names)::
+Table 1 rows (:data:`ABLATIONS`; every row trains this same segmenter, optimiser, schedule
+and loss, so the rows differ only in what the row names)::
 
     segshift train -m adanet -s SRC [-s SRC2] -t TGT -o runs/s2t  --set data.preprocess.histmatch=false --set method.mda=false --set method.fda=false
     segshift train -m adanet ... -o runs/hm   --set method.mda=false --set method.fda=false
@@ -67,8 +77,9 @@ import torch
 from torch import nn
 
 from segshift.errors import SegshiftError
-from segshift.methods.adaptseg import AdversarialMethod, Alignment, Tensors, check_non_negative, softmax
+from segshift.methods.alignment import SCHEDULE_HPARAMS, AdversarialAlignment, AdversarialMethod, Tensors, softmax
 from segshift.methods.base import Batch, register
+from segshift.methods.checks import check_flags, check_int, check_non_negative, check_number
 from segshift.nets import GroupFeatureRecalibration
 from segshift.nets.blocks import resize_to
 
@@ -113,51 +124,47 @@ class AdaNet(AdversarialMethod):
         "gfrm_channels": 16,
         "gfrm_groups": None,
         "gfrm_reduction": 2,
-        "seg_lr_min": 0.001,
+        "seg_lr_floor": 0.1,
+        **SCHEDULE_HPARAMS,
     }
 
     def build(self) -> None:
+        floor = check_number(self.hp, "seg_lr_floor", 0.0, 1.0)
         super().build()
-        # segmenter schedule: train.schedule with a floor at seg_lr_min (paper: 0.01 -> 0.001)
-        opt = self.optimizers["seg"]
+        # segmenter schedule: train.schedule, floored at seg_lr_floor x the initial lr (paper: 0.01 -> 0.001)
         base = self.schedulers["seg"].lr_lambdas[0]
-        floor = float(self.hp["seg_lr_min"]) / float(self.cfg["train"]["lr"])
         warm = int(self.cfg["train"]["warmup_steps"])
 
         def factor(step: int) -> float:
             f = base(step)
             return f if step < warm else max(f, floor)
 
-        self.schedulers["seg"] = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        self.schedulers["seg"] = torch.optim.lr_scheduler.LambdaLR(self.optimizers["seg"], factor)
         self._seg_features = _ForwardFeatures(self.nets["seg"])
 
-    def build_alignments(self) -> dict[str, Alignment]:
+    def build_alignments(self) -> dict[str, AdversarialAlignment]:
         hp = self.hp
-        check_non_negative(hp, "lambda_g_mask", "lambda_d_mask", "lambda_g_feat", "lambda_d_feat", "d_lr", "seg_lr_min")
-        for k in ("mda", "fda", "gfrm"):
-            if not isinstance(hp[k], bool):
-                raise SegshiftError(f"method.{k} must be true or false, got {hp[k]!r}")
+        check_non_negative(hp, "lambda_g_mask", "lambda_d_mask", "lambda_g_feat", "lambda_d_feat")
+        check_flags(hp, "mda", "fda", "gfrm")
         seg = self.nets["seg"]
         if not hasattr(seg, "forward_features"):
             raise SegshiftError(f"adanet needs a segmenter with forward_features; {type(seg).__name__} has none")
-        out: dict[str, Alignment] = {}
-        if hp["mda"]:
-            self.nets["d_mask"] = self.discriminator(self.num_classes)
-            out["d_mask"] = Alignment(("d_mask",), lambda_g=float(hp["lambda_g_mask"]), lambda_d=float(hp["lambda_d_mask"]))
-        if hp["fda"]:
+        out: dict[str, AdversarialAlignment] = {}
+        if hp["mda"]:  # D_m on softmax maps
+            out["d_mask"] = self.align("d_mask", {"d_mask": self.discriminator(self.num_classes)},
+                                       lambda_g=float(hp["lambda_g_mask"]), lambda_d=float(hp["lambda_d_mask"]))
+        if hp["fda"]:  # D_f on features: GFRM(all levels), or the deepest level alone
             chans = self.feature_channels()
             if hp["gfrm"]:  # (GFRM only feeds D_f: without FDA it is not built)
                 groups = int(hp["gfrm_groups"] or self.num_classes)
-                self.nets["gfrm"] = GroupFeatureRecalibration(
-                    chans, channels=int(hp["gfrm_channels"]), groups=groups, reduction=int(hp["gfrm_reduction"]),
+                gfrm = GroupFeatureRecalibration(
+                    chans, channels=check_int(hp, "gfrm_channels"), groups=groups, reduction=check_int(hp, "gfrm_reduction"),
                     spatial_dims=getattr(seg, "spatial_dims", 2),
                 )
-                self.nets["d_feat"] = self.discriminator(self.nets["gfrm"].out_channels)
-                nets: tuple[str, ...] = ("gfrm", "d_feat")
+                path = {"gfrm": gfrm, "d_feat": self.discriminator(gfrm.out_channels)}
             else:
-                self.nets["d_feat"] = self.discriminator(chans[0])  # the deepest feature alone
-                nets = ("d_feat",)
-            out["d_feat"] = Alignment(nets, lambda_g=float(hp["lambda_g_feat"]), lambda_d=float(hp["lambda_d_feat"]))
+                path = {"d_feat": self.discriminator(chans[0])}
+            out["d_feat"] = self.align("d_feat", path, lambda_g=float(hp["lambda_g_feat"]), lambda_d=float(hp["lambda_d_feat"]))
         return out
 
     def feature_channels(self) -> list[int]:
@@ -180,8 +187,11 @@ class AdaNet(AdversarialMethod):
                 self._wrapped[name] = fn(module)
         self._wrapped["seg_features"] = fn(self._seg_features)
 
-    def features_net(self) -> nn.Module:
-        return self._wrapped.get("seg_features", self._seg_features)
+    def net(self, name: str) -> nn.Module:
+        """``seg_features``: the segmenter's ``forward_features`` as a module (DDP-wrapped under torchrun)."""
+        if name == "seg_features":
+            return self._wrapped.get(name, self._seg_features)
+        return super().net(name)
 
     # -- forward passes ------------------------------------------------------------------
     def feature_input(self, feats: list[torch.Tensor]) -> Tensors:
@@ -191,13 +201,10 @@ class AdaNet(AdversarialMethod):
         return resize_to(feats[0], feats[-1].shape[2:])
 
     def forward_passes(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, tuple[Tensors, Tensors]]]:
-        net = self.features_net()
-        with self.autocast():
-            src_logits, src_feats = net(self.prepare(batch.source_image))
-            if self.needs_target():
-                tgt_logits, tgt_feats = net(self.prepare(batch.target_image))
-            else:
-                tgt_logits, tgt_feats = None, None
+        if not self.needs_target():  # S2T / +HM rows: no alignment, the target is not even forwarded
+            ((src_logits, _),) = self.segment(batch.source_image, net="seg_features")
+            return src_logits, None, {}
+        (src_logits, src_feats), (tgt_logits, tgt_feats) = self.segment(batch.source_image, batch.target_image, net="seg_features")
         inputs: dict[str, tuple[Tensors, Tensors]] = {}
         if "d_mask" in self.alignments:
             inputs["d_mask"] = (softmax(src_logits), softmax(tgt_logits))

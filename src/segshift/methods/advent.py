@@ -10,23 +10,28 @@ Two modes (``method.mode``):
 * ``adversarial`` (AdvEnt, default): a PatchGAN ``D`` sees the *weighted self-information
   maps* ``I_c = -p_c log p_c / log C`` (``C`` channels, one per class; their channel sum is
   the normalised entropy map of AttENT), as ADVENT's discriminator does. Step 1: update the
-  segmenter with D frozen, ``L_seg(source) + lambda_adv * BCE(D(I_t), 1)``; step 2: update D
-  on detached ``I_s`` (label 1) and ``I_t`` (label 0). ``lambda_adv`` 0.001, D Adam lr 1e-4,
-  betas 0.9/0.99 (ADVENT's settings).
+  segmenter with D frozen, ``L_seg(source) + w * lambda_adv * BCE(D(I_t), 1)``; step 2:
+  update D on detached ``I_s`` (label 1) and ``I_t`` (label 0). ``lambda_adv`` 0.001, D
+  Adam lr 1e-4, betas 0.9/0.99 (ADVENT's settings).
 * ``minent`` (MinEnt): no discriminator; the target predictions' mean normalised entropy is
-  minimised directly, ``L_seg(source) + lambda_ent * mean(E_t)``, ``lambda_ent`` 0.001.
+  minimised directly, ``L_seg(source) + w * lambda_ent * mean(E_t)``, ``lambda_ent`` 0.001.
 
-The segmenter's optimiser, schedule and supervised loss come from ``train``.
+``w`` is the alignment schedule (:class:`~segshift.methods.alignment.AlignmentSchedule`; in
+``minent`` mode there is no D to warm up, so the first ``d_warmup_steps`` steps are
+source-only). The segmenter's optimiser, schedule and supervised loss come from ``train``.
+
+Warm start (``--init RUN``): the segmenter ``seg`` comes from the init run; ``D`` starts fresh.
 """
 
 from __future__ import annotations
 
 import torch
 
-from segshift.errors import SegshiftError
 from segshift.losses import mean_entropy, self_information_map
-from segshift.methods.adaptseg import AdaptSeg, Alignment, check_non_negative
+from segshift.methods.adaptseg import AdaptSeg
+from segshift.methods.alignment import SCHEDULE_HPARAMS, AdversarialAlignment
 from segshift.methods.base import register
+from segshift.methods.checks import check_choice, check_non_negative
 
 MODES = ("adversarial", "minent")
 
@@ -44,12 +49,11 @@ class Advent(AdaptSeg):
         "d_betas": [0.9, 0.99],
         "d_weight_decay": 0.0,
         "d_channels": [64, 128, 256, 256, 1],
+        **SCHEDULE_HPARAMS,
     }
 
-    def build_alignments(self) -> dict[str, Alignment]:
-        mode = self.hp["mode"]
-        if mode not in MODES:
-            raise SegshiftError(f"method.mode must be one of {', '.join(MODES)}, got {mode!r}")
+    def build_alignments(self) -> dict[str, AdversarialAlignment]:
+        mode = check_choice(self.hp, "mode", MODES)
         check_non_negative(self.hp, "lambda_ent")
         if mode == "minent":
             return {}

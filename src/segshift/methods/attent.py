@@ -3,18 +3,29 @@
 Li, Luo, Chen, He, Wu and Tan, "AttENT: Domain-Adaptive Medical Image Segmentation via
 Attention-Aware Translation and Adversarial Entropy Minimization", BIBM 2021.
 
-* **Pixel space** ("Attention-aware Image Alignment"): a CycleGAN whose generators
-  ``G_S2T``, ``G_T2S`` carry attention gates on encoder-decoder skip connections
+* **Pixel space** ("Attention-aware Image Alignment"): a CycleGAN
+  (:class:`~segshift.methods.translation.CycleTranslator`) whose generators ``G_S2T``,
+  ``G_T2S`` carry attention gates on encoder-decoder skip connections
   (``AG = f * sigma_2(W_theta^T sigma_1(W_f^T f + b_f + W_g^T g + b_g) + b_theta)``, see
   :mod:`segshift.nets.generators`), adversarial losses ``L_adv`` for ``D_S`` and ``D_T``
   and the L1 cycle loss ``L_cyc``.
 * **Entropy space** ("Adversarial Feature Alignment in the Entropy Space"): the segmenter
   ``S`` is trained on labelled source images (``L_seg``); the normalised entropy maps
   ``E_xs = -1/log C sum_c S(x_s)^c log S(x_s)^c`` and ``E_xt`` of the *translated* target
-  image ``x_t2s = G_T2S(x_t)`` go to a PatchGAN ``D_E``:
+  image ``x_t2s = G_T2S(x_t)`` go to a PatchGAN ``D_E``
+  (:class:`~segshift.methods.alignment.AdversarialAlignment`):
   ``L_dis = L_DE(E_xs, 1) + L_DE(E_xt, 0)`` updates ``D_E`` (on detached maps) and
-  ``L_adv = L_DE(E_xt, 1)`` (weight ``lambda_ent``) updates ``S`` with ``D_E`` frozen.
+  ``L_adv = L_DE(E_xt, 1)`` (weight ``w * lambda_ent``) updates ``S`` with ``D_E`` frozen.
+  ``S(x_s)`` and ``S(x_t2s)`` are one forward pass under ``train.norm_stats=joint``.
 * Prediction: ``S(G_T2S(x_t))``.
+
+``w`` is the schedule of both adversarial weights (``lambda_gan`` of the generators and
+``lambda_ent`` of the segmenter): a discriminator warm-up, then a sigmoid ramp
+(:class:`~segshift.methods.alignment.AlignmentSchedule`; segshift's, not the paper's).
+
+Warm start (``--init RUN``, a finished ``source-only`` run): the segmenter ``seg`` comes from
+the init run; the generators, ``D_S``, ``D_T`` and ``D_E`` start fresh. The ``best``
+checkpoint holds the segmenter ``train.select`` picked and the final ``G_T2S``.
 
 Ablations as in the paper's table (:data:`ABLATIONS`, ``--set`` overrides; ``source-only``
 is its "w/o adaptation" row)::
@@ -39,10 +50,12 @@ from typing import Any
 import torch
 
 from segshift.errors import SegshiftError
-from segshift.losses import d_loss, entropy_map, frozen, g_loss
-from segshift.methods.adaptseg import check_non_negative
+from segshift.losses import entropy_map
+from segshift.methods.alignment import AdversarialAlignment
 from segshift.methods.base import register
-from segshift.methods.cyclegan import CYCLEGAN_HPARAMS, TranslationMethod
+from segshift.methods.checks import check_flags, check_ints, check_non_negative
+from segshift.methods.translation import TRANSLATION_HPARAMS, TranslationMethod
+from segshift.nets import PatchDiscriminator
 
 ABLATIONS: dict[str, list[str]] = {
     "CycleGAN": ["method.attention=false", "method.entropy=false"],
@@ -59,7 +72,7 @@ class AttENT(TranslationMethod):
     paper = "li2021 (AttENT; ablation rows via switches)"
     summary = "Attention-gated CycleGAN (pixel space) + adversarial entropy minimisation on translated-target predictions (entropy space)."
     hparams = {
-        **CYCLEGAN_HPARAMS,
+        **TRANSLATION_HPARAMS,
         "translation": True,
         "attention": True,
         "entropy": True,
@@ -71,17 +84,16 @@ class AttENT(TranslationMethod):
 
     def build(self) -> None:
         hp = self.hp
-        for k in ("translation", "attention", "entropy"):
-            if not isinstance(hp[k], bool):
-                raise SegshiftError(f"method.{k} must be true or false, got {hp[k]!r}")
+        check_flags(hp, "translation", "attention", "entropy")
         if not hp["translation"] and not hp["entropy"]:
             raise SegshiftError("attent with method.translation=false and method.entropy=false adapts nothing: use source-only")
         check_non_negative(hp, "lambda_ent", "e_d_lr")
-        super().build()
-        if hp["entropy"]:
-            self.nets["d_e"] = self.discriminator(1, hp["e_d_channels"])
-            betas = tuple(float(b) for b in hp["e_d_betas"])
-            self.optimizers["d_e"] = torch.optim.Adam(self.nets["d_e"].parameters(), lr=float(hp["e_d_lr"]), betas=betas)
+        super().build()  # segmenter, and the translator when method.translation
+        if hp["entropy"]:  # D_E: an alignment on normalised entropy maps (one channel)
+            self.d_e = AdversarialAlignment(
+                self, "d_e", {"d_e": PatchDiscriminator.from_widths(1, check_ints(hp, "e_d_channels"))},
+                lambda_g=float(hp["lambda_ent"]), lr=float(hp["e_d_lr"]), betas=hp["e_d_betas"],
+            )
 
     @property
     def translates(self) -> bool:
@@ -90,29 +102,19 @@ class AttENT(TranslationMethod):
     def attention_gates(self) -> bool:
         return bool(self.hp["attention"])
 
-    def segmenter_terms(self, src_logits: torch.Tensor, test_images: torch.Tensor) -> tuple[dict[str, tuple[float, torch.Tensor]], dict[str, Any]]:
-        """``lambda_ent * L_DE(E_xt, 1)`` with ``D_E`` frozen; keeps both entropy maps for ``D_E``."""
+    def segments_test_images(self) -> bool:
+        return bool(self.hp["entropy"])
+
+    def segmenter_terms(self, logits: torch.Tensor, test_logits: torch.Tensor | None, step: int,
+                        ) -> tuple[list[torch.Tensor], dict[str, Any], dict[str, Any]]:
+        """``w * lambda_ent * L_DE(E_xt, 1)`` with ``D_E`` frozen; keeps both entropy maps for ``D_E``."""
         if not self.hp["entropy"]:
-            return {}, {}
-        with self.autocast():
-            tgt_logits = self.net("seg")(test_images)
-        e_s, e_t = entropy_map(src_logits), entropy_map(tgt_logits)
-        with frozen(self.nets["d_e"]):
-            with self.autocast():
-                adv = g_loss(self.nets["d_e"](self.prepare(e_t)))
-        return {"adv_entropy": (float(self.hp["lambda_ent"]), adv)}, {"e_s": e_s.detach(), "e_t": e_t.detach()}
+            return [], {}, {}
+        e_s, e_t = entropy_map(logits), entropy_map(test_logits)
+        w = self.schedule(step)
+        term, adv = self.d_e.generator_loss(e_t, w)
+        return ([] if term is None else [term]), {"adv_d_e": adv, "w_adv": w}, {"e_s": e_s, "e_t": e_t}
 
     def discriminator_updates(self, state: dict[str, Any]) -> dict[str, float]:
         """``L_dis = L_DE(E_xs, 1) + L_DE(E_xt, 0)`` on detached maps."""
-        if not state:
-            return {}
-        opt = self.optimizers["d_e"]
-        opt.zero_grad(set_to_none=True)
-        d_e = self.net("d_e")
-        with self.autocast():
-            real, fake = d_e(self.prepare(state["e_s"])).float(), d_e(self.prepare(state["e_t"])).float()
-        loss = d_loss(real, fake)
-        loss.backward()
-        opt.step()
-        acc = 0.5 * ((real > 0).float().mean() + (fake < 0).float().mean())
-        return {"loss_d_e": float(loss.detach()), "acc_d_e": float(acc)}
+        return self.d_e.discriminator_step(state["e_s"], state["e_t"]) if state else {}

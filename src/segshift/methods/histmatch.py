@@ -5,6 +5,9 @@ source and target data". Matching is part of the preprocessing
 (:mod:`segshift.transforms.intensity`), fitted on the reference domain's training images
 (``data.histmatch_reference``: ``source`` by default, so target images take on the source
 look) and saved with the model, so prediction applies exactly the same mapping.
+
+Warm start (``--init RUN``): the segmenter ``seg`` comes from the init run (whose
+preprocessing, histogram matching included, the run reuses).
 """
 
 from __future__ import annotations

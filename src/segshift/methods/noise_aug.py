@@ -5,6 +5,8 @@ Yan et al. 2019 ("polluted Unet", Table 1): "LV-Unet trained on the polluted sou
 replace adaptation. The paper gives no noise law; the standard reading used here is
 additive zero-mean Gaussian noise whose standard deviation is drawn per image uniformly in
 ``[0, noise_std]`` (z-score units), applied with probability ``noise_prob``.
+
+Warm start (``--init RUN``): the segmenter ``seg`` comes from the init run.
 """
 
 from __future__ import annotations

@@ -34,12 +34,18 @@ before building whether a target pool is read):
   domain in the batch (another source domain or the target), keeping the anatomy image's
   label. Model selection (source validation Dice) runs in stage 2 only.
 
+Warm start (``--init RUN``): all three take the SDNet ``sdnet`` from the init run
+(``init_nets = ("sdnet",)``). ``sdnet-fa`` started from a finished ``sdnet`` or ``sdnet-ss``
+run skips its pretraining: that run *is* stage 1, so this run is stage 2 only
+(``train.steps`` steps, ``method.pretrain_steps`` unused), and the frozen FA copy
+``nets["fa"]`` is taken from the loaded weights at its first step (a resumed run loads
+``fa`` from its own checkpoint instead).
+
 Resolution augmentation is the engine's ``augment.resolution`` and works with any method.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +55,7 @@ import torch.nn.functional as F
 from segshift.errors import SegshiftError
 from segshift.losses import FocalLoss, SoftDiceLoss
 from segshift.methods.base import Batch, FigureSamples, Method, make_optimizer, make_schedule, register
+from segshift.methods.checks import check_choice, check_flags, check_int, check_ints, check_number
 from segshift.nets.sdnet import BINARISE, SDNet, SDNetOutput
 
 
@@ -64,6 +71,7 @@ class SDNetMethod(Method):
     summary = "SDNet, fully supervised: binary anatomy factor + modality factor, AdaIN decoder, segmentor on the anatomy."
     uses_target = False
     semi_supervised = False
+    init_nets = ("sdnet",)
     hparams = {
         "lambda_rec": 1.0,
         "lambda_zrec": 1.0,
@@ -83,57 +91,34 @@ class SDNetMethod(Method):
     }
 
     # -- construction -----------------------------------------------------------------
-    def _number(self, key: str, low: float = 0.0) -> float:
-        v = self.hp[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < low:
-            raise SegshiftError(f"method.{key} must be a finite number >= {low:g}, got {v!r}")
-        return float(v)
-
-    def _int(self, key: str, low: int = 1) -> int:
-        v = self.hp[key]
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            raise SegshiftError(f"method.{key} must be an integer >= {low}, got {v!r}")
-        return v
-
-    def _ints(self, key: str, n: int | None = None) -> list[int]:
-        v = self.hp[key]
-        if not isinstance(v, (list, tuple)) or (n is not None and len(v) != n) or not v or \
-                not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in v):
-            want = f"{n} positive integers" if n else "a list of positive integers"
-            raise SegshiftError(f"method.{key} must be {want}, got {v!r}")
-        return [int(c) for c in v]
-
     def make_sdnet(self) -> SDNet:
         hp = self.hp
-        if hp["decoder_output"] not in ("identity", "tanh"):
-            raise SegshiftError(f"method.decoder_output must be identity or tanh, got {hp['decoder_output']!r}")
-        if not isinstance(hp["modality_sees_anatomy"], bool):
-            raise SegshiftError(f"method.modality_sees_anatomy must be true or false, got {hp['modality_sees_anatomy']!r}")
-        if hp["binarise"] not in BINARISE:
-            raise SegshiftError(f"method.binarise must be one of {', '.join(BINARISE)}, got {hp['binarise']!r}")
-        feats = self._ints("anatomy_features")
+        check_choice(hp, "decoder_output", ("identity", "tanh"))
+        check_flags(hp, "modality_sees_anatomy")
+        check_choice(hp, "binarise", BINARISE)
+        feats = check_ints(hp, "anatomy_features")
         if len(feats) < 2:
             raise SegshiftError(f"method.anatomy_features needs at least 2 levels, got {feats}")
         return SDNet(
             in_channels=self.in_channels,
             num_classes=self.num_classes,
-            anatomy_channels=self._int("anatomy_channels"),
-            z_dim=self._int("z_dim"),
+            anatomy_channels=check_int(self.hp, "anatomy_channels"),
+            z_dim=check_int(self.hp, "z_dim"),
             anatomy_features=feats,
-            modality_channels=self._ints("modality_channels", 2),
-            segmentor_width=self._int("segmentor_width"),
-            decoder_width=self._int("decoder_width"),
+            modality_channels=check_ints(hp, "modality_channels", 2),
+            segmentor_width=check_int(self.hp, "segmentor_width"),
+            decoder_width=check_int(self.hp, "decoder_width"),
             decoder_output=hp["decoder_output"],
             modality_sees_anatomy=hp["modality_sees_anatomy"],
             binarise=hp["binarise"],
         )
 
     def build(self) -> None:
-        self.weights = {k: self._number(f"lambda_{k}") for k in ("rec", "zrec", "dice", "focal")}
-        self.kl_weight = self._number("kl_weight")
+        self.weights = {k: check_number(self.hp, f"lambda_{k}") for k in ("rec", "zrec", "dice", "focal")}
+        self.kl_weight = check_number(self.hp, "kl_weight")
         self.nets["sdnet"] = self.make_sdnet()
         self.dice = SoftDiceLoss()
-        self.focal = FocalLoss(gamma=self._number("focal_gamma"))
+        self.focal = FocalLoss(gamma=check_number(self.hp, "focal_gamma"))
         opt = make_optimizer(self.nets["sdnet"].parameters(), self.cfg["train"])
         self.optimizers = {"sdnet": opt}
         self.schedulers = {"sdnet": make_schedule(opt, self.cfg["train"], self.total_steps())}
@@ -244,10 +229,9 @@ class SDNetFactorAugmentation(SDNetSemiSupervised):
     hparams = {**SDNetMethod.hparams, "pretrain_steps": 1000, "fa_fraction": 0.5}
 
     def build(self) -> None:
-        self.pretrain_steps = self._int("pretrain_steps", 1)
-        self.fa_fraction = self._number("fa_fraction")
-        if self.fa_fraction > 1:
-            raise SegshiftError(f"method.fa_fraction must be in [0, 1], got {self.fa_fraction}")
+        # stage 1 (SS pretraining) is the init run's when warm-started
+        self.pretrain_steps = 0 if self.warm_started else check_int(self.hp, "pretrain_steps", 1)
+        self.fa_fraction = check_number(self.hp, "fa_fraction", 0.0, 1.0)
         super().build()
         fa = self.make_sdnet()  # the frozen pretrained copy (weights copied at the stage switch; kept for resume)
         fa.requires_grad_(False)
@@ -296,7 +280,9 @@ class SDNetFactorAugmentation(SDNetSemiSupervised):
         if step <= self.pretrain_steps:
             return batch.source_image, batch.source_label, {"stage": 1.0}
         if step == self.pretrain_steps + 1:
-            self.freeze_pretrained()  # a resumed stage-2 run loads nets["fa"] from its checkpoint instead
+            # the pretrained (or warm-start loaded) SDNet becomes the FA generator; a resumed
+            # stage-2 run starts after this step and loads nets["fa"] from its checkpoint instead
+            self.freeze_pretrained()
         image, label = batch.source_image.clone(), batch.source_label.clone()
         k = int(round(self.fa_fraction * len(image)))
         if k:

@@ -3,6 +3,9 @@
 The "S2T" / "w/o adaptation" row of every paper's table (Wang et al. 2019, Table 1; Yan et
 al. 2019, Table 1 "clean Unet"; Li et al. 2021, "No adaptation"). The loss is the weighted
 sum configured in ``train.loss`` (CE + soft Dice by default).
+
+Warm start (``--init RUN``): the segmenter ``seg`` comes from the init run and trains on for
+``train.steps`` steps (the same holds for ``histmatch``, ``noise-aug`` and ``target-oracle``).
 """
 
 from __future__ import annotations
@@ -35,8 +38,7 @@ class SourceOnly(Method):
     def train_step(self, batch: Batch, step: int) -> dict[str, Any]:
         opt = self.optimizers["seg"]
         opt.zero_grad(set_to_none=True)
-        with self.autocast():
-            logits = self.net("seg")(self.prepare(self.source_input(batch)))
+        (logits,) = self.segment(self.source_input(batch))
         total, parts = self.loss(logits.float(), batch.source_label)
         total.backward()
         opt.step()

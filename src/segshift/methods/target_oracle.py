@@ -4,6 +4,9 @@ Uses target labels by design, so it is an oracle: every output of such a run is 
 ``oracle``. It trains on the target domain's labelled training cases and selects its model
 on held-out labelled target cases (never on the cases it is evaluated on, if the user keeps
 them apart with ``data.val_cases``/``data.train_cases``).
+
+Warm start (``--init RUN``): the segmenter ``seg`` comes from the init run (e.g. a
+``source-only`` run, for a fine-tuned upper bound).
 """
 
 from __future__ import annotations

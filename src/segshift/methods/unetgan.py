@@ -1,23 +1,34 @@
-"""``unetgan``: Unet-GAN of Yan et al. 2019, the three-step workflow from one command.
+"""``unetgan``: Unet-GAN of Yan et al. 2019, the three-step workflow.
 
 Yan, Wang, Gu, Huang, Yan, Xia and Tao, "The Domain Shift Problem of Medical Image
 Segmentation and Vendor-Adaptation by Unet-GAN", MICCAI 2019, section 2 "Overall
 Workflow":
 
-1. **Stage 1** (steps ``1 .. seg_steps``): the LV-Unet (``model.name: resunet``) is trained
-   on labelled source images (Adam, as ``source-only``). Model selection on source
-   validation Dice happens in this stage only.
-2. **Stage 2** (the next ``gan_steps``): the generators and discriminators are trained on
-   *unlabelled* source and target images with the trained U-Net frozen, on eq. 5:
-   ``L_GAN + lambda_1 L_Unet + lambda_2 L_SSIM``, lambda_1 15, lambda_2 5 (paper).
-   ``L_SSIM`` is the structure-weighted SSIM loss (alpha = beta = 0.1, gamma = 1,
-   :class:`~segshift.losses.StructureSSIMLoss`) and ``L_Unet`` the MSE between the U-Net's
-   deep encoder features of the original and the translated image (eq. 4; the 7th and 9th
-   residual blocks, after three poolings: ``model.kwargs.feature_blocks``). Both terms are
-   applied to both generators.
+1. **Stage 1**: the LV-Unet (``model.name: resunet``) is trained on labelled source images
+   (Adam, as ``source-only``). Model selection on source validation Dice happens in this
+   stage only.
+2. **Stage 2**: the generators and discriminators
+   (:class:`~segshift.methods.translation.CycleTranslator`) are trained on *unlabelled*
+   source and target images with the trained U-Net frozen (its batch-norm statistics
+   too), on eq. 5: ``L_GAN + lambda_1 L_Unet + lambda_2 L_SSIM``, lambda_1 15, lambda_2 5
+   (paper), ``L_GAN`` weighted by the schedule's ``w`` (discriminator warm-up, then a
+   ramp; segshift's). ``L_SSIM`` is the structure-weighted SSIM loss (alpha = beta = 0.1,
+   gamma = 1, :class:`~segshift.losses.StructureSSIMLoss`) and ``L_Unet`` the MSE between
+   the U-Net's deep encoder features of the original and the translated image (eq. 4; the
+   7th and 9th residual blocks, after three poolings: ``model.kwargs.feature_blocks``).
+   Both terms are applied to both generators.
 3. **Prediction**: target images are translated to the source look by ``G_T2S``, then
    segmented (``segshift predict``); the ``best`` checkpoint holds the stage-1 U-Net
-   selected on source validation and the final ``G_T2S``.
+   and the final ``G_T2S``.
+
+Two ways to run it:
+
+* **From scratch**: one run of ``method.seg_steps + method.gan_steps`` steps; steps
+  ``1..seg_steps`` are stage 1, the rest stage 2.
+* **Warm-started** (``--init RUN``, a finished ``source-only`` run with the same U-Net):
+  stage 1 is the init run; the U-Net ``seg`` comes from it and this run is stage 2 only,
+  ``train.steps`` steps (``seg_steps`` and ``gan_steps`` are not used). The generators
+  and image discriminators start fresh.
 
 Readings where the paper is not explicit (each a config key):
 
@@ -44,7 +55,9 @@ from segshift.errors import SegshiftError
 from segshift.losses import StructureSSIMLoss
 from segshift.losses.adversarial import frozen
 from segshift.methods.base import Batch, make_schedule, register
-from segshift.methods.cyclegan import CYCLEGAN_HPARAMS, TranslationMethod
+from segshift.methods.checks import check_choice, check_int
+from segshift.methods.source_only import SourceOnly
+from segshift.methods.translation import TRANSLATION_HPARAMS, Terms, TranslationMethod
 
 SSIM_PAIRS = ("translated", "cycle")
 
@@ -55,7 +68,7 @@ class UnetGAN(TranslationMethod):
     paper = "yan2019 (Unet-GAN)"
     summary = "Source U-Net, then a CycleGAN with structure-weighted SSIM and U-Net-feature losses; target images are translated to the source look, then segmented."
     hparams = {
-        **CYCLEGAN_HPARAMS,
+        **TRANSLATION_HPARAMS,
         "seg_steps": 1500,
         "gan_steps": 1500,
         "lambda_cycle": 0.0,
@@ -72,11 +85,10 @@ class UnetGAN(TranslationMethod):
         hp = self.hp
         if hp["direction"] != "target_to_source":
             raise SegshiftError("unetgan translates target images to the source look: method.direction must be target_to_source")
-        if hp["ssim_pair"] not in SSIM_PAIRS:
-            raise SegshiftError(f"method.ssim_pair must be one of {', '.join(SSIM_PAIRS)}, got {hp['ssim_pair']!r}")
-        for k in ("seg_steps", "gan_steps"):
-            if not isinstance(hp[k], int) or hp[k] < 1:
-                raise SegshiftError(f"method.{k} must be a whole number >= 1, got {hp[k]!r}")
+        check_choice(hp, "ssim_pair", SSIM_PAIRS)
+        # stage 1 is the init run's when warm-started
+        self.seg_steps = 0 if self.warm_started else check_int(hp, "seg_steps")
+        self.gan_steps = int(self.cfg["train"]["steps"]) if self.warm_started else check_int(hp, "gan_steps")
         super().build()
         try:
             self.ssim_loss = StructureSSIMLoss(
@@ -85,19 +97,16 @@ class UnetGAN(TranslationMethod):
         except ValueError as exc:
             raise SegshiftError(f"method.ssim_*: {exc}") from None
         # the segmenter's schedule spans stage 1 only
-        self.schedulers["seg"] = make_schedule(self.optimizers["seg"], self.cfg["train"], int(hp["seg_steps"]))
+        self.schedulers["seg"] = make_schedule(self.optimizers["seg"], self.cfg["train"], max(1, self.seg_steps))
 
     def total_steps(self) -> int:
-        return int(self.hp["seg_steps"]) + int(self.hp["gan_steps"])
+        return self.seg_steps + self.gan_steps
 
     def stage(self, step: int) -> int:
-        return 1 if step <= int(self.hp["seg_steps"]) else 2
+        return 1 if step <= self.seg_steps else 2
 
     def validation_due(self, step: int) -> bool:
         return self.stage(step) == 1  # stage 2 leaves the segmenter frozen
-
-    def final_nets(self) -> tuple[str, ...]:
-        return ("g_t2s",)  # the U-Net is the stage-1 one selected on source validation
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The frozen U-Net's segmentation-specific features ``f`` (eq. 4)."""
@@ -106,7 +115,8 @@ class UnetGAN(TranslationMethod):
             return list(seg.encoder_features(x))
         return [seg.forward_features(x)[1][0]]
 
-    def generator_terms(self, batch: Batch, xs: torch.Tensor, xt: torch.Tensor, fake_t: torch.Tensor, fake_s: torch.Tensor) -> dict[str, tuple[float, torch.Tensor]]:
+    def generator_terms(self, xs: torch.Tensor, xt: torch.Tensor, fake_t: torch.Tensor, fake_s: torch.Tensor) -> Terms:
+        """``lambda_2 L_SSIM + lambda_1 L_Unet`` of eq. 5, for both generators."""
         hp = self.hp
         if hp["ssim_pair"] == "translated":
             ref_s, ref_t = fake_t, fake_s  # SSIM(x_s, G_S2T(x_s)) and SSIM(x_t, G_T2S(x_t))
@@ -123,12 +133,12 @@ class UnetGAN(TranslationMethod):
 
     def train_step(self, batch: Batch, step: int) -> dict[str, float]:
         if self.stage(step) == 1:
-            values = super(TranslationMethod, self).train_step(batch, step)  # SourceOnly: the U-Net on labelled source
+            values = SourceOnly.train_step(self, batch, step)  # the U-Net on labelled source
             values["stage"] = 1.0
             return values
         seg = self.nets["seg"]
         seg.eval()  # frozen feature extractor: no batch-norm statistics updates
         with frozen(seg):
-            values = self.translation_step(batch)
+            values = self.translation_step(batch, step - self.seg_steps)
         values["stage"] = 2.0
         return values

@@ -1,0 +1,299 @@
+"""Adversarial alignment, once: a discriminator with its optimiser and its two updates, and their schedule.
+
+Used by ``adaptseg`` (``D`` on softmax maps), ``advent`` (``D`` on self-information maps),
+``adanet`` (``D_m`` on softmax maps, ``D_f`` behind GFRM on multi-level features) and
+``attent`` (``D_E`` on entropy maps). After TLlib's alignment modules
+(``tllib/alignment/advent.py``): the module owns its discriminator, so a method's step
+reads as the papers do.
+
+* :class:`AdversarialAlignment` owns a discriminator path (one network, or several applied
+  in order, e.g. adanet's ``GFRM -> D_f``), registered into ``method.nets`` (so checkpoints
+  and DDP see it) and its Adam optimiser, registered into ``method.optimizers`` under the
+  alignment's name. Two calls make a step:
+
+  1. :meth:`~AdversarialAlignment.generator_loss`: the segmenter's adversarial term
+     ``lambda_g * w * BCE(D(target), source label)``, with D frozen (its parameters
+     receive no gradient; the gradient flows through D into the segmenter);
+  2. :meth:`~AdversarialAlignment.discriminator_step`: D's update on *detached* source
+     (label 1) and target (label 0) inputs, ``lambda_d * 0.5 (BCE(D(s), 1) + BCE(D(t), 0))``,
+     in one pass over both; nothing reaches the segmenter.
+
+* :class:`AlignmentSchedule` gives ``w``, the weight of every alignment term of a step:
+
+  - **discriminator warm-up**: for the first ``d_warmup_steps`` steps of the stage
+    ``w = 0``: only the discriminators learn, so that a warm-started segmenter is not
+    pushed around by an untrained discriminator's random gradients;
+  - **ramp-up**: over the next ``ramp_steps`` steps ``w = exp(-5 (1 - t)^2)``,
+    ``t = (step - d_warmup_steps) / ramp_steps``, the sigmoid-shaped ramp of Laine and
+    Aila, "Temporal Ensembling for Semi-Supervised Learning", ICLR 2017 (section 3.1 and
+    appendix A);
+  - then ``w = 1``: the papers' full lambda.
+
+  The defaults (:data:`SCHEDULE_HPARAMS`: ``d_warmup_steps`` 50, ``ramp_steps`` 100) are
+  segshift's, not from any of the papers (which train segmenter and discriminators
+  together from the first step at full weight); set both to 0 for the papers' setting.
+  The translation methods apply the same schedule to their generators' adversarial
+  weight (:mod:`segshift.methods.translation`). Methods log ``w_adv`` every step.
+
+* :class:`AdversarialMethod`: supervised source loss plus alignments, the base of
+  ``adaptseg``, ``advent`` and ``adanet``: **Step 1: update the segmenter with every D
+  frozen; Step 2: update each D on detached inputs.** The segmenter's forward passes go
+  through :meth:`~segshift.methods.base.Method.segment`, so ``train.norm_stats=joint``
+  normalises source and target in one batch-norm pass.
+
+Label convention and losses: :mod:`segshift.losses.adversarial` (source = 1, target = 0).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from segshift.losses.adversarial import d_loss, frozen, g_loss
+from segshift.methods.base import Batch, Method
+from segshift.methods.checks import check_int, check_non_negative
+from segshift.methods.source_only import SourceOnly
+from segshift.nets import PatchDiscriminator
+
+Tensors = torch.Tensor | list[torch.Tensor]
+"""A discriminator path's input: one tensor, or a list of multi-level features (GFRM)."""
+
+SCHEDULE_HPARAMS: dict[str, Any] = {
+    "d_warmup_steps": 50,
+    "ramp_steps": 100,
+}
+"""Hyper-parameters of :class:`AlignmentSchedule`, merged into every adversarial method's ``hparams``
+(segshift's defaults, not the papers'; 0 and 0 give the papers' full weight from step 1)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AlignmentSchedule:
+    """Weight ``w`` in [0, 1] of the alignment terms at each step of a stage (see the module docstring).
+
+    Args:
+        d_warmup_steps: steps at the start of the stage with ``w = 0`` (only D learns).
+        ramp_steps: steps of the sigmoid ramp-up after the warm-up (0: jump to 1).
+
+    Example:
+        >>> s = AlignmentSchedule(d_warmup_steps=2, ramp_steps=4)
+        >>> [round(s(k), 3) for k in range(1, 8)]
+        [0.0, 0.0, 0.06, 0.287, 0.732, 1.0, 1.0]
+    """
+
+    d_warmup_steps: int = SCHEDULE_HPARAMS["d_warmup_steps"]
+    ramp_steps: int = SCHEDULE_HPARAMS["ramp_steps"]
+
+    @classmethod
+    def from_hparams(cls, hp: Mapping[str, Any]) -> "AlignmentSchedule":
+        """The schedule of a ``method:`` section; names a bad key."""
+        return cls(check_int(hp, "d_warmup_steps", low=0), check_int(hp, "ramp_steps", low=0))
+
+    def __call__(self, step: int) -> float:
+        """``w`` at ``step`` (1-based, counted from the start of the stage)."""
+        k = step - self.d_warmup_steps
+        if k <= 0:
+            return 0.0
+        if k >= self.ramp_steps:
+            return 1.0
+        t = k / self.ramp_steps
+        return math.exp(-5.0 * (1.0 - t) ** 2)
+
+
+def _detach(x: Tensors) -> Tensors:
+    return [t.detach() for t in x] if isinstance(x, (list, tuple)) else x.detach()
+
+
+def _cat(a: Tensors, b: Tensors) -> Tensors:
+    if isinstance(a, (list, tuple)):
+        return [torch.cat([u, v]) for u, v in zip(a, b)]
+    return torch.cat([a, b])
+
+
+def _rows(x: Tensors) -> int:
+    return (x[0] if isinstance(x, (list, tuple)) else x).shape[0]
+
+
+class AdversarialAlignment:
+    """One discriminator path, its optimiser, and the two updates of an adversarial alignment.
+
+    Args:
+        method: the method whose ``nets`` and ``optimizers`` receive the path and its optimiser.
+        name: the alignment's name: the key of its optimiser and of its logged values
+            (``adv_<name>``, ``loss_<name>``, ``acc_<name>``); by convention the name of
+            the path's last network (the discriminator).
+        nets: the path's networks by name, in the order they are applied (the first one
+            receives the alignment input); registered into ``method.nets``.
+        lambda_g: weight of the segmenter's adversarial loss (before the schedule's ``w``).
+        lambda_d: weight of the discriminator loss.
+        lr, betas, weight_decay: the path's Adam optimiser (constant lr).
+
+    Example:
+        >>> m = Method.__new__(Method); m.nets, m.optimizers = nn.ModuleDict(), {}
+        >>> al = AdversarialAlignment(m, "d", {"d": nn.Conv2d(4, 1, 1)}, lambda_g=0.001, lr=1e-4)
+        >>> sorted(m.nets), sorted(m.optimizers)
+        (['d'], ['d'])
+    """
+
+    def __init__(self, method: Method, name: str, nets: Mapping[str, nn.Module], *, lambda_g: float, lambda_d: float = 1.0,
+                 lr: float, betas: Sequence[float] = (0.9, 0.99), weight_decay: float = 0.0) -> None:
+        if not nets:
+            raise ValueError("an alignment needs at least one network")
+        self.method = method
+        self.name = name
+        self.net_names = tuple(nets)
+        self.lambda_g = float(lambda_g)
+        self.lambda_d = float(lambda_d)
+        for n, module in nets.items():
+            method.nets[n] = module
+        params = [p for module in nets.values() for p in module.parameters()]
+        method.optimizers[name] = torch.optim.Adam(params, lr=float(lr), betas=tuple(float(b) for b in betas),
+                                                   weight_decay=float(weight_decay))
+
+    @property
+    def modules(self) -> list[nn.Module]:
+        """The path's networks (unwrapped), in order."""
+        return [self.method.nets[n] for n in self.net_names]
+
+    def critic(self, x: Tensors, wrapped: bool) -> torch.Tensor:
+        """Raw discriminator scores of ``x`` (run under the method's precision).
+
+        ``wrapped`` uses the DDP-wrapped networks (the discriminator update, whose gradients
+        are averaged across processes); the generator side uses the plain modules, frozen.
+        """
+        m = self.method
+        with m.autocast():
+            for n in self.net_names:
+                net = m.net(n) if wrapped else m.nets[n]
+                x = net(m.prepare(x) if isinstance(x, torch.Tensor) else x)
+        return x
+
+    def generator_loss(self, target: Tensors, weight: float = 1.0) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Step 1 (the segmenter's side): ``lambda_g * weight * BCE(D(target), 1)`` with D frozen.
+
+        Returns ``(term, adv)``: the weighted term to add to the segmenter's loss (``None``
+        when the weight is 0, e.g. during the discriminator warm-up: then no adversarial
+        gradient exists at all) and the unweighted loss, detached, for the log.
+        """
+        w = self.lambda_g * float(weight)
+        grad = contextlib.nullcontext() if w > 0 else torch.no_grad()
+        with frozen(*self.modules), grad:
+            adv = g_loss(self.critic(target, wrapped=False))  # float32: target should look like source
+        return (w * adv if w > 0 else None), adv.detach()
+
+    def discriminator_step(self, source: Tensors, target: Tensors) -> dict[str, float]:
+        """Step 2: one update of the path on detached source (label 1) and target (label 0) inputs."""
+        opt = self.method.optimizers[self.name]
+        opt.zero_grad(set_to_none=True)
+        source, target = _detach(source), _detach(target)
+        n = _rows(source)
+        scores = self.critic(_cat(source, target), wrapped=True).float()  # one pass for both domains
+        real, fake = scores[:n], scores[n:]
+        loss = d_loss(real, fake)
+        (self.lambda_d * loss).backward()
+        opt.step()
+        # share of patches D gets right: ~0.5 when aligned (or D is lost), ~1 when D wins outright
+        acc = 0.5 * ((real > 0).float().mean() + (fake < 0).float().mean())
+        return {f"loss_{self.name}": float(loss.detach()), f"acc_{self.name}": float(acc)}
+
+
+def softmax(logits: torch.Tensor) -> torch.Tensor:
+    """Class probabilities in float32 (the mask discriminator's input)."""
+    return torch.softmax(logits.float(), dim=1)
+
+
+class AdversarialMethod(SourceOnly):
+    """Supervised source loss plus adversarial alignments, in two plainly separated steps.
+
+    Subclasses implement :meth:`build_alignments` (create the :class:`AdversarialAlignment`
+    objects, usually with :meth:`align`) and :meth:`forward_passes` (the segmenter's outputs
+    via :meth:`segment` and, for each alignment, its source and target inputs). Optional
+    :meth:`target_losses` adds non-adversarial target terms (ADVENT's MinEnt), weighted by
+    the schedule like the adversarial ones.
+
+    Hyper-parameters every subclass declares: ``d_lr``, ``d_betas``, ``d_weight_decay``,
+    ``d_channels`` (PatchGAN widths) and :data:`SCHEDULE_HPARAMS`.
+    """
+
+    uses_target = True
+
+    def build(self) -> None:
+        super().build()  # segmenter, supervised loss, segmenter optimiser and schedule
+        check_non_negative(self.hp, "d_lr", "d_weight_decay")
+        self.schedule = AlignmentSchedule.from_hparams(self.hp)
+        self.alignments: dict[str, AdversarialAlignment] = self.build_alignments()
+
+    def build_alignments(self) -> dict[str, AdversarialAlignment]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def align(self, name: str, nets: Mapping[str, nn.Module], lambda_g: float, lambda_d: float = 1.0) -> AdversarialAlignment:
+        """An alignment with this method's discriminator optimiser settings (``d_lr``, ``d_betas``, ``d_weight_decay``)."""
+        return AdversarialAlignment(self, name, nets, lambda_g=lambda_g, lambda_d=lambda_d, lr=float(self.hp["d_lr"]),
+                                    betas=self.hp["d_betas"], weight_decay=float(self.hp["d_weight_decay"]))
+
+    def discriminator(self, in_channels: int) -> PatchDiscriminator:
+        """A PatchGAN with ``method.d_channels`` widths (last entry: score channels)."""
+        return PatchDiscriminator.from_widths(in_channels, self.hp["d_channels"])
+
+    def discriminator_nets(self) -> list[nn.Module]:
+        return [m for al in self.alignments.values() for m in al.modules]
+
+    def inference_nets(self):  # noqa: ANN201 - iterator of names
+        yield "seg"  # prediction needs only the segmenter
+
+    # -- forward passes ---------------------------------------------------------------
+    def needs_target(self) -> bool:
+        return bool(self.alignments)
+
+    def forward_passes(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, tuple[Tensors, Tensors]]]:  # pragma: no cover
+        """``(source_logits, target_logits or None, {alignment: (source_input, target_input)})``."""
+        raise NotImplementedError
+
+    def target_losses(self, target_logits: torch.Tensor | None) -> dict[str, tuple[float, torch.Tensor]]:
+        """Extra target terms ``{name: (weight, loss)}`` of step 1 (none by default)."""
+        return {}
+
+    # -- one training step ----------------------------------------------------------------
+    def segmenter_step(self, batch: Batch, step: int) -> tuple[dict[str, float], dict[str, tuple[Tensors, Tensors]]]:
+        """Step 1: update the segmenter with every discriminator frozen.
+
+        Returns the logged values and the detached (source, target) inputs of step 2.
+        """
+        opt = self.optimizers["seg"]
+        opt.zero_grad(set_to_none=True)
+        src_logits, tgt_logits, inputs = self.forward_passes(batch)
+        total, parts = self.loss(src_logits.float(), batch.source_label)
+        values: dict[str, Any] = {"loss_seg": total.detach(), **parts}
+        w = self.schedule(step)
+        for name, al in self.alignments.items():
+            term, adv = al.generator_loss(inputs[name][1], w)
+            if term is not None:
+                total = total + term
+            values[f"adv_{name}"] = adv
+        for name, (weight, loss) in self.target_losses(tgt_logits).items():
+            if weight * w > 0:
+                total = total + weight * w * loss.float()
+            values[name] = loss.detach()
+        if tgt_logits is not None:
+            values["w_adv"] = w
+        total.backward()
+        opt.step()
+        values["loss"] = total.detach()
+        return {k: float(v) for k, v in values.items()}, {n: (_detach(s), _detach(t)) for n, (s, t) in inputs.items()}
+
+    def discriminator_step(self, inputs: dict[str, tuple[Tensors, Tensors]]) -> dict[str, float]:
+        """Step 2: update each discriminator on detached source (label 1) and target (label 0) inputs."""
+        values: dict[str, float] = {}
+        for name, al in self.alignments.items():
+            values.update(al.discriminator_step(*inputs[name]))
+        return values
+
+    def train_step(self, batch: Batch, step: int) -> dict[str, float]:
+        values, d_inputs = self.segmenter_step(batch, step)  # Step 1: segmenter, D frozen
+        values.update(self.discriminator_step(d_inputs))  # Step 2: D on detached inputs
+        return values

@@ -1,0 +1,368 @@
+"""Image translation between the domains, once: the CycleGAN component and the methods built on it.
+
+Shared by ``cyclegan`` (Zhu et al. 2017), ``unetgan`` (Yan et al. 2019) and ``attent``
+(Li et al. 2021).
+
+:class:`CycleTranslator` owns two generators ``G_S2T``, ``G_T2S`` and two image PatchGANs
+``D_S``, ``D_T`` (registered into ``method.nets`` as ``g_s2t``, ``g_t2s``, ``d_s``, ``d_t``),
+their optimisers (``method.optimizers["g"]`` and ``["d_img"]``) and the two updates of a
+CycleGAN step:
+
+1. **Generators, with D_S and D_T frozen**: ``w * lambda_gan (L_G(D_T(G_S2T(x_s))) +
+   L_G(D_S(G_T2S(x_t)))) + lambda_cycle L_cyc + lambda_identity L_idt`` plus a method's own
+   generator terms (Unet-GAN's SSIM and U-Net feature losses), with
+   ``L_cyc = |G_T2S(G_S2T(x_s)) - x_s|_1 + |G_S2T(G_T2S(x_t)) - x_t|_1`` and
+   ``L_idt = |G_T2S(x_s) - x_s|_1 + |G_S2T(x_t) - x_t|_1``.
+2. **D_S and D_T on detached images**: real images label 1, translated ones label 0.
+
+``w`` is the same schedule as the segmenters' alignment weight
+(:class:`~segshift.methods.alignment.AlignmentSchedule`, ``d_warmup_steps`` and
+``ramp_steps``, logged as ``w_gan``): for the first steps of the translation stage only the
+image discriminators learn the look of each domain (the residual generators start as the
+identity), then the generators' adversarial weight ramps up to ``lambda_gan``.
+
+:class:`TranslationMethod` is a segmenter plus a translator: each step runs the translator's
+two updates, then **the segmenter** on labelled images of the side it works on (see
+``direction``; forward passes through :meth:`~segshift.methods.base.Method.segment`), plus
+a method's own segmenter terms (AttENT's entropy-space alignment).
+
+``method.direction`` says which side is translated:
+
+* ``target_to_source`` (default; Yan et al. 2019 step 3, AttENT): the segmenter is trained
+  on source images; at prediction a target image is first translated by ``G_T2S``, then
+  segmented. ``segshift predict --no-translate`` segments images as they are (for
+  source-like inputs); the predictor translates only images of the run's own target domain.
+* ``source_to_target`` (CyCADA-style): the segmenter is trained on source images
+  translated to the target look (with their source labels; ``seg_on_source`` also keeps
+  the untranslated ones) and segments target images as they are.
+
+Model selection is the engine's (``train.select``); the translator's networks are
+:meth:`~TranslationMethod.final_nets`: source validation Dice judges only the segmenter
+and target labels may not be used, so the ``best`` checkpoint always holds the *final*
+``G_T2S``, next to the segmenter that ``train.select`` picked.
+
+Readings and CPU choices (each a config key, :data:`TRANSLATION_HPARAMS`):
+
+* The generators are residual, ``G(x) = x + g(x)`` with ``g`` zero at the start
+  (``g_residual``): MR-to-MR translation keeps anatomy and most of the contrast, and plain
+  generators trained for the few thousand steps a CPU affords learnt contrast inversions on
+  the phantom (target Dice 0.007 after 200 steps) that the cycle loss cannot forbid.
+* CycleGAN's least-squares GAN loss (``gan_loss: lsgan``), Adam lr 2e-4, betas (0.5, 0.999),
+  ``lambda_cycle`` 10, no identity loss (``lambda_identity`` 0; it is for photo
+  colour-preservation), no history pool of generated images.
+* CPU sizes: the CycleGAN ResNet generator with ``g_ngf`` 16 and ``g_blocks`` 3 instead of
+  CycleGAN's 64/9, discriminators ``d_channels`` 32-64-128-1 (strides 2, 2, 1, 1; CycleGAN:
+  64-128-256-512-1), and the translation update on the first ``g_batch`` (4) images of each
+  domain's batch (CycleGAN trains on batches of 1; the segmenter still sees the whole
+  batch). Widen everything on a GPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from segshift.errors import SegshiftError
+from segshift.losses.adversarial import frozen, gan_losses
+from segshift.methods.alignment import SCHEDULE_HPARAMS, AlignmentSchedule
+from segshift.methods.base import Batch, FigureSamples, Method
+from segshift.methods.checks import check_choice, check_flags, check_int, check_ints, check_non_negative
+from segshift.methods.source_only import SourceOnly
+from segshift.nets import PatchDiscriminator, ResnetGenerator
+
+DIRECTIONS = ("target_to_source", "source_to_target")
+
+TRANSLATION_HPARAMS: dict[str, Any] = {
+    "direction": "target_to_source",
+    "seg_on_source": True,
+    "gan_loss": "lsgan",
+    "lambda_gan": 1.0,
+    "lambda_cycle": 10.0,
+    "lambda_identity": 0.0,
+    "g_ngf": 16,
+    "g_down": 2,
+    "g_blocks": 3,
+    "g_norm": "instance",
+    "g_residual": True,
+    "g_batch": 4,
+    "d_channels": [32, 64, 128, 1],
+    "d_norm": "instance",
+    "g_lr": 0.0002,
+    "d_lr": 0.0002,
+    "betas": [0.5, 0.999],
+    **SCHEDULE_HPARAMS,
+}
+"""Hyper-parameters of the translation methods (CycleGAN's, CPU-sized; see the module docstring)."""
+
+Terms = dict[str, tuple[float, torch.Tensor]]
+"""Extra loss terms ``{name: (weight, loss)}``."""
+
+
+class CycleTranslator:
+    """Two generators, two image discriminators, their optimisers and the two updates of a CycleGAN step.
+
+    Args:
+        method: the method whose ``nets`` and ``optimizers`` receive the networks and optimisers.
+        hp: the ``method:`` section (:data:`TRANSLATION_HPARAMS` keys).
+        attention: attention-gated generator skips (AttENT).
+    """
+
+    GENERATORS = ("g_s2t", "g_t2s")
+    DISCRIMINATORS = ("d_s", "d_t")
+
+    def __init__(self, method: Method, hp: Mapping[str, Any], attention: bool = False) -> None:
+        check_non_negative(hp, "lambda_gan", "lambda_cycle", "lambda_identity", "g_lr", "d_lr")
+        check_flags(hp, "g_residual")
+        try:
+            self.d_gan, self.g_gan = gan_losses(str(hp["gan_loss"]))
+        except ValueError as exc:
+            raise SegshiftError(f"method.gan_loss: {exc}") from None
+        self.method = method
+        self.lambda_gan, self.lambda_cycle, self.lambda_identity = (float(hp[k]) for k in ("lambda_gan", "lambda_cycle", "lambda_identity"))
+        for name in self.GENERATORS:
+            method.nets[name] = ResnetGenerator(
+                method.in_channels, method.in_channels, ngf=check_int(hp, "g_ngf"), n_down=check_int(hp, "g_down", 0),
+                n_blocks=check_int(hp, "g_blocks", 0), norm=str(hp["g_norm"]), attention=attention, residual=hp["g_residual"],
+            )
+        for name in self.DISCRIMINATORS:
+            method.nets[name] = PatchDiscriminator.from_widths(method.in_channels, check_ints(hp, "d_channels"), norm=str(hp["d_norm"]))
+        betas = tuple(float(b) for b in hp["betas"])
+        g_params = [p for n in self.GENERATORS for p in method.nets[n].parameters()]
+        d_params = [p for n in self.DISCRIMINATORS for p in method.nets[n].parameters()]
+        method.optimizers["g"] = torch.optim.Adam(g_params, lr=float(hp["g_lr"]), betas=betas)
+        method.optimizers["d_img"] = torch.optim.Adam(d_params, lr=float(hp["d_lr"]), betas=betas)
+
+    def _nets(self, *names: str) -> list[torch.nn.Module]:
+        return [self.method.net(n) for n in names]
+
+    def generator_step(self, xs: torch.Tensor, xt: torch.Tensor, weight: float = 1.0,
+                       extra: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], Terms] | None = None,
+                       ) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+        """Update 1: the generators, with D_S and D_T frozen.
+
+        Args:
+            xs, xt: source and target images (prepared).
+            weight: the schedule's ``w`` on ``lambda_gan``.
+            extra: ``extra(xs, xt, fake_t, fake_s)`` gives a method's own generator terms.
+
+        Returns the logged values and the translated images ``G_S2T(x_s)``, ``G_T2S(x_t)``.
+        """
+        m = self.method
+        g_s2t, g_t2s, d_s, d_t = self._nets("g_s2t", "g_t2s", "d_s", "d_t")
+        opt = m.optimizers["g"]
+        opt.zero_grad(set_to_none=True)
+        values: dict[str, float] = {}
+        with frozen(*(m.nets[n] for n in self.DISCRIMINATORS)):
+            with m.autocast():
+                fake_t, fake_s = g_s2t(xs), g_t2s(xt)
+                adv = self.g_gan(d_t(fake_t)) + self.g_gan(d_s(fake_s))
+            total = weight * self.lambda_gan * adv
+            values["g_adv"] = float(adv.detach())
+            if self.lambda_cycle > 0:
+                with m.autocast():
+                    rec_s, rec_t = g_t2s(fake_t), g_s2t(fake_s)
+                cyc = F.l1_loss(rec_s.float(), xs.float()) + F.l1_loss(rec_t.float(), xt.float())
+                total = total + self.lambda_cycle * cyc
+                values["cycle"] = float(cyc.detach())
+            if self.lambda_identity > 0:
+                with m.autocast():
+                    idt = F.l1_loss(g_t2s(xs).float(), xs.float()) + F.l1_loss(g_s2t(xt).float(), xt.float())
+                total = total + self.lambda_identity * idt
+                values["identity"] = float(idt.detach())
+            for name, (w, loss) in (extra(xs, xt, fake_t, fake_s) if extra else {}).items():
+                total = total + w * loss.float()
+                values[name] = float(loss.detach())
+            total.backward()
+        opt.step()
+        values["loss_g"] = float(total.detach())
+        return values, fake_t.detach(), fake_s.detach()
+
+    def discriminator_step(self, xs: torch.Tensor, xt: torch.Tensor, fake_t: torch.Tensor, fake_s: torch.Tensor) -> dict[str, float]:
+        """Update 2: D_S and D_T on real (1) and detached translated (0) images."""
+        m = self.method
+        d_s, d_t = self._nets("d_s", "d_t")
+        opt = m.optimizers["d_img"]
+        opt.zero_grad(set_to_none=True)
+        fake_t, fake_s = fake_t.detach(), fake_s.detach()
+        with m.autocast():
+            ld_s = self.d_gan(d_s(xs), d_s(fake_s))
+            ld_t = self.d_gan(d_t(xt), d_t(fake_t))
+        (ld_s + ld_t).backward()
+        opt.step()
+        return {"loss_d_s": float(ld_s.detach()), "loss_d_t": float(ld_t.detach())}
+
+    def step(self, xs: torch.Tensor, xt: torch.Tensor, weight: float = 1.0,
+             extra: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], Terms] | None = None,
+             ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+        """Both updates; returns the logged values and the detached translations ``{"s2t": ..., "t2s": ...}``."""
+        values, fake_t, fake_s = self.generator_step(xs, xt, weight, extra)
+        values.update(self.discriminator_step(xs, xt, fake_t, fake_s))
+        return values, {"s2t": fake_t, "t2s": fake_s}
+
+    @torch.no_grad()
+    def translate(self, image: torch.Tensor, which: str = "g_t2s") -> torch.Tensor:
+        """An image batch translated by generator ``which`` (float32 out)."""
+        m = self.method
+        with m.autocast():
+            return m.nets[which](m.prepare(image.to(m.device))).float()
+
+
+class TranslationMethod(SourceOnly):
+    """A segmenter and a :class:`CycleTranslator` (see the module docstring); subclasses add terms and stages."""
+
+    uses_target = True
+    attention: bool = False  # attention-gated generator skips (AttENT)
+
+    def build(self) -> None:
+        super().build()  # segmenter, supervised loss, its optimiser and schedule
+        hp = self.hp
+        check_choice(hp, "direction", DIRECTIONS)
+        check_flags(hp, "seg_on_source")
+        check_int(hp, "g_batch", 0)
+        self.schedule = AlignmentSchedule.from_hparams(hp)
+        self.translator = CycleTranslator(self, hp, attention=self.attention_gates()) if self.translates else None
+        self._fakes: dict[str, torch.Tensor] = {}
+        self.translate_at_predict = self.can_translate()
+
+    def wrap(self, fn: Any) -> None:
+        """Refuse DDP: a generator runs twice per update (translation, then cycle), which plain DDP does not allow."""
+        raise SegshiftError(
+            f"{self.name} does not run under torchrun/DDP yet (each generator is called twice per update); train it in one process"
+        )
+
+    # -- what the method is ---------------------------------------------------------------
+    @property
+    def translates(self) -> bool:
+        """Whether this configuration has generators (AttENT's entropy-only ablation has none)."""
+        return True
+
+    def attention_gates(self) -> bool:
+        return self.attention
+
+    @property
+    def target_to_source(self) -> bool:
+        return self.hp["direction"] == "target_to_source"
+
+    def can_translate(self) -> bool:
+        return self.translates and self.target_to_source
+
+    def inference_nets(self):  # noqa: ANN201 - iterator of names
+        yield "seg"
+        if self.can_translate():
+            yield "g_t2s"
+
+    def final_nets(self) -> tuple[str, ...]:
+        """The translator: its final weights go into ``best`` (nothing label-free can select it)."""
+        return ("g_t2s",) if self.can_translate() else ()
+
+    # -- prediction -----------------------------------------------------------------------
+    @torch.no_grad()
+    def translate(self, image: torch.Tensor, which: str = "g_t2s") -> torch.Tensor:
+        """An image batch translated by generator ``which`` (float32 out)."""
+        return self.translator.translate(image, which)
+
+    @torch.no_grad()
+    def predict_logits(self, image: torch.Tensor) -> torch.Tensor:
+        """Target images: translated to the source look first when the direction says so."""
+        if self.can_translate() and self.translate_at_predict:
+            image = self.translate(image)
+        return self.validation_logits(image)
+
+    @torch.no_grad()
+    def validation_logits(self, image: torch.Tensor) -> torch.Tensor:
+        """Source validation images are segmented untranslated."""
+        with self.autocast():
+            return self.nets["seg"](self.prepare(image.to(self.device))).float()
+
+    # -- training -------------------------------------------------------------------------
+    def generator_terms(self, xs: torch.Tensor, xt: torch.Tensor, fake_t: torch.Tensor, fake_s: torch.Tensor) -> Terms:
+        """Extra generator terms ``{name: (weight, loss)}`` (none for CycleGAN)."""
+        return {}
+
+    def translation_step(self, batch: Batch, stage_step: int) -> dict[str, float]:
+        """The translator's two updates on the first ``g_batch`` images of each domain (``stage_step``: for the schedule)."""
+        n = int(self.hp["g_batch"]) or batch.source_image.shape[0]
+        xs, xt = self.prepare(batch.source_image[:n]), self.prepare(batch.target_image[:n])
+        w = self.schedule(stage_step)
+        values, self._fakes = self.translator.step(xs, xt, w, extra=self.generator_terms)
+        values["w_gan"] = w
+        return values
+
+    def segmenter_images(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(labelled images, their labels, the images the segmenter will meet at test)``."""
+        xs, ys = batch.source_image, batch.source_label
+        if not self.translates:
+            return xs, ys, batch.target_image
+        if self.target_to_source:
+            return xs, ys, self._fakes["t2s"]
+        fake = self._fakes["s2t"]
+        y_fake = ys[: fake.shape[0]]
+        if self.hp["seg_on_source"]:
+            return torch.cat([xs, fake]), torch.cat([ys, y_fake]), batch.target_image
+        return fake, y_fake, batch.target_image
+
+    def segments_test_images(self) -> bool:
+        """Whether the segmenter step also segments the test-side images (for a target term)."""
+        return False
+
+    def segmenter_terms(self, logits: torch.Tensor, test_logits: torch.Tensor | None, step: int,
+                        ) -> tuple[list[torch.Tensor], dict[str, Any], dict[str, Any]]:
+        """A method's own segmenter terms: ``(weighted terms to add, values to log, state for discriminator_updates)``."""
+        return [], {}, {}
+
+    def discriminator_updates(self, state: dict[str, Any]) -> dict[str, float]:
+        """Updates after the segmenter's (AttENT's entropy discriminator); none here."""
+        return {}
+
+    def segmenter_step(self, batch: Batch, step: int) -> dict[str, float]:
+        """The segmenter on labelled images (plus a method's own terms), then any later discriminator update."""
+        images, labels, test_images = self.segmenter_images(batch)
+        opt = self.optimizers["seg"]
+        opt.zero_grad(set_to_none=True)
+        if self.segments_test_images():
+            logits, test_logits = self.segment(images, test_images)  # one batch-norm pass under norm_stats=joint
+        else:
+            (logits,), test_logits = self.segment(images), None
+        total, parts = self.loss(logits.float(), labels)
+        values: dict[str, Any] = {"loss_seg": total.detach(), **parts}
+        terms, logs, state = self.segmenter_terms(logits, test_logits, step)
+        for term in terms:
+            total = total + term.float()
+        values.update(logs)
+        total.backward()
+        opt.step()
+        values["loss"] = total.detach()
+        out = {k: float(v) for k, v in values.items()}
+        out.update(self.discriminator_updates(state))
+        return out
+
+    def train_step(self, batch: Batch, step: int) -> dict[str, float]:
+        values = self.translation_step(batch, step) if self.translates else {}
+        values.update(self.segmenter_step(batch, step))
+        return values
+
+    # -- figures --------------------------------------------------------------------------
+    def save_figures(self, folder: Path, samples: FigureSamples) -> list[Path]:
+        """``translation.png``: source, S->T, S->T->S; target, T->S, T->S->T (one column per case)."""
+        if not self.translates or samples.target_image is None:
+            return []
+        from segshift.report.figures import image_grid
+
+        xs = torch.from_numpy(np.ascontiguousarray(samples.source_image))[:, None]
+        xt = torch.from_numpy(np.ascontiguousarray(samples.target_image))[:, None]
+        s2t = self.translate(xs, "g_s2t")
+        t2s = self.translate(xt, "g_t2s")
+        rows = [
+            ("source", xs[:, 0].numpy()),
+            ("source -> target", s2t[:, 0].cpu().numpy()),
+            ("cycle S->T->S", self.translate(s2t, "g_t2s")[:, 0].cpu().numpy()),
+            ("target", xt[:, 0].numpy()),
+            ("target -> source", t2s[:, 0].cpu().numpy()),
+            ("cycle T->S->T", self.translate(t2s, "g_s2t")[:, 0].cpu().numpy()),
+        ]
+        return [image_grid(rows, folder / "translation.png", title=f"{self.name}: translation (preprocessed slices)")]
