@@ -394,9 +394,15 @@ def test_adaptseg_beats_source_only_on_the_phantom_target(phantom, tmp_path):
     validation (Dice 0 for RV; a known early-training trap of the small U-Net) and the gain is
     only +0.01. The asserted margin, 0.02, is well below the gains seen when both learn the
     source; both must learn it, so the comparison is about adaptation, not a lucky class.
+
+    Those numbers predate issue 15 and were measured with one segmenter pass per domain
+    (``train.norm_stats=separate``) and no discriminator warm-up; with the default schedule
+    (50 warm-up + 100 ramp steps) and ``separate``: source-only 0.806, adaptseg 0.851. With
+    ``joint`` (one batch-norm pass over source and target) adaptseg collapsed on the target
+    (0.041; 0.138 even with ``lambda_adv`` 0), so this test pins ``separate``.
     """
     sets = FAST + SMALL_D + ["train.steps=200", "train.eval_every=200", "train.checkpoint_every=200", "seed=2",
-                             "method.lambda_adv=0.01"]
+                             "method.lambda_adv=0.01", "train.norm_stats=separate"]
     scores, val = {}, {}
     for method in ("source-only", "adaptseg"):
         cls = get_method(method)
@@ -420,7 +426,7 @@ def test_adanet_beats_its_source_only_row_on_the_phantom_target(phantom, tmp_pat
     paper's SGD (lr 0.01) does not learn the source within 200 steps at this size.
     Measured (target mean Dice over the 10 LGE cases): S2T 0.810, full adanet 0.847.
     """
-    sets = FAST + SMALL_D + ["train.optimizer=adam", "method.seg_lr_floor=0", "train.steps=200", "train.eval_every=200",
+    sets = FAST + SMALL_D + ["train.optimizer=adam", "method.seg_lr_floor=0", "train.norm_stats=separate", "train.steps=200", "train.eval_every=200",
                              "train.checkpoint_every=200", "seed=2", "method.gfrm_channels=8"]
     cls = get_method("adanet")
     scores, val = {}, {}

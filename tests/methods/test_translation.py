@@ -238,33 +238,54 @@ def _target_scores(run, phantom, translate=True):
     return float(np.mean(scores)), pred
 
 
-@pytest.mark.slow
-def test_translation_methods_beat_source_only_on_the_phantom_target(phantom, tmp_path):
-    """bSSFP -> LGE phantom at FAST settings, seed 2, batch 16, 200 steps (about 7 minutes on 2 CPU cores).
+BEAT = ["train.steps=200", "train.eval_every=200", "train.checkpoint_every=1000", "seed=2", "train.batch_size=16"]
 
-    Measured (target mean Dice over the 10 LGE cases, target labels for evaluation only):
-    source-only 0.784, attent 0.864; source-only with the LV-Unet 0.818, unetgan (same
-    stage-1 U-Net, 100 translation steps) 0.828 (0.823 after 300). Unet-GAN's gain on the
-    phantom is small (its feature loss ties G_T2S(x_t) to the U-Net's features of the raw
-    target image), so its asserted margin is small too; AttENT's is large.
-    """
-    base = ["train.steps=200", "train.eval_every=200", "train.checkpoint_every=1000", "seed=2", "train.batch_size=16"]
-    runs = {
-        "source-only": ("source-only", []),
-        "attent": ("attent", []),
-        "source-only-resunet": ("source-only", RESUNET8),
-        "unetgan": ("unetgan", [*RESUNET8, "method.seg_steps=200", "method.gan_steps=100"]),
-    }
+
+def _beat(phantom, tmp_path, runs):
+    """Train each ``{row: (method, sets)}`` with FULL + BEAT settings; source validation and target Dice per row."""
     scores, val = {}, {}
     for row, (name, sets) in runs.items():
         cls = get_method(name)
-        keep = [s for s in FULL + base + sets if not (name == "source-only" and s.startswith("method."))]
+        keep = [s for s in FULL + BEAT + sets if not (name == "source-only" and s.startswith("method."))]
         cfg = resolve(name, sets=keep, method_hparams=cls.hparams)
         summary = train(cfg, [phantom["bssfp"]], phantom["lge"], tmp_path / row, progress=False)
         val[row] = summary["best_val_mean_dice"]
-        scores[row], pred = _target_scores(tmp_path / row, phantom)
+        scores[row], _ = _target_scores(tmp_path / row, phantom)
     assert min(val.values()) > 0.8, f"a run did not learn the source; source validation Dice {val}"
+    return scores
+
+
+@pytest.mark.slow
+def test_attent_beats_source_only_on_the_phantom_target(phantom, tmp_path):
+    """bSSFP -> LGE phantom at FAST settings, seed 2, batch 16, 200 steps (about 2 minutes on 2 CPU cores).
+
+    Measured (target mean Dice over the 10 LGE cases, target labels for evaluation only):
+    source-only 0.784, attent 0.864 before issue 15 (one segmenter pass per domain, no
+    warm-up); with the default schedule (50 warm-up + 100 ramp steps) and
+    ``train.norm_stats=separate`` attent 0.856. With ``joint`` (source and translated target
+    in one batch-norm pass) attent collapsed on the target (0.048), so this test pins
+    ``separate``.
+    """
+    scores = _beat(phantom, tmp_path, {"source-only": ("source-only", []),
+                                       "attent": ("attent", ["train.norm_stats=separate"])})
     assert scores["attent"] > scores["source-only"] + 0.05, scores
+
+
+@pytest.mark.slow
+def test_unetgan_beats_source_only_on_the_phantom_target(phantom, tmp_path):
+    """bSSFP -> LGE phantom at FAST settings, seed 2, batch 16 (about 4 minutes on 2 CPU cores).
+
+    Measured before issue 15: source-only with the LV-Unet 0.818, unetgan (same stage-1
+    U-Net, 100 translation steps) 0.828 (0.823 after 300). Unet-GAN's gain on the phantom is
+    small (its feature loss ties G_T2S(x_t) to the U-Net's features of the raw target image),
+    so its asserted margin is small too. The translation stage runs with the papers'
+    schedule (no discriminator warm-up, no ramp): 100 steps leave little room for one.
+    """
+    scores = _beat(phantom, tmp_path, {
+        "source-only-resunet": ("source-only", RESUNET8),
+        "unetgan": ("unetgan", [*RESUNET8, "method.seg_steps=200", "method.gan_steps=100", "method.d_warmup_steps=0",
+                                "method.ramp_steps=0"]),
+    })
     assert scores["unetgan"] > scores["source-only-resunet"] + 0.005, scores
     # anatomy is kept: translated target slices share their structure with the originals
     pred = Predictor(tmp_path / "unetgan", device="cpu")
@@ -272,4 +293,3 @@ def test_translation_methods_beat_source_only_on_the_phantom_target(phantom, tmp
     x = torch.from_numpy(pred.pre.apply(dom.load_image(dom.cases[0])).image[:, None].copy())
     _, _, s = ssim_components(x, pred.method.translate(x), data_range=4.0)
     assert float(s.mean()) > 0.6
-

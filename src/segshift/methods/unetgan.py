@@ -25,7 +25,7 @@ Two ways to run it:
 
 * **From scratch**: one run of ``method.seg_steps + method.gan_steps`` steps; steps
   ``1..seg_steps`` are stage 1, the rest stage 2.
-* **Warm-started** (``--init RUN``, a finished ``source-only`` run with the same U-Net):
+* **Warm start** (``--init RUN``, a finished ``source-only`` run with the same U-Net):
   stage 1 is the init run; the U-Net ``seg`` comes from it and this run is stage 2 only,
   ``train.steps`` steps (``seg_steps`` and ``gan_steps`` are not used). The generators
   and image discriminators start fresh.
