@@ -74,6 +74,7 @@ def test_unetgan_warm_started_is_stage_2_only():
     assert m.total_steps() == 7  # train.steps; seg_steps and gan_steps unused
     assert {m.stage(s) for s in range(1, 8)} == {2} and not any(m.validation_due(s) for s in range(1, 8))
     assert m.final_nets() == ("g_t2s",) and list(m.inference_nets()) == ["seg", "g_t2s"]
+    assert "seg" not in m.schedulers  # the U-Net does not train in this run
     seg0 = _state(m.nets["seg"])
     g0 = _state(m.nets["g_s2t"])
     values = m.train_step(_batch(), 1)  # the first step already trains the translator, U-Net frozen

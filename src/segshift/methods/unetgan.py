@@ -96,8 +96,11 @@ class UnetGAN(TranslationMethod):
             )
         except ValueError as exc:
             raise SegshiftError(f"method.ssim_*: {exc}") from None
-        # the segmenter's schedule spans stage 1 only
-        self.schedulers["seg"] = make_schedule(self.optimizers["seg"], self.cfg["train"], max(1, self.seg_steps))
+        # the segmenter's schedule spans stage 1 only (none when stage 1 was the init run's)
+        if self.seg_steps:
+            self.schedulers["seg"] = make_schedule(self.optimizers["seg"], self.cfg["train"], self.seg_steps)
+        else:
+            del self.schedulers["seg"]
 
     def total_steps(self) -> int:
         return self.seg_steps + self.gan_steps
