@@ -277,11 +277,12 @@ def test_methods_train_and_predict(phantom, tmp_path, method, sets):
     img = dom.load_image(dom.cases[0])
     pred = Predictor(run, device="cpu").predict_volume(img)
     assert pred.mask.shape == img.shape and set(np.unique(pred.mask)) <= {0, 1, 2, 3}
-    # the best checkpoint (prediction) holds only the segmenter; last (resume) holds everything
+    # the best checkpoint (prediction) holds only the segmenter (and its target-domain batch-norm statistics,
+    # norm_stats=domain); last (resume) holds everything
     best = ckpt.read_state(run / "checkpoints" / "best")
     assert set(best["files"]) == {"weights.safetensors"}
-    assert {k.split(".")[0] for k in load_file(str(run / "checkpoints" / "best" / "weights.safetensors"))} == {"seg"}
-    last = {k.split(".")[0] for k in load_file(str(run / "checkpoints" / "last" / "weights.safetensors"))}
+    assert {k.split(".")[0] for k in load_file(str(run / "checkpoints" / "best" / "weights.safetensors"))} == {"seg", "seg_target_norm"}
+    last = {k.split(".")[0] for k in load_file(str(run / "checkpoints" / "last" / "weights.safetensors"))} - {"seg_target_norm"}
     assert "seg" in last and (len(last) > 1) == ("method.mode=minent" not in sets)  # discriminators kept for resume
     hist = json.loads((run / "preprocess.json").read_text())["config"]["histmatch"]
     assert hist is (method == "adanet")
@@ -353,7 +354,7 @@ def test_adaptseg_resume_equals_uninterrupted(phantom, tmp_path):
     train(cfg, [], None, tmp_path / "part", resume=True, progress=False)
     a = load_file(str(tmp_path / "full" / "checkpoints" / "last" / "weights.safetensors"))
     b = load_file(str(tmp_path / "part" / "checkpoints" / "last" / "weights.safetensors"))
-    assert {k.split(".")[0] for k in a} == {"seg", "d"} and a.keys() == b.keys()
+    assert {k.split(".")[0] for k in a} == {"seg", "seg_target_norm", "d"} and a.keys() == b.keys()
     assert all(a[k].equal(b[k]) for k in a)
 
 
@@ -368,7 +369,7 @@ def test_adanet_under_torchrun_keeps_identical_replicas(phantom, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     r0 = load_file(str(tmp_path / "ddp" / "rank_weights" / "rank0.safetensors"))
     r1 = load_file(str(tmp_path / "ddp" / "rank_weights" / "rank1.safetensors"))
-    assert {k.split(".")[0] for k in r0} == {"seg", "gfrm", "d_feat", "d_mask"} and r0.keys() == r1.keys()
+    assert {k.split(".")[0] for k in r0} == {"seg", "seg_target_norm", "gfrm", "d_feat", "d_mask"} and r0.keys() == r1.keys()
     assert all(r0[k].equal(r1[k]) for k in r0)
 
 

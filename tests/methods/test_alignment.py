@@ -27,6 +27,7 @@ from segshift.methods.source_only import SourceOnly
 ALIGNERS = ("adaptseg", "advent", "adanet", "attent")  # every user of AdversarialAlignment
 FULL_WEIGHT = 10_000  # a step past the default warm-up and ramp
 INIT = "init=runs/some-source-only-run"  # a warm start (the method itself never reads the folder)
+FROZEN = [INIT, "train.norm_stats=frozen"]
 
 SMALL = {
     "adaptseg": ["method.d_channels=[8,16,16,16,1]"],
@@ -49,6 +50,7 @@ def _build(cls, cfg, seed=0):
     torch.manual_seed(seed)
     m = cls(cfg, num_classes=4)
     m.build()
+    m.add_domain_norm()  # as the engine does (norm_stats=domain only)
     m.to_device()
     m.train(True)
     return m
@@ -152,8 +154,8 @@ def test_alignment_updates_are_isolated():
 @pytest.mark.parametrize("name", ALIGNERS)
 def test_warm_up_gives_the_segmenter_a_source_only_update(name):
     """During the D warm-up the segmenter's update is exactly source-only's; after it, it is not."""
-    sets = [INIT, "method.lambda_g_mask=1.0", "method.lambda_g_feat=1.0"] if name == "adanet" else \
-        [INIT, "method.lambda_ent=1.0"] if name == "attent" else [INIT, "method.lambda_adv=1.0"]
+    sets = [*FROZEN, "method.lambda_g_mask=1.0", "method.lambda_g_feat=1.0"] if name == "adanet" else \
+        [*FROZEN, "method.lambda_ent=1.0"] if name == "attent" else [*FROZEN, "method.lambda_adv=1.0"]
     b = _batch()
     updated = {}
     for step in (1, FULL_WEIGHT):
@@ -168,16 +170,15 @@ def test_warm_up_gives_the_segmenter_a_source_only_update(name):
 
 
 def test_adaptseg_without_adversarial_weight_is_source_only():
-    m = _method("adaptseg", [INIT, "method.lambda_adv=0"])
-    assert m.norm_stats == "frozen"
-    ref = _build(get_method("source-only"), _cfg("source-only", [INIT]))
+    m = _method("adaptseg", [*FROZEN, "method.lambda_adv=0"])
+    ref = _build(get_method("source-only"), _cfg("source-only", FROZEN))
     ref.nets["seg"].load_state_dict(m.nets["seg"].state_dict())
     for step in (FULL_WEIGHT, FULL_WEIGHT + 1):
         b = _batch(seed=step)
         m.train_step(b, step)
         ref.train_step(b, step)
     assert _same(_state(m.nets["seg"]), _state(ref.nets["seg"]))
-    assert not _same(_state(m.nets["d"]), _state(_method("adaptseg", [INIT, "method.lambda_adv=0"]).nets["d"]))  # D still learns
+    assert not _same(_state(m.nets["d"]), _state(_method("adaptseg", [*FROZEN, "method.lambda_adv=0"]).nets["d"]))  # D still learns
 
 
 # -- the segmenter's batch-norm policy (train.norm_stats) ------------------------------------------------
@@ -212,3 +213,17 @@ def test_frozen_keeps_the_init_runs_batch_norm_statistics(name):
         assert not _same(_state(_method(name, [INIT]).nets["seg"]), _state(m.nets["seg"]))
     with pytest.raises(SegshiftError, match="init"):
         _method("adaptseg", ["train.norm_stats=frozen"])  # frozen statistics need an init run
+
+
+@pytest.mark.parametrize("name", [*ALIGNERS, "cyclegan"])
+def test_domain_policy_normalises_the_target_pass_with_target_statistics(name):
+    """``domain`` (the default): the target-side pass of every aligner uses (and trains) the target statistics."""
+    m = _method(name)
+    assert m.norm_stats == "domain"
+    store = m.nets["seg_target_norm"]
+    calls = _count_segmenter_calls(m)
+    m.train_step(_batch(), FULL_WEIGHT)
+    if name == "cyclegan":  # target_to_source: the segmenter only ever sees source images
+        assert calls == [4] and not store.trained()
+    else:  # adanet's forward_features pass included: its target statistics are the segmenter's
+        assert calls == [4, 4] and store.trained() and m.uses_target_norm()

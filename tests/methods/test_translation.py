@@ -196,7 +196,7 @@ def test_cyclegan_trains_predicts_and_keeps_the_final_translator(phantom, tmp_pa
     assert summary["finished"]
     best = load_file(str(run / "checkpoints" / "best" / "weights.safetensors"))
     last = load_file(str(run / "checkpoints" / "last" / "weights.safetensors"))
-    assert {k.split(".")[0] for k in best} == {"seg", "g_t2s"}  # what prediction needs
+    assert {k.split(".")[0] for k in best} == {"seg", "seg_target_norm", "g_t2s"}  # what prediction needs
     assert {"g_s2t", "d_s", "d_t"} <= {k.split(".")[0] for k in last}  # what resume needs
     assert (run / "figures" / "translation.png").stat().st_size > 10_000
     dom = Domain(phantom["lge"])

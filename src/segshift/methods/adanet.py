@@ -193,6 +193,10 @@ class AdaNet(AdversarialMethod):
             return self._wrapped.get(name, self._seg_features)
         return super().net(name)
 
+    def target_norm(self, net: str = "seg") -> Any:
+        """``seg_features`` is the segmenter: its target passes use the segmenter's target statistics."""
+        return super().target_norm("seg" if net == "seg_features" else net)
+
     # -- forward passes ------------------------------------------------------------------
     def feature_input(self, feats: list[torch.Tensor]) -> Tensors:
         """What D_f's path receives: all levels (for GFRM), or the deepest one upsampled."""

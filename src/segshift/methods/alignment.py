@@ -38,8 +38,8 @@ reads as the papers do.
 * :class:`AdversarialMethod`: supervised source loss plus alignments, the base of
   ``adaptseg``, ``advent`` and ``adanet``: **Step 1: update the segmenter with every D
   frozen; Step 2: update each D on detached inputs.** The segmenter's forward passes go
-  through :meth:`~segshift.methods.base.Method.segment`, so ``train.norm_stats=joint``
-  normalises source and target in one batch-norm pass.
+  through :meth:`~segshift.methods.base.Method.segment`, so ``train.norm_stats`` decides
+  the batch statistics (``domain``: each domain its own; ``joint``: one pass over both).
 
 Label convention and losses: :mod:`segshift.losses.adversarial` (source = 1, target = 0).
 """
