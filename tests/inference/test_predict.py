@@ -46,15 +46,37 @@ def test_mask_keeps_oblique_geometry_and_header(trained_run, phantom, tmp_path):
     assert set(np.unique(np.asarray(out.dataobj))) <= {0, 1, 2, 3} and rows[0]["MYO_ml"] > 0
 
 
-def test_off_centre_heart_is_relocated(trained_run, phantom):
+def _off_centre(phantom):
     img = Domain(phantom["bssfp"]).load_image("case009")
     lab = Domain(phantom["bssfp"]).load_label("case009").array
     shift = (40, -30)  # pixels at 1.4 mm: the heart moves ~70 mm off the image centre
-    moved = Volume(np.roll(img.array, shift, axis=(0, 1)), img.affine)
+    return Volume(np.roll(img.array, shift, axis=(0, 1)), img.affine), np.roll(lab, shift, axis=(0, 1))
+
+
+def _dice(mask, ref):
+    return [2 * ((mask == k) & (ref == k)).sum() / ((mask == k).sum() + (ref == k).sum()) for k in (1, 2, 3)]
+
+
+def test_off_centre_heart_segmented_in_the_image_centred_crop(trained_run, phantom):
+    """The crop policy of training (image centre, jittered by augmentation) is the one of prediction: one pass."""
+    moved, ref = _off_centre(phantom)
     pred = Predictor(trained_run).predict_volume(moved)
-    ref = np.roll(lab, shift, axis=(0, 1))
-    dice = [2 * ((pred.mask == k) & (ref == k)).sum() / ((pred.mask == k).sum() + (ref == k).sum()) for k in (1, 2, 3)]
-    assert pred.qc["center_source"] == "localiser" and np.mean(dice) > 0.7, dice
+    dice = _dice(pred.mask, ref)
+    assert pred.qc["center_source"] == "image" and np.mean(dice) > 0.7, dice
+
+
+def test_legacy_label_centred_run_relocates_on_its_prediction(trained_run, phantom, tmp_path):
+    """Runs trained on label-centred crops (legacy crop_center: label) re-crop around the predicted heart."""
+    import json
+
+    legacy = tmp_path / "legacy"
+    shutil.copytree(trained_run, legacy)
+    doc = json.loads((legacy / "preprocess.json").read_text())
+    doc["config"]["crop_center"] = "label"
+    (legacy / "preprocess.json").write_text(json.dumps(doc))
+    moved, ref = _off_centre(phantom)
+    pred = Predictor(legacy).predict_volume(moved)
+    assert pred.qc["center_source"] == "localiser" and np.mean(_dice(pred.mask, ref)) > 0.7
 
 
 def test_bad_inputs_fail_clearly_and_write_nothing(trained_run, tmp_path, capsys):

@@ -42,11 +42,23 @@ def test_label_areas_in_mm2_survive_resampling():
         assert abs(mm2_out / mm2_in - 1) < 0.03, (k, mm2_out / mm2_in)
 
 
-def test_crop_is_centred_on_the_label_then_falls_back_to_image_centre():
+def test_default_crop_is_the_image_centre_labelled_or_not():
+    """Labelled and unlabelled cases are cropped alike: the crop position tells no domain apart."""
     img, lab = toy_case(shape=(60, 60, 2))
     lab = np.roll(lab, (12, -9), axis=(0, 1))
     img = np.roll(img, (12, -9), axis=(0, 1))
     pre = Preprocessor(PreprocessConfig(target_spacing=None, crop_size=(32, 32)))
+    with_label, without = pre.apply(vol(img), vol(lab)), pre.apply(vol(img))
+    assert with_label.geometry.center_source == without.geometry.center_source == "image"
+    assert with_label.geometry.corner == without.geometry.corner == (14, 14)
+    np.testing.assert_array_equal(with_label.image, without.image)
+
+
+def test_legacy_label_policy_centres_on_the_label_then_falls_back_to_image_centre():
+    img, lab = toy_case(shape=(60, 60, 2))
+    lab = np.roll(lab, (12, -9), axis=(0, 1))
+    img = np.roll(img, (12, -9), axis=(0, 1))
+    pre = Preprocessor(PreprocessConfig(target_spacing=None, crop_size=(32, 32), crop_center="label"))
     p = pre.apply(vol(img), vol(lab))
     assert p.geometry.center_source == "label"
     ii, jj = np.nonzero(p.label[0])
@@ -60,7 +72,7 @@ def test_crop_is_centred_on_the_label_then_falls_back_to_image_centre():
 def test_invert_restores_the_input_grid_exactly():
     img, lab = toy_case(shape=(70, 64, 4), scale=2.0)
     image, label = vol(img, spacing=(0.8, 0.8, 10)), vol(lab, spacing=(0.8, 0.8, 10))
-    pre = Preprocessor(PreprocessConfig(target_spacing=1.25, crop_size=(40, 40)))
+    pre = Preprocessor(PreprocessConfig(target_spacing=1.25, crop_size=(40, 40), crop_center="label"))
     p = pre.apply(image, label)
     back = pre.invert(p.label, p.geometry)
     assert back.shape == lab.shape and back.dtype == lab.dtype

@@ -17,17 +17,30 @@ def predict_command(
     batch_size: int = typer.Option(32, help="Slices per forward pass."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
     cases: Optional[str] = typer.Option(None, "--cases", help="Only these cases: a regex, or a comma-separated list."),
-    translate: bool = typer.Option(True, "--translate/--no-translate",
-                                   help="Translation methods (cyclegan, unetgan, attent): translate inputs to the source look first "
-                                        "(the default, for target-domain images); --no-translate segments them as they are."),
+    translate: str = typer.Option("auto", "--translate",
+                                  help="Translation methods (cyclegan, unetgan, attent) translate inputs of the run's target domain "
+                                       "to the source look before segmenting. auto: a domain folder is translated only if it is the "
+                                       "run's target domain; other inputs are taken to be of it (said on screen); yes | no: force."),
 ) -> None:
     """Segment volumes with a trained run; masks keep each input's exact geometry."""
     from rich.console import Console
 
+    from segshift.errors import SegshiftError
     from segshift.inference.predict_files import predict_paths
-    from segshift.inference.predictor import Predictor
+    from segshift.inference.predictor import Predictor, is_run_target
 
-    predictor = Predictor(run, checkpoint=checkpoint, device=device, batch_size=batch_size, translate=translate)
+    if translate not in ("auto", "yes", "no"):
+        raise SegshiftError(f"--translate must be auto, yes or no, got {translate!r}")
+    predictor = Predictor(run, checkpoint=checkpoint, device=device, batch_size=batch_size, translate=translate != "no")
+    if translate == "auto" and predictor.method.can_translate():
+        if (inputs / "domain.json").is_file():
+            predictor.method.translate_at_predict = is_run_target(predictor.run_info, inputs)
+            typer.echo(f"{inputs} is {'' if predictor.method.translate_at_predict else 'not '}the run's target domain: "
+                       f"{'translated' if predictor.method.translate_at_predict else 'segmented untranslated'} "
+                       f"(--translate yes|no to force)", err=True)
+        else:
+            typer.echo(f"inputs taken to be of the run's target domain ({predictor.run_info.get('target')}) and translated "
+                       "to the source look first; --translate no for images of any other domain", err=True)
     console = Console(stderr=True)
     with console.status("predicting") as status:
         rows = predict_paths(predictor, inputs, out, overwrite=overwrite, progress=lambda c: status.update(f"predicting {c}"),

@@ -32,6 +32,8 @@ def train_command(
     out: Path = typer.Option(..., "--out", "-o", help="Run folder to create."),
     config: list[Path] = typer.Option([], "--config", "-c", help="YAML config file(s) overriding the defaults."),
     set_: list[str] = typer.Option([], "--set", help="Override one value, e.g. --set train.steps=200 (repeatable)."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Warm start: a finished run whose networks (and preprocessing, "
+                                        "source split) this run starts from, e.g. a source-only run for an adaptation method."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
     stop_after: Optional[int] = typer.Option(None, "--stop-after", help="Stop (with a checkpoint) after this step; --resume continues."),
@@ -43,14 +45,17 @@ def train_command(
     from segshift.engine.trainer import train
     from segshift.methods import get_method
 
-    if resume and (config or set_):
-        raise SegshiftError("--resume re-uses the run's saved config.yaml; do not pass --config/--set with it")
+    if resume and (config or set_ or init):
+        raise SegshiftError("--resume re-uses the run's saved config.yaml; do not pass --config/--set/--init with it")
     cls = get_method(method)
     cfg = resolve(method, config, set_, method_hparams=cls.hparams)
+    if init is not None:
+        cfg["init"] = str(init)
     summary = train(cfg, source, target, out, resume=resume, overwrite=overwrite, stop_after=stop_after, device=device, progress=not no_progress)
     tag = " [ORACLE: uses target labels]" if summary["oracle"] else ""
+    start = f" from {init}" if init is not None else ""
     typer.echo(
-        f"{summary['method']}{tag}: {summary['steps_done']}/{summary['steps_total']} steps; "
+        f"{summary['method']}{tag}{start}: {summary['steps_done']}/{summary['steps_total']} steps; "
         f"best step {summary['best_step']} (selection: {summary['selection']}), val mean Dice {summary['best_val_mean_dice']}"
     )
     typer.echo(f"run folder: {out}")

@@ -7,12 +7,24 @@
       run.json             method, domains, case splits, selection rule, versions, git revision
       preprocess.json      the preprocessing (with the fitted histogram reference, if any)
       checkpoints/last/    full state (resume)
-      checkpoints/best/    best on source validation (or the final step without validation)
+      checkpoints/best/    the selected model (train.select: best source validation Dice, or the last step)
       logs/train.csv       losses, learning rate, validation Dice; logs/tb/ TensorBoard
       summary.json         written when training finishes
 
-Model selection uses *source* validation Dice; the target domain's labels are never read
-(an oracle method trains on them by design and every output then says ``oracle``).
+Model selection (``train.select``) never reads target labels: ``source_val`` keeps the step
+with the best *source* validation Dice, ``last`` the final step; ``auto`` is ``last`` for a
+warm-started run (an adaptation stage, which source validation cannot judge) and
+``source_val`` otherwise. An oracle method trains on target labels by design and every
+output then says ``oracle``.
+
+A warm start (``init:``, ``segshift train --init RUN``; :mod:`segshift.engine.warmstart`)
+loads the method's ``init_nets`` from a finished run and reuses its preprocessing and source
+split; the run then trains its own ``train.steps``.
+
+Randomness: the source and the target streams each have their own batch order *and* their
+own augmentation generator, so a run at a given seed sees the same source batches whether
+or not it also draws target batches (a paired comparison of ``source-only`` and an
+adaptation method then differs only by the adaptation).
 """
 
 from __future__ import annotations
@@ -40,9 +52,10 @@ from segshift.engine.config import Config, dump, load_yaml
 from segshift.engine.logger import RunLogger
 from segshift.engine.splits import select, split
 from segshift.engine.validate import validate
+from segshift.engine.warmstart import InitRun, adopt_split, check_compatible, init_record, load_init_weights, open_init
 from segshift.errors import SegshiftError
 from segshift.methods import get_method
-from segshift.methods.base import Batch, FigureSamples, Method
+from segshift.methods.base import Batch, FigureSamples, Method, resolve_norm_stats
 from segshift.transforms import PreprocessConfig, Preprocessor
 from segshift.transforms.augment import AugmentConfig, augment_batch
 from segshift.utils.atomic import write_json, write_text
@@ -137,6 +150,27 @@ def _label_set(domains: Sequence[Domain]) -> dict[str, int]:
     return labels
 
 
+SELECTIONS = ("auto", "source_val", "last")
+
+
+def resolve_select(cfg: Config) -> str:
+    """``source_val`` or ``last`` for a run config's ``train.select`` (``auto``: last when warm-started)."""
+    rule = cfg["train"].get("select", "auto")
+    if rule not in SELECTIONS:
+        raise SegshiftError(f"train.select must be one of {', '.join(SELECTIONS)}, got {rule!r}")
+    if rule == "auto":
+        return "last" if cfg.get("init") else "source_val"
+    return rule
+
+
+def _check_train_values(cfg: Config) -> None:
+    t = cfg["train"]
+    for key in ("steps", "batch_size", "eval_every", "checkpoint_every", "log_every"):
+        v = t[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise SegshiftError(f"train.{key} must be a whole number >= 1, got {v!r}")
+
+
 def _configure_torch(cfg: Config) -> None:
     seed = int(cfg["seed"])
     torch.manual_seed(seed)
@@ -177,6 +211,7 @@ class Trainer:
                 raise SegshiftError(f"{self.run}: run folder exists and is not empty (use --resume to continue it or --overwrite)")
         self.cfg = cfg
         self.resume = resume
+        _check_train_values(cfg)
         self.method_cls = get_method(cfg["method_name"])
         self.sources = [Domain(s) for s in sources]
         self.target = Domain(target) if target is not None else None
@@ -189,6 +224,13 @@ class Trainer:
         domains = self.sources + ([self.target] if self.target is not None else [])
         self.labels = _label_set(domains)
         self.structures = {k: v for k, v in self.labels.items() if v != 0}
+        self.select = resolve_select(cfg)
+        self.init: InitRun | None = None
+        self.init_histmatch = "none"
+        if cfg.get("init") and not resume:  # a resumed run has everything in its own checkpoint
+            self.init = open_init(cfg["init"])
+            cfg["init"] = str(self.init.path)
+            self.init_histmatch = check_compatible(self.init, cfg, self.method_cls.init_nets, [d.root for d in self.sources], self.labels)
 
     # -- data -----------------------------------------------------------------------
     def _plan(self) -> dict[str, Any]:
@@ -210,20 +252,24 @@ class Trainer:
                 d["train_cases"] if i == 0 else None,
                 what=f"{dom.name}",
             )
-            plan["train"][str(dom.root)] = tr
-            plan["val"][str(dom.root)] = va
+            plan["train"][_key(dom.root)] = tr
+            plan["val"][_key(dom.root)] = va
         if self.method_cls.uses_target:
             plan["target_pool"] = select(self.target.cases, d["target_cases"], "data.target_cases")
+        if self.init is not None and not self.method_cls.uses_target_labels:
+            plan = adopt_split(self.init, plan, explicit=d["train_cases"] is not None or d["val_cases"] is not None)
         return plan
 
     def _preprocessor(self, plan: dict[str, Any]) -> Preprocessor:
+        if self.init is not None and self.init_histmatch == "reused":
+            return Preprocessor.load(self.init.preprocess)  # the very reference the init network was trained with
         pcfg = dict(self.cfg["data"]["preprocess"])
         pre = Preprocessor(PreprocessConfig(**pcfg))
         if pre.config.histmatch:
             ref = self.cfg["data"]["histmatch_reference"]
             if ref == "source":
                 dom = self.sources[0]
-                cases = plan["train"].get(str(dom.root)) or dom.cases
+                cases = plan["train"].get(_key(dom.root)) or dom.cases
             elif ref == "target":
                 if self.target is None:
                     raise SegshiftError("data.histmatch_reference=target needs --target")
@@ -243,15 +289,22 @@ class Trainer:
         def build(dom: Domain, cases: list[str], labels: bool) -> SliceCache:
             return SliceCache.build(dom, pre, root, cases=cases, with_labels=labels, in_memory=mem)
 
-        doms = {str(x.root): x for x in self.sources + ([self.target] if self.target else [])}
-        self.train_caches = [build(doms[k], v, True) for k, v in plan["train"].items()]
-        self.val_caches = [build(doms[k], v, True) for k, v in plan["val"].items() if v]
+        doms = {_key(x.root): x for x in self.sources + ([self.target] if self.target else [])}
+        self.train_caches = [build(doms[_key(k)], v, True) for k, v in plan["train"].items()]
+        self.val_caches = [build(doms[_key(k)], v, True) for k, v in plan["val"].items() if v]
         self.target_cache = build(self.target, plan["target_pool"], False) if plan["target_pool"] else None
 
     # -- run ------------------------------------------------------------------------
     def fit(self, stop_after: int | None = None) -> dict[str, Any]:
         cfg, tcfg, info = self.cfg, self.cfg["train"], self.dist
         _configure_torch(cfg)
+        # the method is built (and warm-started) before anything is written: an init whose
+        # weights do not fit is refused with no run folder left behind
+        method: Method = self.method_cls(cfg, num_classes=len(self.labels), in_channels=1, device=info.device)
+        method.build()
+        if self.init is not None:
+            load_init_weights(self.init, {k: method.nets[k] for k in method.init_nets})
+        method.to_device()
         if self.resume:
             plan = json.loads((self.run / "run.json").read_text())["plan"]
             pre = Preprocessor.load(self.run / "preprocess.json")
@@ -283,9 +336,6 @@ class Trainer:
         if not info.is_main:
             self._caches(plan, pre, self._cache_root(self.run))  # same keys: opens what rank 0 built
 
-        method: Method = self.method_cls(cfg, num_classes=len(self.labels), in_channels=1, device=info.device)
-        method.build()
-        method.to_device()
         if tcfg["compile"]:
             for name in list(method.nets.keys()):
                 method.nets[name] = torch.compile(method.nets[name])
@@ -298,7 +348,9 @@ class Trainer:
         per_src = [bs // n_src + (1 if i < bs % n_src else 0) for i in range(n_src)]
         src_streams = [BatchStream(len(c), max(1, b), seed + 101 * i, info.rank, info.world_size) for i, (c, b) in enumerate(zip(self.train_caches, per_src))]
         tgt_stream = BatchStream(len(self.target_cache), bs, seed + 7919, info.rank, info.world_size) if self.target_cache else None
+        # one augmentation generator per stream: the source batches do not depend on whether a target stream exists
         gen = torch.Generator().manual_seed(seed * 1000 + info.rank)
+        gen_tgt = torch.Generator().manual_seed(seed * 1000 + info.rank + 7_919_000)
         aug = AugmentConfig.from_dict(cfg["augment"], spacing=cfg["data"]["preprocess"]["target_spacing"])
 
         start, best = 0, {"score": -math.inf, "step": None}
@@ -310,6 +362,8 @@ class Trainer:
             rs = state["ranks"][str(info.rank)] if str(info.rank) in state.get("ranks", {}) else state["ranks"]["0"]
             ckpt.set_rng_state(rs["rng"])
             gen.set_state(torch.tensor(rs["augment_rng"], dtype=torch.uint8))
+            if "augment_rng_target" in rs:
+                gen_tgt.set_state(torch.tensor(rs["augment_rng_target"], dtype=torch.uint8))
             for s, st in zip(src_streams, state["streams"]["source"]):
                 s.load_state_dict(st)
             if tgt_stream is not None:
@@ -323,7 +377,8 @@ class Trainer:
         running: dict[str, list[float]] = {}
 
         def save(step: int, which: str) -> None:
-            rank_state = {"rng": ckpt.rng_state(), "augment_rng": gen.get_state().tolist()}
+            rank_state = {"rng": ckpt.rng_state(), "augment_rng": gen.get_state().tolist(),
+                          "augment_rng_target": gen_tgt.get_state().tolist()}
             gathered = [rank_state]
             if info.enabled:
                 gathered = [None] * info.world_size
@@ -353,7 +408,7 @@ class Trainer:
         step = start
         try:
             for step in range(start + 1, total + 1):
-                batch = self._batch(method, src_streams, tgt_stream, gen, aug)
+                batch = self._batch(method, src_streams, tgt_stream, gen, gen_tgt, aug)
                 values = method.train_step(batch, step)
                 method.step_schedulers()
                 if not all(math.isfinite(v) for v in values.values()):
@@ -384,7 +439,7 @@ class Trainer:
                             last_vals = self._validate(method)
                         last_vals = ddp.broadcast_object(info, last_vals)
                         row.update({f"val_{k}": v for k, v in last_vals.items()})
-                        if last_vals["mean"] > best["score"]:
+                        if self.select == "source_val" and last_vals["mean"] > best["score"]:
                             best = {"score": last_vals["mean"], "step": step}
                             save(step, "best")
                     logger.log(step, row)
@@ -394,8 +449,9 @@ class Trainer:
                     ddp.barrier(info)
                 if stop_after is not None and step >= stop_after:
                     break
-            if step == total and (not self.val_caches or best["step"] is None):  # no validation: the final model is "best"
-                best = {"score": None, "step": total}
+            if step == total and (self.select == "last" or not self.val_caches or best["step"] is None):
+                # the final model is "best": by rule (last), or for want of validation cases
+                best = {"score": last_vals.get("mean") if self.select == "last" else None, "step": total}
                 save(total, "best")
             if step == total and info.is_main:
                 self._finish(method)
@@ -416,8 +472,7 @@ class Trainer:
         summary = {
             "method": method.name,
             "oracle": method.uses_target_labels,
-            "selection": "final step (no validation cases)" if not self.val_caches else
-            ("oracle: validation on labelled target cases" if method.uses_target_labels else "source validation Dice"),
+            "selection": self._selection(method),
             "steps_done": step,
             "steps_total": total,
             "finished": step == total,
@@ -431,6 +486,14 @@ class Trainer:
             write_json(self.run / "summary.json", summary)
         ddp.barrier(info)
         return summary
+
+    def _selection(self, method: Method) -> str:
+        """The model-selection rule in words (tables and reports print it)."""
+        if self.select == "last":
+            return "last step"
+        if not self.val_caches:
+            return "last step (no validation cases)"
+        return "oracle: validation on labelled target cases" if method.uses_target_labels else "source validation Dice"
 
     def _finish(self, method: Method) -> None:
         """After the last step: final weights of ``final_nets`` into ``best``, then the method's figures."""
@@ -458,7 +521,8 @@ class Trainer:
         scores = [validate(method, c, self.structures, int(self.cfg["train"]["eval_batch_size"])) for c in self.val_caches]
         return {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
 
-    def _batch(self, method: Method, src_streams: list[BatchStream], tgt_stream: BatchStream | None, gen: torch.Generator, aug: AugmentConfig) -> Batch:
+    def _batch(self, method: Method, src_streams: list[BatchStream], tgt_stream: BatchStream | None, gen: torch.Generator,
+               gen_tgt: torch.Generator, aug: AugmentConfig) -> Batch:
         imgs, labs, doms = [], [], []
         for i, (stream, cache) in enumerate(zip(src_streams, self.train_caches)):
             im, lb = cache.batch(stream.next())
@@ -471,7 +535,7 @@ class Trainer:
         target = None
         if tgt_stream is not None:
             tim, _ = self.target_cache.batch(tgt_stream.next())
-            target, _ = augment_batch(torch.from_numpy(tim)[:, None], None, aug, gen)
+            target, _ = augment_batch(torch.from_numpy(tim)[:, None], None, aug, gen_tgt)
             target = target.to(method.device)
         dev = method.device
         return Batch(image.to(dev), label.to(dev), torch.from_numpy(np.concatenate(doms)).to(dev), target)
@@ -484,11 +548,19 @@ class Trainer:
             "target": str(self.target.root.resolve()) if self.target else None,
             "labels": self.labels,
             "plan": plan,
-            "selection": "oracle (target labels)" if self.method_cls.uses_target_labels else "source validation",
+            "selection": self.select if not self.method_cls.uses_target_labels else f"{self.select} (oracle: target labels)",
+            "init": init_record(self.init, self.method_cls.init_nets, self.init_histmatch) if self.init is not None else None,
+            "norm_stats": resolve_norm_stats(self.cfg),
+            "crop_center": self.cfg["data"]["preprocess"]["crop_center"],
             "versions": _versions(),
             "git_revision": _git_revision(),
             "world_size": self.dist.world_size,
         }
+
+
+def _key(root: str | Path) -> str:
+    """A domain's key in a run's plan: its resolved folder (a relative --source resumes from anywhere)."""
+    return str(Path(root).resolve())
 
 
 class _progress:

@@ -5,10 +5,18 @@ safetensors weights), repeats the saved preprocessing, and returns a mask on the
 own voxel grid: per-class probabilities are mapped back with the inverse of the in-plane
 resampling and crop, then arg-maxed, so the output has the input's shape and affine.
 
-Localisation: at prediction there is no label to centre the crop on, so the first pass is
-centred on the image; if the predicted heart's centroid lies more than ``relocate_px``
-pixels from the crop centre, the volume is cropped again around it and predicted once more
-(the model is its own localiser). ``center_source`` in the QC row says which was used.
+Crop: prediction crops exactly as training did (``data.preprocess.crop_center``). Under
+``image`` (the default) every case, labelled or not, is cropped around its image centre, in
+training and here, so one pass is all. Runs made under the legacy ``label`` policy trained on
+label-centred crops; for them the first pass is centred on the image and, if the predicted
+heart's centroid lies more than ``relocate_px`` pixels from the crop centre, the volume is
+cropped again around it and predicted once more (the model as its own localiser).
+``center_source`` in the QC row says which was used.
+
+Translation: a method with a target-to-source translator (``Method.can_translate``) applies
+it only to images of the domain it was trained on, the run's target domain. ``translate``
+says whether the inputs are of that domain (:func:`is_run_target` decides it for a domain
+folder); the QC row records ``translated``.
 
 Quality control (per case): ``mean_entropy`` is the mean normalised predictive entropy
 (``-sum p log p / log C``, in [0, 1]) over the cropped field of view; ``fg_entropy`` is the
@@ -55,8 +63,9 @@ class Predictor:
         batch_size: slices per forward pass.
         relocate_px: re-crop when the predicted heart centre is this far (pixels) from the crop centre.
         translate: for methods that translate target images to the source look before
-            segmenting (``translate_at_predict``), whether to do so (inputs from the target
-            domain) or not (source-like inputs). Ignored by other methods.
+            segmenting (``Method.can_translate``), whether the inputs are of the run's
+            target domain, so translation applies (``True``), or of any other domain
+            (``False``: segmented untranslated). Ignored by other methods.
     """
 
     def __init__(self, run: str | Path, checkpoint: str = "best", device: str | None = None, batch_size: int = 32, relocate_px: float = 8.0,
@@ -82,8 +91,7 @@ class Predictor:
         self.state = ckpt.load_weights(folder, {k: self.method.nets[k] for k in self.method.inference_nets()})
         self.method.to_device()
         self.method.train(False)
-        if hasattr(self.method, "translate_at_predict"):
-            self.method.translate_at_predict = bool(translate)
+        self.method.translate_at_predict = bool(translate) and self.method.can_translate()
         self.oracle = bool(self.run_info.get("oracle"))
         self.batch_size = batch_size
         self.relocate_px = relocate_px
@@ -103,7 +111,7 @@ class Predictor:
         prep = self.pre.apply(image)
         probs = self._probs(prep.image)
         fg = probs[1:].sum(0) > 0.5
-        if fg.any():
+        if self.pre.config.crop_center == "label" and fg.any():  # legacy runs trained on label-centred crops
             _, ii, jj = np.nonzero(fg)
             ci, cj = ii.mean() + 0.5, jj.mean() + 0.5
             h, w = prep.image.shape[1:]
@@ -123,6 +131,28 @@ class Predictor:
             "fg_entropy": float(ent[near].mean()) if near.any() else float("nan"),
             **{f"{name}_ml": round(float((mask == k).sum()) * voxel_ml, 3) for name, k in self.structures.items()},
             "center_source": prep.geometry.center_source,
+            "translated": bool(self.method.translate_at_predict),
             "seconds": round(time.perf_counter() - t0, 3),
         }
         return Prediction(mask=mask, qc=qc)
+
+
+def is_run_target(run_info: dict[str, Any], domain_root: str | Path) -> bool:
+    """Whether a domain folder is the run's target domain (the one its translator was trained on).
+
+    The same folder, or a domain whose ``domain.json`` has the same name, sequence and
+    vendor as the run's target (a copy or a re-import of it).
+    """
+    target = run_info.get("target")
+    if not target:
+        return False
+    root = Path(domain_root).resolve()
+    if root == Path(target).resolve():
+        return True
+    from segshift.data.domain import Domain
+
+    try:
+        a, b = Domain(root).spec, Domain(target).spec
+    except (SegshiftError, OSError):
+        return False
+    return (a.name, a.sequence, a.vendor) == (b.name, b.sequence, b.vendor)

@@ -7,10 +7,11 @@ Steps, in order, on a 3D volume whose last axis is the slice axis:
 2. percentile clipping (per volume);
 3. optional histogram matching to a fitted reference (:mod:`segshift.transforms.intensity`);
 4. normalisation (z-score per volume by default);
-5. crop/pad of every slice to ``crop_size``, centred on the heart: on the label's
-   foreground centroid when a label is given and ``crop_center="label"``, on a
-   user-supplied localiser's answer when one is passed, on the image centre otherwise.
-   The same centre is used for every slice of a volume.
+5. crop/pad of every slice to ``crop_size``: around the image centre (``crop_center=
+   "image"``, the default: the same for labelled and unlabelled cases, in training and at
+   prediction, so the crop position tells no domain apart), around a localiser's answer
+   when one is passed, or (legacy ``crop_center="label"``) around the label's foreground
+   centroid when a label is given. The same centre is used for every slice of a volume.
 
 :meth:`Preprocessor.apply` returns slices ``(Z, H, W)`` plus a :class:`GeometryRecord`;
 :meth:`Preprocessor.invert` maps network outputs (labels or per-class probabilities) back
@@ -48,8 +49,9 @@ class PreprocessConfig:
     Attributes:
         target_spacing: in-plane pixel size in mm after resampling; ``None`` keeps native.
         crop_size: ``(H, W)`` of every output slice; ``None`` keeps the resampled size.
-        crop_center: ``"label"`` (label centroid when a label is given, else localiser or
-            image centre) or ``"image"`` (always the image centre, or the localiser).
+        crop_center: ``"image"`` (the image centre, or the localiser when one is passed) or
+            the legacy ``"label"`` (label centroid when a label is given, else as ``"image"``:
+            labelled and unlabelled cases are then cropped differently).
         clip_percentiles: per-volume clipping percentiles; ``None`` disables clipping.
         normalise: ``"zscore"``, ``"minmax"`` or ``"none"``.
         histmatch: apply histogram matching (needs :meth:`Preprocessor.fit_histogram_reference`).
@@ -58,7 +60,7 @@ class PreprocessConfig:
 
     target_spacing: float | None = 1.25
     crop_size: tuple[int, int] | None = (192, 192)
-    crop_center: str = "label"
+    crop_center: str = "image"
     clip_percentiles: tuple[float, float] | None = (0.5, 99.5)
     normalise: str = "zscore"
     histmatch: bool = False

@@ -1,0 +1,191 @@
+"""Warm start: a run that begins from the networks of a finished run (``init:``, ``--init RUN``).
+
+Adaptation methods adapt a segmenter that was first trained on the source (AdaptSegNet,
+ADVENT, AttENT's "train S, then adapt"; Unet-GAN and SDNet-FA are staged for the same
+reason): alignment losses acting on a random network mostly add noise. So a run may start
+from another run's ``best`` checkpoint. What it takes:
+
+* the weights of the method's ``init_nets`` (the segmenter ``seg`` for the U-Net methods,
+  ``sdnet`` for the SDNet family), batch-norm statistics included; every other network
+  (discriminators, translators) starts fresh;
+* the init run's preprocessing, histogram-matching reference included, so the weights see
+  the inputs they were trained on; the one change allowed is *switching histogram matching
+  on* (the ``+HM`` of Wang et al. 2019), whose reference is then fitted on the source
+  training cases as in any run and recorded as ``fitted``;
+* the init run's source train/validation split (model selection never sees a case the init
+  trained on).
+
+Anything else that differs is refused before anything is read or written, with one message
+that lists every difference: the network (``model``), the preprocessing, the sources, the
+label set, an unfinished init run, an init run without the networks this method takes. The
+run's ``run.json`` records what was taken (``init``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from segshift.engine import checkpoint as ckpt
+from segshift.engine.config import Config, load_yaml
+from segshift.errors import InputFileError, SegshiftError
+
+
+@dataclasses.dataclass
+class InitRun:
+    """A finished run that a new run starts from (see the module docstring)."""
+
+    path: Path
+    cfg: Config
+    info: dict[str, Any]
+    summary: dict[str, Any]
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / "checkpoints" / "best"
+
+    @property
+    def method(self) -> str:
+        return str(self.info.get("method"))
+
+    @property
+    def preprocess(self) -> Path:
+        return self.path / "preprocess.json"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise InputFileError(path, "missing: the init run is not a finished segshift run") from exc
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputFileError(path, f"unreadable ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise InputFileError(path, "is not a JSON object")
+    return doc
+
+
+def open_init(path: str | Path) -> InitRun:
+    """Open and check an init run folder (finished, with a ``best`` checkpoint)."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise InputFileError(path, "init run: no such run folder")
+    if not (path / "config.yaml").is_file():
+        raise InputFileError(path, "init run: not a segshift run folder (no config.yaml)")
+    cfg = load_yaml(path / "config.yaml")
+    info = _read_json(path / "run.json")
+    summary_path = path / "summary.json"
+    if not summary_path.is_file():
+        raise InputFileError(path, "init run has not finished training (no summary.json): finish it first (segshift train --resume)")
+    summary = _read_json(summary_path)
+    if not summary.get("finished"):
+        raise InputFileError(path, f"init run has not finished training ({summary.get('steps_done')}/{summary.get('steps_total')} steps)")
+    if not (path / "checkpoints" / "best" / "state.json").is_file():
+        raise InputFileError(path / "checkpoints" / "best", "init run has no best checkpoint")
+    if not (path / "preprocess.json").is_file():
+        raise InputFileError(path / "preprocess.json", "missing: the init run's preprocessing is needed")
+    return InitRun(path.resolve(), cfg, info, summary)
+
+
+def _differences(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str, skip: Sequence[str] = ()) -> list[str]:
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if key in skip:
+            continue
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, list) or isinstance(vb, list):
+            va, vb = (list(va) if isinstance(va, (list, tuple)) else va), (list(vb) if isinstance(vb, (list, tuple)) else vb)
+        if va != vb:
+            out.append(f"{prefix}{key}: this run {vb!r}, init run {va!r}")
+    return out
+
+
+def check_compatible(init: InitRun, cfg: Config, init_nets: Sequence[str], sources: Sequence[Path],
+                     labels: Mapping[str, int]) -> str:
+    """Refuse an init run this run cannot start from; returns how histogram matching is handled.
+
+    Returns:
+        ``"none"`` (no histogram matching), ``"reused"`` (the init run's reference) or
+        ``"fitted"`` (switched on by this run; fitted on the source training cases).
+
+    Raises:
+        SegshiftError: listing every difference (network, preprocessing, sources, labels,
+            missing networks in the init checkpoint).
+    """
+    problems: list[str] = []
+    if "seg" in init_nets:  # networks built from the model section; others (SDNet) are checked by strict loading
+        problems += _differences(init.cfg.get("model") or {}, cfg.get("model") or {}, "model.")
+    pre_new, pre_old = cfg["data"]["preprocess"], init.cfg["data"]["preprocess"]
+    problems += _differences(pre_old, pre_new, "data.preprocess.", skip=("histmatch",))
+    hm_new, hm_old = bool(pre_new.get("histmatch")), bool(pre_old.get("histmatch"))
+    if hm_old and not hm_new:
+        problems.append("data.preprocess.histmatch: the init run's network was trained on histogram-matched images; "
+                        "this run switches histogram matching off")
+    if hm_old and hm_new and cfg["data"]["histmatch_reference"] != init.cfg["data"]["histmatch_reference"]:
+        problems.append(f"data.histmatch_reference: this run {cfg['data']['histmatch_reference']!r}, "
+                        f"init run {init.cfg['data']['histmatch_reference']!r}")
+    mine = [str(Path(s).resolve()) for s in sources]
+    theirs = [str(s) for s in init.info.get("sources") or []]
+    if mine != theirs:
+        problems.append(f"sources: this run {mine}, init run {theirs}")
+    if dict(init.info.get("labels") or {}) != dict(labels):
+        problems.append(f"labels: this run {dict(labels)}, init run {init.info.get('labels')}")
+    ckpt.read_state(init.checkpoint)  # format and file hashes
+    from safetensors import safe_open
+
+    with safe_open(str(init.checkpoint / "weights.safetensors"), framework="pt") as f:
+        keys = list(f.keys())
+    for name in init_nets:
+        if not any(k.startswith(f"{name}.") for k in keys):
+            have = sorted({k.split(".", 1)[0] for k in keys})
+            problems.append(f"network {name!r}: the init run ({init.method}) has none (its checkpoint holds {', '.join(have)})")
+    if problems:
+        raise SegshiftError(f"{init.path}: cannot start from this init run:\n  " + "\n  ".join(problems))
+    return "reused" if hm_old else ("fitted" if hm_new else "none")
+
+
+def adopt_split(init: InitRun, plan: dict[str, Any], explicit: bool) -> dict[str, Any]:
+    """The run's case plan with the init run's source train/validation split.
+
+    ``explicit`` says whether the user set ``data.train_cases``/``data.val_cases``; then a
+    split that differs from the init run's is refused (the init trained on some of this
+    run's validation cases, or the other way round) instead of being replaced.
+    """
+    old = init.info.get("plan") or {}
+    same = plan["train"] == old.get("train") and plan["val"] == old.get("val")
+    if same:
+        return plan
+    if explicit:
+        raise SegshiftError(
+            f"{init.path}: the source train/validation split differs from the init run's "
+            f"(this run validates on {plan['val']}, the init run on {old.get('val')}); a warm-started run keeps the init "
+            f"run's split: leave data.train_cases/data.val_cases unset or give the init run's"
+        )
+    return {**plan, "train": old["train"], "val": old["val"]}
+
+
+def load_init_weights(init: InitRun, nets: Mapping[str, Any]) -> dict[str, Any]:
+    """Load the init run's ``best`` weights into ``nets`` (strict); returns its checkpoint state."""
+    try:
+        return ckpt.load_weights(init.checkpoint, nets)
+    except InputFileError as exc:
+        raise SegshiftError(f"{init.path}: cannot start from this init run: {exc}") from exc
+
+
+def init_record(init: InitRun, nets: Sequence[str], histmatch: str) -> dict[str, Any]:
+    """What ``run.json`` says of the warm start."""
+    state = ckpt.read_state(init.checkpoint)
+    return {
+        "run": str(init.path),
+        "method": init.method,
+        "checkpoint": "best",
+        "step": state.get("step"),
+        "selection": init.summary.get("selection"),
+        "val_mean_dice": init.summary.get("best_val_mean_dice"),
+        "nets": list(nets),
+        "histmatch": histmatch,
+        "weights_sha256": (state.get("files") or {}).get("weights.safetensors"),
+    }
