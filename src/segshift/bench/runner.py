@@ -469,15 +469,16 @@ class Benchmark:
             timing["train_s"] = json.loads(spent.read_text())["seconds"] if spent.is_file() else None
         timing["steps"] = _steps_trained(train_dir, p.steps)  # staged methods (unetgan, sdnet-fa) train more than train.steps
         from segshift.inference.predict_files import predict_paths
-        from segshift.inference.predictor import Predictor
+        from segshift.inference.predictor import Predictor, is_run_target
         from segshift.metrics.evaluate import evaluate_folders, write_evaluation
 
         predictors: dict[bool, Predictor] = {}
         translate = {}
+        info = json.loads((train_dir / "run.json").read_text())
         for ts in p.tests:
             t0 = time.perf_counter()
             # a translator only ever sees images of the domain it was trained on: the run's own target domain
-            translate[ts.name] = p.target is not None and ts.domain == p.target
+            translate[ts.name] = is_run_target(info, ts.domain)
             if translate[ts.name] not in predictors:
                 predictors[translate[ts.name]] = Predictor(train_dir, device=self.device, translate=translate[ts.name])
             pred = p.folder / "predictions" / ts.name
