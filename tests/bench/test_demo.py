@@ -15,18 +15,22 @@ def test_demo_runs_end_to_end(tmp_path):
     res = run_demo(out, cases=8, test_cases=3, steps=6, adapt_steps=4, echo=lines.append)
     assert [(r["method"], r["tested_on"], r["steps"]) for r in res["rows"]] == [
         ("source-only (init)", "bssfp (source)", "6"), ("source-only (init)", "lge (target)", "6"),
-        (f"{DEMO_METHOD} (from the init)", "lge (target)", "6 + 4"), ("target-oracle (ORACLE)", "lge (target)", "6")]
+        ("source-only, continued (from the init)", "lge (target)", "6 + 4"), (f"{DEMO_METHOD} (from the init)", "lge (target)", "6 + 4"),
+        ("target-oracle (ORACLE)", "lge (target)", "6")]
     assert all(0 <= r["dice_mean"] <= 1 for r in res["rows"])
-    so_src, so_tgt, adapted, oracle = (r["dice_mean"] for r in res["rows"])
+    so_src, so_tgt, continued, adapted, oracle = (r["dice_mean"] for r in res["rows"])
     assert res["domain_gap"] == pytest.approx(so_src - so_tgt) and res["gap"] == pytest.approx(oracle - so_tgt)
     if oracle > so_tgt:
         assert res["gap_recovered"] == pytest.approx((adapted - so_tgt) / (oracle - so_tgt))
+        assert res["gap_recovered_continued"] == pytest.approx((continued - so_tgt) / (oracle - so_tgt))
     doc = json.loads((out / "results.json").read_text())
     assert doc["test_cases"] == ["case005", "case006", "case007"] and doc["method"] == DEMO_METHOD
     # the adapted run started from the init's networks and adapted to the non-test target images only
     info = json.loads((out / "runs" / DEMO_METHOD / "run.json").read_text())
     assert info["init"]["run"] == str((out / "runs" / "source-only").resolve())
     assert info["plan"]["target_pool"] == ["case000", "case001", "case002", "case003", "case004"]
+    cont = json.loads((out / "runs" / "source-only-continued" / "run.json").read_text())
+    assert cont["init"]["run"] == info["init"]["run"] and cont["selection"] == info["selection"] == "last"
     assert (out / "phantom_domains.png").stat().st_size > 20_000
     md = (out / "results.md").read_text()
     assert "| target-oracle (ORACLE) | lge (target) | 6 |" in md and "gap recovered" in md
