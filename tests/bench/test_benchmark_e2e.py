@@ -231,7 +231,7 @@ def test_tables_agree_with_the_per_case_csv_and_compare_with_the_init(bench):
         line = next(x for x in lines if x.startswith(f"| {labels.get(m, m)} |"))
         cells = line.split(" | ")
         assert f"{means[m]:.3f} ± {stds[m]:.3f}" == cells[4]  # the Dice mean column
-        delta = "n/a" if m == "init" else f"{means[m] - means['init']:+.3f}"
+        delta = "—" if m == "init" else f"{means[m] - means['init']:+.3f}"
         assert cells[9] == delta
         assert cells[11] == {"init": "40", "target-oracle": "40"}.get(m, "40 + 20")
     res = json.loads((out / "results" / "results.json").read_text())

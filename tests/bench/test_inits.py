@@ -319,7 +319,7 @@ def test_rows_are_compared_against_their_init():
     # rendered: the init row first with its steps, Δ and steps init + stage, the oracle last
     head, body = table_rows(u, res["structures"], ("dice", "jaccard"), gap=True)
     assert head[-4:] == ["Δ Dice vs init", "gap recovered (Dice)", "steps", "selection"]
-    assert body[0][0] == "source-only (init)" and body[0][-4:] == ["n/a", "0.00", "40", "source validation Dice"]
+    assert body[0][0] == "source-only (init)" and body[0][-4:] == ["—", "0.00", "40", "source validation Dice"]
     assert body[1][0] == "adaptseg" and body[1][-4:] == ["+0.100", "0.33", "40 + 20", "last step"]
     assert body[-1][0] == "target-oracle (ORACLE)"
     vhead, vbody = versus_rows(u, res)

@@ -290,7 +290,7 @@ def table_rows(unit: Mapping[str, Any], structures: Sequence[str], metrics: Sequ
         row = [m.get("label") or label(m["id"], m["oracle"])] + [cell(m["stats"][s][k], k) for k in metrics for s in [*structures, MEAN]]
         if gap:
             delta = m.get("delta", {}).get(MEAN, {}).get("dice", math.nan)
-            row += [_signed(delta), _num(m["gap_recovered"]["dice"], ".2f"), m.get("steps_text") or "n/a", m.get("selection") or "n/a"]
+            row += ["—" if not m.get("reference") else _signed(delta), _num(m["gap_recovered"]["dice"], ".2f"), m.get("steps_text") or "n/a", m.get("selection") or "n/a"]
         body.append(row)
     return head, body
 
