@@ -44,7 +44,7 @@ DEMO_SETTINGS = [
 DEMO_METHOD = "adaptseg"
 """The adaptation method of the demo (chosen by measurement on the phantom)."""
 DEMO_METHOD_SETTINGS: dict[str, list[str]] = {
-    "adaptseg": ["method.d_channels=[16,32,64,64,1]"],
+    "adaptseg": ["method.d_channels=[16,32,64,64,1]", "method.lambda_adv=0.01"],
     "advent": ["method.d_channels=[16,32,64,64,1]"],
     "adanet": ["method.d_channels=[16,32,64,64,1]", "train.optimizer=adam"],
     "histmatch": [],
