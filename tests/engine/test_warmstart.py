@@ -40,7 +40,7 @@ def init_run(phantom, tmp_path_factory):
 
 def test_init_weights_preprocessing_and_split_are_the_init_runs(init_run, phantom, tmp_path):
     # lr 0 and frozen batch-norm statistics: the run must end exactly where the init run's best checkpoint is
-    cfg = _cfg("source-only", "train.steps=3", "train.lr=0.0", "train.weight_decay=0.0", "seed=5", init=init_run)
+    cfg = _cfg("source-only", "train.steps=3", "train.lr=0.0", "train.weight_decay=0.0", "seed=5", "train.norm_stats=frozen", init=init_run)
     summary = train(cfg, [phantom["bssfp"]], None, tmp_path / "warm", progress=False)
     a = load_file(str(init_run / "checkpoints" / "best" / "weights.safetensors"))
     b = load_file(str(tmp_path / "warm" / "checkpoints" / "best" / "weights.safetensors"))
@@ -154,7 +154,7 @@ def test_source_batches_do_not_depend_on_a_target_stream(init_run, phantom, tmp_
     assert len(so) == len(seen) == 5 and all(t for *_, t in seen) and not any(t for *_, t in so)
     for (xa, ya, _), (xb, yb, _) in zip(so, seen):
         assert xa.equal(xb) and ya.equal(yb)
-    # frozen batch-norm statistics and lambda 0: the adversarial branch changes nothing in the segmenter
+    # per-domain batch-norm statistics and lambda 0: the adversarial branch changes nothing in the segmenter
     a = load_file(str(tmp_path / "so" / "checkpoints" / "last" / "weights.safetensors"))
     b = load_file(str(tmp_path / "ad" / "checkpoints" / "last" / "weights.safetensors"))
     seg = [k for k in a if k.startswith("seg.")]

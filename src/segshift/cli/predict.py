@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -17,10 +18,11 @@ def predict_command(
     batch_size: int = typer.Option(32, help="Slices per forward pass."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
     cases: Optional[str] = typer.Option(None, "--cases", help="Only these cases: a regex, or a comma-separated list."),
-    translate: str = typer.Option("auto", "--translate",
-                                  help="Translation methods (cyclegan, unetgan, attent) translate inputs of the run's target domain "
-                                       "to the source look before segmenting. auto: a domain folder is translated only if it is the "
-                                       "run's target domain; other inputs are taken to be of it (said on screen); yes | no: force."),
+    target_domain: str = typer.Option("auto", "--target-domain",
+                                      help="Whether the inputs are of the run's target domain: only then do domain-specific parts "
+                                           "apply (a translator of cyclegan/unetgan/attent, target batch-norm statistics). auto: a domain "
+                                           "folder is compared with the run's target; other inputs are taken to be of it (said on "
+                                           "screen); yes | no: say so."),
 ) -> None:
     """Segment volumes with a trained run; masks keep each input's exact geometry."""
     from rich.console import Console
@@ -29,18 +31,26 @@ def predict_command(
     from segshift.inference.predict_files import predict_paths
     from segshift.inference.predictor import Predictor, is_run_target
 
-    if translate not in ("auto", "yes", "no"):
-        raise SegshiftError(f"--translate must be auto, yes or no, got {translate!r}")
-    predictor = Predictor(run, checkpoint=checkpoint, device=device, batch_size=batch_size, translate=translate != "no")
-    if translate == "auto" and predictor.method.can_translate():
+    if target_domain not in ("auto", "yes", "no"):
+        raise SegshiftError(f"--target-domain must be auto, yes or no, got {target_domain!r}")
+    is_target = target_domain == "yes"
+    if target_domain == "auto":
         if (inputs / "domain.json").is_file():
-            predictor.method.translate_at_predict = is_run_target(predictor.run_info, inputs)
-            typer.echo(f"{inputs} is {'' if predictor.method.translate_at_predict else 'not '}the run's target domain: "
-                       f"{'translated' if predictor.method.translate_at_predict else 'segmented untranslated'} "
-                       f"(--translate yes|no to force)", err=True)
+            is_target = is_run_target(json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else {}, inputs)
         else:
-            typer.echo(f"inputs taken to be of the run's target domain ({predictor.run_info.get('target')}) and translated "
-                       "to the source look first; --translate no for images of any other domain", err=True)
+            is_target = True
+    predictor = Predictor(run, checkpoint=checkpoint, device=device, batch_size=batch_size, target_domain=is_target)
+    parts = [p for p, on in (("translated to the source look", predictor.method.can_translate()),
+                             ("normalised with the target's batch-norm statistics", predictor.method.uses_target_norm())) if on]
+    if parts and target_domain == "auto":
+        target = predictor.run_info.get("target")
+        if (inputs / "domain.json").is_file():
+            typer.echo(f"{inputs} is {'' if is_target else 'not '}the run's target domain ({target}): "
+                       f"{' and '.join(parts) if is_target else 'none of ' + ' / '.join(parts)} (--target-domain yes|no to say otherwise)",
+                       err=True)
+        else:
+            typer.echo(f"inputs taken to be of the run's target domain ({target}): {' and '.join(parts)}; "
+                       "--target-domain no for images of any other domain", err=True)
     console = Console(stderr=True)
     with console.status("predicting") as status:
         rows = predict_paths(predictor, inputs, out, overwrite=overwrite, progress=lambda c: status.update(f"predicting {c}"),

@@ -302,8 +302,10 @@ class Trainer:
         # weights do not fit is refused with no run folder left behind
         method: Method = self.method_cls(cfg, num_classes=len(self.labels), in_channels=1, device=info.device)
         method.build()
+        method.add_domain_norm()
         if self.init is not None:
             load_init_weights(self.init, {k: method.nets[k] for k in method.init_nets})
+            method.reset_target_norm()
         method.to_device()
         if self.resume:
             plan = json.loads((self.run / "run.json").read_text())["plan"]
@@ -400,7 +402,7 @@ class Trainer:
             if which == "last":
                 ckpt.save_checkpoint(self.run / "checkpoints" / "last", method.nets, state, method.optimizers, method.schedulers)
             else:
-                ckpt.save_checkpoint(self.run / "checkpoints" / "best", {k: method.nets[k] for k in method.inference_nets()}, state)
+                ckpt.save_checkpoint(self.run / "checkpoints" / "best", {k: method.nets[k] for k in method.checkpoint_nets()}, state)
 
         monitor = DivergenceMonitor(float(tcfg["diverge_factor"]), int(tcfg["diverge_patience"]), start + int(tcfg["diverge_warmup"]))
         progress = _progress(self.progress, total, start)

@@ -13,10 +13,12 @@ heart's centroid lies more than ``relocate_px`` pixels from the crop centre, the
 cropped again around it and predicted once more (the model as its own localiser).
 ``center_source`` in the QC row says which was used.
 
-Translation: a method with a target-to-source translator (``Method.can_translate``) applies
-it only to images of the domain it was trained on, the run's target domain. ``translate``
-says whether the inputs are of that domain (:func:`is_run_target` decides it for a domain
-folder); the QC row records ``translated``.
+Domain-specific parts apply only to images of the domain they were trained on, the run's
+target domain: a target-to-source translator (``Method.can_translate``) and the target
+batch-norm statistics of ``train.norm_stats: domain``. ``target_domain`` says whether the
+inputs are of that domain (:func:`is_run_target` decides it for a domain folder); images of
+any other domain (the source, an unseen domain) are segmented untranslated, with the
+source statistics. The QC row records ``translated`` and ``target_norm``.
 
 Quality control (per case): ``mean_entropy`` is the mean normalised predictive entropy
 (``-sum p log p / log C``, in [0, 1]) over the cropped field of view; ``fg_entropy`` is the
@@ -26,6 +28,7 @@ model is unsure of the heart's outline. Volumes per structure are in millilitres
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -42,6 +45,7 @@ from segshift.engine.config import load_yaml
 from segshift.engine.distributed import pick_device
 from segshift.errors import InputFileError, SegshiftError
 from segshift.methods import get_method
+from segshift.methods.base import TARGET_NORM
 from segshift.transforms import Preprocessor
 
 
@@ -62,14 +66,13 @@ class Predictor:
         device: ``cpu``/``cuda``; default GPU if available.
         batch_size: slices per forward pass.
         relocate_px: re-crop when the predicted heart centre is this far (pixels) from the crop centre.
-        translate: for methods that translate target images to the source look before
-            segmenting (``Method.can_translate``), whether the inputs are of the run's
-            target domain, so translation applies (``True``), or of any other domain
-            (``False``: segmented untranslated). Ignored by other methods.
+        target_domain: whether the inputs are of the run's target domain (``True``: a
+            translator and target batch-norm statistics apply, where the method has them)
+            or of any other domain (``False``). ``translate`` is its former name.
     """
 
     def __init__(self, run: str | Path, checkpoint: str = "best", device: str | None = None, batch_size: int = 32, relocate_px: float = 8.0,
-                 translate: bool = True) -> None:
+                 target_domain: bool | None = None, translate: bool | None = None) -> None:
         self.run = Path(run)
         if not (self.run / "config.yaml").is_file():
             raise InputFileError(self.run, "is not a segshift run folder (no config.yaml)")
@@ -87,20 +90,30 @@ class Predictor:
         cls = get_method(self.cfg["method_name"])
         self.method = cls(self.cfg, num_classes=len(self.labels), in_channels=1, device=self.device)
         self.method.build()
+        self.method.add_domain_norm()
         folder = self.run / "checkpoints" / checkpoint
-        self.state = ckpt.load_weights(folder, {k: self.method.nets[k] for k in self.method.inference_nets()})
+        names = self.method.checkpoint_nets() if checkpoint == "best" else list(self.method.nets)
+        self.state = ckpt.load_weights(folder, {k: self.method.nets[k] for k in names if _in_checkpoint(folder, k)})
         self.method.to_device()
         self.method.train(False)
-        self.method.translate_at_predict = bool(translate) and self.method.can_translate()
+        self.target_domain = bool(target_domain if target_domain is not None else translate if translate is not None else True)
+        self.method.translate_at_predict = self.target_domain and self.method.can_translate()
         self.oracle = bool(self.run_info.get("oracle"))
         self.batch_size = batch_size
         self.relocate_px = relocate_px
+
+    @property
+    def target_norm(self) -> bool:
+        """Whether inputs are normalised with the target domain's batch-norm statistics (``norm_stats: domain``)."""
+        return self.target_domain and self.method.uses_target_norm()
 
     def _probs(self, slices: np.ndarray) -> np.ndarray:
         out = []
         for i in range(0, len(slices), self.batch_size):
             x = torch.from_numpy(np.ascontiguousarray(slices[i : i + self.batch_size]))[:, None]
-            out.append(torch.softmax(self.method.predict_logits(x), dim=1).cpu().numpy())
+            with self.method.target_norm() if self.target_norm else contextlib.nullcontext():
+                logits = self.method.predict_logits(x)
+            out.append(torch.softmax(logits, dim=1).cpu().numpy())
         return np.concatenate(out).transpose(1, 0, 2, 3)  # (C, Z, H, W)
 
     def predict_volume(self, image: Volume) -> Prediction:
@@ -132,9 +145,20 @@ class Predictor:
             **{f"{name}_ml": round(float((mask == k).sum()) * voxel_ml, 3) for name, k in self.structures.items()},
             "center_source": prep.geometry.center_source,
             "translated": bool(self.method.translate_at_predict),
+            "target_norm": self.target_norm,
             "seconds": round(time.perf_counter() - t0, 3),
         }
         return Prediction(mask=mask, qc=qc)
+
+
+def _in_checkpoint(folder: Path, net: str) -> bool:
+    """Whether a checkpoint holds weights of ``net`` (runs made before per-domain statistics existed hold none)."""
+    from safetensors import safe_open
+
+    if not net.endswith(TARGET_NORM):
+        return True
+    with safe_open(str(folder / "weights.safetensors"), framework="pt") as f:
+        return any(k.startswith(f"{net}.") for k in f.keys())
 
 
 def is_run_target(run_info: dict[str, Any], domain_root: str | Path) -> bool:

@@ -23,10 +23,15 @@ Contract:
 * :meth:`segment` runs the segmenter on several image batches (source, target) under the
   run's batch-norm policy ``train.norm_stats`` (:data:`NORM_STATS`): ``joint`` is one
   forward pass over the concatenated batches, so both domains are normalised with the
-  same batch statistics; ``frozen`` keeps the init run's running statistics (batch-norm
-  layers of ``init_nets`` stay in eval mode while training); ``separate`` is one pass per
-  batch (each domain normalised by its own statistics in training, by their running mix at
-  test time).
+  same batch statistics; ``domain`` (per-domain batch norm) normalises each domain with its
+  own statistics, in training (one pass per domain) and after it: the segmenter's batch-norm
+  layers keep a second set of running statistics for the target (:class:`DomainNormStats`,
+  saved with the model as ``seg_target_norm``), used for target-domain inputs at prediction
+  (AdaBN, Li et al. 2018; DSBN, Chang et al. CVPR 2019); ``frozen`` keeps the init run's
+  running statistics (batch-norm layers of ``init_nets`` stay in eval mode while training);
+  ``separate`` (legacy) is one pass per batch whose running statistics are a mix that neither
+  domain was normalised with. The first batch given to :meth:`segment` is the source's, any
+  further ones are the target's.
 
 Optional hooks for methods with several stages or an image translator (Unet-GAN, AttENT,
 SDNet with factor-based augmentation):
@@ -63,8 +68,10 @@ from segshift.errors import SegshiftError
 
 REGISTRY: dict[str, type["Method"]] = {}
 
-NORM_STATS = ("auto", "frozen", "joint", "separate")
-"""Batch-norm policies (``train.norm_stats``); ``auto`` is ``frozen`` for a warm-started run, else ``joint``."""
+NORM_STATS = ("auto", "domain", "joint", "frozen", "separate")
+"""Batch-norm policies (``train.norm_stats``, see the module docstring); ``auto`` is ``domain``."""
+TARGET_NORM = "_target_norm"
+"""Suffix of the network holding a segmenter's target-domain batch-norm statistics (``seg_target_norm``)."""
 
 
 def resolve_norm_stats(cfg: Mapping[str, Any]) -> str:
@@ -74,7 +81,7 @@ def resolve_norm_stats(cfg: Mapping[str, Any]) -> str:
         raise SegshiftError(f"train.norm_stats must be one of {', '.join(NORM_STATS)}, got {policy!r}")
     warm = cfg.get("init") is not None
     if policy == "auto":
-        return "frozen" if warm else "joint"
+        return "domain"
     if policy == "frozen" and not warm:
         raise SegshiftError("train.norm_stats=frozen keeps the batch-norm statistics of an init run: give --init RUN (or init:)")
     return policy
@@ -199,6 +206,39 @@ class Method:
     def total_steps(self) -> int:
         return int(self.cfg["train"]["steps"])
 
+    def add_domain_norm(self) -> None:
+        """Under ``norm_stats=domain``: the target-domain statistics of the segmenter's batch norm (after :meth:`build`)."""
+        if self.norm_stats == "domain" and self.uses_target and "seg" in self.nets:
+            self.nets["seg" + TARGET_NORM] = DomainNormStats(self.nets["seg"])
+
+    def reset_target_norm(self) -> None:
+        """Start the target statistics from the segmenter's (after a warm start loaded them)."""
+        if "seg" + TARGET_NORM in self.nets:
+            self.nets["seg" + TARGET_NORM].copy_from(self.nets["seg"])
+
+    def checkpoint_nets(self) -> list[str]:
+        """Networks a ``best`` checkpoint holds: :meth:`inference_nets` plus the target batch-norm statistics."""
+        names = list(self.inference_nets())
+        return names + [n for n in self.nets if n.endswith(TARGET_NORM) and n[: -len(TARGET_NORM)] in names]
+
+    @contextlib.contextmanager
+    def target_norm(self, net: str = "seg") -> Iterator[None]:
+        """Within: the batch-norm layers of ``net`` use (and in train mode update) the target statistics."""
+        store = self.nets[net + TARGET_NORM] if net + TARGET_NORM in self.nets else None
+        if store is None:
+            yield
+            return
+        store.swap(self.nets[net])
+        try:
+            yield
+        finally:
+            store.swap(self.nets[net])
+
+    def uses_target_norm(self) -> bool:
+        """Whether target-domain inputs are normalised with statistics of their own at prediction."""
+        store = self.nets["seg" + TARGET_NORM] if "seg" + TARGET_NORM in self.nets else None
+        return store is not None and store.trained()
+
     def to_device(self) -> None:
         self.nets.to(self.device)
         if self.channels_last:
@@ -252,6 +292,12 @@ class Method:
         """
         module = self.net(net)
         fn = call or (lambda m, x: m(x))
+        if self.norm_stats == "domain":
+            out = []
+            for i, x in enumerate(images):
+                with self.autocast(), (self.target_norm(net) if i else contextlib.nullcontext()):
+                    out.append(fn(module, self.prepare(x)))
+            return out
         with self.autocast():
             if self.norm_stats != "joint" or len(images) == 1:
                 return [fn(module, self.prepare(x)) for x in images]
@@ -295,6 +341,63 @@ class Method:
     @classmethod
     def describe(cls) -> str:
         return f"{cls.summary} [{cls.paper}]" if cls.paper else cls.summary
+
+
+class DomainNormStats(nn.Module):
+    """A second set of running statistics for every batch-norm layer of a network (per-domain BN).
+
+    The affine parameters stay shared; only the statistics differ, as in AdaBN (Li, Wang,
+    Shi, Hou and Liu, "Adaptive Batch Normalization for practical domain adaptation",
+    Pattern Recognition 2018) and the statistics half of DSBN (Chang et al., CVPR 2019).
+    :meth:`swap` exchanges the statistics tensors with the network's (the objects, not their
+    values: autograd keeps the running statistics of a train-mode pass until its backward,
+    so they must not change in place in between); ``passes`` counts the target passes made
+    in train mode, so a store that never saw a target batch is not used. Under DDP the
+    wrapper broadcasts the source statistics at each forward; the target statistics are
+    per process until the engine broadcasts every buffer from rank 0 at the end.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.names: list[str] = []
+        for name, m in net.named_modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+                self.names.append(name)
+                for field in _BN_FIELDS:
+                    self.register_buffer(_store_key(name, field), getattr(m, field).detach().clone())
+        self.register_buffer("passes", torch.zeros((), dtype=torch.long))
+
+    def _modules_of(self, net: nn.Module) -> list[nn.Module]:
+        modules = dict(net.named_modules())
+        return [modules[name] for name in self.names]
+
+    @torch.no_grad()
+    def swap(self, net: nn.Module) -> None:
+        """Exchange this store's statistics with ``net``'s (call twice to undo)."""
+        for name, m in zip(self.names, self._modules_of(net)):
+            for field in _BN_FIELDS:
+                key = _store_key(name, field)
+                mine, theirs = getattr(self, key), getattr(m, field)
+                setattr(m, field, mine)
+                setattr(self, key, theirs)
+        if net.training:
+            self.passes += 1
+
+    @torch.no_grad()
+    def copy_from(self, net: nn.Module) -> None:
+        for name, m in zip(self.names, self._modules_of(net)):
+            for field in _BN_FIELDS:
+                getattr(self, _store_key(name, field)).copy_(getattr(m, field))
+
+    def trained(self) -> bool:
+        return bool(self.passes > 0)
+
+
+_BN_FIELDS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def _store_key(module: str, field: str) -> str:
+    return f"{module.replace('.', '__')}__{field}"
 
 
 def _take(out: Any, start: int, n: int) -> Any:
