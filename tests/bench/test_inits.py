@@ -252,7 +252,7 @@ def test_builtin_suites_rows_are_like_for_like_with_their_inits():
     assert {m.id: m.init for m in dev.methods if m.name.startswith("sdnet")} == {
         "sdnet": "init-sdnet", "sdnet-fa": "init-sdnet", "sdnet-ss": "init-sdnet", "sdnet-ra": "init-sdnet"}
     assert [t.name for t in quick.tasks] == ["bssfp2lge"]
-    assert [(m.id, m.init) for m in quick.methods] == [("source-only", "init"), ("adanet", "init"), ("advent", "init"),
+    assert [(m.id, m.init) for m in quick.methods] == [("source-only", "init"), ("adabn", "init"), ("adanet", "init"), ("advent", "init"),
                                                        ("attent", "init"), ("unetgan", "init"), ("sdnet-fa", "init-sdnet")]
     for suite in (dev, quick):
         assert "# TODO(lead): calibrate" in suite.text

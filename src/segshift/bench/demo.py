@@ -126,7 +126,7 @@ def run_demo(
     for run_name, dom, name in plan:
         run = runs[run_name]
         info = json.loads((run / "run.json").read_text())
-        predictor = Predictor(run, translate=is_run_target(info, paths[dom]))  # a translator only sees its own target domain
+        predictor = Predictor(run, target_domain=is_run_target(info, paths[dom]))  # translation, target statistics: own target only
         pred_dir = out / "predictions" / run_name / dom
         domain = Domain(paths[dom])
         staging = out / "predictions" / ".inputs" / dom

@@ -477,10 +477,11 @@ class Benchmark:
         info = json.loads((train_dir / "run.json").read_text())
         for ts in p.tests:
             t0 = time.perf_counter()
-            # a translator only ever sees images of the domain it was trained on: the run's own target domain
+            # a translator (and the target's batch-norm statistics) only ever see images of the domain they were
+            # trained on: the run's own target domain; any other test set is segmented as source-like
             translate[ts.name] = is_run_target(info, ts.domain)
             if translate[ts.name] not in predictors:
-                predictors[translate[ts.name]] = Predictor(train_dir, device=self.device, translate=translate[ts.name])
+                predictors[translate[ts.name]] = Predictor(train_dir, device=self.device, target_domain=translate[ts.name])
             pred = p.folder / "predictions" / ts.name
             predict_paths(predictors[translate[ts.name]], ts.domain, pred, overwrite=True, cases=ts.cases)
             t1 = time.perf_counter()
