@@ -197,8 +197,11 @@ def test_translation_only_on_the_runs_own_target_domain(bench):
         assert json.loads((out / "runs" / "bssfp2lge" / row / "seed0" / "bench.json").read_text())["translate"] == flags, row
     runs = {r["method_id"]: r for r in json.loads((out / "benchmark.json").read_text())["runs"]}
     assert runs["adaptseg"]["translate"] == {"lge": True, "t2-unseen": False}
-    qc = list(csv.DictReader((out / "runs" / "bssfp2lge" / "adaptseg" / "seed0" / "predictions" / "t2-unseen" / "qc.csv").open()))
-    assert qc and all(r["translated"] == "False" for r in qc)
+    pred = out / "runs" / "bssfp2lge" / "adaptseg" / "seed0" / "predictions"
+    unseen = list(csv.DictReader((pred / "t2-unseen" / "qc.csv").open()))
+    assert unseen and all(r["translated"] == "False" and r["target_norm"] == "False" for r in unseen)
+    # adaptseg learnt LGE batch-norm statistics (train.norm_stats: domain): used for its own target only
+    assert all(r["target_norm"] == "True" for r in csv.DictReader((pred / "lge" / "qc.csv").open()))
 
 
 def test_no_target_label_is_read_except_by_evaluation_and_the_oracle(bench):
