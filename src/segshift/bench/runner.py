@@ -22,9 +22,11 @@ checks that a dependant gives the same ``model``, ``data.preprocess`` (``histmat
 switched on) and source train/validation cases as its init, and that both share the
 networks a warm start loads (``Method.init_nets``), before anything trains.
 
-Prediction: a method that translates its inputs (``Method.can_translate``) translates only
-test sets of the run's own target domain; every other test set (an unseen domain) is
-segmented untranslated. The flag is recorded per test set in ``bench.json``.
+Prediction: what a run learnt of its target domain (a translator, ``Method.can_translate``;
+target batch-norm statistics) is applied only to test sets of the run's own target domain
+(``Predictor(target_domain=...)``); every other test set (an unseen domain, a source test
+set) is segmented untranslated with the source statistics. The flag is recorded per test set
+in ``bench.json`` (``translate``).
 
 Resumption: a run with ``bench.json`` (and the same spec) is skipped; a run whose training
 finished (``train/summary.json``) is only predicted and evaluated; a run with a ``last``
