@@ -45,14 +45,18 @@ def _write(tmp_path, phantom, test="[case008, case009]", otrain="[case004, case0
 def test_builtin_suites_parse_and_all_means_every_registered_method():
     assert {"phantom-tiny", "phantom", "cardiac-dev"} <= set(builtin_suites())
     tiny = load_suite("phantom-tiny")
-    assert [m.id for m in tiny.methods] == ["source-only", "adaptseg", "target-oracle"] and tiny.budget == {"steps": 40}
+    assert [m.id for m in tiny.methods] == ["source-only", "adaptseg", "target-oracle"] and tiny.budget == {"steps": 20}
+    assert [(i.id, i.method, dict(i.budget)) for i in tiny.inits] == [("init", "source-only", {"steps": 40})]
+    assert [m.init for m in tiny.methods] == ["init", "init", None]  # the oracle trains from scratch
     dev = load_suite("cardiac-dev", root="/nowhere")
     reg = available_methods()
     every = [m.name for m in dev.methods if m.id == m.name]  # the `all` item; liu2020's RA variants follow it
     assert sorted(every) == sorted(reg) and every[0] == "source-only"
     assert [n for n in every if reg[n].uses_target_labels] == every[-1:]  # oracle row last
     extras = {m.id: m for m in dev.methods if m.id != m.name}
-    assert set(extras) == {"unet-ra", "sdnet-ra"} and all(m.tasks == ("acdc2bssfp",) for m in extras.values())
+    assert {k: v.tasks for k, v in extras.items()} == {
+        "unet-ra": ("acdc2bssfp",), "sdnet-ra": ("acdc2bssfp",), "adanet-s2t": ("bssfp2lge",), "adanet-hm": ("bssfp2lge",),
+        "adanet-mda": ("bssfp2lge",), "adanet-fda": ("bssfp2lge",)}
     assert [t.name for t in dev.tasks] == ["acdc2bssfp", "bssfp2lge"]
     assert [t.name for t in dev.tasks[0].tests] == ["bssfp", "lge-unseen"] and dev.tasks[0].oracle is not None
     assert dev.domain_path("data/acdc", Path("x")) == Path("/nowhere/data/acdc")
@@ -202,8 +206,9 @@ def test_tables_match_hand_computed_values():
     # the Markdown cells are the stats, the oracle row says ORACLE
     head, body = table_rows(u, res["structures"], ("dice", "jaccard"), gap=True)
     assert head[:4] == ["method", "Dice LV", "Dice RV", "Dice mean"]
+    assert head[-4:] == ["Δ Dice vs source-only", "gap recovered (Dice)", "steps", "selection"]  # no inits: as before
     assert body[0][1] == f"0.650 ± {math.sqrt(0.0125):.3f}" and body[0][3] == "0.550 ± 0.112"
-    assert body[2][0] == "target-oracle (ORACLE)" and body[1][-1] == f"{0.1 / 0.275:.2f}"
+    assert body[2][0] == "target-oracle (ORACLE)" and body[1][-3] == f"{0.1 / 0.275:.2f}" and body[1][-4] == "+0.100"
     md = markdown(res)
     assert "| source-only | 0.650 ± 0.112 |" in md and "3 comparisons per metric" in md
 
@@ -225,8 +230,8 @@ def test_plan_lists_runs_and_writes_nothing(tmp_path, phantom, capsys):
     out = tmp_path / "out"
     assert main(["benchmark", str(path), "--out", str(out), "--plan"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert "a/source-only/seed0  runs/a/source-only/seed0" in lines
-    assert "a/target-oracle/seed0 [ORACLE]  runs/a/target-oracle/seed0" in lines
+    assert "a/source-only/seed0  runs/a/source-only/seed0  (5 steps)" in lines
+    assert "a/target-oracle/seed0 [ORACLE]  runs/a/target-oracle/seed0  (5 steps)" in lines
     assert not out.exists()
 
 

@@ -4,7 +4,7 @@ The output folder::
 
     OUT/suite.yaml                      the suite as given
     OUT/phantom/<preset>/               generated domains (suites with a phantom: section)
-    OUT/runs/<task>/<method>/seed<k>/
+    OUT/runs/<task>/<method or init id>/seed<k>/
         spec.json                       what this run is (written before it starts)
         train/                          the engine's run folder (config.yaml, run.json, logs/, checkpoints/, figures/)
         predictions/<test>/             masks of the test cases, in their input geometry
@@ -12,6 +12,21 @@ The output folder::
         bench.json                      the done marker (written last): timings, steps, cases
     OUT/benchmark.json                  every run's status, skipped runs with the reason
     OUT/results/                        per_case.csv, results.json, results.md (see segshift.bench.tables)
+
+Inits (the suite's ``inits:``): each is trained once per task and seed, into its own run
+folder like any other run (cached, resumable), before the rows that name it; each of those
+gets ``init=<the init's train folder>`` in its config, so the engine warm-starts its
+networks from the init's ``best`` checkpoint, and its fingerprint includes the init's: a
+changed init makes its dependants stale (refused like any other changed run). The plan
+checks that a dependant gives the same ``model``, ``data.preprocess`` (``histmatch`` may be
+switched on) and source train/validation cases as its init, and that both share the
+networks a warm start loads (``Method.init_nets``), before anything trains.
+
+Prediction: what a run learnt of its target domain (a translator, ``Method.can_translate``;
+target batch-norm statistics) is applied only to test sets of the run's own target domain
+(``Predictor(target_domain=...)``); every other test set (an unseen domain, a source test
+set) is segmented untranslated with the source statistics. The flag is recorded per test set
+in ``bench.json`` (``translate``).
 
 Resumption: a run with ``bench.json`` (and the same spec) is skipped; a run whose training
 finished (``train/summary.json``) is only predicted and evaluated; a run with a ``last``
@@ -35,7 +50,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from segshift.bench.suite import PHANTOM_PREFIX, MethodSpec, Suite, TaskSpec
+from segshift.bench.suite import PHANTOM_PREFIX, InitSpec, MethodSpec, Suite, TaskSpec
 from segshift.errors import SegshiftError
 from segshift.utils.atomic import write_json, write_text
 
@@ -66,6 +81,19 @@ class RunPlan:
     tests: list[TestSet]
     skipped: str | None = None
     phantom: dict[str, Any] | None = None
+    role: str = "method"
+    """``init`` (a shared first stage), ``method`` or ``oracle``."""
+    init: RunPlan | None = None
+    """The init run this run is warm-started from (same task and seed), if any."""
+    label: str = ""
+    """The row's name in tables and figures (default: the id; oracles say ORACLE)."""
+    config: dict[str, Any] | None = dataclasses.field(default=None, repr=False, compare=False)
+    labelled: list[tuple[str, list[str], list[str]]] = dataclasses.field(default_factory=list, repr=False, compare=False)
+    """(domain folder, train cases, validation cases) of every labelled domain it trains on."""
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            self.label = f"{self.method_id} (ORACLE)" if self.oracle else self.method_id
 
     @property
     def key(self) -> str:
@@ -73,13 +101,18 @@ class RunPlan:
 
     def spec(self) -> dict[str, Any]:
         """What the run is; its hash decides whether an existing run folder may be reused."""
-        return {
+        spec = {
             "task": self.task, "method_id": self.method_id, "method": self.method, "seed": self.seed,
             "oracle": self.oracle, "sources": [str(s) for s in self.sources],
             "target": str(self.target) if self.target else None, "sets": self.sets, "steps": self.steps,
             "tests": [{"name": t.name, "domain": str(t.domain), "cases": t.cases} for t in self.tests],
             "phantom": self.phantom,  # regenerated phantom domains invalidate the runs made on them
         }
+        if self.role == "init":  # (keys added only where they apply: runs of suites without inits keep their fingerprints)
+            spec["role"] = "init"
+        if self.init is not None:
+            spec["init"] = {"key": self.init.key, "fingerprint": self.init.fingerprint()}  # a changed init makes this run stale
+        return spec
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.spec(), sort_keys=True).encode()).hexdigest()[:16]
@@ -87,6 +120,58 @@ class RunPlan:
 
 def _yaml_value(v: Any) -> str:
     return json.dumps(v)  # JSON is YAML: lists and strings survive --set parsing unchanged
+
+
+@dataclasses.dataclass
+class _TaskContext:
+    """A task's opened domains, target pool and test sets (shared by every run of the task)."""
+
+    task: TaskSpec
+    sources: list[Any]
+    tdom: Any
+    pool: list[str] | None
+    odom: Any
+    tests: list[TestSet]
+
+
+def _differences(a: Any, b: Any, prefix: str) -> list[str]:
+    """``key: a (init: b)`` for every leaf where two config sections differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _differences(a.get(k), b.get(k), f"{prefix}.{k}")
+        return out
+    return [] if a == b else [f"{prefix}: {a!r} (init: {b!r})"]
+
+
+def _check_like_for_like(where: str, run: RunPlan, init: RunPlan) -> None:
+    """A warm-started run must train the init's network on the init's preprocessing and source cases.
+
+    The engine refuses such a run too, but only when it starts; the plan says it for every
+    row before anything trains. ``histmatch`` may be switched on by the run (its reference
+    is fitted on the same source cases).
+    """
+    cfg, icfg = run.config, init.config
+    diffs = _differences(cfg["model"], icfg["model"], "model")
+    pre, ipre = dict(cfg["data"]["preprocess"]), dict(icfg["data"]["preprocess"])
+    if pre.get("histmatch") and not ipre.get("histmatch"):
+        pre.pop("histmatch"), ipre.pop("histmatch")
+        pre.pop("histmatch_levels", None), ipre.pop("histmatch_levels", None)  # the init matches no histogram
+    diffs += _differences(pre, ipre, "data.preprocess")
+    if [s for s, _, _ in run.labelled] != [s for s, _, _ in init.labelled]:
+        diffs.append(f"labelled domains: {[s for s, _, _ in run.labelled]} (init: {[s for s, _, _ in init.labelled]})")
+    else:
+        for (dom, tr, va), (_, itr, iva) in zip(run.labelled, init.labelled):
+            if tr != itr:
+                diffs.append(f"source training cases of {dom}: {tr} (init: {itr})")
+            if va != iva:
+                diffs.append(f"source validation cases of {dom}: {va} (init: {iva})")
+    if diffs:
+        raise SegshiftError(
+            f"{where}: differs from its init {init.method_id} in " + "; ".join(diffs)
+            + ". A warm-started run keeps the init's network, preprocessing and source split (the engine refuses it "
+            "otherwise): fix model.* and data.preprocess.* in the suite's global set: (and leave the split to the task), "
+            "or give this row init: none")
 
 
 class Benchmark:
@@ -144,11 +229,15 @@ class Benchmark:
     def plan(self) -> list[RunPlan]:
         """Open every domain and resolve every run; all checks happen here, before training.
 
+        Per task, the inits its rows need come first (one run per seed), then the rows.
+
         Raises:
             SegshiftError: a missing or invalid domain folder, a test case without a label,
                 test cases that are oracle or source training/validation cases, a target
                 pool that holds test cases (unless the task is ``transductive``), a budget
-                that cannot be resolved. Each message names the suite file and the task.
+                that cannot be resolved, a row that cannot be warm-started from its init
+                (other networks, model, preprocessing or source cases). Each message names
+                the suite file and the task.
         """
         from segshift.engine.splits import group_of, select
 
@@ -183,24 +272,61 @@ class Benchmark:
                 if not pool:
                     raise self._fail(task.name, f"the target pool of {tdom.root} is empty")
             odom = self._domain(task.oracle.domain, task.name, "oracle") if task.oracle is not None else None
-            for m in self._methods(task):
+            ctx = _TaskContext(task, sources, tdom, pool, odom, tests)
+            rows = self._methods(task)
+            inits: dict[tuple[str, int], RunPlan] = {}
+            for spec in self.suite.inits:
+                if any(m.init == spec.id for m in rows):
+                    for seed in self.suite.seeds:
+                        row = MethodSpec(spec.id, spec.method, spec.sets, spec.budget)
+                        inits[spec.id, seed] = self._plan_run(ctx, row, seed, role="init", label=self._init_label(spec))
+            dependants = []
+            for m in rows:
                 for seed in self.suite.seeds:
-                    plans.append(self._plan_run(task, m, seed, sources, tdom, pool, odom, tests))
+                    dependants.append(self._plan_run(ctx, m, seed, init=inits[m.init, seed] if m.init else None))
+            used = {(d.init.method_id, d.seed) for d in dependants if d.init is not None and not d.skipped}
+            plans += [p for k, p in inits.items() if k in used] + dependants  # an init no run needs here is not made
         return plans
+
+    def _init_label(self, spec: InitSpec) -> str:
+        """``source-only (init)``; ``sdnet-ss (init init-b)`` where two inits share a method."""
+        twins = [i for i in self.suite.inits if i.method == spec.method]
+        return f"{spec.method} (init)" if len(twins) == 1 else f"{spec.method} (init {spec.id})"
 
     def _methods(self, task: TaskSpec) -> list[MethodSpec]:
         return [m for m in self.suite.methods
                 if (task.methods is None or m.id in task.methods) and (m.tasks is None or task.name in m.tasks)]
 
-    def _plan_run(self, task: TaskSpec, m: MethodSpec, seed: int, sources, tdom, pool, odom, tests: list[TestSet]) -> RunPlan:
+    def _budget(self, task: TaskSpec, m: MethodSpec, role: str, init: RunPlan | None) -> dict[str, int]:
+        """A row's own budget wins; an init has its own; a warm-started row gets the task's or the suite's
+        (the adaptation stage); a row from scratch in a suite with inits gets the first init's."""
+        if m.budget:
+            return dict(m.budget)
+        if role == "init" or init is not None or not self.suite.inits:
+            return dict(task.budget or self.suite.budget)
+        return dict(self.suite.inits[0].budget)
+
+    def _plan_run(self, ctx: _TaskContext, m: MethodSpec, seed: int, role: str | None = None, label: str = "",
+                  init: RunPlan | None = None) -> RunPlan:
         from segshift.engine.config import resolve
         from segshift.engine.splits import group_of, split
         from segshift.methods import get_method
 
+        task, sources, tdom, pool, odom, tests = ctx.task, ctx.sources, ctx.tdom, ctx.pool, ctx.odom, ctx.tests
         cls = get_method(m.name)
+        role = role or ("oracle" if cls.uses_target_labels else "method")
         folder = self.out / "runs" / task.name / m.id / f"seed{seed}"
         plan = RunPlan(task.name, m.id, m.name, seed, cls.uses_target_labels, folder, [s.root.resolve() for s in sources],
-                       None, [], 0, tests, phantom=dict(self.suite.phantom) if self.suite.phantom else None)
+                       None, [], 0, tests, phantom=dict(self.suite.phantom) if self.suite.phantom else None, role=role,
+                       init=init, label=label)
+        where = f"{self.suite.path}: task {task.name}: " + (f"init {m.id}" if role == "init" else f"method {m.id}")
+        if init is not None:
+            want = get_method(init.method).init_nets
+            if cls.init_nets != want:
+                raise SegshiftError(
+                    f"{where}: cannot be warm-started from init {init.method_id} ({init.method}): a warm start of {m.name} "
+                    f"loads its networks {', '.join(cls.init_nets)}, and {init.method} has {', '.join(want)}; name an init "
+                    f"of the same family (the row's init:, or method_init: {{{m.name}: ...}}), or init: none")
         if cls.uses_target_labels:
             if odom is None:
                 plan.skipped = "an oracle method needs the task's labelled oracle set (oracle:); this task has none"
@@ -212,8 +338,10 @@ class Benchmark:
         if cls.uses_target and not cls.uses_target_labels and tdom is None:
             plan.skipped = "adapts to an unlabelled target pool (target:); this task has none (unseen-domain task)"
             return plan
+        if init is not None and init.skipped:
+            plan.skipped = f"its init {init.method_id} is not made on this task ({init.skipped})"
+            return plan
         sets = list(self.suite.sets) + list(task.sets) + list(m.sets) + [f"seed={seed}"]
-        where = f"{self.suite.path}: task {task.name}: method {m.id}"
         try:
             cfg = resolve(m.name, sets=sets, method_hparams=cls.hparams)
         except SegshiftError as exc:
@@ -239,18 +367,23 @@ class Benchmark:
             for ts in tests:
                 leak = [c for c in ts.cases if ts.domain == dom.root.resolve() and group_of(c) in used]
                 if leak:
-                    role = "oracle training/validation" if cls.uses_target_labels else "source training/validation"
+                    role_ = "oracle training/validation" if cls.uses_target_labels else "source training/validation"
                     raise SegshiftError(f"{where}: test set {ts.name} cases {', '.join(leak)} of {ts.domain} are also "
-                                        f"{role} cases; test cases must never be trained or selected on")
+                                        f"{role_} cases; test cases must never be trained or selected on")
         _, tr0, va0 = labelled[0]
         sets += [f"data.train_cases={_yaml_value(tr0)}", f"data.val_cases={_yaml_value(va0)}"]
-        budget = m.budget or task.budget or self.suite.budget
+        budget = self._budget(task, m, role, init)
         if "steps" in budget:
             steps = int(budget["steps"])
         else:
             n = sum(_slices(dom, tr) for dom, tr, _ in labelled)
             steps = max(1, math.ceil(budget["epochs"] * n / int(cfg["train"]["batch_size"])))
         sets.append(f"train.steps={steps}")
+        plan.labelled = [(str(dom.root.resolve()), tr, va) for dom, tr, va in labelled]
+        plan.config = cfg
+        if init is not None:
+            _check_like_for_like(where, plan, init)
+            sets.append(f"init={_yaml_value(str((init.folder / 'train').resolve()))}")
         plan.sets, plan.steps = sets, steps
         return plan
 
@@ -262,9 +395,12 @@ class Benchmark:
         for p in plans:  # refuse reuse of a folder made by another spec before anything trains
             self._check_spec(p)
         todo = [p for p in plans if not p.skipped]
-        self.echo(f"benchmark {self.suite.name}: {len(todo)} runs ({len(plans) - len(todo)} not made by design) -> {self.out}")
+        n_init = sum(p.role == "init" for p in todo)
+        inits = f" ({n_init} of them inits, each warm-starting its rows)" if n_init else ""
+        self.echo(f"benchmark {self.suite.name}: {len(todo)} runs{inits} ({len(plans) - len(todo)} not made by design) -> {self.out}")
         doc = {"suite": self.suite.name, "suite_file": str(self.suite.path), "seeds": list(self.suite.seeds),
-               "compare": [list(c) for c in self.suite.compare], "runs": [self._status(p, "planned") for p in plans]}
+               "compare": [list(c) for c in self.suite.compare],
+               "inits": [{"id": i.id, "method": i.method, "budget": dict(i.budget)} for i in self.suite.inits], "runs": [self._status(p, "planned", steps=p.steps) for p in plans]}
         if only_plan:  # --plan: nothing is written (but a phantom section's domains, needed for the checks)
             return doc
         self.out.mkdir(parents=True, exist_ok=True)
@@ -279,6 +415,7 @@ class Benchmark:
 
     def _status(self, p: RunPlan, state: str, **extra: Any) -> dict[str, Any]:
         return {"key": p.key, "task": p.task, "method_id": p.method_id, "method": p.method, "seed": p.seed, "oracle": p.oracle,
+                "role": p.role, "init": p.init.method_id if p.init is not None else None, "label": p.label,
                 "state": state, "skipped": p.skipped, "folder": str(p.folder.relative_to(self.out)), **extra}
 
     def _check_spec(self, p: RunPlan) -> None:
@@ -300,7 +437,8 @@ class Benchmark:
         if marker.get("fingerprint") == p.fingerprint():
             self.echo(f"{tag} {p.key}: done, skipped")
             timing = marker["timing"]
-            return self._status(p, "done", **{**timing, "steps": _steps_trained(p.folder / "train", timing.get("steps", p.steps))})
+            return self._status(p, "done", **{**timing, "steps": _steps_trained(p.folder / "train", timing.get("steps", p.steps)),
+                                              "selection": _selection(p.folder / "train"), "translate": marker.get("translate")})
         p.folder.mkdir(parents=True, exist_ok=True)
         write_json(p.folder / "spec.json", {"fingerprint": p.fingerprint(), **p.spec()})
         timing = {"train_s": 0.0, "predict_s": 0.0, "evaluate_s": 0.0, "trained": "no", "steps": p.steps}
@@ -312,7 +450,8 @@ class Benchmark:
 
             resume = (train_dir / "checkpoints" / "last" / "state.json").is_file() and (train_dir / "run.json").is_file()
             oracle = " - ORACLE: trains on target labels" if p.oracle else ""
-            self.echo(f"{tag} {p.key}: {'resume' if resume else 'train'} {p.steps} steps{oracle}")
+            start = f" from init {p.init.key}" if p.init is not None else " (init)" if p.role == "init" else ""
+            self.echo(f"{tag} {p.key}: {'resume' if resume else 'train'} {p.steps} steps{start}{oracle}")
             spent = p.folder / "train_seconds.json"  # wall time of every session, a killed one included
             before = json.loads(spent.read_text())["seconds"] if resume and spent.is_file() else 0.0
             t0 = time.perf_counter()
@@ -332,23 +471,31 @@ class Benchmark:
             timing["train_s"] = json.loads(spent.read_text())["seconds"] if spent.is_file() else None
         timing["steps"] = _steps_trained(train_dir, p.steps)  # staged methods (unetgan, sdnet-fa) train more than train.steps
         from segshift.inference.predict_files import predict_paths
-        from segshift.inference.predictor import Predictor
+        from segshift.inference.predictor import Predictor, is_run_target
         from segshift.metrics.evaluate import evaluate_folders, write_evaluation
 
-        predictor = Predictor(train_dir, device=self.device)
+        predictors: dict[bool, Predictor] = {}
+        translate = {}
+        info = json.loads((train_dir / "run.json").read_text())
         for ts in p.tests:
             t0 = time.perf_counter()
+            # a translator (and the target's batch-norm statistics) only ever see images of the domain they were
+            # trained on: the run's own target domain; any other test set is segmented as source-like
+            translate[ts.name] = is_run_target(info, ts.domain)
+            if translate[ts.name] not in predictors:
+                predictors[translate[ts.name]] = Predictor(train_dir, device=self.device, target_domain=translate[ts.name])
             pred = p.folder / "predictions" / ts.name
-            predict_paths(predictor, ts.domain, pred, overwrite=True, cases=ts.cases)
+            predict_paths(predictors[translate[ts.name]], ts.domain, pred, overwrite=True, cases=ts.cases)
             t1 = time.perf_counter()
             res = evaluate_folders(pred, ts.domain, cases=ts.cases)
             write_evaluation(res, p.folder / "evaluation" / ts.name)
             timing["predict_s"] += round(t1 - t0, 2)
             timing["evaluate_s"] += round(time.perf_counter() - t1, 2)
             self.echo(f"{tag} {p.key}: {ts.name}: mean Dice {res.summary['overall']['dice']['mean']:.3f} over {len(ts.cases)} cases")
-        write_json(done, {"fingerprint": p.fingerprint(), "key": p.key, "oracle": p.oracle, "timing": timing,
-                          "tests": {t.name: t.cases for t in p.tests}})
-        return self._status(p, "ran", **timing)
+        write_json(done, {"fingerprint": p.fingerprint(), "key": p.key, "oracle": p.oracle, "role": p.role,
+                          "init": p.init.key if p.init is not None else None, "timing": timing,
+                          "tests": {t.name: t.cases for t in p.tests}, "translate": translate})
+        return self._status(p, "ran", **timing, selection=_selection(train_dir), translate=translate)
 
 
 def train(*args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -364,6 +511,17 @@ def _finished_summary(run: Path) -> dict[str, Any] | None:
         return None
     s = json.loads(f.read_text())
     return s if s.get("finished") and (run / "checkpoints" / "best").is_dir() else None
+
+
+def _selection(run: Path) -> str | None:
+    """The model-selection rule a finished run applied (``summary.json``, else ``run.json``)."""
+    for name in ("summary.json", "run.json"):
+        f = run / name
+        if f.is_file():
+            sel = json.loads(f.read_text()).get("selection")
+            if sel:
+                return str(sel)
+    return None
 
 
 def _steps_trained(run: Path, default: int) -> int:

@@ -7,17 +7,27 @@ A suite file (the format is documented in ``docs/benchmark.md``)::
     seeds: [0, 1]
     budget: {steps: 1000}         # or {epochs: 20}; per task or per method too (never wall time)
     set: [train.eval_every=100]   # --set overrides for every run
+    inits:                        # optional: trained once per task and seed, warm-starting the rows
+      - {id: init, method: source-only, budget: {steps: 1500}}          # the first is the default init
+      - {id: init-sdnet, method: sdnet-ss, budget: {steps: 1500}}
+    method_init: {sdnet: init-sdnet, sdnet-fa: init-sdnet}   # init by method name (default: the first)
     methods:                      # "all" = every registered method, or a list of names / entries
       - source-only
       - {name: adaptseg, id: adaptseg-l0.01, set: [method.lambda_adv=0.01]}
+      - {name: adaptseg, id: adaptseg-scratch, init: none}   # per-row init: an init id or none
     method_set: {adanet: [train.lr=0.001]}   # overrides by method name (also for "all")
-    compare: [[adaptseg, advent]]            # pairs tested against each other (besides source-only)
+    compare: [[adaptseg, advent]]            # pairs tested against each other (besides each row's init)
     tasks:
       - name: bssfp2lge
         sources: [{domain: mscmr_bssfp, val_cases: "patient(1[6-9]|20)"}]
         target: {domain: mscmr_lge, cases: "patient(0[2-7]|...)"}   # the unlabelled pool
         test: [{name: lge, domain: mscmr_lge, cases: [patient01, patient08]}]
         oracle: {domain: mscmr_lge, train_cases: [...], val_cases: [...]}   # optional
+
+With ``inits:``, ``budget`` is the budget of the adaptation stage that every warm-started row
+trains after its init; an init has its own budget. A row without an init (``init: none``,
+and oracle rows by default) trains from scratch with the first init's budget unless it sets
+its own. Suites without ``inits:`` train every row from scratch, as before.
 
 Built-in suites live in ``segshift/configs/suites/<name>.yaml`` (:func:`builtin_suites`).
 :func:`load_suite` checks the structure and the method names (no domain is opened);
@@ -83,7 +93,8 @@ class MethodSpec:
     """One row of the tables: a registered method with its overrides.
 
     ``id`` names the row (default: the method name), so one method can appear twice with
-    different settings.
+    different settings. ``init`` is the id of the init (:class:`InitSpec`) this row is
+    warm-started from, or ``None`` (trained from scratch).
     """
 
     id: str
@@ -91,6 +102,22 @@ class MethodSpec:
     sets: tuple[str, ...] = ()
     budget: Mapping[str, int] | None = None
     tasks: tuple[str, ...] | None = None  # the tasks this row runs in (None: every task)
+    init: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class InitSpec:
+    """A shared first stage: trained once per task and seed, it warm-starts every row naming it.
+
+    ``id`` names its run folder and its table row; ``method`` is a registered method that
+    does not use target labels (``source-only``, or ``sdnet-ss`` for the SDNet family);
+    ``budget`` is its own (the suite's ``budget`` is the adaptation stage's).
+    """
+
+    id: str
+    method: str
+    budget: Mapping[str, int]
+    sets: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +151,11 @@ class Suite:
     compare: tuple[tuple[str, str], ...] = ()
     phantom: Mapping[str, Any] | None = None
     description: str = ""
+    inits: tuple[InitSpec, ...] = ()
+
+    def init(self, init_id: str) -> InitSpec:
+        """The init of that id."""
+        return next(i for i in self.inits if i.id == init_id)
 
     def domain_path(self, ref: str, phantom_root: Path) -> Path:
         """The folder of a domain reference (``phantom:<preset>`` or a path)."""
@@ -140,7 +172,11 @@ def builtin_suites() -> dict[str, str]:
             if p.name.endswith(".yaml")}
 
 
-_TOP = {"name", "description", "root", "seeds", "budget", "set", "methods", "method_set", "compare", "tasks", "phantom"}
+_TOP = {"name", "description", "root", "seeds", "budget", "set", "inits", "method_init", "methods", "method_set", "compare",
+        "tasks", "phantom"}
+_INIT = {"id", "method", "budget", "set"}
+NO_INIT = "none"
+"""``init: none``: the row trains from scratch."""
 _TASK = {"name", "sources", "target", "test", "oracle", "set", "budget", "methods", "transductive"}
 _PHANTOM = {"presets", "cases", "seed"}
 
@@ -182,6 +218,9 @@ def _sets(w: _Where, where: str, value: Any) -> tuple[str, ...]:
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) and "=" in v for v in value):
         raise w.fail(where, f"expected a list of key.path=value overrides, got {value!r}")
+    owned = [v for v in value if v.split("=", 1)[0].strip() == "init"]
+    if owned:
+        raise w.fail(where, f"{owned[0]!r}: the harness sets init= (name an init of the suite's inits: with the row's init: instead)")
     return tuple(value)
 
 
@@ -206,10 +245,66 @@ def _domain_entry(w: _Where, where: str, obj: Any, allowed: set[str]) -> Mapping
     return obj
 
 
-def _methods(w: _Where, raw: Any, method_set: Mapping[str, Any]) -> tuple[MethodSpec, ...]:
+def _inits(w: _Where, raw: Any) -> tuple[InitSpec, ...]:
+    from segshift.methods import available_methods
+
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not raw:
+        raise w.fail("inits", f"expected a non-empty list of {{id:, method:, budget:, set:}} entries, got {raw!r}")
+    registry = available_methods()
+    out = []
+    for i, item in enumerate(raw):
+        where = f"inits[{i}]"
+        item = _keys(w, where, item, _INIT, ("id", "method", "budget"))
+        iid, name = item["id"], item["method"]
+        if not isinstance(iid, str) or not iid or "/" in iid or iid == NO_INIT:
+            raise w.fail(f"{where}.id", f"an init id is a non-empty name without '/' other than {NO_INIT!r}, got {iid!r}")
+        if name not in registry:
+            raise w.fail(f"{where}.method", f"unknown method {name!r}; available: {', '.join(registry)}")
+        if registry[name].uses_target_labels:
+            raise w.fail(f"{where}.method", f"{name} trains on target labels; an init is the source stage every adaptation "
+                         "row starts from, so it may not (an oracle row trains from scratch)")
+        out.append(InitSpec(iid, name, _budget(w, f"{where}.budget", item["budget"]), _sets(w, f"{where}.set", item.get("set"))))
+    ids = [i.id for i in out]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise w.fail("inits", f"duplicate init ids {', '.join(dupes)}")
+    return tuple(out)
+
+
+def _init_ref(w: _Where, where: str, value: Any, inits: Sequence[InitSpec]) -> str | None:
+    """An init reference (an init id, or ``none``/null: from scratch)."""
+    if value is None or value == NO_INIT:
+        return None
+    ids = [i.id for i in inits]
+    if not inits:
+        raise w.fail(where, f"init {value!r}: this suite has no inits: section")
+    if not isinstance(value, str) or value not in ids:
+        raise w.fail(where, f"unknown init {value!r}; the suite's inits: {', '.join(ids)} (or {NO_INIT!r})")
+    return value
+
+
+def _methods(w: _Where, raw: Any, method_set: Mapping[str, Any], inits: Sequence[InitSpec] = (),
+             method_init: Mapping[str, Any] | None = None) -> tuple[MethodSpec, ...]:
     from segshift.methods import available_methods
 
     registry = available_methods()
+    method_init = method_init or {}
+    unknown = sorted(set(method_init) - set(registry))
+    if unknown:
+        raise w.fail("method_init", f"unknown method(s) {', '.join(unknown)}; available: {', '.join(registry)}")
+    by_name = {n: _init_ref(w, f"method_init.{n}", v, inits) for n, v in method_init.items()}
+
+    def default_init(name: str, where: str) -> str | None:
+        # by method name, else: oracles from scratch, every other row from the first init
+        if name in by_name:
+            if by_name[name] is not None and registry[name].uses_target_labels:
+                raise w.fail(where, f"{name} trains on target labels from scratch; it cannot be warm-started from a "
+                             f"source init (init: {NO_INIT})")
+            return by_name[name]
+        return None if registry[name].uses_target_labels or not inits else inits[0].id
+
     every = sorted(registry, key=lambda n: (0 if n == "source-only" else 2 if registry[n].uses_target_labels else 1, n))
     if raw == "all":  # source-only first, oracles last (the papers' row order), the rest by name
         raw = ["all"]
@@ -219,11 +314,12 @@ def _methods(w: _Where, raw: Any, method_set: Mapping[str, Any]) -> tuple[Method
     for i, item in enumerate(raw):
         where = f"methods[{i}]"
         if item == "all":  # every registered method, here in the list (variants may follow as entries)
-            out += [MethodSpec(n, n, _sets(w, f"method_set.{n}", method_set.get(n))) for n in every]
+            out += [MethodSpec(n, n, _sets(w, f"method_set.{n}", method_set.get(n)), init=default_init(n, f"method_init.{n}"))
+                    for n in every]
             continue
         if isinstance(item, str):
             item = {"name": item}
-        item = _keys(w, where, item, {"name", "id", "set", "budget", "tasks"}, ("name",))
+        item = _keys(w, where, item, {"name", "id", "set", "budget", "tasks", "init"}, ("name",))
         name = item["name"]
         if name not in registry:
             raise w.fail(where, f"unknown method {name!r}; available: {', '.join(registry)}")
@@ -231,12 +327,22 @@ def _methods(w: _Where, raw: Any, method_set: Mapping[str, Any]) -> tuple[Method
         only = item.get("tasks")
         if only is not None and (not isinstance(only, list) or not only or not all(isinstance(t, str) for t in only)):
             raise w.fail(f"{where}.tasks", f"expected a non-empty list of task names, got {only!r}")
+        if "init" in item:
+            init = _init_ref(w, f"{where}.init", item["init"], inits)
+            if init is not None and registry[name].uses_target_labels:
+                raise w.fail(f"{where}.init", f"{name} trains on target labels from scratch; it cannot be warm-started "
+                             f"from a source init (init: {NO_INIT})")
+        else:
+            init = default_init(name, where)
         out.append(MethodSpec(str(item.get("id", name)), name, sets, _budget(w, f"{where}.budget", item.get("budget")),
-                              tuple(only) if only is not None else None))
+                              tuple(only) if only is not None else None, init))
     ids = [m.id for m in out]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
         raise w.fail("methods", f"duplicate method ids {', '.join(dupes)} (give each variant its own id:)")
+    clash = sorted(set(ids) & {i.id for i in inits})
+    if clash:
+        raise w.fail("methods", f"method id(s) {', '.join(clash)} are also init ids (each names a row and a run folder)")
     unknown = sorted(set(method_set) - set(registry))
     if unknown:
         raise w.fail("method_set", f"unknown method(s) {', '.join(unknown)}; available: {', '.join(registry)}")
@@ -318,7 +424,11 @@ def parse_suite(text: str, path: Path, root: Path | None = None) -> Suite:
     method_set = top.get("method_set") or {}
     if not isinstance(method_set, Mapping):
         raise w.fail("method_set", f"expected a mapping of method name -> overrides, got {method_set!r}")
-    methods = _methods(w, top["methods"], method_set)
+    method_init = top.get("method_init") or {}
+    if not isinstance(method_init, Mapping):
+        raise w.fail("method_init", f"expected a mapping of method name -> init id (or none), got {method_init!r}")
+    inits = _inits(w, top.get("inits"))
+    methods = _methods(w, top["methods"], method_set, inits, method_init)
     ids = {m.id for m in methods}
     if not isinstance(top["tasks"], list) or not top["tasks"]:
         raise w.fail("tasks", "expected a non-empty list of tasks")
@@ -331,9 +441,10 @@ def parse_suite(text: str, path: Path, root: Path | None = None) -> Suite:
         if unknown:
             raise w.fail(f"methods ({m.id}).tasks", f"unknown task(s) {', '.join(unknown)}; tasks: {', '.join(tnames)}")
     compare = []
+    rows = ids | {i.id for i in inits}
     for i, pair in enumerate(top.get("compare") or []):
-        if not (isinstance(pair, list) and len(pair) == 2 and all(p in ids for p in pair) and pair[0] != pair[1]):
-            raise w.fail(f"compare[{i}]", f"expected a pair of two different method ids of this suite, got {pair!r}")
+        if not (isinstance(pair, list) and len(pair) == 2 and all(p in rows for p in pair) and pair[0] != pair[1]):
+            raise w.fail(f"compare[{i}]", f"expected a pair of two different method (or init) ids of this suite, got {pair!r}")
         compare.append((pair[0], pair[1]))
     phantom = top.get("phantom")
     if phantom is not None:
@@ -342,7 +453,7 @@ def parse_suite(text: str, path: Path, root: Path | None = None) -> Suite:
         root = path.parent / top["root"] if top.get("root") else path.parent
     budget = _budget(w, "budget", top.get("budget")) or {"steps": 1000}
     return Suite(str(top["name"]), path, Path(root), text, tuple(seeds), budget, _sets(w, "set", top.get("set")),
-                 methods, tasks, tuple(compare), phantom, str(top.get("description") or ""))
+                 methods, tasks, tuple(compare), phantom, str(top.get("description") or ""), inits)
 
 
 def load_suite(spec: str | Path, root: str | Path | None = None) -> Suite:

@@ -23,7 +23,9 @@ def benchmark_command(
     if plan:
         for r in doc["runs"]:
             what = f"skipped: {r['skipped']}" if r["skipped"] else r["folder"]
-            typer.echo(f"{r['key'] if 'key' in r else r['folder']}{' [ORACLE]' if r['oracle'] else ''}  {what}")
+            mark = " [ORACLE]" if r["oracle"] else " [INIT]" if r.get("role") == "init" else ""
+            steps = "" if r["skipped"] else f"  ({r['steps']} steps" + (f", warm-started from {r['init']})" if r.get("init") else ")")
+            typer.echo(f"{r['key']}{mark}  {what}{steps}")
         return
     typer.echo(f"tables: {out / 'results' / 'results.md'}; report: segshift report {out}")
 

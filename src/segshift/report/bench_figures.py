@@ -4,6 +4,10 @@
 * :func:`overlay_panels`: best, median and worst test case of one method, prediction and
   reference contours on the image's most labelled slice.
 * :func:`training_curves`: training loss and source-validation Dice against the step.
+* :func:`stage_curves`: small multiples of every run of a task (one row each: the init, then
+  every adaptation stage), one column per kind of term in ``logs/train.csv``
+  (:data:`CURVE_GROUPS`): supervised loss, alignment/generator terms, discriminator losses,
+  alignment weights ``w_*``, source validation Dice.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -125,3 +129,87 @@ def training_curves(curves: Mapping[str, Mapping[str, list[float]]], title: str)
         ax.legend(fontsize=7)
     fig.suptitle(title)
     return _png(fig)
+
+
+_GENERATOR_TERMS = {"g_adv", "loss_g", "cycle", "identity", "ssim", "unet_feat", "rec", "zrec", "kl"}
+
+
+def _supervised(key: str, cols: Mapping[str, list[float]]) -> bool:
+    return key == ("loss_seg" if "loss_seg" in cols else "loss")
+
+
+CURVE_GROUPS: tuple[tuple[str, Callable[[str, Mapping[str, list[float]]], bool]], ...] = (
+    ("supervised loss", _supervised),
+    ("alignment / generator terms", lambda k, c: k.startswith(("adv_", "ent_")) or k in _GENERATOR_TERMS),
+    ("discriminator losses", lambda k, c: k.startswith("loss_d")),
+    ("alignment weights w_*", lambda k, c: k.startswith("w_")),
+    ("source validation Dice", lambda k, c: k == "val_mean"),
+)
+"""Columns of ``logs/train.csv`` by panel: (title, does this column belong here)."""
+
+
+def curve_columns(cols: Mapping[str, list[float]]) -> dict[str, list[str]]:
+    """Group title -> the columns of one run's log in it (those with at least one finite value)."""
+    out: dict[str, list[str]] = {}
+    for title, belongs in CURVE_GROUPS:
+        keys = [k for k in cols if k != "step" and belongs(k, cols) and any(math.isfinite(v) for v in cols[k])]
+        if keys:
+            out[title] = keys
+    return out
+
+
+def stage_curves(rows: Sequence[tuple[str, Sequence[tuple[str, Mapping[str, list[float]]]]]], title: str) -> bytes:
+    """Small multiples of the training logs of a task's runs.
+
+    Args:
+        rows: one entry per row of the tables, in their order: (row title, [(seed name, columns of
+            its ``logs/train.csv``), ...]). Several seeds of a row share its panels.
+        title: figure title.
+
+    One figure row per table row, one column per group of :data:`CURVE_GROUPS` that any run
+    logged; each panel plots that group's columns against the step (seeds dashed after the
+    first); a group the run did not log is left blank, with a note.
+    """
+    plt = _plt()
+    groups = [g for g, _ in CURVE_GROUPS if any(g in curve_columns(c) for _, seeds in rows for _, c in seeds)]
+    groups = groups or [CURVE_GROUPS[0][0]]
+    n_r, n_c = max(1, len(rows)), len(groups)
+    fig, axes = plt.subplots(n_r, n_c, figsize=(2.6 * n_c, 1.55 * n_r + 0.6), squeeze=False)
+    for r, (row_title, seeds) in enumerate(rows):
+        for c, group in enumerate(groups):
+            ax = axes[r][c]
+            drawn = False
+            for k, (seed_name, cols) in enumerate(seeds):
+                step = np.asarray(cols.get("step", []), dtype=float)
+                for j, key in enumerate(curve_columns(cols).get(group, [])):
+                    v = np.asarray(cols[key], dtype=float)
+                    ok = np.isfinite(v) & np.isfinite(step)
+                    if not ok.any():
+                        continue
+                    ax.plot(step[ok], v[ok], color=f"C{j % 10}", lw=1.0, ls="-" if k == 0 else "--",
+                            marker="o" if group == "source validation Dice" else None, ms=2,
+                            label=key if k == 0 else None)
+                    drawn = True
+            if drawn:
+                ax.legend(fontsize=5.5, loc="best", frameon=False)
+                ax.grid(alpha=0.3)
+                ax.tick_params(labelsize=6)
+                ax.ticklabel_format(axis="y", useOffset=False, style="plain")
+                if group == "source validation Dice":
+                    ax.set_ylim(0, 1)
+            else:
+                ax.text(0.5, 0.5, "not logged", ha="center", va="center", fontsize=7, color="0.6", transform=ax.transAxes)
+                ax.set_xticks([])
+                ax.set_yticks([])
+            if r == 0:
+                ax.set_title(group, fontsize=8)
+            if c == 0:
+                ax.set_ylabel(row_title, fontsize=7, rotation=0, ha="right", va="center")
+            if r == n_r - 1:
+                ax.set_xlabel("step (of the run's own stage)", fontsize=6)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=72, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()

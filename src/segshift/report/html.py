@@ -2,13 +2,17 @@
 
 The page holds, with every image embedded as a base64 PNG (no other file is needed):
 
-1. the results tables (per task and test set: Dice and Jaccard per structure and their mean,
-   gap recovered; ASSD and HD95) and the paired tests, as in ``results/results.md``;
+1. the results tables (per task and test set: the init first, Dice and Jaccard per structure
+   and their mean, Δ vs the init, gap recovered, steps ``init + stage``, selection rule;
+   ASSD and HD95; Δ per structure and the paired tests against the init) and every paired
+   test, as in ``results/results.md``;
 2. box plots of per-case Dice and HD95 per structure and method;
 3. overlays of the best, median and worst test case of every method (first seed);
 4. the figures a method made: every PNG under ``RUN/figures/`` (e.g. translation or factor
    grids), titled by file name;
-5. training curves from each run's ``logs/train.csv``;
+5. per task, small multiples of every run's ``logs/train.csv`` (the init, then each
+   adaptation stage): supervised loss, alignment/generator terms, discriminator losses,
+   alignment weights ``w_*`` and source validation Dice against the step;
 6. the exact configuration of every run (``config.yaml``), versions and code revision
    (``run.json``), timings, and the suite file.
 """
@@ -108,6 +112,12 @@ def build_report(folder: str | Path) -> str:
         oracle = [m["oracle"] for m in u["methods"]]
         parts.append(_table(*T.table_rows(u, structures, ("dice", "jaccard"), gap=True), oracle_rows=oracle))
         parts.append(_table(*T.table_rows(u, structures, ("assd_mm", "hd95_mm"), gap=False), oracle_rows=oracle))
+        head, body = T.versus_rows(u, results)
+        if body:
+            by_label = {m.get("label"): m["oracle"] for m in u["methods"]}
+            parts.append(f"<p>Against the {html.escape(T.vs_name(u))} (mean Dice):</p>")
+            parts.append(_table(head, body, oracle_rows=[by_label.get(r[0], False) for r in body]))
+        parts.append(f"<p class='note'>{html.escape(T.reference_note(u))}</p>")
         if T.gap_note(u):
             parts.append(f"<p class='note'>{html.escape(T.gap_note(u))}</p>")
     parts += ["<h2>Paired tests</h2>", f"<p>{html.escape(T.comparisons_sentence(results))}</p>", _table(*T.comparison_rows(results))]
@@ -123,7 +133,7 @@ def build_report(folder: str | Path) -> str:
             for m in u["methods"]:
                 sc = T._case_scores([r for r in sel if r["method_id"] == m["id"]], structures)
                 for s in [*structures, T.MEAN]:
-                    data.setdefault(s, {})[T.label(m["id"], m["oracle"])] = [v[metric] for v in sc[s].values()]
+                    data.setdefault(s, {})[m.get("label") or T.label(m["id"], m["oracle"])] = [v[metric] for v in sc[s].values()]
             parts.append(_figure(F.box_plots(data, name, f"{u['task']} / {u['test']}: {name} per case"),
                                  f"Box plots of per-case {name}, task {u['task']}, test set {u['test']} (seeds averaged per case)"))
 
@@ -141,14 +151,21 @@ def build_report(folder: str | Path) -> str:
         parts.append("<p class='note'>No method wrote figures (RUN/figures/*.png) in these runs.</p>")
 
     parts.append("<h2>Training curves</h2>")
+    parts.append("<p class='note'>Per task, one row per table row (the init first, then every adaptation stage, the oracle last), "
+                 "one column per kind of term logged in logs/train.csv; a warm-started run's steps count from the start of "
+                 "its own stage. Later seeds dashed.</p>")
     for task in dict.fromkeys(r["task"] for r in runs):
-        curves = {}
-        for r in runs:
+        order = {"init": 0, "method": 1, "oracle": 2}
+        task_runs = sorted((r for r in runs if r["task"] == task), key=lambda r: order.get(T.run_role(r), 1))  # stable: suite order
+        rows: dict[str, list[tuple[str, dict[str, list[float]]]]] = {}
+        for r in task_runs:
             csv_path = folder / r["folder"] / "train" / "logs" / "train.csv"
-            if r["task"] == task and csv_path.is_file():
-                curves[f"{T.label(r['method_id'], r['oracle'])} s{r['seed']}"] = F.read_curve(csv_path)
-        if curves:
-            parts.append(_figure(F.training_curves(curves, f"task {task}"), f"Training curves, task {task} (logs/train.csv)"))
+            if csv_path.is_file():
+                name = T.run_label(r) + (f"\nfrom {r['init']}" if r.get("init") else "")
+                rows.setdefault(name, []).append((f"seed {r['seed']}", F.read_curve(csv_path)))
+        if rows:
+            parts.append(_figure(F.stage_curves(list(rows.items()), f"task {task}: training logs of every stage"),
+                                 f"Training curves, task {task}: init and adaptation stages (logs/train.csv)"))
 
     parts.append("<h2>Runs: configuration, versions, code revision</h2>")
     parts.append(_table(*T.runs_rows(runs)))
@@ -157,7 +174,8 @@ def build_report(folder: str | Path) -> str:
         info = _read_json(run / "run.json")
         versions = ", ".join(f"{k} {v}" for k, v in (info.get("versions") or {}).items())
         cfg = (run / "config.yaml").read_text(encoding="utf-8")
-        parts.append(f"<details><summary>{html.escape(T.label(r['key'], r['oracle']))}: code revision "
+        what = " (INIT)" if T.run_role(r) == "init" else " (ORACLE)" if r["oracle"] else f" (init: {r['init']})" if r.get("init") else ""
+        parts.append(f"<details><summary>{html.escape(r['key'] + what)}: code revision "
                      f"{html.escape(str(info.get('git_revision')))}; {html.escape(versions)}</summary>"
                      f"<p>sources: {html.escape(', '.join(info['sources']))}; target: {html.escape(str(info['target']))}</p>"
                      f"<pre>{html.escape(cfg)}</pre></details>")
@@ -193,7 +211,7 @@ def _overlays(folder: Path, results: Mapping[str, Any], rows: Sequence[Mapping[s
                 refs.append(ref.array)
                 preds.append(pred.array.astype(np.int64))
                 titles.append(f"{what}: {case} (Dice {per_case[case]:.3f})")
-            title = f"{u['task']} / {u['test']}: {T.label(m['id'], m['oracle'])}, seed {run['seed']}"
+            title = f"{u['task']} / {u['test']}: {m.get('label') or T.label(m['id'], m['oracle'])}, seed {run['seed']}"
             out.append(_figure(F.overlay_panels(imgs, refs, preds, titles, labels, title), f"Overlays, {title}"))
     return out
 
