@@ -141,6 +141,22 @@ def test_each_init_is_planned_once_per_task_and_seed_before_its_rows(tmp_path, p
     assert [t.name for t in init0.tests] == ["lge", "src-test"]  # an init is evaluated on every test set
 
 
+def test_stage_set_reaches_the_warm_started_rows_only(tmp_path, phantom):
+    text = _text(phantom, **{"budget: {steps: 3}": "budget: {steps: 3}\nset: [train.lr=0.002]\nstage_set: [train.lr=0.0001]",
+                             "methods: [source-only, adaptseg, target-oracle]":
+                             "methods: [source-only, {name: adaptseg, set: [train.lr=0.0003]}, "
+                             "{name: advent, id: adv-scratch, init: none}, target-oracle]"})
+    by = {p.key: p for p in Benchmark(_parse(phantom, tmp_path, text), tmp_path / "out").plan()}
+    lr = {k: p.config["train"]["lr"] for k, p in by.items() if k.endswith("seed0")}
+    assert lr == {"a/init/seed0": 0.002, "a/source-only/seed0": 0.0001, "a/adaptseg/seed0": 0.0003,  # the row's own wins
+                  "a/adv-scratch/seed0": 0.002, "a/target-oracle/seed0": 0.002}
+    path = tmp_path / "bad.yaml"
+    path.write_text(_text(phantom, **{"inits:\n  - {id: init, method: source-only, budget: {steps: 7}}\n": "",
+                                      "budget: {steps: 3}": "budget: {steps: 3}\nstage_set: [train.lr=0.0001]"}))
+    with pytest.raises(InputFileError, match="stage_set: sets the warm-started rows' adaptation stage, but the suite has no inits"):
+        load_suite(path)
+
+
 def test_a_changed_init_makes_its_dependants_stale(tmp_path, phantom):
     out = tmp_path / "out"
     before = {p.key: p for p in Benchmark(_parse(phantom, tmp_path), out).plan()}

@@ -341,7 +341,8 @@ class Benchmark:
         if init is not None and init.skipped:
             plan.skipped = f"its init {init.method_id} is not made on this task ({init.skipped})"
             return plan
-        sets = list(self.suite.sets) + list(task.sets) + list(m.sets) + [f"seed={seed}"]
+        stage = list(self.suite.stage_sets) if init is not None else []  # the adaptation stage's own settings
+        sets = list(self.suite.sets) + list(task.sets) + stage + list(m.sets) + [f"seed={seed}"]
         try:
             cfg = resolve(m.name, sets=sets, method_hparams=cls.hparams)
         except SegshiftError as exc:

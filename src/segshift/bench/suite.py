@@ -7,6 +7,7 @@ A suite file (the format is documented in ``docs/benchmark.md``)::
     seeds: [0, 1]
     budget: {steps: 1000}         # or {epochs: 20}; per task or per method too (never wall time)
     set: [train.eval_every=100]   # --set overrides for every run
+    stage_set: [train.lr=0.0001]  # overrides for the warm-started rows only (the adaptation stage)
     inits:                        # optional: trained once per task and seed, warm-starting the rows
       - {id: init, method: source-only, budget: {steps: 1500}}          # the first is the default init
       - {id: init-sdnet, method: sdnet-ss, budget: {steps: 1500}}
@@ -152,6 +153,8 @@ class Suite:
     phantom: Mapping[str, Any] | None = None
     description: str = ""
     inits: tuple[InitSpec, ...] = ()
+    stage_sets: tuple[str, ...] = ()
+    """Overrides for every warm-started row only (the adaptation stage), after ``set``, before the row's own."""
 
     def init(self, init_id: str) -> InitSpec:
         """The init of that id."""
@@ -172,8 +175,8 @@ def builtin_suites() -> dict[str, str]:
             if p.name.endswith(".yaml")}
 
 
-_TOP = {"name", "description", "root", "seeds", "budget", "set", "inits", "method_init", "methods", "method_set", "compare",
-        "tasks", "phantom"}
+_TOP = {"name", "description", "root", "seeds", "budget", "set", "stage_set", "inits", "method_init", "methods", "method_set",
+        "compare", "tasks", "phantom"}
 _INIT = {"id", "method", "budget", "set"}
 NO_INIT = "none"
 """``init: none``: the row trains from scratch."""
@@ -452,8 +455,11 @@ def parse_suite(text: str, path: Path, root: Path | None = None) -> Suite:
     if root is None:
         root = path.parent / top["root"] if top.get("root") else path.parent
     budget = _budget(w, "budget", top.get("budget")) or {"steps": 1000}
+    if top.get("stage_set") and not inits:
+        raise w.fail("stage_set", "sets the warm-started rows' adaptation stage, but the suite has no inits:")
     return Suite(str(top["name"]), path, Path(root), text, tuple(seeds), budget, _sets(w, "set", top.get("set")),
-                 methods, tasks, tuple(compare), phantom, str(top.get("description") or ""), inits)
+                 methods, tasks, tuple(compare), phantom, str(top.get("description") or ""), inits,
+                 _sets(w, "stage_set", top.get("stage_set")))
 
 
 def load_suite(spec: str | Path, root: str | Path | None = None) -> Suite:
