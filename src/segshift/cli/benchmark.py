@@ -7,9 +7,11 @@ from typing import Optional
 
 import typer
 
+from segshift.bench.suite import builtin_suites
+
 
 def benchmark_command(
-    suite: str = typer.Argument(..., help="Suite YAML file, or a built-in suite: phantom-tiny, phantom, cardiac-dev."),
+    suite: str = typer.Argument(..., help=f"Suite YAML file, or a built-in suite: {', '.join(builtin_suites())}."),
     out: Path = typer.Option(..., "--out", "-o", help="Benchmark folder (re-run the same command to continue it)."),
     root: Optional[Path] = typer.Option(None, "--root", help="Resolve relative domain paths against this folder."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 [default: GPU if available]."),
