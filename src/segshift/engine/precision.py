@@ -9,6 +9,7 @@ bf16). ``train.precision: auto`` (the default) therefore picks bf16 only where i
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -19,7 +20,16 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU has AVX-512 BF16 or AMX-BF16 (from ``/proc/cpuinfo``, else PyTorch's capability)."""
+    """Whether bf16 is native here: the CPU has AVX-512 BF16 or AMX-BF16 (``/proc/cpuinfo``, else
+    PyTorch's capability) *and* PyTorch and oneDNN may use them.
+
+    ``ATEN_CPU_CAPABILITY=avx2`` or ``ONEDNN_MAX_CPU_ISA=AVX2`` (how a run emulates an AVX2 machine
+    on a newer one) make the bf16 kernels emulated, so ``auto`` then picks fp32 as it would there.
+    """
+    capability = str(torch.backends.cpu.get_cpu_capability()).upper()
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "")).upper()
+    if not capability.startswith(("AVX512", "AMX")) or (isa and not isa.startswith(("AVX512", "AMX", "ALL", "DEFAULT"))):
+        return False
     try:
         text = Path("/proc/cpuinfo").read_text(errors="ignore")
     except OSError:
@@ -28,7 +38,7 @@ def cpu_has_native_bf16() -> bool:
         if line.startswith("flags"):
             flags = set(line.split(":", 1)[1].split())
             return bool(flags & {"avx512_bf16", "amx_bf16"})
-    return "AMX" in str(torch.backends.cpu.get_cpu_capability())
+    return "AMX" in capability
 
 
 def native_bf16(device: torch.device) -> bool:
