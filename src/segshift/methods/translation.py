@@ -30,7 +30,7 @@ a method's own segmenter terms (AttENT's entropy-space alignment).
 
 * ``target_to_source`` (default; Yan et al. 2019 step 3, AttENT): the segmenter is trained
   on source images; at prediction a target image is first translated by ``G_T2S``, then
-  segmented. ``segshift predict --no-translate`` segments images as they are (for
+  segmented. ``segshift predict --target-domain no`` segments images as they are (for
   source-like inputs); the predictor translates only images of the run's own target domain.
 * ``source_to_target`` (CyCADA-style): the segmenter is trained on source images
   translated to the target look (with their source labels; ``seg_on_source`` also keeps
