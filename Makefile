@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.segshift-installed
 
-.PHONY: setup demo test test-fast clean data
+.PHONY: setup demo test test-all test-fast clean data
 
 setup: $(STAMP)
 
@@ -20,7 +20,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/segshift demo --out runs/demo
 
-test: $(STAMP)
+test: $(STAMP)          # CI (.ci/run): everything but the tests marked slow (<= 10 min on 2 CPU cores)
+	$(PY) -m pytest -q -m "not slow"
+
+test-all: $(STAMP)      # every test, the slow phantom training checks too (about 10 min more)
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)

@@ -33,7 +33,7 @@ from segshift.methods import available_methods, get_method
 from segshift.methods.adanet import ABLATIONS
 from segshift.methods.base import Batch
 from segshift.nets import GroupFeatureRecalibration
-from tests.methods.conftest import FAST
+from tests.methods.conftest import FAST, built_method, random_batch
 
 # small discriminators for CPU tests (the paper's widths are the defaults)
 SMALL_D = ["method.d_channels=[16,32,64,64,1]"]
@@ -41,24 +41,12 @@ FULL_WEIGHT = 10_000  # a step past the default discriminator warm-up and ramp: 
 
 
 def _method(name: str, sets=(), features=(4, 8, 16, 32)):
-    cls = get_method(name)
     model = "model.kwargs={features: [%s]}" % ",".join(map(str, features))
-    cfg = resolve(name, sets=[model, "train.precision=fp32", *SMALL_D, *sets], method_hparams=cls.hparams)
-    m = cls(cfg, num_classes=4)
-    m.build()
-    m.to_device()
-    m.train(True)
-    return m
+    return built_method(name, [model, *SMALL_D, *sets])
 
 
 def _batch(n=4, size=32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return Batch(
-        torch.randn(n, 1, size, size, generator=g),
-        torch.randint(0, 4, (n, size, size), generator=g),
-        torch.zeros(n, dtype=torch.long),
-        torch.randn(n, 1, size, size, generator=g) * 2 + 1,
-    )
+    return random_batch(n, size, seed)
 
 
 def _snapshot(modules):

@@ -28,8 +28,7 @@ from segshift.inference.predictor import Predictor
 from segshift.losses.ssim import ssim_components
 from segshift.methods import available_methods, get_method
 from segshift.methods.attent import ABLATIONS
-from segshift.methods.base import Batch
-from tests.methods.conftest import FAST
+from tests.methods.conftest import FAST, built_method, random_batch
 
 SMALL = ["method.g_ngf=4", "method.g_blocks=1", "method.d_channels=[8,16,1]", "method.g_batch=0"]
 RESUNET = ["model.name=resunet", "model.kwargs={features: [4,8,16,32], encoder_blocks: [1,2,3,3]}"]
@@ -37,21 +36,13 @@ FULL_WEIGHT = 10_000  # a step past the default discriminator warm-up and ramp: 
 
 
 def _method(name, sets=()):
-    cls = get_method(name)
     model = [] if name == "unetgan" else ["model.kwargs={features: [4,8,16,32]}"]
     extra = RESUNET if name == "unetgan" else []
-    cfg = resolve(name, sets=[*model, *extra, "train.precision=fp32", *SMALL, *sets], method_hparams=cls.hparams)
-    m = cls(cfg, num_classes=4)
-    m.build()
-    m.to_device()
-    m.train(True)
-    return m
+    return built_method(name, [*model, *extra, *SMALL, *sets])
 
 
 def _batch(n=2, size=32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return Batch(torch.randn(n, 1, size, size, generator=g), torch.randint(0, 4, (n, size, size), generator=g),
-                 torch.zeros(n, dtype=torch.long), torch.randn(n, 1, size, size, generator=g) * 2 + 1)
+    return random_batch(n, size, seed)
 
 
 def _snap(m, *names):

@@ -12,9 +12,8 @@ import sys
 import pytest
 import torch
 
-from segshift.engine.config import resolve
-from segshift.methods import available_methods, get_method
-from segshift.methods.base import Batch
+from segshift.methods import available_methods
+from tests.methods.conftest import built_method, random_batch
 
 INIT = "init=runs/finished-run"
 RESUNET = ["model.name=resunet", "model.kwargs={features: [4,8,16,32], encoder_blocks: [1,2,3,3]}"]
@@ -24,20 +23,11 @@ SDNET = ["method.anatomy_features=[8,16,32,64,128]", "method.segmentor_width=8",
 
 
 def _method(name, sets=(), seed=0):
-    cls = get_method(name)
-    cfg = resolve(name, sets=["train.precision=fp32", *sets], method_hparams=cls.hparams)
-    torch.manual_seed(seed)
-    m = cls(cfg, num_classes=4)
-    m.build()
-    m.to_device()
-    m.train(True)
-    return m
+    return built_method(name, sets, seed)
 
 
 def _batch(n=4, size=32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return Batch(torch.randn(n, 1, size, size, generator=g), torch.randint(0, 4, (n, size, size), generator=g),
-                 torch.tensor([0, 1] * (n // 2)), torch.randn(n, 1, size, size, generator=g) * 2 + 1)
+    return random_batch(n, size, seed, domains=[0, 1] * (n // 2))
 
 
 def _state(module):
