@@ -43,7 +43,7 @@ def _write(tmp_path, phantom, test="[case008, case009]", otrain="[case004, case0
 
 
 def test_builtin_suites_parse_and_all_means_every_registered_method():
-    assert {"phantom-tiny", "phantom", "cardiac-dev"} <= set(builtin_suites())
+    assert {"phantom-tiny", "phantom", "cardiac-dev", "cardiac-quick"} <= set(builtin_suites())
     tiny = load_suite("phantom-tiny")
     assert [m.id for m in tiny.methods] == ["source-only", "adaptseg", "target-oracle"] and tiny.budget == {"steps": 20}
     assert [(i.id, i.method, dict(i.budget)) for i in tiny.inits] == [("init", "source-only", {"steps": 40})]
@@ -56,7 +56,9 @@ def test_builtin_suites_parse_and_all_means_every_registered_method():
     extras = {m.id: m for m in dev.methods if m.id != m.name}
     assert {k: v.tasks for k, v in extras.items()} == {
         "unet-ra": ("acdc2bssfp",), "sdnet-ra": ("acdc2bssfp",), "adanet-s2t": ("bssfp2lge",), "adanet-hm": ("bssfp2lge",),
-        "adanet-mda": ("bssfp2lge",), "adanet-fda": ("bssfp2lge",)}
+        "adanet-mda": ("bssfp2lge",), "adanet-fda": ("bssfp2lge",), "unetgan-600": ("bssfp2lge",)}
+    assert extras["unetgan-600"].budget == {"steps": 600} and dev.budget == {"steps": 150}
+    assert ("adanet", "adabn") in dev.compare and ("advent", "adabn") in dev.compare
     assert [t.name for t in dev.tasks] == ["acdc2bssfp", "bssfp2lge"]
     assert [t.name for t in dev.tasks[0].tests] == ["bssfp", "lge-unseen"] and dev.tasks[0].oracle is not None
     assert dev.domain_path("data/acdc", Path("x")) == Path("/nowhere/data/acdc")
