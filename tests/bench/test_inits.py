@@ -272,7 +272,7 @@ def test_builtin_suites_rows_are_like_for_like_with_their_inits():
                                                        ("attent", "init"), ("unetgan", "init"), ("sdnet-fa", "init-sdnet")]
     for suite in (dev, quick):
         assert "TODO" not in suite.text  # calibrated (docs/benchmark.md)
-        assert [(i.id, dict(i.budget)) for i in suite.inits] == [("init", {"steps": 1000}), ("init-sdnet", {"steps": 600})]
+        assert [(i.id, dict(i.budget)) for i in suite.inits] == [("init", {"steps": 1000}), ("init-sdnet", {"steps": 1500})]
         assert suite.budget == {"steps": 150} and suite.stage_sets == ("train.lr=0.0001",)
 
 
