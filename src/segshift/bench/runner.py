@@ -90,6 +90,10 @@ class RunPlan:
     config: dict[str, Any] | None = dataclasses.field(default=None, repr=False, compare=False)
     labelled: list[tuple[str, list[str], list[str]]] = dataclasses.field(default_factory=list, repr=False, compare=False)
     """(domain folder, train cases, validation cases) of every labelled domain it trains on."""
+    tta: dict[str, Any] | None = None
+    """Test-time adaptation at prediction (``TTAConfig`` fields), or ``None``."""
+    train_from: RunPlan | None = dataclasses.field(default=None, repr=False, compare=False)
+    """The row whose trained model this row predicts with (the same training, another ``tta``)."""
 
     def __post_init__(self) -> None:
         if not self.label:
@@ -112,7 +116,16 @@ class RunPlan:
             spec["role"] = "init"
         if self.init is not None:
             spec["init"] = {"key": self.init.key, "fingerprint": self.init.fingerprint()}  # a changed init makes this run stale
+        if self.tta is not None:
+            spec["tta"] = dict(self.tta)
+        if self.train_from is not None:
+            spec["train_from"] = {"key": self.train_from.key, "fingerprint": self.train_from.fingerprint()}
         return spec
+
+    @property
+    def train_dir(self) -> Path:
+        """The engine's run folder this row predicts with (its own, or that of the row it shares training with)."""
+        return (self.train_from.folder if self.train_from is not None else self.folder) / "train"
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.spec(), sort_keys=True).encode()).hexdigest()[:16]
@@ -284,6 +297,7 @@ class Benchmark:
             for m in rows:
                 for seed in self.suite.seeds:
                     dependants.append(self._plan_run(ctx, m, seed, init=inits[m.init, seed] if m.init else None))
+            dependants = _share_training(dependants)
             used = {(d.init.method_id, d.seed) for d in dependants if d.init is not None and not d.skipped}
             plans += [p for k, p in inits.items() if k in used] + dependants  # an init no run needs here is not made
         return plans
@@ -318,7 +332,7 @@ class Benchmark:
         folder = self.out / "runs" / task.name / m.id / f"seed{seed}"
         plan = RunPlan(task.name, m.id, m.name, seed, cls.uses_target_labels, folder, [s.root.resolve() for s in sources],
                        None, [], 0, tests, phantom=dict(self.suite.phantom) if self.suite.phantom else None, role=role,
-                       init=init, label=label)
+                       init=init, label=label, tta=dict(m.tta) if getattr(m, "tta", None) else None)
         where = f"{self.suite.path}: task {task.name}: " + (f"init {m.id}" if role == "init" else f"method {m.id}")
         if init is not None:
             want = get_method(init.method).init_nets
@@ -417,7 +431,9 @@ class Benchmark:
     def _status(self, p: RunPlan, state: str, **extra: Any) -> dict[str, Any]:
         return {"key": p.key, "task": p.task, "method_id": p.method_id, "method": p.method, "seed": p.seed, "oracle": p.oracle,
                 "role": p.role, "init": p.init.method_id if p.init is not None else None, "label": p.label,
-                "state": state, "skipped": p.skipped, "folder": str(p.folder.relative_to(self.out)), **extra}
+                "state": state, "skipped": p.skipped, "folder": str(p.folder.relative_to(self.out)),
+                "train_folder": str(p.train_dir.relative_to(self.out)), "tta": p.tta,
+                "shares_training": p.train_from.key if p.train_from is not None else None, **extra}
 
     def _check_spec(self, p: RunPlan) -> None:
         f = p.folder / "spec.json"
@@ -438,14 +454,21 @@ class Benchmark:
         if marker.get("fingerprint") == p.fingerprint():
             self.echo(f"{tag} {p.key}: done, skipped")
             timing = marker["timing"]
-            return self._status(p, "done", **{**timing, "steps": _steps_trained(p.folder / "train", timing.get("steps", p.steps)),
-                                              "selection": _selection(p.folder / "train"), "translate": marker.get("translate")})
+            return self._status(p, "done", **{**timing, "steps": _steps_trained(p.train_dir, timing.get("steps", p.steps)),
+                                              "selection": _selection(p.train_dir), "translate": marker.get("translate")})
         p.folder.mkdir(parents=True, exist_ok=True)
         write_json(p.folder / "spec.json", {"fingerprint": p.fingerprint(), **p.spec()})
         timing = {"train_s": 0.0, "predict_s": 0.0, "evaluate_s": 0.0, "trained": "no", "steps": p.steps}
-        train_dir = p.folder / "train"
+        train_dir = p.train_dir
         summary = _finished_summary(train_dir)
-        if summary is None:
+        if p.train_from is not None:
+            if summary is None:
+                raise SegshiftError(f"{p.key}: predicts with the model of {p.train_from.key}, which has not finished training")
+            self.echo(f"{tag} {p.key}: the model of {p.train_from.key}, predicted with TTA {p.tta['mode']}")
+            spent = p.train_from.folder / "train_seconds.json"
+            timing["train_s"] = json.loads(spent.read_text())["seconds"] if spent.is_file() else None
+            timing["trained"] = f"shared ({p.train_from.key})"
+        elif summary is None:
             from segshift.engine.config import resolve
             from segshift.methods import get_method
 
@@ -475,6 +498,9 @@ class Benchmark:
         from segshift.inference.predictor import Predictor, is_run_target
         from segshift.metrics.evaluate import evaluate_folders, write_evaluation
 
+        from segshift.inference.tta import TTAConfig
+
+        tta = TTAConfig(**p.tta) if p.tta else None
         predictors: dict[bool, Predictor] = {}
         translate = {}
         info = json.loads((train_dir / "run.json").read_text())
@@ -484,7 +510,7 @@ class Benchmark:
             # trained on: the run's own target domain; any other test set is segmented as source-like
             translate[ts.name] = is_run_target(info, ts.domain)
             if translate[ts.name] not in predictors:
-                predictors[translate[ts.name]] = Predictor(train_dir, device=self.device, target_domain=translate[ts.name])
+                predictors[translate[ts.name]] = Predictor(train_dir, device=self.device, target_domain=translate[ts.name], tta=tta)
             pred = p.folder / "predictions" / ts.name
             predict_paths(predictors[translate[ts.name]], ts.domain, pred, overwrite=True, cases=ts.cases)
             t1 = time.perf_counter()
@@ -497,6 +523,18 @@ class Benchmark:
                           "init": p.init.key if p.init is not None else None, "timing": timing,
                           "tests": {t.name: t.cases for t in p.tests}, "translate": translate})
         return self._status(p, "ran", **timing, selection=_selection(train_dir), translate=translate)
+
+
+def _share_training(plans: list[RunPlan]) -> list[RunPlan]:
+    """A TTA row trained exactly like a row without TTA predicts with that row's model (and runs after it)."""
+    def training(p: RunPlan) -> tuple:
+        return (p.method, p.seed, tuple(p.sets), p.steps, p.init.key if p.init is not None else None)
+
+    plain = {training(p): p for p in plans if p.tta is None and not p.skipped}
+    for p in plans:
+        if p.tta is not None and not p.skipped and training(p) in plain:
+            p.train_from = plain[training(p)]
+    return [p for p in plans if p.train_from is None] + [p for p in plans if p.train_from is not None]
 
 
 def train(*args: Any, **kwargs: Any) -> dict[str, Any]:

@@ -16,6 +16,8 @@ A suite file (the format is documented in ``docs/benchmark.md``)::
       - source-only
       - {name: adaptseg, id: adaptseg-l0.01, set: [method.lambda_adv=0.01]}
       - {name: adaptseg, id: adaptseg-scratch, init: none}   # per-row init: an init id or none
+      - {name: source-only, id: source-only+tent, tta: tent}  # prediction with TENT (or {mode: tent, steps: 10, lr: 0.001});
+                                  # the same training as the source-only row: its model is reused, not retrained
     method_set: {adanet: [train.lr=0.001]}   # overrides by method name (also for "all")
     compare: [[adaptseg, advent]]            # pairs tested against each other (besides each row's init)
     tasks:
@@ -104,6 +106,9 @@ class MethodSpec:
     budget: Mapping[str, int] | None = None
     tasks: tuple[str, ...] | None = None  # the tasks this row runs in (None: every task)
     init: str | None = None
+    tta: Mapping[str, Any] | None = None
+    """Test-time adaptation at prediction (``{mode: tent|flip, steps, lr}``, :mod:`segshift.inference.tta`);
+    a row that differs from another only in ``tta`` predicts with that row's trained model."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -322,7 +327,7 @@ def _methods(w: _Where, raw: Any, method_set: Mapping[str, Any], inits: Sequence
             continue
         if isinstance(item, str):
             item = {"name": item}
-        item = _keys(w, where, item, {"name", "id", "set", "budget", "tasks", "init"}, ("name",))
+        item = _keys(w, where, item, {"name", "id", "set", "budget", "tasks", "init", "tta"}, ("name",))
         name = item["name"]
         if name not in registry:
             raise w.fail(where, f"unknown method {name!r}; available: {', '.join(registry)}")
@@ -338,7 +343,7 @@ def _methods(w: _Where, raw: Any, method_set: Mapping[str, Any], inits: Sequence
         else:
             init = default_init(name, where)
         out.append(MethodSpec(str(item.get("id", name)), name, sets, _budget(w, f"{where}.budget", item.get("budget")),
-                              tuple(only) if only is not None else None, init))
+                              tuple(only) if only is not None else None, init, _tta(w, f"{where}.tta", item.get("tta"))))
     ids = [m.id for m in out]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
@@ -350,6 +355,24 @@ def _methods(w: _Where, raw: Any, method_set: Mapping[str, Any], inits: Sequence
     if unknown:
         raise w.fail("method_set", f"unknown method(s) {', '.join(unknown)}; available: {', '.join(registry)}")
     return tuple(out)
+
+
+def _tta(w: _Where, where: str, raw: Any) -> dict[str, Any] | None:
+    """A row's ``tta:``: a mode (``tent``, ``flip``) or ``{mode, steps, lr}``; checked like ``segshift predict --tta``."""
+    from segshift.inference.tta import TTAConfig
+
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        raw = {"mode": raw}
+    item = _keys(w, where, raw, {"mode", "steps", "lr"}, ("mode",))
+    try:
+        cfg = TTAConfig(**item)
+    except (SegshiftError, TypeError) as exc:
+        raise w.fail(where, str(exc)) from exc
+    if cfg.mode == "none":
+        return None
+    return dataclasses.asdict(cfg)
 
 
 def _task(w: _Where, i: int, raw: Any, method_ids: set[str]) -> TaskSpec:

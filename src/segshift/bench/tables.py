@@ -338,11 +338,17 @@ def comparison_rows(results: Mapping[str, Any]) -> tuple[list[str], list[list[st
 
 def runs_rows(runs: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the runs table: init, steps, selection, wall seconds of training (all sessions), prediction, evaluation."""
-    head = ["run", "init", "steps", "trained", "selection", "train s", "predict s", "evaluate s"]
+    head = ["run", "init", "steps", "trained", "selection", "TTA", "train s", "predict s", "evaluate s"]
     fmt = lambda v: "n/a" if v is None else f"{float(v):.1f}"  # noqa: E731
     return head, [[f"{r['key']}" + (" (ORACLE)" if r["oracle"] else " (INIT)" if run_role(r) == "init" else ""),
                    r.get("init") or "", str(r.get("steps", "")), str(r.get("trained", "")), str(r.get("selection") or "n/a"),
-                   fmt(r.get("train_s")), fmt(r.get("predict_s")), fmt(r.get("evaluate_s"))] for r in runs]
+                   _tta_text(r.get("tta")), fmt(r.get("train_s")), fmt(r.get("predict_s")), fmt(r.get("evaluate_s"))] for r in runs]
+
+
+def _tta_text(tta: Mapping[str, Any] | None) -> str:
+    if not tta:
+        return ""
+    return f"tent {tta['steps']} x lr {tta['lr']:g}" if tta["mode"] == "tent" else str(tta["mode"])
 
 
 def gap_note(unit: Mapping[str, Any]) -> str:

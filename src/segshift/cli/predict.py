@@ -23,6 +23,11 @@ def predict_command(
                                            "apply (a translator of cyclegan/unetgan/attent, target batch-norm statistics). auto: a domain "
                                            "folder is compared with the run's target; other inputs are taken to be of it (said on "
                                            "screen); yes | no: say so."),
+    tta: str = typer.Option("none", "--tta", help="Test-time adaptation per volume: none | flip (softmax averaged over 4 "
+                                                  "mirrorings) | tent (entropy minimisation on the normalisation layers' "
+                                                  "scale and shift, reset for every volume; Wang et al. ICLR 2021)."),
+    tta_steps: int = typer.Option(10, "--tta-steps", help="TENT: Adam steps per volume (1-50)."),
+    tta_lr: float = typer.Option(1e-3, "--tta-lr", help="TENT: learning rate (at most 0.01)."),
 ) -> None:
     """Segment volumes with a trained run; masks keep each input's exact geometry."""
     from rich.console import Console
@@ -30,16 +35,20 @@ def predict_command(
     from segshift.errors import SegshiftError
     from segshift.inference.predict_files import predict_paths
     from segshift.inference.predictor import Predictor, is_run_target
+    from segshift.inference.tta import TTAConfig
 
     if target_domain not in ("auto", "yes", "no"):
         raise SegshiftError(f"--target-domain must be auto, yes or no, got {target_domain!r}")
+    tta_cfg = TTAConfig(tta, tta_steps, tta_lr)
     is_target = target_domain == "yes"
     if target_domain == "auto":
         if (inputs / "domain.json").is_file():
             is_target = is_run_target(json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else {}, inputs)
         else:
             is_target = True
-    predictor = Predictor(run, checkpoint=checkpoint, device=device, batch_size=batch_size, target_domain=is_target)
+    predictor = Predictor(run, checkpoint=checkpoint, device=device, batch_size=batch_size, target_domain=is_target, tta=tta_cfg)
+    for w in predictor.warnings:
+        typer.echo(f"warning: {w}", err=True)
     parts = [p for p, on in (("translated to the source look", predictor.method.can_translate()),
                              ("normalised with the target's batch-norm statistics", predictor.method.uses_target_norm())) if on]
     if parts and target_domain == "auto":
@@ -57,7 +66,8 @@ def predict_command(
                              cases=(cases.split(",") if cases and "," in cases else cases))
     tag = " (ORACLE model: trained with target labels)" if predictor.oracle else ""
     secs = sum(r["seconds"] for r in rows)
-    typer.echo(f"{len(rows)} mask(s) written to {out}{tag}; {secs / len(rows):.2f} s per volume; QC in {out / 'qc.csv'}")
+    how = f" with TTA {tta_cfg.describe()}" if tta_cfg.mode != "none" else ""
+    typer.echo(f"{len(rows)} mask(s) written to {out}{tag}{how}; {secs / len(rows):.2f} s per volume; QC in {out / 'qc.csv'}")
 
 
 def register(app: typer.Typer) -> None:

@@ -58,6 +58,7 @@ from segshift.methods import get_method
 from segshift.methods.base import Batch, FigureSamples, Method, resolve_norm_stats
 from segshift.transforms import PreprocessConfig, Preprocessor
 from segshift.transforms.augment import AugmentConfig, augment_batch
+from segshift.transforms.gin import gin_views
 from segshift.utils.atomic import write_json, write_text
 
 
@@ -213,6 +214,10 @@ class Trainer:
         self.resume = resume
         _check_train_values(cfg)
         self.method_cls = get_method(cfg["method_name"])
+        self.augment = AugmentConfig.from_dict(cfg["augment"], spacing=cfg["data"]["preprocess"]["target_spacing"])
+        if self.augment.enabled and self.augment.gin.uses_consistency and not self.method_cls.supports_view_consistency:
+            raise SegshiftError(f"augment.gin.consistency={self.augment.gin.consistency:g}: method {self.method_cls.name} has no "
+                                "GIN-IPA consistency term; set augment.gin.consistency=0 to use GIN's appearance randomisation alone")
         self.sources = [Domain(s) for s in sources]
         self.target = Domain(target) if target is not None else None
         if not self.sources:
@@ -353,7 +358,7 @@ class Trainer:
         # one augmentation generator per stream: the source batches do not depend on whether a target stream exists
         gen = torch.Generator().manual_seed(seed * 1000 + info.rank)
         gen_tgt = torch.Generator().manual_seed(seed * 1000 + info.rank + 7_919_000)
-        aug = AugmentConfig.from_dict(cfg["augment"], spacing=cfg["data"]["preprocess"]["target_spacing"])
+        aug = self.augment
 
         start, best = 0, {"score": -math.inf, "step": None}
         if self.resume:
@@ -534,13 +539,18 @@ class Trainer:
         image = torch.from_numpy(np.concatenate(imgs))[:, None]
         label = torch.from_numpy(np.concatenate(labs).astype(np.int64))
         image, label = augment_batch(image, label, aug, gen)
+        views = None
+        if aug.enabled and aug.gin.enabled:  # GIN-IPA (Ouyang et al. 2022): source images only, after the other transforms
+            views = gin_views(image, aug.gin, gen)
+            image = views[0]
+            views = views.to(method.device) if aug.gin.uses_consistency else None
         target = None
         if tgt_stream is not None:
             tim, _ = self.target_cache.batch(tgt_stream.next())
             target, _ = augment_batch(torch.from_numpy(tim)[:, None], None, aug, gen_tgt)
             target = target.to(method.device)
         dev = method.device
-        return Batch(image.to(dev), label.to(dev), torch.from_numpy(np.concatenate(doms)).to(dev), target)
+        return Batch(image.to(dev), label.to(dev), torch.from_numpy(np.concatenate(doms)).to(dev), target, views)
 
     def _run_info(self, plan: dict[str, Any]) -> dict[str, Any]:
         return {

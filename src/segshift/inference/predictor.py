@@ -23,7 +23,10 @@ source statistics. The QC row records ``translated`` and ``target_norm``.
 Quality control (per case): ``mean_entropy`` is the mean normalised predictive entropy
 (``-sum p log p / log C``, in [0, 1]) over the cropped field of view; ``fg_entropy`` is the
 same over pixels within 3 pixels of the predicted foreground, which is what rises when the
-model is unsure of the heart's outline. Volumes per structure are in millilitres.
+model is unsure of the heart's outline. Volumes per structure are in millilitres. With
+test-time adaptation or augmentation (``tta``, :mod:`segshift.inference.tta`) these describe
+the TTA prediction, and ``*_before_tta`` columns hold the same values of the plain prediction
+of the same volume, so the QC shows what TTA changed.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from segshift.engine import checkpoint as ckpt
 from segshift.engine.config import load_yaml
 from segshift.engine.distributed import pick_device
 from segshift.errors import InputFileError, SegshiftError
+from segshift.inference.tta import TTA, TTAConfig
 from segshift.methods import get_method
 from segshift.methods.base import TARGET_NORM
 from segshift.transforms import Preprocessor
@@ -69,10 +73,13 @@ class Predictor:
         target_domain: whether the inputs are of the run's target domain (``True``: a
             translator and target batch-norm statistics apply, where the method has them)
             or of any other domain (``False``). ``translate`` is its former name.
+        tta: test-time adaptation or augmentation per volume (:mod:`segshift.inference.tta`);
+            the QC row then also holds the plain prediction's entropy and volumes
+            (``*_before_tta``).
     """
 
     def __init__(self, run: str | Path, checkpoint: str = "best", device: str | None = None, batch_size: int = 32, relocate_px: float = 8.0,
-                 target_domain: bool | None = None, translate: bool | None = None) -> None:
+                 target_domain: bool | None = None, translate: bool | None = None, tta: TTAConfig | None = None) -> None:
         self.run = Path(run)
         if not (self.run / "config.yaml").is_file():
             raise InputFileError(self.run, "is not a segshift run folder (no config.yaml)")
@@ -101,13 +108,20 @@ class Predictor:
         self.oracle = bool(self.run_info.get("oracle"))
         self.batch_size = batch_size
         self.relocate_px = relocate_px
+        self.tta = TTA(self.method, tta or TTAConfig())
+        self.warnings = self.tta.warnings(self.cfg)
 
     @property
     def target_norm(self) -> bool:
         """Whether inputs are normalised with the target domain's batch-norm statistics (``norm_stats: domain``)."""
         return self.target_domain and self.method.uses_target_norm()
 
-    def _probs(self, slices: np.ndarray) -> np.ndarray:
+    def _probs(self, slices: np.ndarray, tta: bool = True) -> np.ndarray:
+        if tta and self.tta.cfg.mode != "none":  # one volume, one batch (TENT adapts on the volume's statistics)
+            x = torch.from_numpy(np.ascontiguousarray(slices))[:, None]
+            with self.method.target_norm() if self.target_norm else contextlib.nullcontext():
+                probs = self.tta.probs(x, self.method.predict_logits)
+            return probs.float().cpu().numpy().transpose(1, 0, 2, 3)
         out = []
         for i in range(0, len(slices), self.batch_size):
             x = torch.from_numpy(np.ascontiguousarray(slices[i : i + self.batch_size]))[:, None]
@@ -133,22 +147,28 @@ class Predictor:
                 centre = (corner[0] + ci, corner[1] + cj)
                 prep = self.pre.apply(image, localiser=lambda _s: centre)
                 probs = self._probs(prep.image)
-        native = self.pre.invert(probs.astype(np.float32), prep.geometry)
+        mask, qc = self._mask_and_qc(probs, prep.geometry, image)
+        qc.update({"center_source": prep.geometry.center_source, "translated": bool(self.method.translate_at_predict),
+                   "target_norm": self.target_norm})
+        if self.tta.cfg.mode != "none":
+            _, before = self._mask_and_qc(self._probs(prep.image, tta=False), prep.geometry, image)
+            qc.update({"tta": self.tta.cfg.describe(), **{f"{k}_before_tta": v for k, v in before.items()}})
+        qc["seconds"] = round(time.perf_counter() - t0, 3)
+        return Prediction(mask=mask, qc=qc)
+
+    def _mask_and_qc(self, probs: np.ndarray, geometry: Any, image: Volume) -> tuple[np.ndarray, dict[str, Any]]:
+        """The native-grid mask of class probabilities ``(C, Z, H, W)``, its entropy and volume columns."""
+        native = self.pre.invert(probs.astype(np.float32), geometry)
         mask = native.argmax(0).astype(np.uint8)
         ent = -(probs * np.log(np.clip(probs, 1e-8, 1))).sum(0) / np.log(probs.shape[0])
         pred_fg = probs.argmax(0) > 0
         near = ndi.binary_dilation(pred_fg, structure=np.ones((1, 7, 7), bool)) if pred_fg.any() else pred_fg
         voxel_ml = float(np.prod(image.spacing)) / 1000.0
-        qc: dict[str, Any] = {
+        return mask, {
             "mean_entropy": float(ent.mean()),
             "fg_entropy": float(ent[near].mean()) if near.any() else float("nan"),
             **{f"{name}_ml": round(float((mask == k).sum()) * voxel_ml, 3) for name, k in self.structures.items()},
-            "center_source": prep.geometry.center_source,
-            "translated": bool(self.method.translate_at_predict),
-            "target_norm": self.target_norm,
-            "seconds": round(time.perf_counter() - t0, 3),
         }
-        return Prediction(mask=mask, qc=qc)
 
 
 def _in_checkpoint(folder: Path, net: str) -> bool:

@@ -342,3 +342,20 @@ def self_information_map(logits: torch.Tensor, what: str = "self_information_map
 def mean_entropy(logits: torch.Tensor) -> torch.Tensor:
     """Mean of :func:`entropy_map` over batch and voxels: the entropy-minimisation loss of ADVENT."""
     return entropy_map(logits).mean()
+
+
+def consistency_kl(logits: torch.Tensor) -> torch.Tensor:
+    """GIN-IPA's consistency loss (Ouyang et al. 2022, eq. 7): KL of each view's prediction to the views' mean.
+
+    ``KL(mean_v p_v || p_v)`` with the authors' reduction (PyTorch ``KLDivLoss``, mean over
+    views, classes and pixels; their weight ``lambda_consist`` = 10 is for this reduction).
+    The mean is not detached, as in their code.
+
+    Args:
+        logits: ``(V, B, C, *spatial)``, the segmenter's logits of ``V`` views of the same images.
+    """
+    if logits.dim() < 4 or logits.shape[0] < 2:
+        raise ValueError(f"consistency_kl needs (V >= 2, B, C, ...) logits, got shape {tuple(logits.shape)}")
+    logp = torch.log_softmax(logits.float(), dim=2)
+    mean = logp.exp().mean(0, keepdim=True)
+    return (mean * (torch.log(mean.clamp_min(1e-12)) - logp)).mean()

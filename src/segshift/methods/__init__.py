@@ -12,7 +12,7 @@ from segshift.errors import SegshiftError
 from segshift.methods.base import REGISTRY, Method
 
 # modules that define methods; a new method is a new module listed here
-METHOD_MODULES = ("source_only", "target_oracle", "noise_aug", "histmatch", "adabn", "adaptseg", "advent", "adanet", "cyclegan", "unetgan", "attent",
+METHOD_MODULES = ("source_only", "target_oracle", "noise_aug", "histmatch", "gin_ipa", "bigaug", "adabn", "adaptseg", "advent", "adanet", "cyclegan", "unetgan", "attent",
                   "sdnet")
 
 

@@ -46,6 +46,9 @@ class AdaBN(SourceOnly):
         opt.zero_grad(set_to_none=True)
         src_logits, _ = self.segment(batch.source_image, batch.target_image)  # the target pass only moves statistics
         total, parts = self.loss(src_logits.float(), batch.source_label)
+        cons = self.view_consistency(batch, src_logits)
+        if cons is not None:
+            total, parts = total + cons, {**parts, "consistency": cons.detach()}
         total.backward()
         opt.step()
         return {"loss": float(total.detach()), **{k: float(v) for k, v in parts.items()}}

@@ -269,6 +269,9 @@ class AdversarialMethod(SourceOnly):
         src_logits, tgt_logits, inputs = self.forward_passes(batch)
         total, parts = self.loss(src_logits.float(), batch.source_label)
         values: dict[str, Any] = {"loss_seg": total.detach(), **parts}
+        cons = self.view_consistency(batch, src_logits)  # GIN-IPA views (augment.gin), if any
+        if cons is not None:
+            total, values["consistency"] = total + cons, cons.detach()
         w = self.schedule(step)
         for name, al in self.alignments.items():
             term, adv = al.generator_loss(inputs[name][1], w)

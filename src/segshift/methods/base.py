@@ -104,12 +104,15 @@ class Batch:
         source_label: ``(B, H, W)`` int64 labels.
         source_domain: ``(B,)`` index of each sample's source domain.
         target_image: ``(B, 1, H, W)`` unlabelled target images, or ``None``.
+        source_views: ``(V, B, 1, H, W)`` randomised views of the source images (GIN-IPA with a
+            consistency loss, ``augment.gin``; ``source_views[0]`` is ``source_image``), or ``None``.
     """
 
     source_image: torch.Tensor
     source_label: torch.Tensor
     source_domain: torch.Tensor
     target_image: torch.Tensor | None = None
+    source_views: torch.Tensor | None = None
 
 
 @dataclasses.dataclass
@@ -176,6 +179,9 @@ class Method:
     """This method's hyper-parameters with their defaults (the ``method:`` config section)."""
     init_nets: ClassVar[tuple[str, ...]] = ("seg",)
     """Networks a warm start loads from the init run (the rest start fresh)."""
+    supports_view_consistency: ClassVar[bool] = False
+    """Whether :meth:`train_step` adds GIN-IPA's consistency loss over ``Batch.source_views``
+    (:meth:`view_consistency`); the engine refuses ``augment.gin.consistency > 0`` otherwise."""
 
     def __init__(self, cfg: Mapping[str, Any], num_classes: int, in_channels: int = 1, device: torch.device | str = "cpu") -> None:
         self.cfg = cfg
@@ -305,6 +311,22 @@ class Method:
             out = fn(module, self.prepare(torch.cat(images)))
         return [_take(out, sum(sizes[:i]), sizes[i]) for i in range(len(images))]
 
+    def view_consistency(self, batch: Batch, first_logits: torch.Tensor) -> torch.Tensor | None:
+        """GIN-IPA's weighted consistency term (``augment.gin.consistency`` x :func:`~segshift.losses.consistency_kl`).
+
+        ``first_logits`` are the segmenter's logits of ``batch.source_image`` (view 0, already
+        computed by the step); the other views go through the segmenter here, in one source
+        pass. ``None`` when the batch has no views.
+        """
+        if batch.source_views is None:
+            return None
+        from segshift.losses import consistency_kl
+
+        v, b = batch.source_views.shape[:2]
+        (rest,) = self.segment(batch.source_views[1:].flatten(0, 1))
+        logits = torch.cat([first_logits.float()[None], rest.float().view(v - 1, b, *rest.shape[1:])])
+        return float(self.cfg["augment"]["gin"]["consistency"]) * consistency_kl(logits)
+
     # -- prediction -------------------------------------------------------------------
     @torch.no_grad()
     def predict_logits(self, image: torch.Tensor) -> torch.Tensor:
@@ -315,6 +337,19 @@ class Method:
     def inference_nets(self) -> Iterator[str]:
         """Names of the networks prediction needs (saved in ``best`` checkpoints)."""
         yield from self.nets.keys()
+
+    # -- test-time adaptation (segshift.inference.tta) -----------------------------------------
+    tta_nets: ClassVar[tuple[str, ...]] = ("seg",)
+    """The networks of the segmentation path whose normalisation layers TENT adapts."""
+
+    def tta_input(self, image: torch.Tensor) -> torch.Tensor:
+        """What the segmentation path sees of preprocessed images (a translator's output where prediction translates)."""
+        return image
+
+    def segmenter_logits(self, image: torch.Tensor) -> torch.Tensor:
+        """The segmentation path's logits (float32), differentiable: ``predict_logits`` is this after :meth:`tta_input`."""
+        with self.autocast():
+            return self.nets["seg"](self.prepare(image.to(self.device))).float()
 
     # -- optional hooks (see the module docstring) -----------------------------------------
     @torch.no_grad()

@@ -23,6 +23,7 @@ class SourceOnly(Method):
     name = "source-only"
     paper = "baseline (S2T) of wang2019, yan2019, li2021, liu2020"
     summary = "Train the segmenter on labelled source data only; no adaptation."
+    supports_view_consistency = True
 
     def build(self) -> None:
         super().build()
@@ -40,6 +41,9 @@ class SourceOnly(Method):
         opt.zero_grad(set_to_none=True)
         (logits,) = self.segment(self.source_input(batch))
         total, parts = self.loss(logits.float(), batch.source_label)
+        cons = self.view_consistency(batch, logits)
+        if cons is not None:
+            total, parts = total + cons, {**parts, "consistency": cons.detach()}
         total.backward()
         opt.step()
         return {"loss": float(total.detach()), **{k: float(v) for k, v in parts.items()}}

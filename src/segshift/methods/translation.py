@@ -216,6 +216,7 @@ class TranslationMethod(SourceOnly):
     """A segmenter and a :class:`CycleTranslator` (see the module docstring); subclasses add terms and stages."""
 
     uses_target = True
+    supports_view_consistency = False  # its segmenter step has no GIN-IPA consistency term (GIN appearance only)
     attention: bool = False  # attention-gated generator skips (AttENT)
 
     def build(self) -> None:
@@ -265,6 +266,11 @@ class TranslationMethod(SourceOnly):
     def translate(self, image: torch.Tensor, which: str = "g_t2s") -> torch.Tensor:
         """An image batch translated by generator ``which`` (float32 out)."""
         return self.translator.translate(image, which)
+
+    @torch.no_grad()
+    def tta_input(self, image: torch.Tensor) -> torch.Tensor:
+        """Translated to the source look where prediction translates (TENT adapts the segmenter only)."""
+        return self.translate(image) if self.can_translate() and self.translate_at_predict else image
 
     @torch.no_grad()
     def predict_logits(self, image: torch.Tensor) -> torch.Tensor:

@@ -143,9 +143,12 @@ def build_report(folder: str | Path) -> str:
     parts.append("<h2>Method figures</h2>")
     n_fig = 0
     for r in runs:
-        figs = sorted((folder / r["folder"] / "train" / "figures").rglob("*.png")) if (folder / r["folder"] / "train" / "figures").is_dir() else []
+        if r.get("shares_training"):
+            continue  # its figures are those of the run it shares training with
+        fig_dir = _train(folder, r) / "figures"
+        figs = sorted(fig_dir.rglob("*.png")) if fig_dir.is_dir() else []
         for f in figs:
-            parts.append(_figure(f.read_bytes(), f"{r['key']}: {f.relative_to(folder / r['folder'] / 'train' / 'figures')}"))
+            parts.append(_figure(f.read_bytes(), f"{r['key']}: {f.relative_to(fig_dir)}"))
             n_fig += 1
     if not n_fig:
         parts.append("<p class='note'>No method wrote figures (RUN/figures/*.png) in these runs.</p>")
@@ -159,7 +162,9 @@ def build_report(folder: str | Path) -> str:
         task_runs = sorted((r for r in runs if r["task"] == task), key=lambda r: order.get(T.run_role(r), 1))  # stable: suite order
         rows: dict[str, list[tuple[str, dict[str, list[float]]]]] = {}
         for r in task_runs:
-            csv_path = folder / r["folder"] / "train" / "logs" / "train.csv"
+            csv_path = _train(folder, r) / "logs" / "train.csv"
+            if r.get("shares_training"):
+                continue
             if csv_path.is_file():
                 name = T.run_label(r) + (f"\nfrom {r['init']}" if r.get("init") else "")
                 rows.setdefault(name, []).append((f"seed {r['seed']}", F.read_curve(csv_path)))
@@ -170,7 +175,7 @@ def build_report(folder: str | Path) -> str:
     parts.append("<h2>Runs: configuration, versions, code revision</h2>")
     parts.append(_table(*T.runs_rows(runs)))
     for r in runs:
-        run = folder / r["folder"] / "train"
+        run = _train(folder, r)
         info = _read_json(run / "run.json")
         versions = ", ".join(f"{k} {v}" for k, v in (info.get("versions") or {}).items())
         cfg = (run / "config.yaml").read_text(encoding="utf-8")
@@ -182,6 +187,11 @@ def build_report(folder: str | Path) -> str:
     suite_text = (folder / "suite.yaml").read_text(encoding="utf-8") if (folder / "suite.yaml").is_file() else ""
     parts.append(f"<h3>Suite</h3><pre>{html.escape(suite_text)}</pre></body></html>")
     return "\n".join(parts)
+
+
+def _train(folder: Path, run: Mapping[str, Any]) -> Path:
+    """The engine's run folder of a benchmark run (a TTA row predicts with another row's)."""
+    return folder / (run.get("train_folder") or f"{run['folder']}/train")
 
 
 def _overlays(folder: Path, results: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], runs: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -202,7 +212,7 @@ def _overlays(folder: Path, results: Mapping[str, Any], rows: Sequence[Mapping[s
             picks = [("best", order[-1]), ("median", order[len(order) // 2]), ("worst", order[0])]
             spec = _read_json(folder / run["folder"] / "spec.json")
             domain = Domain(next(t["domain"] for t in spec["tests"] if t["name"] == u["test"]))
-            labels = _read_json(folder / run["folder"] / "train" / "run.json")["labels"]
+            labels = _read_json(_train(folder, run) / "run.json")["labels"]
             imgs, refs, preds, titles = [], [], [], []
             for what, case in picks:
                 img, ref = domain.load(case)

@@ -24,6 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from segshift.errors import SegshiftError
+from segshift.transforms.bigaug import BigAugConfig
+from segshift.transforms.ops import _blur, _uniform
+from segshift.transforms.gin import GinConfig
 
 
 @dataclasses.dataclass
@@ -44,6 +47,10 @@ class AugmentConfig:
     """Resolution augmentation range in mm per pixel (``None``: off)."""
     spacing: float | None = None
     """In-plane pixel size (mm) of the preprocessed slices (``data.preprocess.target_spacing``)."""
+    gin: GinConfig = dataclasses.field(default_factory=GinConfig)
+    """GIN + IPA views of the source images (:mod:`segshift.transforms.gin`; made by the engine)."""
+    bigaug: BigAugConfig = dataclasses.field(default_factory=BigAugConfig)
+    """BigAug's stacked transforms (:mod:`segshift.transforms.bigaug`), in place of the warp and intensity ones."""
 
     def __post_init__(self) -> None:
         if self.resolution is None:
@@ -61,6 +68,8 @@ class AugmentConfig:
     def from_dict(cls, d: Mapping[str, Any], spacing: float | None = None) -> "AugmentConfig":
         """From the ``augment:`` section; ``spacing`` is ``data.preprocess.target_spacing``."""
         kw = dict(d)
+        kw["gin"] = GinConfig.from_dict(kw.get("gin"))
+        kw["bigaug"] = BigAugConfig.from_dict(kw.get("bigaug"))
         for key in ("scale", "gamma", "contrast"):
             if key in kw and kw[key] is not None:
                 kw[key] = tuple(float(v) for v in kw[key])
@@ -70,10 +79,6 @@ class AugmentConfig:
             except (TypeError, ValueError) as exc:
                 raise SegshiftError(f"augment.resolution must be [min_mm, max_mm] or null, got {kw['resolution']!r}") from exc
         return cls(**kw, spacing=None if spacing is None else float(spacing))
-
-
-def _uniform(n: int, lo: float, hi: float, gen: torch.Generator) -> torch.Tensor:
-    return lo + (hi - lo) * torch.rand(n, generator=gen)
 
 
 def spatial_params(n: int, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
@@ -92,9 +97,16 @@ def spatial_params(n: int, cfg: AugmentConfig, gen: torch.Generator) -> torch.Te
     return theta
 
 
-def warp(image: torch.Tensor, theta: torch.Tensor, label: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Apply per-sample affine warps; outside the image, images take their minimum, labels 0."""
+def warp(image: torch.Tensor, theta: torch.Tensor, label: torch.Tensor | None = None,
+         displacement: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Apply per-sample affine warps; outside the image, images take their minimum, labels 0.
+
+    ``displacement`` ``(B, H, W, 2)`` (grid units, x then y) is added to the affine grid
+    (an elastic deformation in the same resampling).
+    """
     grid = F.affine_grid(theta.to(image.device, image.dtype), list(image.shape), align_corners=False)
+    if displacement is not None:
+        grid = grid + displacement.to(grid.device, grid.dtype)
     floor = image.amin(dim=(1, 2, 3), keepdim=True)
     out = F.grid_sample(image - floor, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + floor
     lab = None
@@ -120,17 +132,6 @@ def intensity(image: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> 
         std = _uniform(n, 0, cfg.noise_std, gen).view(n, 1, 1, 1)
         x = x + std * torch.randn(x.shape, generator=gen)
     return x
-
-
-def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    if sigma < 0.3:
-        return x
-    r = max(1, int(math.ceil(3 * sigma)))
-    t = torch.arange(-r, r + 1, dtype=x.dtype)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
-    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
 
 
 def resolution_params(n: int, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
@@ -202,11 +203,16 @@ def augment_batch(
     """Augment a CPU batch ``(B, 1, H, W)`` (and labels ``(B, H, W)``) with ``gen``'s randomness.
 
     Order: resolution augmentation (when ``cfg.resolution`` is set), the affine warp, then
-    the intensity transforms.
+    the intensity transforms; with ``augment.bigaug.enabled`` BigAug's stack replaces the
+    last two. (GIN views are the engine's, after this.)
     """
     if not cfg.enabled:
         return image, label
     image, label = resolution_augment(image, label, cfg, gen)
+    if cfg.bigaug.enabled:
+        from segshift.transforms.bigaug import bigaug_batch
+
+        return bigaug_batch(image, label, cfg.bigaug, gen)
     theta = spatial_params(image.shape[0], cfg, gen)
     image, label = warp(image, theta, label)
     return intensity(image, cfg, gen), label
