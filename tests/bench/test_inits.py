@@ -383,3 +383,33 @@ def test_stage_curves_group_the_logged_terms():
     assert curve_columns(plain) == {"supervised loss": ["loss"]}  # never-validated columns are left out
     png = stage_curves([("source-only (init)", [("seed 0", plain)]), ("adanet\nfrom init", [("seed 0", adapt), ("seed 1", adapt)])], "t")
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+# -- TTA rows --------------------------------------------------------------------------------
+
+def test_a_tta_row_predicts_with_the_model_of_the_row_trained_like_it(tmp_path, phantom):
+    text = _text(phantom, **{"methods: [source-only, adaptseg, target-oracle]":
+                             "methods: [{name: source-only, id: so+tent, tta: tent}, source-only,"
+                             " {name: source-only, id: so+flip, tta: {mode: flip}},"
+                             " {name: source-only, id: so-lr+tent, set: [train.lr=0.002], tta: {mode: tent, steps: 3, lr: 0.002}}]"})
+    suite = _parse(phantom, tmp_path, text)
+    assert [m.tta["mode"] if m.tta else None for m in suite.methods] == ["tent", None, "flip", "tent"]
+    assert suite.methods[0].tta == {"mode": "tent", "steps": 10, "lr": 0.001, "alpha": 0.5}
+    plans = [p for p in Benchmark(suite, tmp_path / "out").plan() if p.seed == 0 and p.role != "init"]
+    by = {p.method_id: p for p in plans}
+    assert by["so+tent"].train_from is by["source-only"] and by["so+flip"].train_from is by["source-only"]
+    assert by["so+tent"].train_dir == by["source-only"].folder / "train"
+    assert by["so-lr+tent"].train_from is None  # trained otherwise: it trains its own model
+    order = [p.method_id for p in plans]
+    assert order.index("so+tent") > order.index("source-only")  # after the row whose model it uses
+    # the TTA settings are part of the fingerprint
+    assert by["so+tent"].fingerprint() != by["so+flip"].fingerprint() != by["source-only"].fingerprint()
+
+
+@pytest.mark.parametrize("tta, msg", [("bogus", "--tta must"), ({"mode": "tent", "steps": 0}, "--tta-steps"),
+                                      ({"mode": "tent", "speed": 1}, "unknown key")])
+def test_bad_tta_rows_are_refused(tmp_path, phantom, tta, msg):
+    text = _text(phantom, **{"methods: [source-only, adaptseg, target-oracle]":
+                             f"methods: [{{name: source-only, id: x, tta: {json.dumps(tta)}}}]"})
+    with pytest.raises(SegshiftError, match=msg):
+        _parse(phantom, tmp_path, text)

@@ -51,7 +51,7 @@ def _unreadable_labels(dom, tmp_path):
     return copy
 
 
-@pytest.mark.parametrize("method", ["source-only", "noise-aug", "histmatch"])
+@pytest.mark.parametrize("method", ["source-only", "noise-aug", "histmatch", "gin-ipa", "bigaug"])
 def test_target_labels_are_never_read(phantom, tmp_path, method):
     target = _unreadable_labels(phantom["lge"], tmp_path)
     cls = get_method(method)

@@ -358,14 +358,14 @@ def _methods(w: _Where, raw: Any, method_set: Mapping[str, Any], inits: Sequence
 
 
 def _tta(w: _Where, where: str, raw: Any) -> dict[str, Any] | None:
-    """A row's ``tta:``: a mode (``tent``, ``flip``) or ``{mode, steps, lr}``; checked like ``segshift predict --tta``."""
+    """A row's ``tta:``: a mode (``tent``, ``flip``) or ``{mode, steps, lr, alpha}``; checked like ``segshift predict --tta``."""
     from segshift.inference.tta import TTAConfig
 
     if raw is None:
         return None
     if isinstance(raw, str):
         raw = {"mode": raw}
-    item = _keys(w, where, raw, {"mode", "steps", "lr"}, ("mode",))
+    item = _keys(w, where, raw, {"mode", "steps", "lr", "alpha"}, ("mode",))
     try:
         cfg = TTAConfig(**item)
     except (SegshiftError, TypeError) as exc:

@@ -348,7 +348,7 @@ def runs_rows(runs: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[s
 def _tta_text(tta: Mapping[str, Any] | None) -> str:
     if not tta:
         return ""
-    return f"tent {tta['steps']} x lr {tta['lr']:g}" if tta["mode"] == "tent" else str(tta["mode"])
+    return f"tent {tta['steps']} x lr {tta['lr']:g}, alpha {tta.get('alpha', 1)}" if tta["mode"] == "tent" else str(tta["mode"])
 
 
 def gap_note(unit: Mapping[str, Any]) -> str:

@@ -28,6 +28,8 @@ def predict_command(
                                                   "scale and shift, reset for every volume; Wang et al. ICLR 2021)."),
     tta_steps: int = typer.Option(10, "--tta-steps", help="TENT: Adam steps per volume (1-50)."),
     tta_lr: float = typer.Option(1e-3, "--tta-lr", help="TENT: learning rate (at most 0.01)."),
+    tta_alpha: float = typer.Option(0.5, "--tta-alpha", help="TENT: weight of the volume's own batch-norm statistics against "
+                                                             "the trained ones (0-1; 1: TENT's test-batch statistics)."),
 ) -> None:
     """Segment volumes with a trained run; masks keep each input's exact geometry."""
     from rich.console import Console
@@ -39,7 +41,7 @@ def predict_command(
 
     if target_domain not in ("auto", "yes", "no"):
         raise SegshiftError(f"--target-domain must be auto, yes or no, got {target_domain!r}")
-    tta_cfg = TTAConfig(tta, tta_steps, tta_lr)
+    tta_cfg = TTAConfig(tta, tta_steps, tta_lr, tta_alpha)
     is_target = target_domain == "yes"
     if target_domain == "auto":
         if (inputs / "domain.json").is_file():

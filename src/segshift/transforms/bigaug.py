@@ -106,17 +106,16 @@ def bigaug_batch(image: torch.Tensor, label: torch.Tensor | None, cfg: BigAugCon
     x = _per_sample(x, on, lambda i, v: _blur(v, float(sig[i])))
     on, std = _coin(n, cfg.p, gen), _uniform(n, *cfg.noise_std, gen)
     noise = torch.randn(x.shape, generator=gen)
-    x = x + (on.float() * std).view(n, 1, 1, 1) * noise
+    x = torch.where(on.view(n, 1, 1, 1), x + std.view(n, 1, 1, 1) * noise, x)
     # image appearance
     on, shift = _coin(n, cfg.p, gen), _uniform(n, -cfg.brightness, cfg.brightness, gen)
-    x = x + (on.float() * shift).view(n, 1, 1, 1)
+    x = torch.where(on.view(n, 1, 1, 1), x + shift.view(n, 1, 1, 1), x)
     on, gamma = _coin(n, cfg.p, gen), _uniform(n, *cfg.gamma, gen)
     lo = x.amin(dim=(1, 2, 3), keepdim=True)
     rng = (x.amax(dim=(1, 2, 3), keepdim=True) - lo).clamp_min(1e-6)
-    g = torch.where(on, gamma, torch.ones(n)).view(n, 1, 1, 1)
-    x = ((x - lo) / rng).clamp(0, 1) ** g * rng + lo
+    x = torch.where(on.view(n, 1, 1, 1), ((x - lo) / rng).clamp(0, 1) ** gamma.view(n, 1, 1, 1) * rng + lo, x)
     on, sc, sh = _coin(n, cfg.p, gen), _uniform(n, *cfg.perturb_scale, gen), _uniform(n, -cfg.perturb_shift, cfg.perturb_shift, gen)
-    x = x * torch.where(on, sc, torch.ones(n)).view(n, 1, 1, 1) + (on.float() * sh).view(n, 1, 1, 1)
+    x = torch.where(on.view(n, 1, 1, 1), x * sc.view(n, 1, 1, 1) + sh.view(n, 1, 1, 1), x)
     # spatial configuration: rotation, scaling and elastic deformation in one warp
     rot_on, sc_on, el_on = _coin(n, cfg.p, gen), _coin(n, cfg.p, gen), _coin(n, cfg.p, gen)
     ang = torch.where(rot_on, _uniform(n, -cfg.rotate_deg, cfg.rotate_deg, gen), torch.zeros(n)) * math.pi / 180
