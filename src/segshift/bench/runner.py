@@ -411,7 +411,9 @@ class Benchmark:
             self._check_spec(p)
         todo = [p for p in plans if not p.skipped]
         n_init = sum(p.role == "init" for p in todo)
+        n_tta = sum(p.train_from is not None for p in todo)
         inits = f" ({n_init} of them inits, each warm-starting its rows)" if n_init else ""
+        inits += f" ({n_tta} of them TTA rows predicting with another row's model)" if n_tta else ""
         self.echo(f"benchmark {self.suite.name}: {len(todo)} runs{inits} ({len(plans) - len(todo)} not made by design) -> {self.out}")
         doc = {"suite": self.suite.name, "suite_file": str(self.suite.path), "seeds": list(self.suite.seeds),
                "compare": [list(c) for c in self.suite.compare],

@@ -27,6 +27,8 @@ def benchmark_command(
             what = f"skipped: {r['skipped']}" if r["skipped"] else r["folder"]
             mark = " [ORACLE]" if r["oracle"] else " [INIT]" if r.get("role") == "init" else ""
             steps = "" if r["skipped"] else f"  ({r['steps']} steps" + (f", warm-started from {r['init']})" if r.get("init") else ")")
+            if r.get("shares_training"):
+                steps = f"  (no training: the model of {r['shares_training']}, predicted with TTA {r['tta']['mode']})"
             typer.echo(f"{r['key']}{mark}  {what}{steps}")
         return
     typer.echo(f"tables: {out / 'results' / 'results.md'}; report: segshift report {out}")
