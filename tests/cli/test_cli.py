@@ -20,7 +20,7 @@ def test_help_lists_every_command(capsys):
 
 
 def test_console_script_runs_as_module():
-    res = subprocess.run([sys.executable, "-m", "segshift", "--help"], capture_output=True, text=True, timeout=120)
+    res = subprocess.run([sys.executable, "-m", "segshift", "--help"], capture_output=True, text=True, encoding="utf-8", timeout=120)
     assert res.returncode == 0 and "import" in res.stdout
 
 

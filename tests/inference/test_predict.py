@@ -74,6 +74,9 @@ def test_legacy_label_centred_run_relocates_on_its_prediction(trained_run, phant
     doc = json.loads((legacy / "preprocess.json").read_text())
     doc["config"]["crop_center"] = "label"
     (legacy / "preprocess.json").write_text(json.dumps(doc))
+    state = json.loads((legacy / "checkpoints" / "best" / "state.json").read_text())  # as a legacy run recorded it
+    state["preprocess"] = doc
+    (legacy / "checkpoints" / "best" / "state.json").write_text(json.dumps(state))
     moved, ref = _off_centre(phantom)
     pred = Predictor(legacy).predict_volume(moved)
     assert pred.qc["center_source"] == "localiser" and np.mean(_dice(pred.mask, ref)) > 0.7
@@ -83,12 +86,16 @@ def test_bad_inputs_fail_clearly_and_write_nothing(trained_run, tmp_path, capsys
     (tmp_path / "in").mkdir()
     write_nifti(tmp_path / "in" / "a.nii.gz", np.zeros((40, 40, 3), np.float32), np.eye(4))
     (tmp_path / "in" / "b.nii.gz").write_bytes(b"\x1f\x8b\x08broken")
-    assert main(["predict", str(trained_run), str(tmp_path / "in"), "--out", str(tmp_path / "out")]) == 2
+    assert main(["predict", str(trained_run), str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--strict"]) == 2
     assert "b.nii.gz: cannot be read" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+    # without --strict the good case is predicted and the bad one listed (tests/cli/test_bad_inputs.py has the rest)
+    assert main(["predict", str(trained_run), str(tmp_path / "in"), "--out", str(tmp_path / "part")]) == 2
+    assert "1 of 2 input(s) could not be predicted" in capsys.readouterr().err
+    assert (tmp_path / "part" / "a.nii.gz").is_file() and "b.nii.gz: cannot be read" in (tmp_path / "part" / "failures.csv").read_text()
     (tmp_path / "in" / "b.nii.gz").unlink()
     write_nifti(tmp_path / "in" / "c.nii.gz", np.zeros((40, 40, 3, 2), np.float32), np.eye(4))
-    assert main(["predict", str(trained_run), str(tmp_path / "in"), "--out", str(tmp_path / "out")]) == 2
+    assert main(["predict", str(trained_run), str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--strict"]) == 2
     assert "c.nii.gz: is 4D where 3D is needed" in capsys.readouterr().err
     assert main(["predict", str(tmp_path), str(tmp_path / "in"), "--out", str(tmp_path / "out")]) == 2
     assert "is not a segshift run folder" in capsys.readouterr().err

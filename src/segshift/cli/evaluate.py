@@ -41,6 +41,7 @@ def evaluate(
         "--empty-distance",
         help="ASSD/HD95 when a structure is in only one map: the volume diagonal in mm, or NaN (counted as undefined).",
     ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the files of an existing --out folder."),
 ) -> None:
     """Compute Dice, Jaccard, ASSD and HD95 (mm) per case and structure, and summarise them."""
     from rich.console import Console
@@ -48,6 +49,12 @@ def evaluate(
     from segshift.data.domain import parse_label_names
     from segshift.metrics.evaluate import evaluate_folders, format_table, write_evaluation
 
+    from segshift.errors import SegshiftError
+    from segshift.utils.atomic import check_disjoint
+
+    check_disjoint(out, [pred_dir, label_dir], "--out folder")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise SegshiftError(f"{out}: exists and is not empty (use --overwrite to replace its per_case.csv and summary.json)")
     label_set = parse_label_names(labels) if labels is not None else None
     result = evaluate_folders(
         pred_dir,

@@ -50,6 +50,9 @@ def import_command(
     sequence: Optional[str] = typer.Option(None, help="MR sequence, e.g. bSSFP or LGE."),
     vendor: Optional[str] = typer.Option(None, help="Scanner vendor."),
     centre: Optional[str] = typer.Option(None, help="Centre."),
+    label_geometry: Optional[str] = typer.Option(None, "--label-geometry", help="strict (default): a label's affine must match "
+                                                 "its image's; image: a label with the image's shape and voxel sizes but "
+                                                 "another affine lies on the image's voxel grid (listed in the report)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
 ) -> None:
     """Import NIfTI/DICOM/NumPy/HDF5 images (and labels) into a domain folder."""
@@ -73,6 +76,7 @@ def import_command(
         sequence=sequence,
         vendor=vendor,
         centre=centre,
+        label_geometry=label_geometry,
     )
     if preset is not None:
         config = get_preset(preset, **overrides)

@@ -1,6 +1,7 @@
 """Entry point of the ``segshift`` console script.
 
-Each command module exposes ``register(app)``. User errors (:class:`SegshiftError`) are
+Each command module exposes ``register(app)``. User errors (:class:`SegshiftError`) and
+operating-system errors (permission, read-only folder, full disk: :class:`OSError`) are
 printed as one ``error: ...`` line on stderr with exit status 2; nothing else is caught.
 """
 
@@ -38,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         app(args=argv, prog_name="segshift")  # standalone: usage errors exit 2 via SystemExit
     except SegshiftError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # permission denied, read-only folder, disk full: the path and the reason, no traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

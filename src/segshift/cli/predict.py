@@ -15,8 +15,10 @@ def predict_command(
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the masks (<case>.nii.gz) and qc.csv."),
     checkpoint: str = typer.Option("best", help="best (model selection) or last."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, ... [default: GPU if available]."),
-    batch_size: int = typer.Option(32, help="Slices per forward pass."),
+    batch_size: int = typer.Option(32, min=1, max=4096, help="Slices per forward pass."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first bad input (default: predict the others, list the "
+                                                       "bad ones in failures.csv, exit non-zero)."),
     cases: Optional[str] = typer.Option(None, "--cases", help="Only these cases: a regex, or a comma-separated list."),
     target_domain: str = typer.Option("auto", "--target-domain",
                                       help="Whether the inputs are of the run's target domain: only then do domain-specific parts "
@@ -65,7 +67,7 @@ def predict_command(
     console = Console(stderr=True)
     with console.status("predicting") as status:
         rows = predict_paths(predictor, inputs, out, overwrite=overwrite, progress=lambda c: status.update(f"predicting {c}"),
-                             cases=(cases.split(",") if cases and "," in cases else cases))
+                             cases=(cases.split(",") if cases and "," in cases else cases), strict=strict)
     tag = " (ORACLE model: trained with target labels)" if predictor.oracle else ""
     secs = sum(r["seconds"] for r in rows)
     how = f" with TTA {tta_cfg.describe()}" if tta_cfg.mode != "none" else ""

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from segshift.data.volume import Volume, check_finite, read_volume, same_geometry, write_nifti
+from segshift.data.volume import Volume, check_volume, read_volume, same_geometry, write_nifti
 from segshift.errors import InputFileError, SegshiftError
 from segshift.utils.atomic import write_json
 
@@ -119,6 +119,18 @@ class DomainSpec:
         return cls(**kwargs)
 
 
+def _by_case(folder: Path) -> dict[str, Path]:
+    """The NIfTI files of a folder by case id; two files of one case (``x.nii`` and ``x.nii.gz``) are refused."""
+    out: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if _is_nifti(p):
+            case = _case_of(p)
+            if case in out:
+                raise InputFileError(p, f"a second file of case {case!r} (first: {out[case].name}); keep one")
+            out[case] = p
+    return out
+
+
 class Domain:
     """A domain folder opened for reading. Opening reads only ``domain.json`` and lists files.
 
@@ -148,11 +160,11 @@ class Domain:
         images = self.root / "images"
         if not images.is_dir():
             raise InputFileError(images, "missing: a domain folder needs an images/ folder")
-        self._images = {_case_of(p): p for p in sorted(images.iterdir()) if _is_nifti(p)}
+        self._images = _by_case(images)
         if not self._images:
             raise InputFileError(images, "holds no .nii/.nii.gz images")
         labels = self.root / "labels"
-        self._labels = {_case_of(p): p for p in sorted(labels.iterdir()) if _is_nifti(p)} if labels.is_dir() else {}
+        self._labels = _by_case(labels) if labels.is_dir() else {}
         orphans = sorted(set(self._labels) - set(self._images))
         if orphans:
             raise InputFileError(labels, f"labels without an image: {', '.join(orphans)}")
@@ -190,7 +202,7 @@ class Domain:
         vol = read_volume(self.image_path(case))
         if vol.array.ndim != 3:
             raise InputFileError(vol.path, f"domain images must be 3D, got shape {vol.array.shape}")
-        check_finite(vol)
+        check_volume(vol)
         return vol
 
     def load_label(self, case: str, image: Volume | None = None) -> Volume | None:

@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 
 from segshift.data.domain import CARDIAC_LABELS, DomainSpec, DomainWriter, to_label_array, validate_labels
-from segshift.data.volume import VOLUME_SUFFIXES, Volume, check_finite, is_dicom_dir, read_volume, same_geometry, strip_suffix
+from segshift.data.volume import VOLUME_SUFFIXES, Volume, check_volume, is_dicom_dir, read_volume, same_geometry, strip_suffix
 from segshift.errors import InputFileError, SegshiftError
-from segshift.utils.atomic import atomic_dir
+from segshift.utils.atomic import atomic_dir, check_disjoint
 
 
 @dataclasses.dataclass
@@ -73,6 +73,10 @@ class ImportConfig:
     label_key: str | None = None
     require_labels: bool = False
     recursive: bool = False
+    label_geometry: str = "strict"
+    """``strict``: a label's affine must match its image's; ``image``: a label with the image's shape and
+    voxel sizes (within 1e-3 relative) but another affine is taken to lie on the image's voxel grid (nnU-Net's
+    reading), and every such case is listed in the report and in ``domain.json``'s provenance."""
     modality: str = "MR"
     sequence: str | None = None
     vendor: str | None = None
@@ -107,9 +111,12 @@ class ImportReport:
         ]
         if self.unmatched:
             out.append(f"{len(self.unmatched)} unmatched file(s) skipped: " + ", ".join(self.unmatched))
-        out += self.notes[:3]
-        if len(self.notes) > 3:
-            out.append(f"... and {len(self.notes) - 3} more geometry note(s) (see domain.json provenance)")
+        grid = [n for n in self.notes if n.endswith("(--label-geometry image)")]
+        other = [n for n in self.notes if n not in grid]
+        out += grid  # every label taken onto its image's grid is listed
+        out += other[:3]
+        if len(other) > 3:
+            out.append(f"... and {len(other) - 3} more geometry note(s) (see domain.json provenance)")
         return out
 
 
@@ -245,18 +252,24 @@ def run_import(
     out_dir = Path(out_dir)
     if not raw_root.is_dir():
         raise InputFileError(raw_root, "is not a folder")
+    check_disjoint(out_dir, [raw_root], "domain folder")
     label_names = validate_labels(dict(config.label_names), where="label names")
     mapper = _LabelMapper(label_names, config.label_map)
     image_rx = _compile(config.image_pattern, "image pattern")
     label_rx = config.compiled_label_pattern()
+    if config.label_geometry not in ("strict", "image"):
+        raise SegshiftError(f"--label-geometry must be strict or image, got {config.label_geometry!r}")
     if config.labels is not None and label_rx is None and config.label_key is None:
         raise SegshiftError("a labels folder was given but no rule to match labels: use --label-suffix or --label-pattern")
 
     unmatched: list[str] = []
     labels: dict[str, Path] = {}
     label_files: set[Path] = set()
-    if config.labels is not None and label_rx is not None:
-        for p in _candidates(_resolve(raw_root, config.labels), config.recursive):
+    # without --labels, a label rule looks for the labels beside the images (never importing them as images)
+    label_dirs = [config.labels] if config.labels is not None else list(config.images) if label_rx is not None else []
+    same_folder = label_rx is not None and any(_resolve(raw_root, d) in {_resolve(raw_root, f) for f in config.images} for d in label_dirs)
+    for label_dir in label_dirs if label_rx is not None else []:
+        for p in _candidates(_resolve(raw_root, label_dir), config.recursive):
             m = label_rx.fullmatch(_stem(p))
             if m is None:
                 continue
@@ -271,8 +284,8 @@ def run_import(
     folders = [(f, False) for f in config.images] + [(f, True) for f in config.unlabelled]
     for folder, is_pool in folders:
         for p in _candidates(_resolve(raw_root, folder), config.recursive):
-            if p in label_files:
-                continue
+            if p in label_files or (same_folder and label_rx.fullmatch(_stem(p))):
+                continue  # a label file (by the label rule), never an image
             m = image_rx.fullmatch(_stem(p))
             if m is None:
                 if label_rx is None or not label_rx.fullmatch(_stem(p)):
@@ -330,7 +343,7 @@ def run_import(
             if progress:
                 progress(out_ids[case])
             img = read_volume(path, spacing=config.spacing, key=config.key)
-            check_finite(img)
+            check_volume(img)
             for note in img.notes:
                 report.notes.append(f"{path.name}: {note}")
             lab: Volume | None = None
@@ -341,12 +354,21 @@ def run_import(
             if lab is not None:
                 if lab.array.ndim != 3:
                     raise InputFileError(lab.path, f"label maps must be 3D, got shape {lab.shape}")
-                if not same_geometry(img if img.array.ndim == 3 else Volume(img.array[..., 0], img.affine), lab):
-                    raise InputFileError(
-                        lab.path,
-                        f"geometry differs from its image {path.name}: shape {lab.shape[:3]} vs {img.shape[:3]}"
-                        + ("" if lab.shape[:3] != img.shape[:3] else f", affine\n{np.round(lab.affine, 4)}\nvs\n{np.round(img.affine, 4)}"),
-                    )
+                img3 = img if img.array.ndim == 3 else Volume(img.array[..., 0], img.affine)
+                if not same_geometry(img3, lab):
+                    same_grid = lab.shape[:3] == img.shape[:3] and np.allclose(lab.spacing, img3.spacing, rtol=1e-3, atol=0)
+                    if same_grid and config.label_geometry == "image":
+                        report.notes.append(f"{lab.path.name}: affine differs from its image {path.name}'s with the same shape "
+                                            f"and voxel sizes: taken to lie on the image's voxel grid (--label-geometry image)")
+                    else:
+                        hint = ("; its shape and voxel sizes match the image's: if it lies on the image's voxel grid, "
+                                "--label-geometry image imports it so") if same_grid else ""
+                        raise InputFileError(
+                            lab.path,
+                            f"geometry differs from its image {path.name}: shape {lab.shape[:3]} vs {img.shape[:3]}"
+                            + ("" if lab.shape[:3] != img.shape[:3] else f", affine\n{np.round(lab.affine, 4)}\nvs\n{np.round(img.affine, 4)}")
+                            + hint,
+                        )
                 lab_arr = mapper(lab.array, lab.path)
             for suffix, arr in _split_frames(img, config.frames):
                 cid = out_ids[case] + suffix

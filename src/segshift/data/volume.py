@@ -240,6 +240,26 @@ def _pick_key(path: Path, keys: list[str], key: str | None) -> str:
     return keys[0]
 
 
+SPACING_RANGE_MM = (0.05, 50.0)
+"""Voxel sizes outside this range are refused (a header in metres or microns, a broken pixdim)."""
+MAX_VOXELS = 2**30
+"""Volumes with more voxels than this (1 Gi) are refused as absurd for a cardiac MR series."""
+
+
+def check_volume(vol: Volume) -> None:
+    """Raise if the volume's voxel sizes lie outside :data:`SPACING_RANGE_MM`, it is absurdly large, or holds NaN/Inf."""
+    where = vol.path or Path("<array>")
+    lo, hi = SPACING_RANGE_MM
+    bad = [float(s) for s in vol.spacing if not (lo <= float(s) <= hi)]
+    if bad:
+        raise InputFileError(where, f"voxel size {'x'.join(f'{float(s):.4g}' for s in vol.spacing)} mm is outside "
+                                    f"{lo:g}-{hi:g} mm (a header in other units, or a broken pixdim); fix the header")
+    if int(np.prod(vol.array.shape, dtype=np.int64)) > MAX_VOXELS:
+        raise InputFileError(where, f"has {int(np.prod(vol.array.shape, dtype=np.int64))} voxels (shape {vol.array.shape}), "
+                                    f"more than the {MAX_VOXELS} a volume may have")
+    check_finite(vol)
+
+
 def check_finite(vol: Volume) -> None:
     """Raise if the volume holds NaN or Inf values."""
     if np.issubdtype(vol.array.dtype, np.floating):

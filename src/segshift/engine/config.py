@@ -130,8 +130,59 @@ def parse_set(items: Iterable[str]) -> Config:
     return out
 
 
+INF = float("inf")
+RANGES: dict[str, tuple[float, float]] = {
+    "seed": (0, 2**31 - 1),
+    "data.preprocess.target_spacing": (0.05, 50.0),
+    "data.preprocess.crop_size": (8, 4096),
+    "data.preprocess.clip_percentiles": (0.0, 100.0),
+    "data.preprocess.histmatch_levels": (2, 65536),
+    "data.val_fraction": (0.0, 0.9),
+    "train.steps": (1, 10**8),
+    "train.batch_size": (1, 4096),
+    "train.lr": (1e-12, 10.0),
+    "train.momentum": (0.0, 0.9999),
+    "train.weight_decay": (0.0, 1.0),
+    "train.poly_power": (1e-6, 100.0),
+    "train.warmup_steps": (0, 10**8),
+    "train.eval_every": (1, 10**8),
+    "train.checkpoint_every": (1, 10**8),
+    "train.log_every": (1, 10**8),
+    "train.eval_batch_size": (1, 4096),
+    "train.num_workers": (0, 256),
+    "train.diverge_factor": (0.0, INF),
+    "train.diverge_patience": (1, 10**8),
+    "train.diverge_warmup": (0, 10**8),
+    "augment.rotate_deg": (0.0, 180.0),
+    "augment.scale": (1e-3, 100.0),
+    "augment.translate": (0.0, 1.0),
+    "augment.gamma": (1e-3, 100.0),
+    "augment.contrast": (0.0, 100.0),
+    "augment.brightness": (0.0, 100.0),
+    "augment.noise_std": (0.0, 100.0),
+    "augment.blur_sigma": (0.0, 100.0),
+}
+"""The allowed range (inclusive) of every numeric engine setting; a list value is checked element-wise.
+(Method hyper-parameters and the ``augment.gin``/``augment.bigaug`` sections check themselves.)"""
+
+
+def check_ranges(cfg: Mapping[str, Any]) -> None:
+    """Refuse any setting of :data:`RANGES` outside its range, naming the key, the value and the range."""
+    for key, (lo, hi) in RANGES.items():
+        try:
+            value = get(cfg, key)
+        except (KeyError, TypeError):
+            continue
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if v is None or isinstance(v, bool):
+                continue
+            if not isinstance(v, (int, float)) or v != v or not lo <= v <= hi:
+                raise SegshiftError(f"config {key}: {value!r} is outside its range [{lo:g}, {hi:g}]")
+
+
 def resolve(method: str, user_files: Iterable[str | Path] = (), sets: Iterable[str] = (), method_hparams: Mapping[str, Any] | None = None) -> Config:
-    """Full config of a run: base -> method hyper-parameters -> method YAML -> user YAML -> --set."""
+    """Full config of a run: base -> method hyper-parameters -> method YAML -> user YAML -> --set (ranges checked)."""
     cfg = base_defaults()
     if method_hparams:
         cfg["method"] = merge(cfg.get("method") or {}, method_hparams, prefix="method.", strict=False)
@@ -140,6 +191,7 @@ def resolve(method: str, user_files: Iterable[str | Path] = (), sets: Iterable[s
         cfg = merge(cfg, load_yaml(path))
     cfg = merge(cfg, parse_set(sets))
     cfg["method_name"] = method
+    check_ranges(cfg)
     return cfg
 
 

@@ -35,6 +35,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,7 +60,7 @@ from segshift.methods.base import Batch, FigureSamples, Method, resolve_norm_sta
 from segshift.transforms import PreprocessConfig, Preprocessor
 from segshift.transforms.augment import AugmentConfig, augment_batch
 from segshift.transforms.gin import gin_views
-from segshift.utils.atomic import write_json, write_text
+from segshift.utils.atomic import check_disjoint, write_json, write_text
 
 
 class TrainingDiverged(SegshiftError):
@@ -165,6 +166,9 @@ def resolve_select(cfg: Config) -> str:
 
 
 def _check_train_values(cfg: Config) -> None:
+    from segshift.engine.config import check_ranges
+
+    check_ranges(cfg)
     t = cfg["train"]
     for key in ("steps", "batch_size", "eval_every", "checkpoint_every", "log_every"):
         v = t[key]
@@ -207,9 +211,16 @@ class Trainer:
             cfg = load_yaml(self.run / "config.yaml")
             run_info = json.loads((self.run / "run.json").read_text())
             sources, target = run_info["sources"], run_info["target"]
+            for d in [*sources, target]:
+                if d is not None and not (Path(d) / "domain.json").is_file():
+                    raise SegshiftError(f"{self.run}: cannot resume: its domain {d} (recorded in run.json) is gone, "
+                                        "moved or renamed; put it back at that path")
         elif self.dist.is_main:
+            check_disjoint(self.run, [*sources, target, cfg.get("init")], "run folder")
             if self.run.exists() and any(self.run.iterdir()) and not overwrite:
                 raise SegshiftError(f"{self.run}: run folder exists and is not empty (use --resume to continue it or --overwrite)")
+            if target is not None and any(Path(s).resolve() == Path(target).resolve() for s in sources):
+                print(f"warning: the target {target} is also a source: nothing is adapted to another domain", file=sys.stderr)
         self.cfg = cfg
         self.resume = resume
         _check_train_values(cfg)

@@ -36,7 +36,7 @@ from segshift.data.domain import Domain
 from segshift.engine.validate import dice_3d
 from segshift.errors import SegshiftError
 from segshift.inference.predictor import Predictor
-from segshift.utils.atomic import atomic_dir, write_json, write_text
+from segshift.utils.atomic import atomic_dir, check_disjoint, write_json, write_text
 
 KINDS = ("fgsm", "random")
 
@@ -84,6 +84,7 @@ def attack_probe(
         The summary: ``{"eps": [...], "fgsm": [mean Dice...], "random": [...], ...}``.
     """
     eps_list = _check_eps(eps)
+    check_disjoint(out, [run, domain])
     pred = Predictor(run, checkpoint=checkpoint, device=device)
     dom = Domain(domain)
     if set(dom.spec.labels.values()) != set(pred.labels.values()):

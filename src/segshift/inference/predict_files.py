@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from segshift.data.volume import NIFTI_SUFFIXES, VOLUME_SUFFIXES, check_finite, is_dicom_dir, read_volume, strip_suffix, write_nifti
-from segshift.errors import InputFileError
+from segshift.data.volume import NIFTI_SUFFIXES, VOLUME_SUFFIXES, check_volume, is_dicom_dir, read_volume, strip_suffix, write_nifti
+from segshift.errors import InputFileError, SegshiftError
 from segshift.inference.predictor import Predictor
-from segshift.utils.atomic import atomic_dir, write_text
+from segshift.utils.atomic import atomic_dir, check_disjoint, write_text
 
 
 def collect_inputs(path: str | Path) -> list[Path]:
@@ -62,6 +62,14 @@ def _write_mask(dest: Path, mask: np.ndarray, source: Path, affine: np.ndarray) 
         write_nifti(dest, mask, affine)
 
 
+class PredictionFailures(SegshiftError):
+    """Some inputs of a folder could not be predicted; the others were (``failures.csv`` lists the bad ones)."""
+
+    def __init__(self, message: str, rows: list[dict], failures: list[dict]) -> None:
+        super().__init__(message)
+        self.rows, self.failures = rows, failures
+
+
 def predict_paths(
     predictor: Predictor,
     inputs: str | Path,
@@ -69,8 +77,17 @@ def predict_paths(
     overwrite: bool = False,
     progress: Callable[[str], None] | None = None,
     cases: str | Sequence[str] | None = None,
+    strict: bool = False,
 ) -> list[dict]:
-    """Predict every volume under ``inputs`` (or only ``cases``: ids or a regex) into ``out``; returns the QC rows."""
+    """Predict every volume under ``inputs`` (or only ``cases``: ids or a regex) into ``out``; returns the QC rows.
+
+    A bad input among several (unreadable, not 3D, NaN, absurd voxel size) does not stop the
+    others: every readable case is predicted, ``out/failures.csv`` lists each bad file with
+    its reason, and :class:`PredictionFailures` is raised once ``out`` is in place (the CLI
+    exits non-zero with the count). ``strict`` stops at the first bad input, writing nothing;
+    so does a single input, or a folder where every input fails.
+    """
+    check_disjoint(out, [inputs, predictor.run])  # before reading anything
     items = collect_inputs(inputs)
     names = [it.name if it.is_dir() else strip_suffix(it.name) for it in items]
     if cases is not None:
@@ -81,23 +98,44 @@ def predict_paths(
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise InputFileError(Path(inputs), f"several inputs map to the same case name: {', '.join(dupes)}")
-    rows = []
+    rows: list[dict] = []
+    failures: list[dict] = []
     model = f"{predictor.method.name} [ORACLE: trained with target labels]" if predictor.oracle else predictor.method.name
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with atomic_dir(out, overwrite=overwrite, inputs=[inputs, predictor.run]) as tmp:
         for item, case in zip(items, names):
             if progress:
                 progress(case)
-            vol = read_volume(item)
-            if vol.array.ndim != 3:
-                raise InputFileError(item, f"is {vol.array.ndim}D where 3D is needed (import 4D cine with --frames first)")
-            check_finite(vol)
-            pred = predictor.predict_volume(vol)
-            _write_mask(tmp / f"{case}.nii.gz", pred.mask, item, vol.affine)
+            try:
+                vol = read_volume(item)
+                if vol.array.ndim != 3:
+                    raise InputFileError(item, f"is {vol.array.ndim}D where 3D is needed (import 4D cine with --frames first)")
+                check_volume(vol)
+                pred = predictor.predict_volume(vol)
+                _write_mask(tmp / f"{case}.nii.gz", pred.mask, item, vol.affine)
+            except (SegshiftError, OSError) as exc:
+                if strict or len(items) == 1:
+                    raise
+                failures.append({"case": case, "input": str(item), "reason": str(exc).replace("\n", " ")})
+                continue
             rows.append({"case": case, "model": model, "input": str(item), "shape": "x".join(map(str, vol.shape)),
                          "spacing_mm": "x".join(f"{s:.4g}" for s in vol.spacing), **pred.qc})
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-        write_text(tmp / "qc.csv", buf.getvalue())
+        if not rows:
+            raise SegshiftError(f"{inputs}: none of the {len(items)} inputs could be predicted: "
+                                + "; ".join(f["reason"] for f in failures[:3]) + (" ..." if len(failures) > 3 else ""))
+        write_text(tmp / "qc.csv", _csv(rows))
+        if failures:
+            write_text(tmp / "failures.csv", _csv(failures))
+    if failures:
+        raise PredictionFailures(f"{len(failures)} of {len(items)} input(s) could not be predicted (listed with the reason in "
+                                 f"{Path(out) / 'failures.csv'}); the {len(rows)} other mask(s) are in {out}. First: "
+                                 f"{failures[0]['reason']}", rows, failures)
     return rows
+
+
+def _csv(rows: list[dict]) -> str:
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields)
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()

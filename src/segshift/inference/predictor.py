@@ -101,6 +101,8 @@ class Predictor:
         folder = self.run / "checkpoints" / checkpoint
         names = self.method.checkpoint_nets() if checkpoint == "best" else list(self.method.nets)
         self.state = ckpt.load_weights(folder, {k: self.method.nets[k] for k in names if _in_checkpoint(folder, k)})
+        _check_recorded(self.run, self.state, {"config.yaml": self.cfg, "preprocess.json": self.pre.to_dict(),
+                                               "run.json (labels)": self.labels})
         self.method.to_device()
         self.method.train(False)
         self.target_domain = bool(target_domain if target_domain is not None else translate if translate is not None else True)
@@ -169,6 +171,22 @@ class Predictor:
             "fg_entropy": float(ent[near].mean()) if near.any() else float("nan"),
             **{f"{name}_ml": round(float((mask == k).sum()) * voxel_ml, 3) for name, k in self.structures.items()},
         }
+
+
+def _check_recorded(run: Path, state: dict[str, Any], files: dict[str, Any]) -> None:
+    """Refuse a run whose config, preprocessing or labels differ from what its checkpoint recorded at training.
+
+    The checkpoint's weights are hashed; its ``state.json`` holds the config, the
+    preprocessing and the labels the weights were trained with, so an edited
+    ``config.yaml``, ``preprocess.json`` or ``run.json`` cannot silently change a prediction.
+    """
+    recorded = {"config.yaml": state.get("config"), "preprocess.json": state.get("preprocess"), "run.json (labels)": state.get("labels")}
+    for name, value in files.items():
+        if recorded[name] is None:
+            continue  # (a checkpoint that predates the record)
+        if json.dumps(recorded[name], sort_keys=True, default=str) != json.dumps(json.loads(json.dumps(value, default=str)), sort_keys=True, default=str):
+            raise InputFileError(run / name.split(" ")[0], "differs from the copy recorded in the checkpoint at training "
+                                 "(edited after training?); restore it, or retrain")
 
 
 def _in_checkpoint(folder: Path, net: str) -> bool:

@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,16 +50,39 @@ def write_json(dest: str | Path, obj: Any) -> None:
     write_text(dest, json.dumps(obj, indent=2, sort_keys=False, allow_nan=True) + "\n")
 
 
+def check_disjoint(out: str | Path, inputs: Iterable[str | Path | None], what: str = "output folder") -> None:
+    """Refuse an output folder that is, contains or lies inside one of a command's inputs.
+
+    ``--overwrite`` replaces the output folder, so such an output would delete (or pollute)
+    the input it was made from: the raw data, a domain, a run, the volumes predicted.
+    """
+    o = Path(out).resolve()
+    for item in inputs:
+        if item is None:
+            continue
+        i = Path(item).resolve()
+        how = "is" if o == i else "contains" if o in i.parents else "lies inside" if i in o.parents else None
+        if how:
+            raise SegshiftError(f"{out}: the {what} {how} the input {item}; write it somewhere else "
+                                "(--overwrite would replace the input with it)")
+
+
 @contextlib.contextmanager
-def atomic_dir(dest: str | Path, overwrite: bool = False) -> Iterator[Path]:
+def atomic_dir(dest: str | Path, overwrite: bool = False, inputs: Iterable[str | Path | None] = ()) -> Iterator[Path]:
     """Build a folder under a temporary sibling; rename it onto ``dest`` on success.
+
+    The old ``dest`` (with ``overwrite``) is moved aside, and deleted only once the new one is
+    in place.
 
     Args:
         dest: the final folder.
         overwrite: replace an existing ``dest``. Without it an existing non-empty ``dest``
             is an error raised before anything is written.
+        inputs: what the command reads: ``dest`` may not be, contain or lie inside any of
+            them (:func:`check_disjoint`).
     """
     dest = Path(dest)
+    check_disjoint(dest, inputs)
     if dest.exists() and not dest.is_dir():
         raise SegshiftError(f"{dest}: exists and is not a folder")
     if dest.exists() and any(dest.iterdir()) and not overwrite:
