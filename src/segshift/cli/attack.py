@@ -16,7 +16,7 @@ def attack_command(
     cases: Optional[str] = typer.Option(None, help="Only these labelled cases (comma-separated)."),
     checkpoint: str = typer.Option("best", help="best or last."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, ... [default: GPU if available]."),
-    seed: int = typer.Option(0, help="Seed of the random-sign control."),
+    seed: int = typer.Option(0, min=0, help="Seed of the random-sign control."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
 ) -> None:
     """Dice against epsilon under FGSM and under random-sign perturbations of the same size."""

@@ -13,7 +13,7 @@ def phantom_command(
     out: Path = typer.Option(..., "--out", help="Parent folder; each domain is written to OUT/<preset>."),
     domains: str = typer.Option(DEFAULT_DOMAINS, "--domains", help="Comma-separated preset names."),
     cases: int = typer.Option(20, "--cases", min=1, help="Cases per domain."),
-    seed: int = typer.Option(0, "--seed", help="Dataset seed (same seed, same data)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Dataset seed (same seed, same data)."),
     paired: bool = typer.Option(False, "--paired", help="Same anatomies (patients) in every domain."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing domain folders."),
 ) -> None:

@@ -36,7 +36,7 @@ def train_command(
                                         "source split) this run starts from, e.g. a source-only run for an adaptation method."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
-    stop_after: Optional[int] = typer.Option(None, "--stop-after", help="Stop (with a checkpoint) after this step; --resume continues."),
+    stop_after: Optional[int] = typer.Option(None, "--stop-after", min=1, help="Stop (with a checkpoint) after this step; --resume continues."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 [default: GPU if available]."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
 ) -> None:
