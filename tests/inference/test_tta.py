@@ -36,6 +36,28 @@ def test_tent_resets_between_volumes(trained_run, phantom):
     assert all(torch.equal(before[k], v) for k, v in _state(p).items())
 
 
+def test_tent_keeps_a_runs_target_statistics(phantom, tmp_path):
+    """With per-domain batch norm (adabn), target inputs are normalised with the target statistics, which TENT
+    blends with each volume's and must give back intact: A then B equals B alone, and the store is unchanged."""
+    from segshift.engine.config import resolve
+    from segshift.engine.trainer import train
+    from tests.conftest import FAST
+
+    cfg = resolve("adabn", sets=FAST + ["train.steps=3", "train.eval_every=3"])
+    train(cfg, [phantom["bssfp"]], phantom["lge"], tmp_path / "run", progress=False)
+    dom = Domain(phantom["lge"])
+    p = Predictor(tmp_path / "run", tta=TTAConfig("tent", steps=3, lr=0.005), target_domain=True)
+    assert p.target_norm
+    store = {k: v.clone() for k, v in p.method.nets["seg_target_norm"].state_dict().items()}
+    seg = _state(p)
+    p.predict_volume(dom.load_image("case000"))
+    b = p.predict_volume(dom.load_image("case001"))
+    alone = Predictor(tmp_path / "run", tta=TTAConfig("tent", steps=3, lr=0.005), target_domain=True).predict_volume(dom.load_image("case001"))
+    assert np.array_equal(b.mask, alone.mask) and b.qc["mean_entropy"] == alone.qc["mean_entropy"]
+    assert all(torch.equal(store[k], v) for k, v in p.method.nets["seg_target_norm"].state_dict().items())
+    assert all(torch.equal(seg[k], v) for k, v in _state(p).items())
+
+
 @pytest.mark.parametrize("alpha", [0.0, 0.5])
 def test_tent_changes_only_the_normalisation_affine_parameters(trained_run, phantom, alpha):
     """Only norm scales and shifts learn; with alpha > 0 the batch-norm statistics are also blended with the

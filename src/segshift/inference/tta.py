@@ -116,16 +116,19 @@ class TTA:
         return torch.softmax(predict(slices), dim=1)
 
     def _tent(self, slices: torch.Tensor) -> torch.Tensor:
-        self.reset()
+        # the state as it is now (under the predictor's batch-norm policy: the target statistics may be swapped in),
+        # restored after the volume; so each volume starts from the trained model, as the first did
+        saved = [copy.deepcopy(n.state_dict()) for n in self.nets]
         try:
             return self.adapt(slices)
         finally:
-            self.reset()
+            for net, state in zip(self.nets, saved):
+                net.load_state_dict(state)
 
     def adapt(self, slices: torch.Tensor) -> torch.Tensor:
         """TENT's ``steps`` updates on one volume ``(Z, 1, H, W)``, from the current weights; returns the adapted softmax.
 
-        The weights stay adapted (:meth:`probs` resets them before and after; this is its core).
+        The weights stay adapted (:meth:`probs` restores them after the volume; this is its core).
         Returns the entropy before and after in :attr:`last_entropy`.
         """
         m = self.method
@@ -145,7 +148,7 @@ class TTA:
         return torch.softmax(logits, dim=1)
 
     def reset(self) -> None:
-        """Every parameter and buffer of the segmentation path back to the trained model's."""
+        """Every parameter and buffer of the segmentation path back to the trained model's (as loaded)."""
         if self.cfg.mode == "tent":
             for net, state in zip(self.nets, self._initial):
                 net.load_state_dict(state)
