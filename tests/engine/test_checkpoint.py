@@ -81,3 +81,19 @@ def test_wrong_network_is_named(tmp_path):
         ckpt.load_weights(tmp_path / "c", {"seg": nn.Conv2d(1, 8, 3)})
     with pytest.raises(InputFileError, match="no optimiser state"):
         ckpt.load_training_state(tmp_path / "c", {"seg": torch.optim.SGD(net.parameters(), lr=0.1)}, {})
+
+
+def test_a_compiled_network_saves_plain_keys_that_predict_can_load(tmp_path):
+    """train.compile wraps networks in torch.compile, whose state-dict keys carry `_orig_mod.`; checkpoints hold the
+    plain network's keys, so an uncompiled network (prediction) loads them, and a compiled one loads them back."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    compiled = torch.compile(net)
+    assert any(k.startswith("_orig_mod.") for k in compiled.state_dict())  # (nothing is compiled until called)
+    ckpt.save_checkpoint(tmp_path / "c", {"seg": compiled}, {"step": 1})
+    plain = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    ckpt.load_weights(tmp_path / "c", {"seg": plain})
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), net.state_dict().values()))
+    again = torch.compile(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2)))
+    ckpt.load_weights(tmp_path / "c", {"seg": again})
+    assert torch.equal(again._orig_mod[0].weight, net[0].weight)

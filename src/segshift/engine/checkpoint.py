@@ -33,6 +33,11 @@ FORMAT = "segshift-checkpoint"
 VERSION = 1
 
 
+def _plain(net: nn.Module) -> nn.Module:
+    """The network itself, not a ``torch.compile`` wrapper (whose state-dict keys carry ``_orig_mod.``)."""
+    return getattr(net, "_orig_mod", net)
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -98,7 +103,7 @@ def save_checkpoint(
     from safetensors.torch import save_file
 
     folder = Path(folder)
-    weights = {f"{n}.{k}": v.detach().cpu().contiguous() for n, net in nets.items() for k, v in net.state_dict().items()}
+    weights = {f"{n}.{k}": v.detach().cpu().contiguous() for n, net in nets.items() for k, v in _plain(net).state_dict().items()}
     doc: dict[str, Any] = {"format": FORMAT, "version": VERSION, **state}
     with atomic_dir(folder, overwrite=True) as tmp:
         save_file(weights, str(tmp / "weights.safetensors"))
@@ -134,7 +139,7 @@ def replace_weights(folder: str | Path, nets: Mapping[str, nn.Module], **state: 
     for name, net in nets.items():
         prefix = f"{name}."
         tensors = {k: v for k, v in tensors.items() if not k.startswith(prefix)}
-        tensors.update({prefix + k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()})
+        tensors.update({prefix + k: v.detach().cpu().contiguous() for k, v in _plain(net).state_dict().items()})
     doc.update(state)
     with atomic_dir(folder, overwrite=True) as tmp:
         for other in folder.iterdir():
@@ -186,7 +191,7 @@ def load_weights(folder: str | Path, nets: Mapping[str, nn.Module], strict: bool
         prefix = f"{name}."
         sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         try:
-            net.load_state_dict(sd, strict=strict)
+            _plain(net).load_state_dict(sd, strict=strict)
         except RuntimeError as exc:
             raise InputFileError(folder / "weights.safetensors", f"does not fit network {name!r} ({str(exc).splitlines()[0]})") from exc
     return doc
