@@ -17,5 +17,5 @@ for task in acdc2bssfp bssfp2lge; do
   done
 done
 for f in "$out"/*-eval/summary.json; do
-  python3 -c "import json,sys; s=json.load(open(sys.argv[1])); print(sys.argv[1].split('/')[-2], round(s['overall']['dice']['mean'], 4))" "$f"
+  python3 -c "import json,sys; s=json.load(open(sys.argv[1])); print(sys.argv[1].split('/')[-2], round(s['summary']['overall']['dice']['mean'], 4))" "$f"
 done
