@@ -56,7 +56,11 @@ def test_builtin_suites_parse_and_all_means_every_registered_method():
     extras = {m.id: m for m in dev.methods if m.id != m.name}
     assert {k: v.tasks for k, v in extras.items()} == {
         "unet-ra": ("acdc2bssfp",), "sdnet-ra": ("acdc2bssfp",), "adanet-s2t": ("bssfp2lge",), "adanet-hm": ("bssfp2lge",),
-        "adanet-mda": ("bssfp2lge",), "adanet-fda": ("bssfp2lge",), "unetgan-600": ("bssfp2lge",)}
+        "adanet-mda": ("bssfp2lge",), "adanet-fda": ("bssfp2lge",), "unetgan-600": ("bssfp2lge",),
+        "gin-ipa-scratch": None, "bigaug-scratch": None, "source-only+tent": None, "source-only+flip": None,
+        "gin-ipa-scratch+tent": None}
+    assert extras["source-only+tent"].tta == {"mode": "tent", "steps": 10, "lr": 0.001, "alpha": 0.5}
+    assert extras["gin-ipa-scratch"].init is None and extras["source-only+flip"].init == "init"
     assert extras["unetgan-600"].budget == {"steps": 600} and dev.budget == {"steps": 150}
     assert ("adanet", "adabn") in dev.compare and ("advent", "adabn") in dev.compare
     assert [t.name for t in dev.tasks] == ["acdc2bssfp", "bssfp2lge"]

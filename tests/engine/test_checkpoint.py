@@ -83,17 +83,26 @@ def test_wrong_network_is_named(tmp_path):
         ckpt.load_training_state(tmp_path / "c", {"seg": torch.optim.SGD(net.parameters(), lr=0.1)}, {})
 
 
+class _Compiled(torch.nn.Module):
+    """What torch.compile returns, as far as checkpoints see it: the network under `_orig_mod` (torch's
+    OptimizedModule; building a real one imports inductor, which is slow and locale-sensitive on CPU)."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self._orig_mod = net
+
+
 def test_a_compiled_network_saves_plain_keys_that_predict_can_load(tmp_path):
-    """train.compile wraps networks in torch.compile, whose state-dict keys carry `_orig_mod.`; checkpoints hold the
-    plain network's keys, so an uncompiled network (prediction) loads them, and a compiled one loads them back."""
+    """train.compile wraps networks so that their state-dict keys carry `_orig_mod.`; checkpoints hold the plain
+    network's keys, so an uncompiled network (prediction) loads them, and a compiled one loads them back."""
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
-    compiled = torch.compile(net)
-    assert any(k.startswith("_orig_mod.") for k in compiled.state_dict())  # (nothing is compiled until called)
+    compiled = _Compiled(net)
+    assert all(k.startswith("_orig_mod.") for k in compiled.state_dict())
     ckpt.save_checkpoint(tmp_path / "c", {"seg": compiled}, {"step": 1})
     plain = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
     ckpt.load_weights(tmp_path / "c", {"seg": plain})
     assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), net.state_dict().values()))
-    again = torch.compile(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2)))
+    again = _Compiled(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2)))
     ckpt.load_weights(tmp_path / "c", {"seg": again})
     assert torch.equal(again._orig_mod[0].weight, net[0].weight)

@@ -120,7 +120,7 @@ def test_cli_init_and_resume_exclusive(init_run, phantom, tmp_path, capsys):
 
 def test_bad_train_values_are_refused(phantom, tmp_path):
     for bad in ("train.steps=-5", "train.batch_size=0", "train.eval_every=0"):
-        with pytest.raises(SegshiftError, match="must be a whole number >= 1"):
+        with pytest.raises(SegshiftError, match=r"is outside its range \[1, "):
             Trainer(_cfg("source-only", bad), [phantom["bssfp"]], None, tmp_path / "r", progress=False)
     with pytest.raises(SegshiftError, match="train.select must be one of"):
         Trainer(_cfg("source-only", "train.select=best"), [phantom["bssfp"]], None, tmp_path / "r", progress=False)
