@@ -101,7 +101,7 @@ def predict_paths(
     rows: list[dict] = []
     failures: list[dict] = []
     model = f"{predictor.method.name} [ORACLE: trained with target labels]" if predictor.oracle else predictor.method.name
-    with atomic_dir(out, overwrite=overwrite, inputs=[inputs, predictor.run]) as tmp:
+    with atomic_dir(out, overwrite=overwrite) as tmp:
         for item, case in zip(items, names):
             if progress:
                 progress(case)

@@ -184,6 +184,7 @@ def _check_recorded(run: Path, state: dict[str, Any], files: dict[str, Any]) -> 
     for name, value in files.items():
         if recorded[name] is None:
             continue  # (a checkpoint that predates the record)
+        # through JSON and back first: tuples become lists and keys strings, as in state.json
         if json.dumps(recorded[name], sort_keys=True, default=str) != json.dumps(json.loads(json.dumps(value, default=str)), sort_keys=True, default=str):
             raise InputFileError(run / name.split(" ")[0], "differs from the copy recorded in the checkpoint at training "
                                  "(edited after training?); restore it, or retrain")

@@ -15,7 +15,7 @@
   plain prediction; on the phantom LGE cases +0.057, +0.071, +0.083; docs/generalisation.md).
   Every parameter and buffer is restored before and after each volume, so one volume
   never leaks into the next, and the whole procedure is deterministic (full-batch
-  gradients, no random numbers). A translator (``Method.tta_input``) is applied, not adapted.
+  gradients, no random numbers). A translator (``Method.prediction_input``) is applied, not adapted.
 * ``flip``: the softmax averaged over the four mirrorings of each slice (identity,
   left-right, up-down, both): the cheap baseline. A model trained without flips
   (``augment.flip: false``, the default: flips change the heart's handedness) has never seen
@@ -132,7 +132,7 @@ class TTA:
         Returns the entropy before and after in :attr:`last_entropy`.
         """
         m = self.method
-        x = m.tta_input(slices.to(m.device))
+        x = m.prediction_input(slices.to(m.device))
         with self._adapting(x):
             opt = torch.optim.Adam(self.params, lr=self.cfg.lr)
             first = None
@@ -159,7 +159,7 @@ class TTA:
 
         The blend (``alpha``) is set once, from one forward pass over the volume; every
         parameter's ``requires_grad`` and every batch norm's momentum are restored after
-        (the statistics and parameters themselves by :meth:`reset`).
+        (the statistics and parameters themselves by the caller: :meth:`_tent`, or :meth:`reset`).
         """
         grads = [(p, p.requires_grad) for net in self.nets for p in net.parameters()]
         norms = [mod for net in self.nets for mod in net.modules() if isinstance(mod, nn.modules.batchnorm._BatchNorm)]

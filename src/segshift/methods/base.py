@@ -14,7 +14,9 @@ Contract:
   ``self.optimizers`` and ``self.schedulers`` (dicts keyed by name).
 * :meth:`train_step` receives a :class:`Batch` and returns a dict of floats to log. It runs
   forward passes under ``self.autocast()`` and updates its own optimisers.
-* :meth:`predict_logits` maps a preprocessed image batch ``(B, 1, H, W)`` to logits.
+* :meth:`predict_logits` maps a preprocessed image batch ``(B, 1, H, W)`` to logits: the
+  segmentation path (:meth:`segmenter_logits`, differentiable) applied to
+  :meth:`prediction_input` (the image, or its translation).
 * ``init_nets``: the networks a warm start (``init:`` / ``segshift train --init RUN``)
   takes from a finished run (default ``("seg",)``, the segmenter); every other network
   (discriminators, translators) starts fresh. ``self.warm_started`` says, from ``build``
@@ -330,26 +332,26 @@ class Method:
     # -- prediction -------------------------------------------------------------------
     @torch.no_grad()
     def predict_logits(self, image: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, C, H, W)`` of preprocessed images ``(B, 1, H, W)`` (float32 out)."""
+        """Logits ``(B, C, H, W)`` of preprocessed images ``(B, 1, H, W)`` (float32 out):
+        :meth:`segmenter_logits` of :meth:`prediction_input`."""
+        return self.segmenter_logits(self.prediction_input(image))
+
+    # the two halves of prediction (TENT, segshift.inference.tta, adapts the second) -------------
+    tta_nets: ClassVar[tuple[str, ...]] = ("seg",)
+    """The networks of the segmentation path whose normalisation layers TENT adapts."""
+
+    def prediction_input(self, image: torch.Tensor) -> torch.Tensor:
+        """What the segmentation path sees of preprocessed images (a translator's output where prediction translates)."""
+        return image
+
+    def segmenter_logits(self, image: torch.Tensor) -> torch.Tensor:
+        """The segmentation path's logits (float32), differentiable."""
         with self.autocast():
             return self.nets["seg"](self.prepare(image.to(self.device))).float()
 
     def inference_nets(self) -> Iterator[str]:
         """Names of the networks prediction needs (saved in ``best`` checkpoints)."""
         yield from self.nets.keys()
-
-    # -- test-time adaptation (segshift.inference.tta) -----------------------------------------
-    tta_nets: ClassVar[tuple[str, ...]] = ("seg",)
-    """The networks of the segmentation path whose normalisation layers TENT adapts."""
-
-    def tta_input(self, image: torch.Tensor) -> torch.Tensor:
-        """What the segmentation path sees of preprocessed images (a translator's output where prediction translates)."""
-        return image
-
-    def segmenter_logits(self, image: torch.Tensor) -> torch.Tensor:
-        """The segmentation path's logits (float32), differentiable: ``predict_logits`` is this after :meth:`tta_input`."""
-        with self.autocast():
-            return self.nets["seg"](self.prepare(image.to(self.device))).float()
 
     # -- optional hooks (see the module docstring) -----------------------------------------
     @torch.no_grad()

@@ -172,12 +172,6 @@ class SDNetMethod(Method):
     tta_nets = ("sdnet",)
 
     def segmenter_logits(self, image: torch.Tensor) -> torch.Tensor:
-        net = self.nets["sdnet"]
-        with self.autocast():
-            return net.segmentor(net.anatomy(self.prepare(image.to(self.device)))).float()
-
-    @torch.no_grad()
-    def predict_logits(self, image: torch.Tensor) -> torch.Tensor:
         """``segmentor(E_a(x))`` (Fig. 1(a): the mask comes from the binary anatomy factor)."""
         net = self.nets["sdnet"]
         with self.autocast():

@@ -268,22 +268,14 @@ class TranslationMethod(SourceOnly):
         return self.translator.translate(image, which)
 
     @torch.no_grad()
-    def tta_input(self, image: torch.Tensor) -> torch.Tensor:
-        """Translated to the source look where prediction translates (TENT adapts the segmenter only)."""
+    def prediction_input(self, image: torch.Tensor) -> torch.Tensor:
+        """Target images: translated to the source look first when the direction says so (TENT adapts the segmenter only)."""
         return self.translate(image) if self.can_translate() and self.translate_at_predict else image
-
-    @torch.no_grad()
-    def predict_logits(self, image: torch.Tensor) -> torch.Tensor:
-        """Target images: translated to the source look first when the direction says so."""
-        if self.can_translate() and self.translate_at_predict:
-            image = self.translate(image)
-        return self.validation_logits(image)
 
     @torch.no_grad()
     def validation_logits(self, image: torch.Tensor) -> torch.Tensor:
         """Source validation images are segmented untranslated."""
-        with self.autocast():
-            return self.nets["seg"](self.prepare(image.to(self.device))).float()
+        return self.segmenter_logits(image)
 
     # -- training -------------------------------------------------------------------------
     def generator_terms(self, xs: torch.Tensor, xt: torch.Tensor, fake_t: torch.Tensor, fake_s: torch.Tensor) -> Terms:

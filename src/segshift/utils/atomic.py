@@ -68,7 +68,7 @@ def check_disjoint(out: str | Path, inputs: Iterable[str | Path | None], what: s
 
 
 @contextlib.contextmanager
-def atomic_dir(dest: str | Path, overwrite: bool = False, inputs: Iterable[str | Path | None] = ()) -> Iterator[Path]:
+def atomic_dir(dest: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Build a folder under a temporary sibling; rename it onto ``dest`` on success.
 
     The old ``dest`` (with ``overwrite``) is moved aside, and deleted only once the new one is
@@ -77,12 +77,10 @@ def atomic_dir(dest: str | Path, overwrite: bool = False, inputs: Iterable[str |
     Args:
         dest: the final folder.
         overwrite: replace an existing ``dest``. Without it an existing non-empty ``dest``
-            is an error raised before anything is written.
-        inputs: what the command reads: ``dest`` may not be, contain or lie inside any of
-            them (:func:`check_disjoint`).
+            is an error raised before anything is written. (Commands check ``dest`` against
+            their inputs with :func:`check_disjoint` before they read anything.)
     """
     dest = Path(dest)
-    check_disjoint(dest, inputs)
     if dest.exists() and not dest.is_dir():
         raise SegshiftError(f"{dest}: exists and is not a folder")
     if dest.exists() and any(dest.iterdir()) and not overwrite:
