@@ -279,3 +279,64 @@ def test_resume_after_kill_9_with_relative_paths_from_another_folder(phantom, tm
     assert done.returncode == 0, done.stderr
     assert (work / "run" / "summary.json").is_file()
     assert read_volume(Domain(work / "src").image_path("case000")).array.size > 0
+
+
+def _train_args(src: Path, run: Path, *extra: str) -> list[str]:
+    sets = [a for s in FAST + ["train.steps=2", "train.eval_every=2", "train.checkpoint_every=1"] for a in ("--set", s)]
+    return ["train", "-m", "source-only", "-s", str(src), "-o", str(run), "--no-progress", *sets, *extra]
+
+
+def test_resume_finds_a_moved_domain_only_where_told_and_only_if_it_is_the_same(phantom, tmp_path, capsys):
+    shutil.copytree(phantom["bssfp"], tmp_path / "a" / "src")
+    run = tmp_path / "run"
+    assert main(_train_args(tmp_path / "a" / "src", run, "--stop-after", "1")) == 0
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "src").rename(tmp_path / "b" / "moved")
+    resume = ["train", "--resume", "-m", "source-only", "-o", str(run), "--no-progress"]
+    before = _digest(run)
+    assert main(resume) == 2
+    err = _err(capsys)
+    assert "gone" in err and "--source" in err and str(tmp_path / "a" / "src") in err
+    assert _digest(run) == before
+    # a different domain (one case fewer) at the new place is refused, with what changed
+    shutil.copytree(tmp_path / "b" / "moved", tmp_path / "b" / "other")
+    for p in (tmp_path / "b" / "other").rglob("case001.nii*"):
+        p.unlink()
+    assert main(resume + ["-s", str(tmp_path / "b" / "other")]) == 2
+    err = _err(capsys)
+    assert "not the domain this run started with" in err and "removed: case001" in err
+    assert _digest(run) == before
+    # the same domain, moved: resumes, and run.json records where it is now
+    assert main(resume + ["-s", str(tmp_path / "b" / "moved")]) == 0
+    info = __import__("json").loads((run / "run.json").read_text())
+    assert info["sources"] == [str((tmp_path / "b" / "moved").resolve())]
+    assert list(info["plan"]["train"]) == info["sources"] and info["moved"]
+    assert (run / "summary.json").is_file()
+
+
+def test_resume_refuses_a_domain_changed_in_place(phantom, tmp_path, capsys):
+    shutil.copytree(phantom["bssfp"], tmp_path / "src")
+    run = tmp_path / "run"
+    assert main(_train_args(tmp_path / "src", run, "--stop-after", "1")) == 0
+    img = Domain(tmp_path / "src").image_path("case002")
+    shutil.copy(Domain(tmp_path / "src").image_path("case000"), img)  # other content: another size
+    assert main(["train", "--resume", "-m", "source-only", "-o", str(run), "--no-progress"]) == 2
+    assert "changed (file name or size): case002" in _err(capsys)
+
+
+def test_overwrite_keeps_the_old_run_until_the_new_one_finishes(phantom, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(_train_args(phantom["bssfp"], run)) == 0
+    old = _digest(run)
+    aside = tmp_path / ".run.replaced"
+    # the replacement stops half-way (as a crash would): the finished run is intact aside
+    assert main(_train_args(phantom["bssfp"], run, "--overwrite", "--stop-after", "1")) == 0
+    assert "kept at" in capsys.readouterr().err
+    assert aside.is_dir() and _digest(aside) == old
+    assert not (run / "summary.json").exists()
+    # a second replacement deletes the unfinished one, never the finished one
+    assert main(_train_args(phantom["bssfp"], run, "--overwrite", "--stop-after", "1")) == 0
+    assert _digest(aside) == old
+    # once the replacement finishes, the old run is deleted
+    assert main(["train", "--resume", "-m", "source-only", "-o", str(run), "--no-progress"]) == 0
+    assert (run / "summary.json").is_file() and not aside.exists()

@@ -25,6 +25,7 @@ background is 0 and ids are unique non-negative integers.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -235,6 +236,24 @@ class Domain:
     def __repr__(self) -> str:
         return f"Domain({self.name!r}, {len(self)} cases, {len(self.labelled_cases)} labelled)"
 
+    def files(self) -> dict[str, list[Any]]:
+        """Each case's image and label file: ``{case: [image name, bytes, label name or None, bytes or None]}``."""
+        out: dict[str, list[Any]] = {}
+        for case in self.cases:
+            img, lab = self._images[case], self._labels.get(case)
+            out[case] = [img.name, img.stat().st_size, lab.name if lab else None, lab.stat().st_size if lab else None]
+        return out
+
+    def identity(self) -> dict[str, Any]:
+        """What a domain *is*, independent of where it lies: its name and labels, and each case's
+        file names and sizes (not times, so a copied or moved domain keeps its identity).
+
+        A run records it, so ``--resume`` can tell a moved domain from a changed one.
+        """
+        files = self.files()
+        h = hashlib.sha256(json.dumps([self.name, self.spec.labels, files], sort_keys=True).encode())
+        return {"name": self.name, "labels": dict(self.spec.labels), "sha256": h.hexdigest()[:20], "files": files}
+
     def validate(self) -> list[str]:
         """Read every case and check the whole contract; returns a list of human-readable facts."""
         spacings = []
@@ -250,6 +269,23 @@ class Domain:
             + " / max "
             + ", ".join(f"{v:.3g}" for v in sp.max(0)),
         ]
+
+
+def identity_changes(recorded: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """What differs between two :meth:`Domain.identity` records, in words (empty if the same)."""
+    out = []
+    if recorded.get("name") != now.get("name"):
+        out.append(f"name {recorded.get('name')!r} is now {now.get('name')!r}")
+    if recorded.get("labels") != now.get("labels"):
+        out.append(f"labels {recorded.get('labels')} are now {now.get('labels')}")
+    old, new = recorded.get("files", {}), now.get("files", {})
+    for what, cases in (("removed", sorted(set(old) - set(new))), ("added", sorted(set(new) - set(old))),
+                        ("changed (file name or size)", sorted(c for c in set(old) & set(new) if list(old[c]) != list(new[c])))):
+        if cases:
+            out.append(f"{what}: {', '.join(cases[:8])}" + (f" and {len(cases) - 8} more" if len(cases) > 8 else ""))
+    if not out and recorded.get("sha256") != now.get("sha256"):
+        out.append("content identity differs")
+    return out
 
 
 def to_label_array(array: np.ndarray, path: Path | str) -> np.ndarray:

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from segshift.data.cache import SliceCache
-from segshift.data.domain import Domain
+from segshift.data.domain import Domain, identity_changes
 from segshift.data.sampling import BatchStream
 from segshift.engine import checkpoint as ckpt
 from segshift.engine import distributed as ddp
@@ -205,16 +205,13 @@ class Trainer:
         self.dist = ddp.init(device)
         self.run = Path(out)
         self.progress = progress and self.dist.is_main
+        self._moved: dict[str, str] = {}  # resume: recorded domain folder -> where it is now
         if resume:
             if not (self.run / "config.yaml").is_file():
                 raise SegshiftError(f"{self.run}: nothing to resume (no config.yaml)")
             cfg = load_yaml(self.run / "config.yaml")
-            run_info = json.loads((self.run / "run.json").read_text())
-            sources, target = run_info["sources"], run_info["target"]
-            for d in [*sources, target]:
-                if d is not None and not (Path(d) / "domain.json").is_file():
-                    raise SegshiftError(f"{self.run}: cannot resume: its domain {d} (recorded in run.json) is gone, "
-                                        "moved or renamed; put it back at that path")
+            sources, target, self._moved = _resume_domains(self.run, json.loads((self.run / "run.json").read_text()),
+                                                           sources, target)
         elif self.dist.is_main:
             check_disjoint(self.run, [*sources, target, cfg.get("init")], "run folder")
             if self.run.exists() and any(self.run.iterdir()) and not overwrite:
@@ -324,7 +321,7 @@ class Trainer:
             method.reset_target_norm()
         method.to_device()
         if self.resume:
-            plan = json.loads((self.run / "run.json").read_text())["plan"]
+            plan = self._resumed_plan()
             pre = Preprocessor.load(self.run / "preprocess.json")
         else:
             # Everything that reads input (splits, histogram fit, slice caches) happens in a
@@ -336,8 +333,8 @@ class Trainer:
                 try:
                     pre = self._preprocessor(plan)
                     self._caches(plan, pre, self._cache_root(stage))
-                    if self.run.exists():
-                        shutil.rmtree(self.run)  # only reached with --overwrite (checked in __init__)
+                    if self.run.exists():  # only reached with --overwrite (checked in __init__)
+                        _set_aside(self.run)
                     (stage / "checkpoints").mkdir(parents=True, exist_ok=True)
                     write_text(stage / "config.yaml", dump(cfg))
                     pre.save(stage / "preprocess.json")
@@ -473,6 +470,7 @@ class Trainer:
                 save(total, "best")
             if step == total and info.is_main:
                 self._finish(method)
+                shutil.rmtree(_aside(self.run), ignore_errors=True)  # the run this one replaced (--overwrite)
         finally:
             progress.close()
             logger.close()
@@ -563,12 +561,32 @@ class Trainer:
         dev = method.device
         return Batch(image.to(dev), label.to(dev), torch.from_numpy(np.concatenate(doms)).to(dev), target, views)
 
+    def _resumed_plan(self) -> dict[str, Any]:
+        """The recorded plan; domains that moved (same identity, new folder) are re-keyed, and
+        run.json records their new folders."""
+        info = json.loads((self.run / "run.json").read_text())
+        plan = info["plan"]
+        if self._moved:
+            def move(keys: dict[str, Any]) -> dict[str, Any]:
+                return {self._moved.get(k, k): v for k, v in keys.items()}
+
+            plan = {**plan, "train": move(plan["train"]), "val": move(plan["val"])}
+            info["sources"] = [self._moved.get(s, s) for s in info["sources"]]
+            info["target"] = self._moved.get(info["target"], info["target"]) if info["target"] else None
+            info["plan"] = plan
+            info.setdefault("moved", []).append({"from_to": self._moved, "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            if self.dist.is_main:
+                write_json(self.run / "run.json", info)
+        return plan
+
     def _run_info(self, plan: dict[str, Any]) -> dict[str, Any]:
         return {
             "method": self.method_cls.name,
             "oracle": self.method_cls.uses_target_labels,
             "sources": [str(d.root.resolve()) for d in self.sources],
             "target": str(self.target.root.resolve()) if self.target else None,
+            "identity": {"sources": [d.identity() for d in self.sources],
+                         "target": self.target.identity() if self.target else None},
             "labels": self.labels,
             "plan": plan,
             "selection": self.select if not self.method_cls.uses_target_labels else f"{self.select} (oracle: target labels)",
@@ -579,6 +597,62 @@ class Trainer:
             "git_revision": _git_revision(),
             "world_size": self.dist.world_size,
         }
+
+
+def _resume_domains(run: Path, info: dict[str, Any], sources: Sequence[str | Path],
+                    target: str | Path | None) -> tuple[list[str], str | None, dict[str, str]]:
+    """The domains a resumed run continues with: the recorded folders, or the ``--source`` /
+    ``--target`` given with ``--resume`` for a domain that moved.
+
+    Every domain must still be the one the run started with (:meth:`Domain.identity`: name,
+    labels, case files and sizes); a changed domain is refused with what changed. Returns
+    (sources, target, {recorded folder: new folder} for those that moved).
+    """
+    rec_src, rec_tgt = list(info["sources"]), info["target"]
+    ident = info.get("identity") or {}  # runs from before identities were recorded: paths only
+    if sources and len(sources) != len(rec_src):
+        raise SegshiftError(f"{run}: --resume with --source: this run has {len(rec_src)} source domain(s) "
+                            f"({', '.join(rec_src)}); give all of them, in that order, or none")
+    if target is not None and rec_tgt is None:
+        raise SegshiftError(f"{run}: --resume with --target: this run has no target domain")
+    pairs = [(r, str(Path(g).resolve()) if sources else r, i, "--source")
+             for i, (r, g) in enumerate(zip(rec_src, sources or rec_src))]
+    if rec_tgt is not None:
+        pairs.append((rec_tgt, str(Path(target).resolve()) if target is not None else rec_tgt, None, "--target"))
+    moved: dict[str, str] = {}
+    for recorded, now, i, flag in pairs:
+        if not (Path(now) / "domain.json").is_file():
+            hint = (f"if it moved, give its new folder with {flag} along with --resume" if now == recorded
+                    else f"{now} is not a domain folder")
+            raise SegshiftError(f"{run}: cannot resume: the domain {recorded} recorded in run.json is gone; {hint}")
+        want = ident.get("sources", [None] * len(rec_src))[i] if i is not None else ident.get("target")
+        if want is not None:
+            changes = identity_changes(want, Domain(now).identity())
+            if changes:
+                raise SegshiftError(f"{run}: cannot resume: {now} is not the domain this run started with "
+                                    f"({'; '.join(changes)}); start a new run for changed data")
+        if now != recorded:
+            moved[recorded] = now
+    return [moved.get(r, r) for r in rec_src], moved.get(rec_tgt, rec_tgt) if rec_tgt else None, moved
+
+
+def _aside(run: Path) -> Path:
+    """Where ``--overwrite`` keeps the run it replaces until the new one finishes."""
+    return run.parent / f".{run.name}.replaced"
+
+
+def _set_aside(run: Path) -> None:
+    """Move an existing run folder aside (``--overwrite``); it is deleted when the new run finishes,
+    so an interrupted or failed replacement loses nothing finished. If a run is already aside,
+    ``run`` is itself an unfinished replacement and is deleted instead."""
+    aside = _aside(run)
+    if aside.exists():
+        shutil.rmtree(run)
+        print(f"note: {run} was an unfinished replacement and is deleted; the run it replaced is still kept at {aside} "
+              "until this one finishes", file=sys.stderr)
+    else:
+        run.rename(aside)
+        print(f"note: the previous {run} is kept at {aside} until this run finishes", file=sys.stderr)
 
 
 def _key(root: str | Path) -> str:
