@@ -99,7 +99,7 @@ def main(argv: list[str]) -> None:
         method, sets = table[row]
         cls = get_method(method)
         cfg = resolve(method, sets=[*FAST, f"train.steps={a.steps}", f"train.eval_every={a.steps}", f"train.checkpoint_every={10 * a.steps}",
-                                    f"seed={a.seed}", *sets, *a.sets], method_hparams=cls.hparams)
+                                    f"seed={a.seed}", *sets, *a.sets])
         run = a.out / row.replace(":", "_").replace("+", "_")
         t0 = time.time()
         summary = train(cfg, [doms["bssfp"]], doms["lge"], run, overwrite=True, progress=False)

@@ -242,7 +242,7 @@ def test_builtin_suites_rows_are_like_for_like_with_their_inits():
     from segshift.methods.adanet import ABLATIONS
 
     def cfg(name: str, sets) -> dict:
-        return resolve(name, sets=list(sets), method_hparams=get_method(name).hparams)
+        return resolve(name, sets=list(sets))
 
     for name in builtin_suites():
         suite = load_suite(name, root="/nowhere")

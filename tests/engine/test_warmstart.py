@@ -25,7 +25,7 @@ BASE = FAST + ["model.kwargs={features: [4,8,16,32]}", "train.eval_every=4", "tr
 
 
 def _cfg(method: str, *sets: str, init=None):
-    cfg = resolve(method, sets=[*BASE, *sets], method_hparams=get_method(method).hparams)
+    cfg = resolve(method, sets=[*BASE, *sets])
     cfg["init"] = None if init is None else str(init)
     return cfg
 

@@ -16,7 +16,7 @@ from tests.conftest import FAST  # noqa: F401
 def built_method(name: str, sets: Sequence[str] = (), seed: int | None = None):
     """Method ``name`` resolved with ``sets`` (fp32), built, on its device, in train mode; seeded if ``seed``."""
     cls = get_method(name)
-    cfg = resolve(name, sets=["train.precision=fp32", *sets], method_hparams=cls.hparams)
+    cfg = resolve(name, sets=["train.precision=fp32", *sets])
     if seed is not None:
         torch.manual_seed(seed)
     m = cls(cfg, num_classes=4)

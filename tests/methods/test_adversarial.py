@@ -161,7 +161,7 @@ def test_adanet_lr_decays_to_a_tenth_and_stays(sets, kind, lr0):
 def test_adanet_rows_share_backbone_optimiser_and_schedule():
     """Every Table-1 row is adanet with switches: the same network, optimiser, lr schedule and loss."""
     cls = get_method("adanet")
-    cfgs = {row: resolve("adanet", sets=sets, method_hparams=cls.hparams) for row, sets in ABLATIONS.items()}
+    cfgs = {row: resolve("adanet", sets=sets) for row, sets in ABLATIONS.items()}
     ref = cfgs["S2T+HM+MDA+FDA+GFRM"]
     for row, cfg in cfgs.items():
         assert cfg["model"] == ref["model"] and cfg["train"] == ref["train"], row
@@ -245,7 +245,7 @@ ENGINE = FAST + SMALL_D + ["train.steps=4", "train.eval_every=4", "train.batch_s
 
 def _train(method, phantom, run, sets=()):
     cls = get_method(method)
-    cfg = resolve(method, sets=[*ENGINE, *sets], method_hparams=cls.hparams)
+    cfg = resolve(method, sets=[*ENGINE, *sets])
     return train(cfg, [phantom["bssfp"]], phantom["lge"], run, progress=False)
 
 
@@ -292,7 +292,7 @@ def test_adanet_trains_on_several_labelled_sources_at_once(phantom, tmp_path, mo
 
     monkeypatch.setattr(cls, "train_step", spy)
     cfg = resolve("adanet", sets=[*ENGINE, "model.kwargs={features: [8,16,32,64]}", "method.gfrm_channels=8", "train.steps=2",
-                                  "train.eval_every=2"], method_hparams=cls.hparams)
+                                  "train.eval_every=2"])
     summary = train(cfg, [phantom["bssfp"], t2], phantom["lge"], tmp_path / "run", progress=False)
     assert seen == [{0, 1}, {0, 1}]
     info = json.loads((tmp_path / "run" / "run.json").read_text())
@@ -305,7 +305,7 @@ def test_adanet_hm_switch_is_the_preprocessing_key(phantom, tmp_path):
     _train("adanet", phantom, tmp_path / "s2t", sets)
     assert json.loads((tmp_path / "s2t" / "preprocess.json").read_text())["config"]["histmatch"] is False
     with pytest.raises(Exception, match="unknown key 'method.hm'"):
-        resolve("adanet", sets=["method.hm=false"], method_hparams=get_method("adanet").hparams)
+        resolve("adanet", sets=["method.hm=false"])
 
 
 def test_nan_step_stops_the_run_and_keeps_the_last_checkpoint(phantom, tmp_path, monkeypatch):
@@ -335,8 +335,7 @@ def test_nan_step_stops_the_run_and_keeps_the_last_checkpoint(phantom, tmp_path,
 def test_adaptseg_resume_equals_uninterrupted(phantom, tmp_path):
     """Discriminators and their optimisers are checkpointed: a resumed run ends bit-identical."""
     cls = get_method("adaptseg")
-    cfg = resolve("adaptseg", sets=[*ENGINE, "train.steps=6", "train.eval_every=3", "train.checkpoint_every=100", "seed=5"],
-                  method_hparams=cls.hparams)
+    cfg = resolve("adaptseg", sets=[*ENGINE, "train.steps=6", "train.eval_every=3", "train.checkpoint_every=100", "seed=5"])
     train(cfg, [phantom["bssfp"]], phantom["lge"], tmp_path / "full", progress=False)
     train(cfg, [phantom["bssfp"]], phantom["lge"], tmp_path / "part", stop_after=3, progress=False)
     train(cfg, [], None, tmp_path / "part", resume=True, progress=False)
@@ -396,7 +395,7 @@ def test_adaptseg_beats_source_only_on_the_phantom_target(phantom, tmp_path):
     scores, val = {}, {}
     for method in ("source-only", "adaptseg"):
         cls = get_method(method)
-        cfg = resolve(method, sets=[s for s in sets if not (s.startswith("method.") and method == "source-only")], method_hparams=cls.hparams)
+        cfg = resolve(method, sets=[s for s in sets if not (s.startswith("method.") and method == "source-only")])
         summary = train(cfg, [phantom["bssfp"]], phantom["lge"], tmp_path / method, progress=False)
         val[method] = summary["best_val_mean_dice"]
         scores[method] = _target_dice(tmp_path / method, phantom)
@@ -421,7 +420,7 @@ def test_adanet_beats_its_source_only_row_on_the_phantom_target(phantom, tmp_pat
     cls = get_method("adanet")
     scores, val = {}, {}
     for row in ("S2T", "S2T+HM+MDA+FDA+GFRM"):
-        cfg = resolve("adanet", sets=sets + ABLATIONS[row], method_hparams=cls.hparams)
+        cfg = resolve("adanet", sets=sets + ABLATIONS[row])
         summary = train(cfg, [phantom["bssfp"]], phantom["lge"], tmp_path / row, progress=False)
         val[row] = summary["best_val_mean_dice"]
         scores[row] = _target_dice(tmp_path / row, phantom)

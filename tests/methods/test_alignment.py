@@ -21,6 +21,7 @@ from segshift.engine.config import resolve
 from segshift.errors import SegshiftError
 from segshift.methods import get_method
 from segshift.methods.alignment import SCHEDULE_HPARAMS, AdversarialAlignment, AlignmentSchedule
+from segshift.methods.hparams import defaults, validate
 from segshift.methods.base import Batch, Method
 from segshift.methods.source_only import SourceOnly
 
@@ -42,8 +43,7 @@ SMALL = {
 
 def _cfg(name, sets=()):
     cls = get_method(name)
-    return resolve(name, sets=["model.kwargs={features: [4,8,16,32]}", "train.precision=fp32", *SMALL.get(name, []), *sets],
-                   method_hparams=cls.hparams)
+    return resolve(name, sets=["model.kwargs={features: [4,8,16,32]}", "train.precision=fp32", *SMALL.get(name, []), *sets])
 
 
 def _build(cls, cfg, seed=0):
@@ -86,21 +86,21 @@ def test_schedule_values():
     assert [s(k) for k in (150, 151, 10_000)] == [1.0, 1.0, 1.0]  # the full lambda
     assert AlignmentSchedule(0, 0)(1) == 1.0  # the papers' setting: full weight from the first step
     assert [AlignmentSchedule(2, 0)(k) for k in (1, 2, 3)] == [0.0, 0.0, 1.0]
-    assert AlignmentSchedule() == AlignmentSchedule(**SCHEDULE_HPARAMS) == AlignmentSchedule(50, 100)
+    assert AlignmentSchedule() == AlignmentSchedule.from_hparams(defaults(SCHEDULE_HPARAMS)) == AlignmentSchedule(50, 100)
 
 
 @pytest.mark.parametrize(("key", "value"), [("d_warmup_steps", -1), ("ramp_steps", 2.5), ("ramp_steps", True)])
 def test_schedule_rejects_bad_values(key, value):
     with pytest.raises(SegshiftError, match=f"method.{key}"):
-        AlignmentSchedule.from_hparams({**SCHEDULE_HPARAMS, key: value})
+        validate(SCHEDULE_HPARAMS, {key: value})
 
 
 @pytest.mark.parametrize("name", ["adaptseg", "advent", "adanet", "cyclegan", "unetgan", "attent"])
 def test_every_adversarial_method_declares_the_schedule(name):
     cls = get_method(name)
     assert {k: cls.hparams[k] for k in SCHEDULE_HPARAMS} == SCHEDULE_HPARAMS
-    cfg = resolve(name, method_hparams=cls.hparams)  # and the method's YAML keeps the defaults
-    assert {k: cfg["method"][k] for k in SCHEDULE_HPARAMS} == SCHEDULE_HPARAMS
+    cfg = resolve(name)  # and the method's YAML keeps the defaults
+    assert {k: cfg["method"][k] for k in SCHEDULE_HPARAMS} == defaults(SCHEDULE_HPARAMS)
     with pytest.raises(SegshiftError, match="method.ramp_steps"):
         sets = ["model.name=resunet", "model.kwargs={features: [4,8,16,32], encoder_blocks: [1,2,3,3]}"] if name == "unetgan" else []
         _build(cls, _cfg(name, [*sets, "method.ramp_steps=-5"]))
@@ -160,7 +160,7 @@ def test_warm_up_gives_the_segmenter_a_source_only_update(name):
     updated = {}
     for step in (1, FULL_WEIGHT):
         m = _method(name, sets)
-        ref = _build(SourceOnly, m.cfg)  # the same network, loss, optimiser and batch-norm policy
+        ref = _build(SourceOnly, {**m.cfg, "method": {}})  # the same network, loss, optimiser and batch-norm policy
         ref.nets["seg"].load_state_dict(m.nets["seg"].state_dict())
         values = m.train_step(b, step)
         ref.train_step(b, step)

@@ -32,14 +32,14 @@ def test_registry_lists_the_baselines(capsys):
 
 def test_noise_aug_perturbs_the_source_input():
     cls = get_method("noise-aug")
-    cfg = resolve("noise-aug", sets=["model.kwargs={features: [4, 8]}"], method_hparams=cls.hparams)
+    cfg = resolve("noise-aug", sets=["model.kwargs={features: [4, 8]}"])
     m = cls(cfg, num_classes=4)
     m.build()
     x = torch.zeros(4, 1, 16, 16)
     b = Batch(x, torch.zeros(4, 16, 16, dtype=torch.long), torch.zeros(4))
     noisy = m.source_input(b)
     assert noisy.std() > 0.05 and noisy.abs().max() < 5
-    assert get_method("source-only")(cfg, num_classes=4).source_input(b) is x
+    assert get_method("source-only")({**cfg, "method": {}}, num_classes=4).source_input(b) is x
 
 
 def _unreadable_labels(dom, tmp_path):
@@ -56,7 +56,7 @@ def test_target_labels_are_never_read(phantom, tmp_path, method):
     target = _unreadable_labels(phantom["lge"], tmp_path)
     cls = get_method(method)
     sets = FAST + ["train.steps=4", "train.eval_every=2", "data.histmatch_reference=target"]
-    cfg = resolve(method, sets=sets, method_hparams=cls.hparams)
+    cfg = resolve(method, sets=sets)
     summary = train(cfg, [phantom["bssfp"]], target, tmp_path / "run", progress=False)
     assert summary["finished"] and not summary["oracle"]
 

@@ -25,7 +25,7 @@ def _log(run) -> list[dict]:
 ])
 def test_gin_consistency_is_trained_and_logged(phantom, tmp_path, method, extra, target):
     cls = get_method(method)
-    cfg = resolve(method, sets=FAST + ["train.steps=4", "train.eval_every=2", "train.log_every=1", *extra], method_hparams=cls.hparams)
+    cfg = resolve(method, sets=FAST + ["train.steps=4", "train.eval_every=2", "train.log_every=1", *extra])
     assert cfg["augment"]["gin"]["enabled"] and cfg["augment"]["gin"]["consistency"] == 10.0
     train(cfg, [phantom["bssfp"]], phantom["lge"] if target else None, tmp_path / "run", progress=False)
     rows = _log(tmp_path / "run")
@@ -47,13 +47,13 @@ def test_gin_ipa_step_segments_every_view_and_adds_the_weighted_kl():
 
 
 def test_bigaug_config_switches_the_stack_on():
-    cfg = resolve("bigaug", sets=[], method_hparams=get_method("bigaug").hparams)
+    cfg = resolve("bigaug", sets=[])
     assert cfg["augment"]["bigaug"]["enabled"] and not cfg["augment"]["gin"]["enabled"]
     assert not resolve("source-only", sets=[])["augment"]["bigaug"]["enabled"]
 
 
 def test_a_method_without_the_consistency_term_is_refused_with_gin_consistency(phantom, tmp_path):
-    cfg = resolve("cyclegan", sets=FAST + ["train.steps=2", "augment.gin.enabled=true"], method_hparams=get_method("cyclegan").hparams)
+    cfg = resolve("cyclegan", sets=FAST + ["train.steps=2", "augment.gin.enabled=true"])
     with pytest.raises(SegshiftError, match="augment.gin.consistency=0"):
         train(cfg, [phantom["bssfp"]], phantom["lge"], tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "checkpoints").exists()

@@ -29,7 +29,7 @@ BASE = FAST + ["model.kwargs={features: [4,8,16,32]}", "train.eval_every=4", "tr
 
 def _method(name: str, *sets: str, init: str | None = None):
     cls = get_method(name)
-    cfg = resolve(name, sets=[*BASE, "train.precision=fp32", *sets], method_hparams=cls.hparams)
+    cfg = resolve(name, sets=[*BASE, "train.precision=fp32", *sets])
     cfg["init"] = init
     m = cls(cfg, num_classes=4)
     m.build()

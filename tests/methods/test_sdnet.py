@@ -36,7 +36,7 @@ SMALL = ["method.anatomy_features=[8,16,32,64,128]", "method.segmentor_width=16"
 
 def _cfg(name, sets=()):
     cls = get_method(name)
-    return resolve(name, sets=[*FAST, *SMALL, *sets], method_hparams=cls.hparams)
+    return resolve(name, sets=[*FAST, *SMALL, *sets])
 
 
 def _method(name, sets=()):
@@ -51,7 +51,7 @@ def test_modes_flags_and_paper_weights():
     assert not get_method("sdnet").uses_target
     assert get_method("sdnet-ss").uses_target and get_method("sdnet-fa").uses_target
     assert not any(get_method(n).uses_target_labels for n in ("sdnet", "sdnet-ss", "sdnet-fa"))
-    cfg = resolve("sdnet-fa", method_hparams=get_method("sdnet-fa").hparams)
+    cfg = resolve("sdnet-fa")
     assert [cfg["method"][f"lambda_{k}"] for k in ("rec", "zrec", "dice", "focal")] == [1.0] * 4  # eq. 1
     assert cfg["method"]["anatomy_channels"] == 8 and cfg["method"]["z_dim"] == 8
     assert cfg["train"]["lr"] == 0.001 and cfg["train"]["batch_size"] == 4  # section 3.2

@@ -170,7 +170,7 @@ RESUNET8 = ["model.name=resunet", "model.kwargs={features: [8,16,32,64], encoder
 
 def _train(name, phantom, run, sets=()):
     cls = get_method(name)
-    cfg = resolve(name, sets=[*ENGINE, *sets], method_hparams=cls.hparams)
+    cfg = resolve(name, sets=[*ENGINE, *sets])
     return train(cfg, [phantom["bssfp"]], phantom["lge"], run, progress=False)
 
 
@@ -240,7 +240,7 @@ def _beat(phantom, tmp_path, runs):
     for row, (name, sets) in runs.items():
         cls = get_method(name)
         keep = [s for s in FULL + BEAT + sets if not (name == "source-only" and s.startswith("method."))]
-        cfg = resolve(name, sets=keep, method_hparams=cls.hparams)
+        cfg = resolve(name, sets=keep)
         summary = train(cfg, [phantom["bssfp"]], phantom["lge"], tmp_path / row, progress=False)
         val[row] = summary["best_val_mean_dice"]
         scores[row], _ = _target_scores(tmp_path / row, phantom)

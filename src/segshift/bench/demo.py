@@ -111,7 +111,7 @@ def run_demo(
     echo(f"[3/5] adapt: {method}, warm-started from it, on unlabelled {TARGET} images ({adapt_steps} steps); "
          f"and source-only continued from it for as many steps, without adapting")
     adapt = common + DEMO_METHOD_SETTINGS.get(method, []) + stage + [f"data.target_cases={train_ids + val_ids}"]  # non-test, unlabelled
-    train(resolve(method, sets=adapt, method_hparams=cls.hparams), [paths[SOURCE]], paths[TARGET] if cls.uses_target else None,
+    train(resolve(method, sets=adapt), [paths[SOURCE]], paths[TARGET] if cls.uses_target else None,
           runs[method], overwrite=True, progress=False)
     train(resolve("source-only", sets=common + stage), [paths[SOURCE]], None, runs["continued"], overwrite=True, progress=False)
     echo(f"[4/5] train target-oracle ({steps} steps) - ORACLE: trained on {TARGET} labels")

@@ -358,7 +358,7 @@ class Benchmark:
         stage = list(self.suite.stage_sets) if init is not None else []  # the adaptation stage's own settings
         sets = list(self.suite.sets) + list(task.sets) + stage + list(m.sets) + [f"seed={seed}"]
         try:
-            cfg = resolve(m.name, sets=sets, method_hparams=cls.hparams)
+            cfg = resolve(m.name, sets=sets)
         except SegshiftError as exc:
             raise SegshiftError(f"{where}: {exc}") from exc
         vf = float(cfg["data"]["val_fraction"])
@@ -485,7 +485,7 @@ class Benchmark:
                 if resume:
                     train(None, [], None, train_dir, resume=True, device=self.device, progress=False)
                 else:
-                    cfg = resolve(p.method, sets=p.sets, method_hparams=get_method(p.method).hparams)
+                    cfg = resolve(p.method, sets=p.sets)
                     train(cfg, p.sources, p.target, train_dir, overwrite=True, device=self.device, progress=False)
             finally:
                 write_json(spent, {"seconds": round(before + time.perf_counter() - t0, 2)})

@@ -12,6 +12,8 @@ from segshift.errors import SegshiftError
 
 def methods_command(
     config: Optional[str] = typer.Option(None, "--config", help="Print this method's full default config (YAML) instead."),
+    hparams: Optional[str] = typer.Option(None, "--hparams", help="Print this method's hyper-parameters: key, default, allowed values, meaning."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print every method's hyper-parameters as Markdown (docs/hparams.md)."),
 ) -> None:
     """List every registered method with a one-line description and its paper."""
     from segshift.methods import available_methods, get_method
@@ -19,7 +21,21 @@ def methods_command(
     if config is not None:
         from segshift.engine.config import dump, resolve
 
-        typer.echo(dump(resolve(config, method_hparams=get_method(config).hparams)), nl=False)
+        typer.echo(dump(resolve(config)), nl=False)
+        return
+    if markdown:
+        from segshift.methods.hparams import markdown as md
+
+        typer.echo(md(available_methods()), nl=False)
+        return
+    if hparams is not None:
+        from segshift.methods.hparams import table
+
+        rows = table(get_method(hparams).hparams)
+        if not rows:
+            typer.echo(f"{hparams} has no hyper-parameters of its own (the engine's config sections apply)")
+        for key, default, allowed, doc in rows:
+            typer.echo(f"method.{key} = {default}  ({allowed})\n    {doc}")
         return
     for name, cls in available_methods().items():
         typer.echo(f"{name:16s} {cls.describe()}")
@@ -43,12 +59,10 @@ def train_command(
     """Train METHOD on labelled SOURCE domain(s) and (for adaptation methods) an unlabelled TARGET."""
     from segshift.engine.config import resolve
     from segshift.engine.trainer import train
-    from segshift.methods import get_method
 
     if resume and (config or set_ or init):
         raise SegshiftError("--resume re-uses the run's saved config.yaml; do not pass --config/--set/--init with it")
-    cls = get_method(method)
-    cfg = resolve(method, config, set_, method_hparams=cls.hparams)
+    cfg = resolve(method, config, set_)
     if init is not None:
         cfg["init"] = str(init)
     summary = train(cfg, source, target, out, resume=resume, overwrite=overwrite, stop_after=stop_after, device=device, progress=not no_progress)

@@ -163,7 +163,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "augment.blur_sigma": (0.0, 100.0),
 }
 """The allowed range (inclusive) of every numeric engine setting; a list value is checked element-wise.
-(Method hyper-parameters and the ``augment.gin``/``augment.bigaug`` sections check themselves.)"""
+(Method hyper-parameters are checked by their spec, :mod:`segshift.methods.hparams`; the
+``augment.gin``/``augment.bigaug`` sections by their dataclasses.)"""
 
 
 def check_ranges(cfg: Mapping[str, Any]) -> None:
@@ -181,16 +182,25 @@ def check_ranges(cfg: Mapping[str, Any]) -> None:
                 raise SegshiftError(f"config {key}: {value!r} is outside its range [{lo:g}, {hi:g}]")
 
 
-def resolve(method: str, user_files: Iterable[str | Path] = (), sets: Iterable[str] = (), method_hparams: Mapping[str, Any] | None = None) -> Config:
-    """Full config of a run: base -> method hyper-parameters -> method YAML -> user YAML -> --set (ranges checked)."""
+def resolve(method: str, user_files: Iterable[str | Path] = (), sets: Iterable[str] = (), method_hparams: Any = None) -> Config:
+    """Full config of a run: base -> the method's hyper-parameter defaults -> method YAML -> user YAML -> --set.
+
+    The ``method:`` section comes from the method class's spec (found by name), and is checked
+    by its one validator (:meth:`~segshift.methods.base.Method.validate_hparams`); every engine
+    setting is checked against :data:`RANGES`. (``method_hparams`` is ignored: kept so older
+    callers keep working.)
+    """
+    from segshift.methods import get_method
+
+    cls = get_method(method)
     cfg = base_defaults()
-    if method_hparams:
-        cfg["method"] = merge(cfg.get("method") or {}, method_hparams, prefix="method.", strict=False)
+    cfg["method"] = cls.hparam_defaults()
     cfg = merge(cfg, method_defaults(method))
     for path in user_files:
         cfg = merge(cfg, load_yaml(path))
     cfg = merge(cfg, parse_set(sets))
     cfg["method_name"] = method
+    cfg["method"] = cls.validate_hparams(cfg["method"])
     check_ranges(cfg)
     return cfg
 

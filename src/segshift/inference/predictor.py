@@ -96,7 +96,7 @@ class Predictor:
         self.device = pick_device(0, device)
         cls = get_method(self.cfg["method_name"])
         self.method = cls(self.cfg, num_classes=len(self.labels), in_channels=1, device=self.device)
-        self.method.build()
+        self.method.build_nets()  # networks only: prediction needs no optimiser, loss or discriminator
         self.method.add_domain_norm()
         folder = self.run / "checkpoints" / checkpoint
         names = self.method.checkpoint_nets() if checkpoint == "best" else list(self.method.nets)

@@ -1,24 +1,24 @@
 """Methods: one file per method behind :class:`~segshift.methods.base.Method`, registered by name.
 
-:func:`get_method` and :func:`available_methods` import the method modules on first use, so
-importing :mod:`segshift.methods` does no work.
+:func:`get_method` and :func:`available_methods` import every module of this package on
+first use (discovery: a new method is a new file with an ``@register``-ed class, nothing to
+list), so importing :mod:`segshift.methods` does no work.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
 from segshift.errors import SegshiftError
 from segshift.methods.base import REGISTRY, Method
 
-# modules that define methods; a new method is a new module listed here
-METHOD_MODULES = ("source_only", "target_oracle", "noise_aug", "histmatch", "gin_ipa", "bigaug", "adabn", "adaptseg", "advent", "adanet", "cyclegan", "unetgan", "attent",
-                  "sdnet")
-
 
 def _load_all() -> None:
-    for mod in METHOD_MODULES:
-        importlib.import_module(f"segshift.methods.{mod}")
+    """Import every module of this package: each ``@register``-ed class becomes available (discovery)."""
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
 
 
 def available_methods() -> dict[str, type[Method]]:

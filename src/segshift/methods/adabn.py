@@ -36,19 +36,11 @@ class AdaBN(SourceOnly):
     summary = "Source-only training whose batch-norm layers also learn the target domain's statistics (used for target inputs)."
     uses_target = True
 
-    def build(self) -> None:
+    def build_optimizers(self) -> None:
         if self.norm_stats not in ("domain", "joint"):
             raise SegshiftError(f"adabn adapts batch-norm statistics: train.norm_stats must be domain or joint, got {self.norm_stats!r}")
-        super().build()
+        super().build_optimizers()
 
     def train_step(self, batch: Batch, step: int) -> dict[str, Any]:
-        opt = self.optimizers["seg"]
-        opt.zero_grad(set_to_none=True)
         src_logits, _ = self.segment(batch.source_image, batch.target_image)  # the target pass only moves statistics
-        total, parts = self.loss(src_logits.float(), batch.source_label)
-        cons = self.view_consistency(batch, src_logits)
-        if cons is not None:
-            total, parts = total + cons, {**parts, "consistency": cons.detach()}
-        total.backward()
-        opt.step()
-        return {"loss": float(total.detach()), **{k: float(v) for k, v in parts.items()}}
+        return self.segmenter_update(src_logits, batch.source_label, batch)

@@ -77,9 +77,9 @@ import torch
 from torch import nn
 
 from segshift.errors import SegshiftError
-from segshift.methods.alignment import SCHEDULE_HPARAMS, AdversarialAlignment, AdversarialMethod, Tensors, softmax
+from segshift.methods.alignment import SCHEDULE_HPARAMS, AdversarialAlignment, AdversarialMethod, Tensors, discriminator_hparams, softmax
 from segshift.methods.base import Batch, register
-from segshift.methods.checks import check_flags, check_int, check_non_negative, check_number
+from segshift.methods.hparams import flag, integer, number
 from segshift.nets import GroupFeatureRecalibration
 from segshift.nets.blocks import resize_to
 
@@ -110,27 +110,24 @@ class AdaNet(AdversarialMethod):
     paper = "wang2019 (full method; Table 1 rows via switches)"
     summary = "Attention U-Net + histogram matching + mask-level (MDA) and GFRM feature-level (FDA) adversarial alignment."
     hparams = {
-        "mda": True,
-        "fda": True,
-        "gfrm": True,
-        "lambda_g_mask": 0.005,
-        "lambda_d_mask": 1.0,
-        "lambda_g_feat": 0.05,
-        "lambda_d_feat": 1.0,
-        "d_lr": 0.0002,
-        "d_betas": [0.9, 0.99],
-        "d_weight_decay": 0.00005,
-        "d_channels": [64, 128, 256, 256, 1],
-        "gfrm_channels": 16,
-        "gfrm_groups": None,
-        "gfrm_reduction": 2,
-        "seg_lr_floor": 0.1,
+        "mda": flag(True, "mask-level discriminator D_m on softmax maps"),
+        "fda": flag(True, "feature-level discriminator D_f"),
+        "gfrm": flag(True, "D_f sees GFRM(all decoder levels); false: the deepest feature, upsampled"),
+        "lambda_g_mask": number(0.005, "lambda_Gm: the segmenter's mask-level adversarial weight"),
+        "lambda_d_mask": number(1.0, "lambda_Dm: D_m's loss weight"),
+        "lambda_g_feat": number(0.05, "lambda_Gf: the segmenter's feature-level adversarial weight"),
+        "lambda_d_feat": number(1.0, "lambda_Df: D_f's loss weight"),
+        **discriminator_hparams(lr=0.0002, weight_decay=0.00005),
+        "gfrm_channels": integer(16, "channels per level after GFRM's 1x1 convolution (a multiple of the groups)"),
+        "gfrm_groups": integer(None, "GFRM groups; null: the number of classes", nullable=True),
+        "gfrm_reduction": integer(2, "GFRM's channel-attention bottleneck ratio"),
+        "seg_lr_floor": number(0.1, "floor of the segmenter's lr schedule, a fraction of train.lr (paper: 0.01 -> 0.001)", high=1.0),
         **SCHEDULE_HPARAMS,
     }
 
-    def build(self) -> None:
-        floor = check_number(self.hp, "seg_lr_floor", 0.0, 1.0)
-        super().build()
+    def build_optimizers(self) -> None:
+        floor = float(self.hp["seg_lr_floor"])
+        super().build_optimizers()
         # segmenter schedule: train.schedule, floored at seg_lr_floor x the initial lr (paper: 0.01 -> 0.001)
         base = self.schedulers["seg"].lr_lambdas[0]
         warm = int(self.cfg["train"]["warmup_steps"])
@@ -144,8 +141,6 @@ class AdaNet(AdversarialMethod):
 
     def build_alignments(self) -> dict[str, AdversarialAlignment]:
         hp = self.hp
-        check_non_negative(hp, "lambda_g_mask", "lambda_d_mask", "lambda_g_feat", "lambda_d_feat")
-        check_flags(hp, "mda", "fda", "gfrm")
         seg = self.nets["seg"]
         if not hasattr(seg, "forward_features"):
             raise SegshiftError(f"adanet needs a segmenter with forward_features; {type(seg).__name__} has none")
@@ -158,7 +153,7 @@ class AdaNet(AdversarialMethod):
             if hp["gfrm"]:  # (GFRM only feeds D_f: without FDA it is not built)
                 groups = int(hp["gfrm_groups"] or self.num_classes)
                 gfrm = GroupFeatureRecalibration(
-                    chans, channels=check_int(hp, "gfrm_channels"), groups=groups, reduction=check_int(hp, "gfrm_reduction"),
+                    chans, channels=int(hp["gfrm_channels"]), groups=groups, reduction=int(hp["gfrm_reduction"]),
                     spatial_dims=getattr(seg, "spatial_dims", 2),
                 )
                 path = {"gfrm": gfrm, "d_feat": self.discriminator(gfrm.out_channels)}

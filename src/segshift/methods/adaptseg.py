@@ -34,9 +34,9 @@ from __future__ import annotations
 
 import torch
 
-from segshift.methods.alignment import SCHEDULE_HPARAMS, AdversarialAlignment, AdversarialMethod, Tensors, softmax
+from segshift.methods.alignment import SCHEDULE_HPARAMS, AdversarialAlignment, AdversarialMethod, Tensors, discriminator_hparams, softmax
 from segshift.methods.base import Batch, register
-from segshift.methods.checks import check_non_negative
+from segshift.methods.hparams import number
 
 
 @register
@@ -45,16 +45,12 @@ class AdaptSeg(AdversarialMethod):
     paper = "Tsai et al. CVPR 2018 (AdaptSegNet); wang2019 MDA"
     summary = "Output-space adversarial alignment: a PatchGAN on softmax maps makes target predictions look like source ones."
     hparams = {
-        "lambda_adv": 0.001,
-        "d_lr": 0.0001,
-        "d_betas": [0.9, 0.99],
-        "d_weight_decay": 0.0,
-        "d_channels": [64, 128, 256, 256, 1],
+        "lambda_adv": number(0.001, "weight of BCE(D(softmax(target)), source label) in the segmenter step"),
+        **discriminator_hparams(),
         **SCHEDULE_HPARAMS,
     }
 
     def build_alignments(self) -> dict[str, AdversarialAlignment]:
-        check_non_negative(self.hp, "lambda_adv")
         return {"d": self.align("d", {"d": self.discriminator(self.num_classes)}, lambda_g=float(self.hp["lambda_adv"]))}
 
     def d_input(self, logits: torch.Tensor) -> torch.Tensor:

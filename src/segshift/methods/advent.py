@@ -29,9 +29,9 @@ import torch
 
 from segshift.losses import mean_entropy, self_information_map
 from segshift.methods.adaptseg import AdaptSeg
-from segshift.methods.alignment import SCHEDULE_HPARAMS, AdversarialAlignment
+from segshift.methods.alignment import SCHEDULE_HPARAMS, AdversarialAlignment, discriminator_hparams
 from segshift.methods.base import register
-from segshift.methods.checks import check_choice, check_non_negative
+from segshift.methods.hparams import choice, number
 
 MODES = ("adversarial", "minent")
 
@@ -42,20 +42,15 @@ class Advent(AdaptSeg):
     paper = "Vu et al. CVPR 2019 (ADVENT); li2021 entropy-space alignment"
     summary = "Entropy-space alignment: a PatchGAN on self-information maps (mode adversarial) or target entropy minimisation (mode minent)."
     hparams = {
-        "mode": "adversarial",
-        "lambda_adv": 0.001,
-        "lambda_ent": 0.001,
-        "d_lr": 0.0001,
-        "d_betas": [0.9, 0.99],
-        "d_weight_decay": 0.0,
-        "d_channels": [64, 128, 256, 256, 1],
+        "mode": choice("adversarial", MODES, "adversarial: D on per-class self-information maps | minent: minimise target entropy"),
+        "lambda_adv": number(0.001, "adversarial mode: weight of BCE(D(I_target), source label)"),
+        "lambda_ent": number(0.001, "minent mode: weight of the mean normalised target entropy"),
+        **discriminator_hparams(),
         **SCHEDULE_HPARAMS,
     }
 
     def build_alignments(self) -> dict[str, AdversarialAlignment]:
-        mode = check_choice(self.hp, "mode", MODES)
-        check_non_negative(self.hp, "lambda_ent")
-        if mode == "minent":
+        if self.hp["mode"] == "minent":
             return {}
         return super().build_alignments()
 

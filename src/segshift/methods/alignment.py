@@ -57,19 +57,31 @@ from torch import nn
 
 from segshift.losses.adversarial import d_loss, frozen, g_loss
 from segshift.methods.base import Batch, Method
-from segshift.methods.checks import check_int, check_non_negative
+from segshift.methods.hparams import HParam, integer, ints, number, numbers
 from segshift.methods.source_only import SourceOnly
 from segshift.nets import PatchDiscriminator
 
 Tensors = torch.Tensor | list[torch.Tensor]
 """A discriminator path's input: one tensor, or a list of multi-level features (GFRM)."""
 
-SCHEDULE_HPARAMS: dict[str, Any] = {
-    "d_warmup_steps": 50,
-    "ramp_steps": 100,
+SCHEDULE_HPARAMS: dict[str, HParam] = {
+    "d_warmup_steps": integer(50, "alignment schedule (segshift's, not the papers'): the first steps of the stage train only "
+                              "the discriminator(s) (adversarial weight 0)", low=0),
+    "ramp_steps": integer(100, "then the adversarial weight ramps up as exp(-5 (1-t)^2) (Laine & Aila 2017) over this many "
+                          "steps to its full value (0 and 0: the papers' full weight from step 1)", low=0),
 }
-"""Hyper-parameters of :class:`AlignmentSchedule`, merged into every adversarial method's ``hparams``
-(segshift's defaults, not the papers'; 0 and 0 give the papers' full weight from step 1)."""
+"""Hyper-parameters of :class:`AlignmentSchedule`, part of every adversarial and translation method's ``hparams``."""
+
+
+def discriminator_hparams(lr: float = 0.0001, weight_decay: float = 0.0,
+                          channels: Sequence[int] = (64, 128, 256, 256, 1)) -> dict[str, HParam]:
+    """The discriminator keys of an :class:`AdversarialMethod` (``d_lr``, ``d_betas``, ``d_weight_decay``, ``d_channels``)."""
+    return {
+        "d_lr": number(lr, "discriminator Adam learning rate (constant)"),
+        "d_betas": numbers([0.9, 0.99], "discriminator Adam betas", length=2, low=0.0, high=0.9999),
+        "d_weight_decay": number(weight_decay, "discriminator weight decay"),
+        "d_channels": ints(channels, "PatchGAN widths, strides 2,2,2,1,1 (last: score channels); halve them for CPU runs"),
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,13 +98,13 @@ class AlignmentSchedule:
         [0.0, 0.0, 0.06, 0.287, 0.732, 1.0, 1.0]
     """
 
-    d_warmup_steps: int = SCHEDULE_HPARAMS["d_warmup_steps"]
-    ramp_steps: int = SCHEDULE_HPARAMS["ramp_steps"]
+    d_warmup_steps: int = SCHEDULE_HPARAMS["d_warmup_steps"].default
+    ramp_steps: int = SCHEDULE_HPARAMS["ramp_steps"].default
 
     @classmethod
     def from_hparams(cls, hp: Mapping[str, Any]) -> "AlignmentSchedule":
-        """The schedule of a ``method:`` section; names a bad key."""
-        return cls(check_int(hp, "d_warmup_steps", low=0), check_int(hp, "ramp_steps", low=0))
+        """The schedule of a checked ``method:`` section."""
+        return cls(int(hp["d_warmup_steps"]), int(hp["ramp_steps"]))
 
     def __call__(self, step: int) -> float:
         """``w`` at ``step`` (1-based, counted from the start of the stage)."""
@@ -216,15 +228,16 @@ class AdversarialMethod(SourceOnly):
     :meth:`target_losses` adds non-adversarial target terms (ADVENT's MinEnt), weighted by
     the schedule like the adversarial ones.
 
-    Hyper-parameters every subclass declares: ``d_lr``, ``d_betas``, ``d_weight_decay``,
-    ``d_channels`` (PatchGAN widths) and :data:`SCHEDULE_HPARAMS`.
+    Hyper-parameters every subclass declares: :func:`discriminator_hparams` and
+    :data:`SCHEDULE_HPARAMS`. The discriminators are training-only networks: they are built
+    with the optimisers (:meth:`build_optimizers`), never for prediction.
     """
 
     uses_target = True
+    hparams = {**discriminator_hparams(), **SCHEDULE_HPARAMS}
 
-    def build(self) -> None:
-        super().build()  # segmenter, supervised loss, segmenter optimiser and schedule
-        check_non_negative(self.hp, "d_lr", "d_weight_decay")
+    def build_optimizers(self) -> None:
+        super().build_optimizers()  # supervised loss, segmenter optimiser and schedule
         self.schedule = AlignmentSchedule.from_hparams(self.hp)
         self.alignments: dict[str, AdversarialAlignment] = self.build_alignments()
 
@@ -264,30 +277,17 @@ class AdversarialMethod(SourceOnly):
 
         Returns the logged values and the detached (source, target) inputs of step 2.
         """
-        opt = self.optimizers["seg"]
-        opt.zero_grad(set_to_none=True)
         src_logits, tgt_logits, inputs = self.forward_passes(batch)
-        total, parts = self.loss(src_logits.float(), batch.source_label)
-        values: dict[str, Any] = {"loss_seg": total.detach(), **parts}
-        cons = self.view_consistency(batch, src_logits)  # GIN-IPA views (augment.gin), if any
-        if cons is not None:
-            total, values["consistency"] = total + cons, cons.detach()
         w = self.schedule(step)
+        terms: dict[str, tuple[torch.Tensor | None, Any]] = {}
         for name, al in self.alignments.items():
-            term, adv = al.generator_loss(inputs[name][1], w)
-            if term is not None:
-                total = total + term
-            values[f"adv_{name}"] = adv
+            terms[f"adv_{name}"] = al.generator_loss(inputs[name][1], w)
         for name, (weight, loss) in self.target_losses(tgt_logits).items():
-            if weight * w > 0:
-                total = total + weight * w * loss.float()
-            values[name] = loss.detach()
+            terms[name] = (weight * w * loss.float() if weight * w > 0 else None, loss)
+        values = self.segmenter_update(src_logits, batch.source_label, batch, terms)
         if tgt_logits is not None:
             values["w_adv"] = w
-        total.backward()
-        opt.step()
-        values["loss"] = total.detach()
-        return {k: float(v) for k, v in values.items()}, {n: (_detach(s), _detach(t)) for n, (s, t) in inputs.items()}
+        return values, {n: (_detach(s), _detach(t)) for n, (s, t) in inputs.items()}
 
     def discriminator_step(self, inputs: dict[str, tuple[Tensors, Tensors]]) -> dict[str, float]:
         """Step 2: update each discriminator on detached source (label 1) and target (label 0) inputs."""

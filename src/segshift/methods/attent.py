@@ -45,6 +45,7 @@ source images translated to the target look and ``E_xt`` is computed on raw targ
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -53,7 +54,7 @@ from segshift.errors import SegshiftError
 from segshift.losses import entropy_map
 from segshift.methods.alignment import AdversarialAlignment
 from segshift.methods.base import register
-from segshift.methods.checks import check_flags, check_ints, check_non_negative
+from segshift.methods.hparams import flag, ints, number, numbers
 from segshift.methods.translation import TRANSLATION_HPARAMS, TranslationMethod
 from segshift.nets import PatchDiscriminator
 
@@ -73,26 +74,26 @@ class AttENT(TranslationMethod):
     summary = "Attention-gated CycleGAN (pixel space) + adversarial entropy minimisation on translated-target predictions (entropy space)."
     hparams = {
         **TRANSLATION_HPARAMS,
-        "translation": True,
-        "attention": True,
-        "entropy": True,
-        "lambda_ent": 0.001,
-        "e_d_lr": 0.0001,
-        "e_d_betas": [0.9, 0.99],
-        "e_d_channels": [32, 64, 128, 128, 1],
+        "translation": flag(True, "pixel space: CycleGAN translation (target -> source by default)"),
+        "attention": flag(True, "attention gates on the generators' skip connections"),
+        "entropy": flag(True, "entropy space: D_E on normalised entropy maps"),
+        "lambda_ent": number(0.001, "weight of L_DE(E_xt, 1) in the segmenter update (ADVENT's value)"),
+        "e_d_lr": number(0.0001, "D_E: Adam learning rate (constant)"),
+        "e_d_betas": numbers([0.9, 0.99], "D_E: Adam betas", length=2, low=0.0, high=0.9999),
+        "e_d_channels": ints([32, 64, 128, 128, 1], "D_E widths, strides 2,2,2,1,1 (ADVENT: 64-128-256-512-1)"),
     }
 
-    def build(self) -> None:
-        hp = self.hp
-        check_flags(hp, "translation", "attention", "entropy")
+    @classmethod
+    def check_hparams(cls, hp: Mapping[str, Any]) -> None:
         if not hp["translation"] and not hp["entropy"]:
             raise SegshiftError("attent with method.translation=false and method.entropy=false adapts nothing: use source-only")
-        check_non_negative(hp, "lambda_ent", "e_d_lr")
-        super().build()  # segmenter, and the translator when method.translation
-        if hp["entropy"]:  # D_E: an alignment on normalised entropy maps (one channel)
+
+    def build_optimizers(self) -> None:
+        super().build_optimizers()  # supervised loss, optimisers, and the translator's discriminators
+        if self.hp["entropy"]:  # D_E (training only): an alignment on normalised entropy maps (one channel)
             self.d_e = AdversarialAlignment(
-                self, "d_e", {"d_e": PatchDiscriminator.from_widths(1, check_ints(hp, "e_d_channels"))},
-                lambda_g=float(hp["lambda_ent"]), lr=float(hp["e_d_lr"]), betas=hp["e_d_betas"],
+                self, "d_e", {"d_e": PatchDiscriminator.from_widths(1, self.hp["e_d_channels"])},
+                lambda_g=float(self.hp["lambda_ent"]), lr=float(self.hp["e_d_lr"]), betas=self.hp["e_d_betas"],
             )
 
     @property
@@ -106,14 +107,13 @@ class AttENT(TranslationMethod):
         return bool(self.hp["entropy"])
 
     def segmenter_terms(self, logits: torch.Tensor, test_logits: torch.Tensor | None, step: int,
-                        ) -> tuple[list[torch.Tensor], dict[str, Any], dict[str, Any]]:
+                        ) -> tuple[dict[str, tuple[torch.Tensor | None, Any]], dict[str, Any]]:
         """``w * lambda_ent * L_DE(E_xt, 1)`` with ``D_E`` frozen; keeps both entropy maps for ``D_E``."""
         if not self.hp["entropy"]:
-            return [], {}, {}
+            return {}, {}
         e_s, e_t = entropy_map(logits), entropy_map(test_logits)
         w = self.schedule(step)
-        term, adv = self.d_e.generator_loss(e_t, w)
-        return ([] if term is None else [term]), {"adv_d_e": adv, "w_adv": w}, {"e_s": e_s, "e_t": e_t}
+        return {"adv_d_e": self.d_e.generator_loss(e_t, w), "w_adv": (None, w)}, {"e_s": e_s, "e_t": e_t}
 
     def discriminator_updates(self, state: dict[str, Any]) -> dict[str, float]:
         """``L_dis = L_DE(E_xs, 1) + L_DE(E_xt, 0)`` on detached maps."""

@@ -10,8 +10,13 @@ Contract:
 * class attributes ``name``, ``paper``, ``summary`` (for ``segshift methods``), and flags:
   ``uses_target`` (needs unlabelled target batches), ``uses_target_labels`` (an oracle:
   every output is labelled as such).
-* :meth:`build` creates ``self.nets`` (an ``nn.ModuleDict``; ``"seg"`` is the segmenter),
-  ``self.optimizers`` and ``self.schedulers`` (dicts keyed by name).
+* ``hparams``: the method's hyper-parameters, declared once as specs with default, allowed
+  values and meaning (:mod:`segshift.methods.hparams`); ``self.hp`` is the checked
+  ``method:`` section. :meth:`check_hparams` adds rules that tie several keys together.
+* :meth:`build_nets` creates ``self.nets`` (an ``nn.ModuleDict``; ``"seg"`` is the
+  segmenter): all that prediction needs. :meth:`build_optimizers` creates losses,
+  ``self.optimizers`` and ``self.schedulers`` (dicts keyed by name), and any training-only
+  network (discriminators). :meth:`build` is both (training).
 * :meth:`train_step` receives a :class:`Batch` and returns a dict of floats to log. It runs
   forward passes under ``self.autocast()`` and updates its own optimisers.
 * :meth:`predict_logits` maps a preprocessed image batch ``(B, 1, H, W)`` to logits: the
@@ -49,9 +54,14 @@ SDNet with factor-based augmentation):
 * :meth:`save_figures`: pictures of what the method learnt (translation or factor grids),
   written at the end of training under ``RUN/figures/``.
 * :meth:`can_translate`: whether prediction may translate inputs before segmenting them
-  (a target-to-source translator); ``translate_at_predict`` then says whether it does. A
-  translator is only ever applied to images of the domain it was trained on: the
-  predictor switches it off for any other input.
+  (a target-to-source translator); ``translate_at_predict`` (an attribute of every method,
+  False unless :meth:`can_translate`) then says whether it does. A translator is only ever
+  applied to images of the domain it was trained on: the predictor sets it for the run's own
+  target and clears it for any other input.
+
+Methods are discovered: every module of :mod:`segshift.methods` is imported by
+:func:`~segshift.methods.available_methods`, and ``@register`` makes a class available by
+``name``. A new method is one file plus its row in ``docs/training.md``.
 """
 
 from __future__ import annotations
@@ -67,6 +77,9 @@ import torch
 from torch import nn
 
 from segshift.errors import SegshiftError
+from segshift.methods.hparams import HParam
+from segshift.methods.hparams import defaults as hp_defaults
+from segshift.methods.hparams import validate as hp_validate
 
 REGISTRY: dict[str, type["Method"]] = {}
 
@@ -177,8 +190,8 @@ class Method:
     summary: ClassVar[str] = ""
     uses_target: ClassVar[bool] = False
     uses_target_labels: ClassVar[bool] = False
-    hparams: ClassVar[dict[str, Any]] = {}
-    """This method's hyper-parameters with their defaults (the ``method:`` config section)."""
+    hparams: ClassVar[dict[str, HParam]] = {}
+    """This method's hyper-parameters: the spec of the ``method:`` config section (:mod:`segshift.methods.hparams`)."""
     init_nets: ClassVar[tuple[str, ...]] = ("seg",)
     """Networks a warm start loads from the init run (the rest start fresh)."""
     supports_view_consistency: ClassVar[bool] = False
@@ -187,7 +200,7 @@ class Method:
 
     def __init__(self, cfg: Mapping[str, Any], num_classes: int, in_channels: int = 1, device: torch.device | str = "cpu") -> None:
         self.cfg = cfg
-        self.hp = dict(cfg.get("method") or {})
+        self.hp = self.validate_hparams(cfg.get("method") or {})
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.device = torch.device(device)
@@ -203,13 +216,38 @@ class Method:
         self.translate_at_predict = False
         self._wrapped: dict[str, nn.Module] = {}
 
+    # -- hyper-parameters ---------------------------------------------------------------
+    @classmethod
+    def hparam_defaults(cls) -> dict[str, Any]:
+        """The ``method:`` section's defaults."""
+        return hp_defaults(cls.hparams)
+
+    @classmethod
+    def check_hparams(cls, hp: Mapping[str, Any]) -> None:
+        """Rules between keys that one key's spec cannot say (none by default); raise :class:`SegshiftError`."""
+
+    @classmethod
+    def validate_hparams(cls, values: Mapping[str, Any]) -> dict[str, Any]:
+        """The complete, checked ``method:`` section (the one validator: each key's spec, then :meth:`check_hparams`)."""
+        hp = hp_validate(cls.hparams, values)
+        cls.check_hparams(hp)
+        return hp
+
     # -- construction -----------------------------------------------------------------
     def build(self) -> None:
-        """Create networks, optimisers and schedulers. Subclasses call ``super().build()`` first."""
+        """Everything training needs: :meth:`build_nets`, then :meth:`build_optimizers`."""
+        self.build_nets()
+        self.build_optimizers()
+
+    def build_nets(self) -> None:
+        """The networks prediction needs (the segmenter ``seg``); subclasses call ``super().build_nets()`` first."""
         from segshift.nets import build_net
 
         model = self.cfg["model"]
         self.nets["seg"] = build_net(model["name"], self.in_channels, self.num_classes, **(model.get("kwargs") or {}))
+
+    def build_optimizers(self) -> None:
+        """Losses, optimisers, schedulers and training-only networks (none here); after :meth:`build_nets`."""
 
     def total_steps(self) -> int:
         return int(self.cfg["train"]["steps"])

@@ -36,4 +36,4 @@ class CycleGAN(TranslationMethod):
     name = "cyclegan"
     paper = "Zhu et al. ICCV 2017; the CycleGAN row of yan2019 and li2021"
     summary = "Unpaired CycleGAN translation between the domains (target -> source by default), trained jointly with the segmenter."
-    hparams = dict(TRANSLATION_HPARAMS)
+    hparams = TRANSLATION_HPARAMS

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from segshift.methods.base import Batch, register
+from segshift.methods.hparams import number
 from segshift.methods.source_only import SourceOnly
 
 
@@ -22,7 +23,10 @@ class NoiseAug(SourceOnly):
     name = "noise-aug"
     paper = "yan2019 (noisy / polluted Unet baseline)"
     summary = "Source-only on images polluted with random Gaussian noise."
-    hparams = {"noise_std": 0.5, "noise_prob": 1.0}
+    hparams = {
+        "noise_std": number(0.5, "each image's noise standard deviation is drawn from U(0, noise_std) (z-scored intensities)"),
+        "noise_prob": number(1.0, "probability that an image is polluted", high=1.0),
+    }
 
     def source_input(self, batch: Batch) -> torch.Tensor:
         x = batch.source_image

@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from segshift.errors import SegshiftError
 from segshift.losses import FocalLoss, SoftDiceLoss
 from segshift.methods.base import Batch, FigureSamples, Method, make_optimizer, make_schedule, register
-from segshift.methods.checks import check_choice, check_flags, check_int, check_ints, check_number
+from segshift.methods.hparams import choice, flag, integer, ints, number
 from segshift.nets.sdnet import BINARISE, SDNet, SDNetOutput
 
 
@@ -73,52 +73,52 @@ class SDNetMethod(Method):
     semi_supervised = False
     init_nets = ("sdnet",)
     hparams = {
-        "lambda_rec": 1.0,
-        "lambda_zrec": 1.0,
-        "lambda_dice": 1.0,
-        "lambda_focal": 1.0,
-        "kl_weight": 0.01,
-        "focal_gamma": 2.0,
-        "anatomy_channels": 8,
-        "z_dim": 8,
-        "anatomy_features": [16, 32, 64, 128, 256],
-        "modality_channels": [16, 32],
-        "segmentor_width": 64,
-        "decoder_width": 32,
-        "decoder_output": "identity",
-        "modality_sees_anatomy": True,
-        "binarise": "onehot",
+        "lambda_rec": number(1.0, "eq. 1: L1 reconstruction"),
+        "lambda_zrec": number(1.0, "eq. 1: L1 latent regression of the re-encoded modality factor"),
+        "lambda_dice": number(1.0, "eq. 1: Dice (labelled images only)"),
+        "lambda_focal": number(1.0, "eq. 1: focal (labelled images only)"),
+        "kl_weight": number(0.01, "the original SDNet's KL term (eq. 1 omits it; 0 drops it)"),
+        "focal_gamma": number(2.0, "focal loss exponent (Lin et al. 2017 default)"),
+        "anatomy_channels": integer(8, "binary anatomy factor channels"),
+        "z_dim": integer(8, "modality factor size"),
+        "anatomy_features": ints([16, 32, 64, 128, 256], "anatomy U-Net widths (4 down/up stages); the paper gives none, "
+                                 "SDNet used 64-1024", min_length=2),
+        "modality_channels": ints([16, 32], "the two 4x4 stride-2 convolutions of the modality encoder", length=2),
+        "segmentor_width": integer(64, "the segmentor's two 3x3 convolutions"),
+        "decoder_width": integer(32, "the AdaIN decoder's three 3x3 convolutions"),
+        "decoder_output": choice("identity", ("identity", "tanh"), "images are z-scored, not in [0, 1]: no tanh "
+                                 "(tanh: the paper's, for [-1, 1] images)"),
+        "modality_sees_anatomy": flag(True, "modality encoder input: image + anatomy factor (original SDNet); false: image only"),
+        "binarise": choice("onehot", BINARISE, "straight-through binarisation: onehot (argmax of the softmax) | round "
+                           "(the paper's literal rounding; stalls from the near-uniform softmax at initialisation) | none (ablation)"),
     }
 
     # -- construction -----------------------------------------------------------------
     def make_sdnet(self) -> SDNet:
         hp = self.hp
-        check_choice(hp, "decoder_output", ("identity", "tanh"))
-        check_flags(hp, "modality_sees_anatomy")
-        check_choice(hp, "binarise", BINARISE)
-        feats = check_ints(hp, "anatomy_features")
-        if len(feats) < 2:
-            raise SegshiftError(f"method.anatomy_features needs at least 2 levels, got {feats}")
         return SDNet(
             in_channels=self.in_channels,
             num_classes=self.num_classes,
-            anatomy_channels=check_int(self.hp, "anatomy_channels"),
-            z_dim=check_int(self.hp, "z_dim"),
-            anatomy_features=feats,
-            modality_channels=check_ints(hp, "modality_channels", 2),
-            segmentor_width=check_int(self.hp, "segmentor_width"),
-            decoder_width=check_int(self.hp, "decoder_width"),
+            anatomy_channels=int(hp["anatomy_channels"]),
+            z_dim=int(hp["z_dim"]),
+            anatomy_features=list(hp["anatomy_features"]),
+            modality_channels=list(hp["modality_channels"]),
+            segmentor_width=int(hp["segmentor_width"]),
+            decoder_width=int(hp["decoder_width"]),
             decoder_output=hp["decoder_output"],
             modality_sees_anatomy=hp["modality_sees_anatomy"],
             binarise=hp["binarise"],
         )
 
-    def build(self) -> None:
-        self.weights = {k: check_number(self.hp, f"lambda_{k}") for k in ("rec", "zrec", "dice", "focal")}
-        self.kl_weight = check_number(self.hp, "kl_weight")
+    def build_nets(self) -> None:
+        """SDNet replaces the segmenter (``model:`` is ignored)."""
         self.nets["sdnet"] = self.make_sdnet()
+
+    def build_optimizers(self) -> None:
+        self.weights = {k: float(self.hp[f"lambda_{k}"]) for k in ("rec", "zrec", "dice", "focal")}
+        self.kl_weight = float(self.hp["kl_weight"])
         self.dice = SoftDiceLoss()
-        self.focal = FocalLoss(gamma=check_number(self.hp, "focal_gamma"))
+        self.focal = FocalLoss(gamma=float(self.hp["focal_gamma"]))
         opt = make_optimizer(self.nets["sdnet"].parameters(), self.cfg["train"])
         self.optimizers = {"sdnet": opt}
         self.schedulers = {"sdnet": make_schedule(opt, self.cfg["train"], self.total_steps())}
@@ -227,13 +227,20 @@ class SDNetFactorAugmentation(SDNetSemiSupervised):
     name = "sdnet-fa"
     summary = ("SS SDNet + factor-based augmentation: pretrain, then train on labelled images re-decoded with modality "
                "factors of other domains (target included); one run, two stages.")
-    hparams = {**SDNetMethod.hparams, "pretrain_steps": 1000, "fa_fraction": 0.5}
+    hparams = {
+        **SDNetMethod.hparams,
+        "pretrain_steps": integer(1000, "stage 1 (SS SDNet pretraining; from scratch only); the paper pretrains to convergence (50 epochs)"),
+        "fa_fraction": number(0.5, "share of each labelled batch replaced by FA images in stage 2 (not given in the paper)", high=1.0),
+    }
 
-    def build(self) -> None:
+    def build_nets(self) -> None:
         # stage 1 (SS pretraining) is the init run's when warm-started
-        self.pretrain_steps = 0 if self.warm_started else check_int(self.hp, "pretrain_steps", 1)
-        self.fa_fraction = check_number(self.hp, "fa_fraction", 0.0, 1.0)
-        super().build()
+        self.pretrain_steps = 0 if self.warm_started else int(self.hp["pretrain_steps"])
+        self.fa_fraction = float(self.hp["fa_fraction"])
+        super().build_nets()
+
+    def build_optimizers(self) -> None:
+        super().build_optimizers()
         fa = self.make_sdnet()  # the frozen pretrained copy (weights copied at the stage switch; kept for resume)
         fa.requires_grad_(False)
         self.nets["fa"] = fa
@@ -243,7 +250,8 @@ class SDNetFactorAugmentation(SDNetSemiSupervised):
 
     def train(self, mode: bool = True) -> None:
         super().train(mode)
-        self.nets["fa"].eval()  # "using this model at inference" (section 2.1)
+        if "fa" in self.nets:  # built for training only
+            self.nets["fa"].eval()  # "using this model at inference" (section 2.1)
 
     def validation_due(self, step: int) -> bool:
         return step > self.pretrain_steps  # select among FA-trained weights only

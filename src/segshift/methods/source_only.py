@@ -10,6 +10,7 @@ Warm start (``--init RUN``): the segmenter ``seg`` comes from the init run and t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -25,8 +26,8 @@ class SourceOnly(Method):
     summary = "Train the segmenter on labelled source data only; no adaptation."
     supports_view_consistency = True
 
-    def build(self) -> None:
-        super().build()
+    def build_optimizers(self) -> None:
+        super().build_optimizers()
         self.loss = HybridLoss(dict(self.cfg["train"]["loss"]))
         opt = make_optimizer(self.nets["seg"].parameters(), self.cfg["train"])
         self.optimizers = {"seg": opt}
@@ -36,14 +37,32 @@ class SourceOnly(Method):
         """The image the segmenter sees (subclasses perturb it)."""
         return batch.source_image
 
-    def train_step(self, batch: Batch, step: int) -> dict[str, Any]:
+    def segmenter_update(self, logits: torch.Tensor, labels: torch.Tensor, batch: Batch | None = None,
+                         terms: Mapping[str, tuple[torch.Tensor | None, Any]] | None = None) -> dict[str, float]:
+        """One update of the segmenter (every method of this family makes it the same way).
+
+        The loss is ``train.loss`` on ``(logits, labels)``, plus GIN-IPA's view consistency
+        when ``batch`` carries views, plus each extra ``terms[name] = (term or None, value to
+        log)``: a ``None`` term (e.g. a weight of 0) is logged, not added. Then backward and one
+        step of the ``seg`` optimiser. Logs ``loss`` (the total), ``loss_seg`` (supervised) and
+        its parts.
+        """
         opt = self.optimizers["seg"]
         opt.zero_grad(set_to_none=True)
-        (logits,) = self.segment(self.source_input(batch))
-        total, parts = self.loss(logits.float(), batch.source_label)
-        cons = self.view_consistency(batch, logits)
+        total, parts = self.loss(logits.float(), labels)
+        values: dict[str, Any] = {"loss_seg": total.detach(), **parts}
+        cons = self.view_consistency(batch, logits) if batch is not None else None
         if cons is not None:
-            total, parts = total + cons, {**parts, "consistency": cons.detach()}
+            total, values["consistency"] = total + cons, cons.detach()
+        for name, (term, logged) in (terms or {}).items():
+            if term is not None:
+                total = total + term.float()
+            values[name] = logged.detach() if isinstance(logged, torch.Tensor) else logged
         total.backward()
         opt.step()
-        return {"loss": float(total.detach()), **{k: float(v) for k, v in parts.items()}}
+        values["loss"] = total.detach()
+        return {k: float(v) for k, v in values.items()}
+
+    def train_step(self, batch: Batch, step: int) -> dict[str, Any]:
+        (logits,) = self.segment(self.source_input(batch))
+        return self.segmenter_update(logits, batch.source_label, batch)

@@ -71,30 +71,32 @@ from segshift.errors import SegshiftError
 from segshift.losses.adversarial import frozen, gan_losses
 from segshift.methods.alignment import SCHEDULE_HPARAMS, AlignmentSchedule
 from segshift.methods.base import Batch, FigureSamples, Method
-from segshift.methods.checks import check_choice, check_flags, check_int, check_ints, check_non_negative
+from segshift.methods.hparams import HParam, choice, flag, integer, ints, number, numbers
 from segshift.methods.source_only import SourceOnly
 from segshift.nets import PatchDiscriminator, ResnetGenerator
+from segshift.nets.blocks import NORMS
 
 DIRECTIONS = ("target_to_source", "source_to_target")
 
-TRANSLATION_HPARAMS: dict[str, Any] = {
-    "direction": "target_to_source",
-    "seg_on_source": True,
-    "gan_loss": "lsgan",
-    "lambda_gan": 1.0,
-    "lambda_cycle": 10.0,
-    "lambda_identity": 0.0,
-    "g_ngf": 16,
-    "g_down": 2,
-    "g_blocks": 3,
-    "g_norm": "instance",
-    "g_residual": True,
-    "g_batch": 4,
-    "d_channels": [32, 64, 128, 1],
-    "d_norm": "instance",
-    "g_lr": 0.0002,
-    "d_lr": 0.0002,
-    "betas": [0.5, 0.999],
+TRANSLATION_HPARAMS: dict[str, HParam] = {
+    "direction": choice("target_to_source", DIRECTIONS, "target_to_source: segment G_T2S(x_t) | source_to_target: train on "
+                        "G_S2T(x_s), segment x_t as is"),
+    "seg_on_source": flag(True, "source_to_target only: also train the segmenter on untranslated source images"),
+    "gan_loss": choice("lsgan", ("lsgan", "bce"), "lsgan (CycleGAN's least squares) | bce (non-saturating)"),
+    "lambda_gan": number(1.0, "the generators' adversarial weight"),
+    "lambda_cycle": number(10.0, "L1 cycle consistency (CycleGAN's lambda)"),
+    "lambda_identity": number(0.0, "identity loss (off: it is for photo colour preservation)"),
+    "g_ngf": integer(16, "generator width (CPU size; CycleGAN: 64)"),
+    "g_down": integer(2, "generator downsamplings", low=0),
+    "g_blocks": integer(3, "generator residual blocks (CPU size; CycleGAN: 6 at 128 px, 9 at 256 px)", low=0),
+    "g_norm": choice("instance", NORMS, "generator normalisation"),
+    "g_residual": flag(True, "G(x) = x + g(x), g zero at the start (false: CycleGAN's plain generator)"),
+    "g_batch": integer(4, "images per domain in the translation update (0: the whole batch)", low=0),
+    "d_channels": ints([32, 64, 128, 1], "image PatchGAN widths, strides 2,2,1,1 (CycleGAN: 64-128-256-512-1)"),
+    "d_norm": choice("instance", NORMS, "image discriminator normalisation"),
+    "g_lr": number(0.0002, "generators' Adam learning rate (constant)"),
+    "d_lr": number(0.0002, "image discriminators' Adam learning rate (constant)"),
+    "betas": numbers([0.5, 0.999], "Adam betas of generators and image discriminators", length=2, low=0.0, high=0.9999),
     **SCHEDULE_HPARAMS,
 }
 """Hyper-parameters of the translation methods (CycleGAN's, CPU-sized; see the module docstring)."""
@@ -116,21 +118,20 @@ class CycleTranslator:
     DISCRIMINATORS = ("d_s", "d_t")
 
     def __init__(self, method: Method, hp: Mapping[str, Any], attention: bool = False) -> None:
-        check_non_negative(hp, "lambda_gan", "lambda_cycle", "lambda_identity", "g_lr", "d_lr")
-        check_flags(hp, "g_residual")
-        try:
-            self.d_gan, self.g_gan = gan_losses(str(hp["gan_loss"]))
-        except ValueError as exc:
-            raise SegshiftError(f"method.gan_loss: {exc}") from None
-        self.method = method
+        self.method, self.hp = method, hp
+        self.d_gan, self.g_gan = gan_losses(str(hp["gan_loss"]))
         self.lambda_gan, self.lambda_cycle, self.lambda_identity = (float(hp[k]) for k in ("lambda_gan", "lambda_cycle", "lambda_identity"))
         for name in self.GENERATORS:
             method.nets[name] = ResnetGenerator(
-                method.in_channels, method.in_channels, ngf=check_int(hp, "g_ngf"), n_down=check_int(hp, "g_down", 0),
-                n_blocks=check_int(hp, "g_blocks", 0), norm=str(hp["g_norm"]), attention=attention, residual=hp["g_residual"],
+                method.in_channels, method.in_channels, ngf=int(hp["g_ngf"]), n_down=int(hp["g_down"]),
+                n_blocks=int(hp["g_blocks"]), norm=str(hp["g_norm"]), attention=attention, residual=hp["g_residual"],
             )
+
+    def build_optimizers(self) -> None:
+        """The image discriminators (training only) and the two optimisers."""
+        method, hp = self.method, self.hp
         for name in self.DISCRIMINATORS:
-            method.nets[name] = PatchDiscriminator.from_widths(method.in_channels, check_ints(hp, "d_channels"), norm=str(hp["d_norm"]))
+            method.nets[name] = PatchDiscriminator.from_widths(method.in_channels, hp["d_channels"], norm=str(hp["d_norm"]))
         betas = tuple(float(b) for b in hp["betas"])
         g_params = [p for n in self.GENERATORS for p in method.nets[n].parameters()]
         d_params = [p for n in self.DISCRIMINATORS for p in method.nets[n].parameters()]
@@ -219,16 +220,19 @@ class TranslationMethod(SourceOnly):
     supports_view_consistency = False  # its segmenter step has no GIN-IPA consistency term (GIN appearance only)
     attention: bool = False  # attention-gated generator skips (AttENT)
 
-    def build(self) -> None:
-        super().build()  # segmenter, supervised loss, its optimiser and schedule
-        hp = self.hp
-        check_choice(hp, "direction", DIRECTIONS)
-        check_flags(hp, "seg_on_source")
-        check_int(hp, "g_batch", 0)
-        self.schedule = AlignmentSchedule.from_hparams(hp)
-        self.translator = CycleTranslator(self, hp, attention=self.attention_gates()) if self.translates else None
-        self._fakes: dict[str, torch.Tensor] = {}
+    hparams = TRANSLATION_HPARAMS
+
+    def build_nets(self) -> None:
+        super().build_nets()  # segmenter
+        self.translator = CycleTranslator(self, self.hp, attention=self.attention_gates()) if self.translates else None
         self.translate_at_predict = self.can_translate()
+
+    def build_optimizers(self) -> None:
+        super().build_optimizers()  # supervised loss, the segmenter's optimiser and schedule
+        self.schedule = AlignmentSchedule.from_hparams(self.hp)
+        if self.translator is not None:
+            self.translator.build_optimizers()
+        self._fakes: dict[str, torch.Tensor] = {}
 
     def wrap(self, fn: Any) -> None:
         """Refuse DDP: a generator runs twice per update (translation, then cycle), which plain DDP does not allow."""
@@ -309,9 +313,10 @@ class TranslationMethod(SourceOnly):
         return False
 
     def segmenter_terms(self, logits: torch.Tensor, test_logits: torch.Tensor | None, step: int,
-                        ) -> tuple[list[torch.Tensor], dict[str, Any], dict[str, Any]]:
-        """A method's own segmenter terms: ``(weighted terms to add, values to log, state for discriminator_updates)``."""
-        return [], {}, {}
+                        ) -> tuple[dict[str, tuple[torch.Tensor | None, Any]], dict[str, Any]]:
+        """A method's own segmenter terms: ``({name: (weighted term or None, value to log)}, state for
+        discriminator_updates)`` (see :meth:`~segshift.methods.source_only.SourceOnly.segmenter_update`)."""
+        return {}, {}
 
     def discriminator_updates(self, state: dict[str, Any]) -> dict[str, float]:
         """Updates after the segmenter's (AttENT's entropy discriminator); none here."""
@@ -320,24 +325,14 @@ class TranslationMethod(SourceOnly):
     def segmenter_step(self, batch: Batch, step: int) -> dict[str, float]:
         """The segmenter on labelled images (plus a method's own terms), then any later discriminator update."""
         images, labels, test_images = self.segmenter_images(batch)
-        opt = self.optimizers["seg"]
-        opt.zero_grad(set_to_none=True)
         if self.segments_test_images():
             logits, test_logits = self.segment(images, test_images)  # one batch-norm pass under norm_stats=joint
         else:
             (logits,), test_logits = self.segment(images), None
-        total, parts = self.loss(logits.float(), labels)
-        values: dict[str, Any] = {"loss_seg": total.detach(), **parts}
-        terms, logs, state = self.segmenter_terms(logits, test_logits, step)
-        for term in terms:
-            total = total + term.float()
-        values.update(logs)
-        total.backward()
-        opt.step()
-        values["loss"] = total.detach()
-        out = {k: float(v) for k, v in values.items()}
-        out.update(self.discriminator_updates(state))
-        return out
+        terms, state = self.segmenter_terms(logits, test_logits, step)
+        values = self.segmenter_update(logits, labels, None, terms)
+        values.update(self.discriminator_updates(state))
+        return values
 
     def train_step(self, batch: Batch, step: int) -> dict[str, float]:
         values = self.translation_step(batch, step) if self.translates else {}

@@ -48,6 +48,9 @@ Readings where the paper is not explicit (each a config key):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -55,7 +58,7 @@ from segshift.errors import SegshiftError
 from segshift.losses import StructureSSIMLoss
 from segshift.losses.adversarial import frozen
 from segshift.methods.base import Batch, make_schedule, register
-from segshift.methods.checks import check_choice, check_int
+from segshift.methods.hparams import choice, integer, number
 from segshift.methods.source_only import SourceOnly
 from segshift.methods.translation import TRANSLATION_HPARAMS, Terms, TranslationMethod
 
@@ -69,33 +72,35 @@ class UnetGAN(TranslationMethod):
     summary = "Source U-Net, then a CycleGAN with structure-weighted SSIM and U-Net-feature losses; target images are translated to the source look, then segmented."
     hparams = {
         **TRANSLATION_HPARAMS,
-        "seg_steps": 1500,
-        "gan_steps": 1500,
-        "lambda_cycle": 0.0,
-        "lambda_unet": 15.0,
-        "lambda_ssim": 5.0,
-        "ssim_pair": "translated",
-        "ssim_alpha": 0.1,
-        "ssim_beta": 0.1,
-        "ssim_gamma": 1.0,
-        "ssim_data_range": 4.0,
+        "seg_steps": integer(1500, "stage 1: the U-Net on labelled source images (from scratch only)"),
+        "gan_steps": integer(1500, "stage 2: the translation, U-Net frozen (from scratch only; warm-started: train.steps)"),
+        "lambda_cycle": number(0.0, "cycle consistency weight (eq. 5 has no cycle term)"),
+        "lambda_unet": number(15.0, "lambda_1 (eq. 5): the U-Net feature loss"),
+        "lambda_ssim": number(5.0, "lambda_2 (eq. 5): the structure-weighted SSIM loss"),
+        "ssim_pair": choice("translated", SSIM_PAIRS, "translated: SSIM(x, G(x)) | cycle: SSIM(x, F(G(x)))"),
+        "ssim_alpha": number(0.1, "SSIM luminance exponent"),
+        "ssim_beta": number(0.1, "SSIM contrast exponent"),
+        "ssim_gamma": number(1.0, "SSIM structure exponent"),
+        "ssim_data_range": number(4.0, "L of c1 = (0.01 L)^2, c2 = (0.03 L)^2 for z-scored images", low=1e-6),
+        "g_lr": number(0.0002, "generators' Adam learning rate (paper: 1e-5 with early stopping over ~35 epochs)"),
     }
 
-    def build(self) -> None:
-        hp = self.hp
+    @classmethod
+    def check_hparams(cls, hp: Mapping[str, Any]) -> None:
         if hp["direction"] != "target_to_source":
             raise SegshiftError("unetgan translates target images to the source look: method.direction must be target_to_source")
-        check_choice(hp, "ssim_pair", SSIM_PAIRS)
+
+    def build_nets(self) -> None:
         # stage 1 is the init run's when warm-started
-        self.seg_steps = 0 if self.warm_started else check_int(hp, "seg_steps")
-        self.gan_steps = int(self.cfg["train"]["steps"]) if self.warm_started else check_int(hp, "gan_steps")
-        super().build()
-        try:
-            self.ssim_loss = StructureSSIMLoss(
-                float(hp["ssim_alpha"]), float(hp["ssim_beta"]), float(hp["ssim_gamma"]), float(hp["ssim_data_range"])
-            )
-        except ValueError as exc:
-            raise SegshiftError(f"method.ssim_*: {exc}") from None
+        self.seg_steps = 0 if self.warm_started else int(self.hp["seg_steps"])
+        self.gan_steps = int(self.cfg["train"]["steps"]) if self.warm_started else int(self.hp["gan_steps"])
+        super().build_nets()
+
+    def build_optimizers(self) -> None:
+        super().build_optimizers()
+        hp = self.hp
+        self.ssim_loss = StructureSSIMLoss(float(hp["ssim_alpha"]), float(hp["ssim_beta"]), float(hp["ssim_gamma"]),
+                                           float(hp["ssim_data_range"]))
         # the segmenter's schedule spans stage 1 only (none when stage 1 was the init run's)
         if self.seg_steps:
             self.schedulers["seg"] = make_schedule(self.optimizers["seg"], self.cfg["train"], self.seg_steps)
