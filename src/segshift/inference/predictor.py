@@ -160,8 +160,7 @@ class Predictor:
 
     def _mask_and_qc(self, probs: np.ndarray, geometry: Any, image: Volume) -> tuple[np.ndarray, dict[str, Any]]:
         """The native-grid mask of class probabilities ``(C, Z, H, W)``, its entropy and volume columns."""
-        native = self.pre.invert(probs.astype(np.float32), geometry)
-        mask = native.argmax(0).astype(np.uint8)
+        mask = self.pre.invert_argmax(probs.astype(np.float32, copy=False), geometry)
         ent = -(probs * np.log(np.clip(probs, 1e-8, 1))).sum(0) / np.log(probs.shape[0])
         pred_fg = probs.argmax(0) > 0
         near = ndi.binary_dilation(pred_fg, structure=np.ones((1, 7, 7), bool)) if pred_fg.any() else pred_fg

@@ -197,6 +197,21 @@ class Preprocessor:
         )
         return Prepared(image=np.ascontiguousarray(img, dtype=np.float32), label=lab, geometry=geom)
 
+    def invert_argmax(self, probs: np.ndarray, geometry: GeometryRecord) -> np.ndarray:
+        """The label mask ``(i, j, k)`` (uint8) of per-class probabilities ``(C, Z, H, W)`` on the
+        input grid: :meth:`invert`, then the argmax over classes (taken before the axes are
+        reordered, where it is contiguous and fast)."""
+        native = self._invert_probs(probs, geometry)  # (C, Z, h, w)
+        return np.ascontiguousarray(np.transpose(native.argmax(0).astype(np.uint8), (1, 2, 0)))
+
+    def _invert_probs(self, output: np.ndarray, geometry: GeometryRecord) -> np.ndarray:
+        h, w, z = geometry.shape
+        if output.ndim != 4 or output.shape[1] != z:
+            raise SegshiftError(f"invert: probabilities must be (C, {z}, H, W), got {output.shape}")
+        canvas = spatial.uncrop(output.astype(np.float32), geometry.corner, geometry.resampled_hw, 0.0)
+        canvas[0][canvas.sum(0) == 0] = 1.0
+        return spatial.resize_inplane(canvas, (h, w), order=1)
+
     def invert(self, output: np.ndarray, geometry: GeometryRecord) -> np.ndarray:
         """Map network output back to the input voxel grid ``(i, j, k)``.
 
@@ -209,12 +224,7 @@ class Preprocessor:
         h, w, z = geometry.shape
         is_prob = np.issubdtype(output.dtype, np.floating)
         if is_prob:
-            if output.ndim != 4 or output.shape[1] != z:
-                raise SegshiftError(f"invert: probabilities must be (C, {z}, H, W), got {output.shape}")
-            canvas = spatial.uncrop(output.astype(np.float32), geometry.corner, geometry.resampled_hw, 0.0)
-            canvas[0][canvas.sum(0) == 0] = 1.0
-            native = spatial.resize_inplane(canvas, (h, w), order=1)
-            return np.transpose(native, (0, 2, 3, 1))
+            return np.transpose(self._invert_probs(output, geometry), (0, 2, 3, 1))
         if output.ndim != 3 or output.shape[0] != z:
             raise SegshiftError(f"invert: labels must be ({z}, H, W), got {output.shape}")
         canvas = spatial.uncrop(output, geometry.corner, geometry.resampled_hw, 0)

@@ -31,6 +31,8 @@ def resize_inplane(stack: np.ndarray, out_hw: Sequence[int], order: int) -> np.n
         return stack.copy()
     rh, rw = in_h / out_h, in_w / out_w
     lead = stack.ndim - 2
+    if order == 1 and rh <= 1 and rw <= 1:  # upsampling: no anti-aliasing filter, and torch is ~10x faster than scipy here
+        return _bilinear(stack, out_h, out_w)
     src = stack
     if order >= 1:
         src = stack.astype(np.float32, copy=False)
@@ -41,6 +43,23 @@ def resize_inplane(stack: np.ndarray, out_hw: Sequence[int], order: int) -> np.n
     offset = np.array([0.0] * lead + [0.5 * rh - 0.5, 0.5 * rw - 0.5])
     out_shape = stack.shape[:-2] + (out_h, out_w)
     return ndi.affine_transform(src, matrix, offset=offset, output_shape=out_shape, order=order, mode="nearest", prefilter=False)
+
+
+def _bilinear(stack: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """Linear resampling of the last two axes with the mapping of :func:`resize_inplane`.
+
+    ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)`` maps output pixel
+    ``u`` to input ``(u + 0.5) * n_in / n_out - 0.5`` and clamps at the edges, as scipy's
+    ``mode="nearest"`` does (equal within float32 rounding, 1e-5; tested).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    in_h, in_w = stack.shape[-2:]
+    x = torch.from_numpy(np.ascontiguousarray(stack, dtype=np.float32)).reshape(-1, 1, in_h, in_w)
+    with torch.inference_mode():
+        y = F.interpolate(x, size=(out_h, out_w), mode="bilinear", align_corners=False)
+    return y.reshape(stack.shape[:-2] + (out_h, out_w)).numpy()
 
 
 def resize_labels(stack: np.ndarray, out_hw: Sequence[int]) -> np.ndarray:
