@@ -202,3 +202,11 @@ def test_a_new_run_opens_its_caches_once_and_reads_back_nothing_it_wrote(phantom
     fresh = SliceCache.open(trainer.train_caches[0].root)
     idx = [0, len(fresh) - 1]
     assert (fresh.batch(idx)[0] == trainer.train_caches[0].batch(idx)[0]).all()
+
+
+def test_caches_in_a_cache_dir_stay_there(phantom, tmp_path):
+    cfg = resolve("source-only", sets=FAST + ["train.steps=1", "train.eval_every=1", f"data.cache_dir={tmp_path / 'caches'}"])
+    trainer = Trainer(cfg, [phantom["bssfp"]], None, tmp_path / "run", progress=False)
+    assert trainer.fit()["finished"]
+    roots = {c.root.parent for c in [*trainer.train_caches, *trainer.val_caches]}
+    assert roots == {tmp_path / "caches"} and not (tmp_path / "run" / "cache").exists()

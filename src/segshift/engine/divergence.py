@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
+from typing import cast
 
 from segshift.engine import distributed as ddp
 from segshift.errors import SegshiftError
@@ -95,7 +96,8 @@ class DivergenceMonitor:
     def verdict(self, step: int, kept: Path, info: ddp.DistInfo) -> bool:
         """Rank 0's verdict on every rank: raises :class:`TrainingDiverged` if the run diverged,
         else returns whether it is healthy (a ``last`` checkpoint may be written)."""
-        diverged, healthy, onset = ddp.broadcast_object(info, (self.diverged, self.healthy, self.onset))
+        verdict = cast("tuple[str | None, bool, int | None]", ddp.broadcast_object(info, (self.diverged, self.healthy, self.onset)))
+        diverged, healthy, onset = verdict
         if diverged:
             raise TrainingDiverged(f"training diverged at step {step}: {diverged}; the last good checkpoint "
                                    f"(written before step {onset}) is kept in {kept}")

@@ -46,7 +46,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -381,7 +381,7 @@ class Trainer:
     def validate(self, step: int) -> dict[str, float]:
         """Source-validation scores (rank 0 computes, every rank gets them); kept in the state."""
         vals = self._validate() if self.dist.is_main else {}
-        self.state.last_vals = ddp.broadcast_object(self.dist, vals)
+        self.state.last_vals = cast("dict[str, float]", ddp.broadcast_object(self.dist, vals))
         return self.state.last_vals
 
     def on_validation_end(self, step: int, vals: dict[str, float]) -> None:
@@ -428,7 +428,7 @@ class Trainer:
         """Write ``checkpoints/<which>`` (``last``: everything a resume needs; ``best``: the
         method's checkpoint networks). Every rank calls it (the ranks' random states are gathered);
         rank 0 writes."""
-        ranks = ddp.all_gather_object(self.dist, self.state.rank_state())
+        ranks = cast("list[dict[str, Any]]", ddp.all_gather_object(self.dist, self.state.rank_state()))
         if not self.dist.is_main:
             return
         m = self.method
