@@ -1,4 +1,4 @@
-"""The training loop on the phantom: it learns, resumes exactly, and runs under torchrun (DDP)."""
+"""The training loop on the phantom: it learns, resumes exactly, runs under torchrun (DDP), and its hooks can be overridden."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from segshift.cli.main import main
 from segshift.engine.config import resolve
-from segshift.engine.trainer import train
+from segshift.engine.trainer import Trainer, train
 from segshift.errors import SegshiftError
 from tests.engine.conftest import FAST
 
@@ -105,26 +105,10 @@ def test_existing_run_needs_resume_or_overwrite(phantom, tmp_path):
         train(cfg, [], None, tmp_path / "other", resume=True, progress=False)
 
 
-def test_divergence_monitor_flags_a_sustained_climb_only():
-    from segshift.engine.trainer import DivergenceMonitor
+def test_divergence_names_stay_importable_from_the_trainer():
+    from segshift.engine import divergence, trainer
 
-    mon = DivergenceMonitor(factor=5.0, patience=10, warmup=5)
-    for step in range(1, 101):  # noisy but flat loss: never unhealthy
-        mon.update(step, {"loss_seg": 0.2 + 0.15 * (step % 2)})
-    assert mon.healthy and mon.diverged is None
-    for step in range(101, 104):  # a 3-step spike is absorbed by the running mean
-        mon.update(step, {"loss_seg": 3.0})
-    assert mon.diverged is None
-    for step in range(104, 400):
-        mon.update(step, {"loss_seg": 8.0})
-    assert mon.diverged is not None and "loss_seg" in mon.diverged
-    assert 101 <= mon.onset <= 110
-    off = DivergenceMonitor(factor=0.0, patience=1, warmup=0)
-    for step in range(1, 50):
-        off.update(step, {"loss": float(step) ** 3})
-    assert off.diverged is None
-    with pytest.raises(SegshiftError, match="diverge_factor"):
-        DivergenceMonitor(factor=0.5, patience=1, warmup=0)
+    assert trainer.DivergenceMonitor is divergence.DivergenceMonitor and trainer.TrainingDiverged is divergence.TrainingDiverged
 
 
 def test_a_run_away_loss_stops_training_and_keeps_the_checkpoint_before_the_climb(phantom, tmp_path, monkeypatch):
@@ -148,3 +132,81 @@ def test_a_run_away_loss_stops_training_and_keeps_the_checkpoint_before_the_clim
         train(cfg, [phantom["bssfp"]], None, run, progress=False)
     assert ckpt.read_state(run / "checkpoints" / "last")["step"] == 30  # steps 35 and 40 were not saved
     assert not (run / "summary.json").exists()
+
+
+class _Counting(Trainer):
+    """A subclass that overrides two hooks and keeps what they saw."""
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        self.validated: list[int] = []
+        self.steps = 0
+
+    def train_step(self, step: int) -> dict[str, float]:
+        self.steps += 1
+        return super().train_step(step)
+
+    def on_validation_end(self, step: int, vals: dict[str, float]) -> None:
+        self.validated.append(step)
+        super().on_validation_end(step, vals)
+
+
+def test_a_subclass_overriding_hooks_is_called(phantom, tmp_path):
+    cfg = resolve("source-only", sets=FAST + ["train.steps=6", "train.eval_every=2"])
+    trainer = _Counting(cfg, [phantom["bssfp"]], None, tmp_path / "run", progress=False)
+    summary = trainer.fit()
+    assert trainer.steps == 6 and trainer.validated == [2, 4, 6]
+    assert summary["finished"] and summary["best_step"] in (2, 4, 6)  # the base class still selects
+    # train() takes the subclass too
+    calls = []
+
+    class Stop(Trainer):
+        def on_train_end(self):
+            calls.append(self.state.step)
+            return super().on_train_end()
+
+    part = train(cfg, [phantom["bssfp"]], None, tmp_path / "part", stop_after=3, progress=False, trainer_cls=Stop)
+    assert calls == [3] and part["steps_done"] == 3 and not part["finished"]
+
+
+def test_a_new_run_opens_its_caches_once_and_reads_back_nothing_it_wrote(phantom, tmp_path, monkeypatch):
+    """Caches are built in the staging folder and re-pointed at the run folder, not opened again;
+    the preprocessing is not re-read from preprocess.json."""
+    from segshift.data.cache import SliceCache
+    from segshift.transforms import Preprocessor
+
+    built, loaded = [], []
+    orig_build, orig_load = SliceCache.build.__func__, Preprocessor.load.__func__
+    monkeypatch.setattr(SliceCache, "build", classmethod(lambda cls, *a, **k: built.append(1) or orig_build(cls, *a, **k)))
+    monkeypatch.setattr(Preprocessor, "load", classmethod(lambda cls, *a, **k: loaded.append(a) or orig_load(cls, *a, **k)))
+    from segshift.methods import get_method
+
+    cfg = resolve("adaptseg", sets=FAST + ["train.steps=2", "train.eval_every=2", "method.d_channels=[8,8,8,8,1]"],
+                  method_hparams=get_method("adaptseg").hparams)
+    trainer = Trainer(cfg, [phantom["bssfp"]], phantom["lge"], tmp_path / "run", progress=False)
+    trainer.fit()
+    caches = [*trainer.train_caches, *trainer.val_caches, trainer.target_cache]
+    assert len(built) == len(caches) == 3 and loaded == []
+    cache_root = (tmp_path / "run" / "cache").resolve()
+    for c in caches:
+        assert c.root.resolve().parent == cache_root and (c.root / "index.json").is_file()
+    assert not (tmp_path / ".run.staging").exists()
+    # the checkpoint format old runs resume and predict from
+    from segshift.engine import checkpoint as ckpt
+
+    doc = ckpt.read_state(tmp_path / "run" / "checkpoints" / "last")
+    assert {"step", "method", "oracle", "best", "val", "ranks", "streams", "labels", "config", "preprocess"} <= set(doc)
+    assert set(doc["ranks"]["0"]) == {"rng", "augment_rng", "augment_rng_target"} and doc["streams"]["target"] is not None
+    assert doc["preprocess"] == json.loads((tmp_path / "run" / "preprocess.json").read_text())
+    # the re-pointed caches serve the same slices as the same caches opened afresh
+    fresh = SliceCache.open(trainer.train_caches[0].root)
+    idx = [0, len(fresh) - 1]
+    assert (fresh.batch(idx)[0] == trainer.train_caches[0].batch(idx)[0]).all()
+
+
+def test_caches_in_a_cache_dir_stay_there(phantom, tmp_path):
+    cfg = resolve("source-only", sets=FAST + ["train.steps=1", "train.eval_every=1", f"data.cache_dir={tmp_path / 'caches'}"])
+    trainer = Trainer(cfg, [phantom["bssfp"]], None, tmp_path / "run", progress=False)
+    assert trainer.fit()["finished"]
+    roots = {c.root.parent for c in [*trainer.train_caches, *trainer.val_caches]}
+    assert roots == {tmp_path / "caches"} and not (tmp_path / "run" / "cache").exists()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -67,6 +69,38 @@ def broadcast_object(info: DistInfo, obj: object) -> object:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def all_gather_object(info: DistInfo, obj: object) -> list[object]:
+    """Every rank's ``obj``, in rank order, on every rank."""
+    if not info.enabled:
+        return [obj]
+    out: list[object] = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def sync_buffers(info: DistInfo, modules: Iterable[torch.nn.Module]) -> None:
+    """Rank 0's buffers (batch-norm statistics) on every rank. DDP broadcasts them at each
+    forward; this makes the state after the last step agree too."""
+    if not info.enabled:
+        return
+    for module in modules:
+        for buf in module.buffers():
+            dist.broadcast(buf, src=0)
+
+
+def dump_replicas(info: DistInfo, modules: Mapping[str, torch.nn.Module], folder: Path) -> None:
+    """Test hook: with ``SEGSHIFT_DUMP_RANK_WEIGHTS`` set, every rank writes its weights to
+    ``folder/rank_weights/rank<r>.safetensors`` so a test can compare the DDP replicas."""
+    if not os.environ.get("SEGSHIFT_DUMP_RANK_WEIGHTS"):
+        return
+    from safetensors.torch import save_file
+
+    out = folder / "rank_weights"
+    out.mkdir(exist_ok=True)
+    save_file({f"{n}.{k}": v.detach().cpu().contiguous() for n, m in modules.items() for k, v in m.state_dict().items()},
+              str(out / f"rank{info.rank}.safetensors"))
 
 
 def all_agree(info: DistInfo, flag: bool) -> bool:

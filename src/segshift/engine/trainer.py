@@ -1,6 +1,16 @@
 """The training loop: data, model selection, checkpoints, resume, precision, DDP.
 
-``train(...)`` is what ``segshift train`` calls. The run folder::
+``train(...)`` is what ``segshift train`` calls. :class:`Trainer` follows nnU-Net v2's
+``nnUNetTrainer``: ``fit`` is a short loop over hooks a subclass can override
+(``on_train_start``, ``train_step``, ``on_step_end``, ``validate``, ``on_validation_end``,
+``select_final``, ``on_train_end``), and everything a resume restores besides weights and
+optimisers is one :class:`~segshift.engine.state.TrainState`. Divergence checks live in
+:mod:`segshift.engine.divergence`, run.json's provenance in :mod:`segshift.engine.provenance`,
+the progress bar in :mod:`segshift.engine.progress`.
+
+A new run reads all its input in a hidden staging folder (``.RUN.staging``) that is renamed
+to the run folder once everything was read, so a failure leaves no half-made run behind. The
+run folder::
 
     RUN/
       config.yaml          the fully resolved config (re-used as is by --resume)
@@ -29,29 +39,29 @@ adaptation method then differs only by the adaptation).
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
-import os
-import platform
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
 from segshift.data.cache import SliceCache
 from segshift.data.domain import Domain, identity_changes
-from segshift.data.sampling import BatchStream
 from segshift.engine import checkpoint as ckpt
 from segshift.engine import distributed as ddp
 from segshift.engine.config import Config, dump, load_yaml
+from segshift.engine.divergence import DivergenceMonitor, TrainingDiverged, check_finite
 from segshift.engine.logger import RunLogger
+from segshift.engine.progress import ProgressBar
+from segshift.engine.provenance import provenance
 from segshift.engine.splits import select, split
+from segshift.engine.state import TrainState
 from segshift.engine.validate import validate
 from segshift.engine.warmstart import InitRun, adopt_split, check_compatible, init_record, load_init_weights, open_init
 from segshift.errors import SegshiftError
@@ -62,84 +72,7 @@ from segshift.transforms.augment import AugmentConfig, augment_batch
 from segshift.transforms.gin import gin_views
 from segshift.utils.atomic import check_disjoint, write_json, write_text
 
-
-class TrainingDiverged(SegshiftError):
-    """A loss became NaN/Inf or the supervised loss ran away; the last good checkpoint is kept."""
-
-
-class DivergenceMonitor:
-    """Catches a run whose supervised source loss runs away although it stays finite.
-
-    Adversarial training fails this way: the discriminator wins, the segmenter's adversarial
-    gradient swamps its supervised one and the source loss climbs. The monitor keeps an
-    exponential moving average (``alpha``) of ``loss_seg`` (else ``loss``) and its lowest
-    value after ``warmup`` steps. The run is *unhealthy* while the average is above
-    ``factor x max(lowest, floor)``; unhealthy for ``patience`` consecutive steps means
-    diverged. ``factor`` 0 switches the check off. While unhealthy no ``last`` checkpoint is
-    written, so the kept one predates the climb.
-    """
-
-    def __init__(self, factor: float, patience: int, warmup: int, alpha: float = 0.02, floor: float = 0.05) -> None:
-        if factor < 0 or (0 < factor <= 1):
-            raise SegshiftError(f"train.diverge_factor must be 0 (off) or > 1, got {factor}")
-        self.factor, self.patience, self.warmup, self.alpha, self.floor = factor, max(1, patience), warmup, alpha, floor
-        self.ema: float | None = None
-        self.lowest = math.inf
-        self.bad_steps = 0
-        self.onset: int | None = None
-        self.diverged: str | None = None
-
-    @property
-    def healthy(self) -> bool:
-        return self.bad_steps == 0
-
-    def update(self, step: int, values: dict[str, float]) -> None:
-        """Feed one step's logged values (the verdict is in :attr:`diverged`)."""
-        if not self.factor or self.diverged:
-            return
-        key = "loss_seg" if "loss_seg" in values else "loss" if "loss" in values else None
-        if key is None:
-            return
-        v = values[key]
-        self.ema = v if self.ema is None else (1 - self.alpha) * self.ema + self.alpha * v
-        if step <= self.warmup:
-            return
-        limit = self.factor * max(self.lowest, self.floor)
-        if self.lowest < math.inf and self.ema > limit:
-            self.bad_steps += 1
-            self.onset = self.onset or step
-            if self.bad_steps >= self.patience:
-                self.diverged = (
-                    f"the supervised loss ({key}) diverged: its running mean rose from {self.lowest:.4g} to {self.ema:.4g} "
-                    f"(limit {limit:.4g}, train.diverge_factor {self.factor:g}) and stayed above the limit for "
-                    f"{self.bad_steps} steps since step {self.onset}; for adversarial methods lower the adversarial "
-                    f"weight or the discriminator lr"
-                )
-        else:
-            self.bad_steps, self.onset = 0, None
-            self.lowest = min(self.lowest, self.ema)
-
-
-def _git_revision() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _versions() -> dict[str, str]:
-    import segshift
-
-    v = {"segshift": segshift.__version__, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}
-    try:
-        import monai
-
-        v["monai"] = monai.__version__
-    except ImportError:
-        pass
-    return v
-
+__all__ = ["DivergenceMonitor", "Trainer", "TrainingDiverged", "resolve_select", "train"]  # the first two re-exported
 
 def _label_set(domains: Sequence[Domain]) -> dict[str, int]:
     labels = domains[0].spec.labels
@@ -189,7 +122,36 @@ def _configure_torch(cfg: Config) -> None:
 
 
 class Trainer:
-    """One training run (see the module docstring). Use :func:`train`."""
+    """One training run (see the module docstring). Use :func:`train`.
+
+    The design follows nnU-Net v2's ``nnUNetTrainer``: :meth:`fit` is a short loop over hooks
+    that a subclass may override, and one object (:class:`~segshift.engine.state.TrainState`)
+    is everything a resume restores besides weights and optimisers.
+
+    ================================  ==========================================================
+    hook                              does
+    ================================  ==========================================================
+    :meth:`on_train_start`            build the method, read the data, compile/DDP, the state, logs
+    :meth:`train_step`                one step: batch, ``method.train_step``, schedulers, NaN check
+    :meth:`on_step_end`               divergence verdict, log row, validation when due, ``last``
+    :meth:`validate`                  source-validation scores (rank 0, broadcast)
+    :meth:`on_validation_end`         model selection (``best``)
+    :meth:`select_final`              after the last step: ``best`` by rule, final nets, figures
+    :meth:`on_train_end`              agree across ranks, ``summary.json``, the summary
+    :meth:`save_checkpoint`           ``checkpoints/last`` or ``best`` (every rank calls it)
+    :meth:`load_checkpoint`           resume from ``checkpoints/last``
+    ================================  ==========================================================
+
+    Example (count validations; ``train(..., trainer_cls=Counting)`` runs it)::
+
+        class Counting(Trainer):
+            def on_validation_end(self, step, vals):
+                self.validations = getattr(self, "validations", 0) + 1
+                super().on_validation_end(step, vals)
+
+    After :meth:`on_train_start`: ``method``, ``plan``, ``pre``, the caches (``train_caches``,
+    ``val_caches``, ``target_cache``), ``state``, ``total``, ``logger``, ``monitor``.
+    """
 
     def __init__(
         self,
@@ -204,7 +166,7 @@ class Trainer:
     ) -> None:
         self.dist = ddp.init(device)
         self.run = Path(out)
-        self.progress = progress and self.dist.is_main
+        self.show_progress = progress and self.dist.is_main
         self._moved: dict[str, str] = {}  # resume: recorded domain folder -> where it is now
         if resume:
             if not (self.run / "config.yaml").is_file():
@@ -218,7 +180,7 @@ class Trainer:
                 raise SegshiftError(f"{self.run}: run folder exists and is not empty (use --resume to continue it or --overwrite)")
             if target is not None and any(Path(s).resolve() == Path(target).resolve() for s in sources):
                 print(f"warning: the target {target} is also a source: nothing is adapted to another domain", file=sys.stderr)
-        self.cfg = cfg
+        self.cfg, self.tcfg = cfg, cfg["train"]
         self.resume = resume
         _check_train_values(cfg)
         self.method_cls = get_method(cfg["method_name"])
@@ -307,212 +269,265 @@ class Trainer:
         self.val_caches = [build(doms[_key(k)], v, True) for k, v in plan["val"].items() if v]
         self.target_cache = build(self.target, plan["target_pool"], False) if plan["target_pool"] else None
 
-    # -- run ------------------------------------------------------------------------
+    def _rehome_caches(self, old: Path, new: Path) -> None:
+        """Point the caches built under ``old`` (the staging folder) at ``new`` (the run folder it
+        was renamed to). A cache holds its folder, its index and lazily opened arrays, none of
+        them opened yet, so this re-reads nothing; caches in ``data.cache_dir`` stay where they are."""
+
+        def move(cache: SliceCache) -> SliceCache:
+            try:
+                return dataclasses.replace(cache, root=new / cache.root.relative_to(old))
+            except ValueError:  # not under the staging folder
+                return cache
+
+        self.train_caches = [move(c) for c in self.train_caches]
+        self.val_caches = [move(c) for c in self.val_caches]
+        self.target_cache = move(self.target_cache) if self.target_cache is not None else None
+
+    # -- the loop and its hooks ---------------------------------------------------------
     def fit(self, stop_after: int | None = None) -> dict[str, Any]:
-        cfg, tcfg, info = self.cfg, self.cfg["train"], self.dist
-        _configure_torch(cfg)
-        # the method is built (and warm-started) before anything is written: an init whose
-        # weights do not fit is refused with no run folder left behind
-        method: Method = self.method_cls(cfg, num_classes=len(self.labels), in_channels=1, device=info.device)
+        """Train to ``train.steps`` (or up to ``stop_after``); returns the run summary.
+
+        The loop of nnU-Net v2's ``nnUNetTrainer.run_training``, by steps instead of epochs:
+        :meth:`on_train_start`, then :meth:`train_step` and :meth:`on_step_end` per step
+        (which calls :meth:`validate` and :meth:`on_validation_end` when validation is due),
+        then :meth:`on_train_end`. Override a hook in a subclass to change one part.
+        """
+        self.stop_after = stop_after
+        self.on_train_start()
+        try:
+            for step in range(self.state.step + 1, self.total + 1):
+                self.state.step = step
+                self.on_step_end(step, self.train_step(step))
+                if stop_after is not None and step >= stop_after:
+                    break
+            if self.finished:
+                self.select_final()
+        finally:
+            self.progress_bar.close()
+            self.logger.close()
+        return self.on_train_end()
+
+    @property
+    def finished(self) -> bool:
+        return self.state.step == self.total
+
+    def on_train_start(self) -> None:
+        """Build the method, read the data (staging a new run folder), wrap the networks for
+        compile/DDP, create or restore the :class:`TrainState`, open the logs."""
+        _configure_torch(self.cfg)
+        self.method = self._build_method()
+        self._prepare_data()
+        self._wrap_nets()
+        self.total = self.method.total_steps()
+        sizes = [len(c) for c in self.train_caches]
+        self.state = TrainState.create(int(self.cfg["seed"]), int(self.tcfg["batch_size"]), sizes,
+                                       len(self.target_cache) if self.target_cache is not None else None,
+                                       self.dist.rank, self.dist.world_size)
+        if self.resume:
+            self.load_checkpoint()
+        start = self.state.step
+        self.logger = RunLogger(self.run, self.dist.is_main, resume_step=start if self.resume else None)
+        self.monitor = DivergenceMonitor(float(self.tcfg["diverge_factor"]), int(self.tcfg["diverge_patience"]),
+                                         start + int(self.tcfg["diverge_warmup"]))
+        self.progress_bar = ProgressBar(self.show_progress, self.total, start)
+        self._running: dict[str, list[float]] = {}
+        self._t0 = time.time()
+        self.method.train(True)
+
+    def train_step(self, step: int) -> dict[str, float]:
+        """One step: the next batch, the method's update, the schedulers, the divergence checks;
+        returns the method's logged values."""
+        values = self.method.train_step(self._batch(), step)
+        self.method.step_schedulers()
+        check_finite(step, values, self.run / "checkpoints" / "last")
+        self.monitor.update(step, values)
+        return values
+
+    def on_step_end(self, step: int, values: dict[str, float]) -> None:
+        """After a step: the divergence verdict, the log row (with validation when due), the
+        ``last`` checkpoint every ``train.checkpoint_every`` steps while the run is healthy."""
+        t = self.tcfg
+        is_ckpt = step % int(t["checkpoint_every"]) == 0 or step == self.total or step == self.stop_after
+        healthy = True
+        if step % int(t["log_every"]) == 0 or is_ckpt:
+            healthy = self.monitor.verdict(step, self.run / "checkpoints" / "last", self.dist)
+        for k, v in values.items():
+            self._running.setdefault(k, []).append(v)
+        do_eval = self.validation_due(step)
+        if step % int(t["log_every"]) == 0 or step == self.total or do_eval:
+            row = {k: float(np.mean(v)) for k, v in self._running.items()}
+            opts = self.method.optimizers
+            row["lr"] = float(next(iter(opts.values())).param_groups[0]["lr"]) if opts else 0.0
+            row["elapsed_s"] = time.time() - self._t0
+            self._running = {}
+            if do_eval:
+                vals = self.validate(step)
+                self.on_validation_end(step, vals)
+                row.update({f"val_{k}": v for k, v in vals.items()})
+            self.logger.log(step, row)
+            self.progress_bar.update(step, row)
+        if is_ckpt and healthy:
+            self.save_checkpoint("last")
+            ddp.barrier(self.dist)
+
+    def validation_due(self, step: int) -> bool:
+        """Validate every ``train.eval_every`` steps, at the end, and at the end of a stage that
+        validation covers (the method says which steps it covers)."""
+        m = self.method
+        return bool(self.val_caches) and m.validation_due(step) and (
+            step % int(self.tcfg["eval_every"]) == 0 or step == self.total or not m.validation_due(step + 1))
+
+    def validate(self, step: int) -> dict[str, float]:
+        """Source-validation scores (rank 0 computes, every rank gets them); kept in the state."""
+        vals = self._validate() if self.dist.is_main else {}
+        self.state.last_vals = cast("dict[str, float]", ddp.broadcast_object(self.dist, vals))
+        return self.state.last_vals
+
+    def on_validation_end(self, step: int, vals: dict[str, float]) -> None:
+        """Model selection: under ``source_val``, a better mean Dice becomes ``best``."""
+        if self.select == "source_val" and vals["mean"] > self.state.best["score"]:
+            self.state.best = {"score": vals["mean"], "step": step}
+            self.save_checkpoint("best")
+
+    def select_final(self) -> None:
+        """After the last step: the final model is ``best`` by rule (``last``) or for want of
+        validation; then (rank 0) the final networks and the method's figures."""
+        if self.select == "last" or not self.val_caches or self.state.best["step"] is None:
+            self.state.best = {"score": self.state.last_vals.get("mean") if self.select == "last" else None, "step": self.total}
+            self.save_checkpoint("best")
+        if self.dist.is_main:
+            self._finish()
+            shutil.rmtree(_aside(self.run), ignore_errors=True)  # the run this one replaced (--overwrite)
+
+    def on_train_end(self) -> dict[str, Any]:
+        """Agree on the final buffers across ranks, write ``summary.json`` if finished, return the summary."""
+        nets = self.method.nets
+        ddp.sync_buffers(self.dist, nets.values())
+        ddp.dump_replicas(self.dist, nets, self.run)
+        summary = {
+            "method": self.method.name,
+            "oracle": self.method.uses_target_labels,
+            "selection": self._selection(),
+            "steps_done": self.state.step,
+            "steps_total": self.total,
+            "finished": self.finished,
+            "best_step": self.state.best["step"],
+            "best_val_mean_dice": self.state.best["score"],
+            "last_val": self.state.last_vals,
+            "train_seconds_this_session": round(time.time() - self._t0, 2),
+            "world_size": self.dist.world_size,
+        }
+        if self.dist.is_main and self.finished:
+            write_json(self.run / "summary.json", summary)
+        ddp.barrier(self.dist)
+        return summary
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def save_checkpoint(self, which: str) -> None:
+        """Write ``checkpoints/<which>`` (``last``: everything a resume needs; ``best``: the
+        method's checkpoint networks). Every rank calls it (the ranks' random states are gathered);
+        rank 0 writes."""
+        ranks = cast("list[dict[str, Any]]", ddp.all_gather_object(self.dist, self.state.rank_state()))
+        if not self.dist.is_main:
+            return
+        m = self.method
+        doc = {**self.state.state_dict(ranks), "method": m.name, "oracle": m.uses_target_labels, "labels": self.labels,
+               "config": self.cfg, "preprocess": self.pre.to_dict()}
+        folder = self.run / "checkpoints" / which
+        if which == "last":
+            ckpt.save_checkpoint(folder, m.nets, doc, m.optimizers, m.schedulers)
+        else:
+            ckpt.save_checkpoint(folder, {k: m.nets[k] for k in m.checkpoint_nets()}, doc)
+
+    def load_checkpoint(self) -> None:
+        """Resume from ``checkpoints/last``: weights, optimisers, schedulers and the :class:`TrainState`."""
+        last = self.run / "checkpoints" / "last"
+        doc = ckpt.load_weights(last, self.method.nets)
+        ckpt.load_training_state(last, self.method.optimizers, self.method.schedulers)
+        self.state.load_state_dict(doc, self.dist.rank)
+
+    # -- the parts of on_train_start ----------------------------------------------------
+    def _build_method(self) -> Method:
+        """The method, built and warm-started before anything is written: an init whose
+        weights do not fit is refused with no run folder left behind."""
+        method: Method = self.method_cls(self.cfg, num_classes=len(self.labels), in_channels=1, device=self.dist.device)
         method.build()
         method.add_domain_norm()
         if self.init is not None:
             load_init_weights(self.init, {k: method.nets[k] for k in method.init_nets})
             method.reset_target_norm()
         method.to_device()
+        return method
+
+    def _prepare_data(self) -> None:
+        """The plan, the preprocessing and the slice caches (``self.plan``, ``self.pre``, the caches).
+
+        A new run reads all input (splits, histogram fit, caches) in a hidden staging folder
+        that becomes the run folder only once everything was read; rank 0 keeps what it built
+        (the caches re-pointed at the run folder). Other DDP ranks did not build: they wait,
+        then load the saved preprocessing and open the caches rank 0 built (same keys).
+        """
+        info, root = self.dist, self._cache_root(self.run)
         if self.resume:
-            plan = self._resumed_plan()
-            pre = Preprocessor.load(self.run / "preprocess.json")
-        else:
-            # Everything that reads input (splits, histogram fit, slice caches) happens in a
-            # hidden staging folder; the run folder appears only once all input was read.
-            plan = self._plan()
-            stage = self.run.parent / f".{self.run.name}.staging"
+            self.plan = self._resumed_plan()
+            self.pre = Preprocessor.load(self.run / "preprocess.json")
             if info.is_main:
-                shutil.rmtree(stage, ignore_errors=True)
-                try:
-                    pre = self._preprocessor(plan)
-                    self._caches(plan, pre, self._cache_root(stage))
-                    if self.run.exists():  # only reached with --overwrite (checked in __init__)
-                        _set_aside(self.run)
-                    (stage / "checkpoints").mkdir(parents=True, exist_ok=True)
-                    write_text(stage / "config.yaml", dump(cfg))
-                    pre.save(stage / "preprocess.json")
-                    write_json(stage / "run.json", self._run_info(plan))
-                    stage.rename(self.run)
-                except BaseException:
-                    shutil.rmtree(stage, ignore_errors=True)
-                    raise
+                self._caches(self.plan, self.pre, root)  # opens them (or rebuilds any that were deleted)
             ddp.barrier(info)
-            pre = Preprocessor.load(self.run / "preprocess.json")
+            if not info.is_main:
+                self._caches(self.plan, self.pre, root)
+            return
+        self.plan = self._plan()
         if info.is_main:
-            self._caches(plan, pre, self._cache_root(self.run))  # opens the caches just built
+            self.pre = self._stage()
         ddp.barrier(info)
         if not info.is_main:
-            self._caches(plan, pre, self._cache_root(self.run))  # same keys: opens what rank 0 built
+            self.pre = Preprocessor.load(self.run / "preprocess.json")
+            self._caches(self.plan, self.pre, root)  # opens what rank 0 built
 
-        if tcfg["compile"]:
-            for name in list(method.nets.keys()):
-                method.nets[name] = torch.compile(method.nets[name])
-        if info.enabled:
-            method.wrap(ddp.wrap_ddp(info))
-
-        seed = int(cfg["seed"])
-        bs = int(tcfg["batch_size"])
-        n_src = len(self.train_caches)
-        per_src = [bs // n_src + (1 if i < bs % n_src else 0) for i in range(n_src)]
-        src_streams = [BatchStream(len(c), max(1, b), seed + 101 * i, info.rank, info.world_size) for i, (c, b) in enumerate(zip(self.train_caches, per_src))]
-        tgt_stream = BatchStream(len(self.target_cache), bs, seed + 7919, info.rank, info.world_size) if self.target_cache else None
-        # one augmentation generator per stream: the source batches do not depend on whether a target stream exists
-        gen = torch.Generator().manual_seed(seed * 1000 + info.rank)
-        gen_tgt = torch.Generator().manual_seed(seed * 1000 + info.rank + 7_919_000)
-        aug = self.augment
-
-        start, best = 0, {"score": -math.inf, "step": None}
-        if self.resume:
-            last = self.run / "checkpoints" / "last"
-            state = ckpt.load_weights(last, method.nets)
-            ckpt.load_training_state(last, method.optimizers, method.schedulers)
-            start, best = int(state["step"]), state["best"]
-            rs = state["ranks"][str(info.rank)] if str(info.rank) in state.get("ranks", {}) else state["ranks"]["0"]
-            ckpt.set_rng_state(rs["rng"])
-            gen.set_state(torch.tensor(rs["augment_rng"], dtype=torch.uint8))
-            if "augment_rng_target" in rs:
-                gen_tgt.set_state(torch.tensor(rs["augment_rng_target"], dtype=torch.uint8))
-            for s, st in zip(src_streams, state["streams"]["source"]):
-                s.load_state_dict(st)
-            if tgt_stream is not None:
-                tgt_stream.load_state_dict(state["streams"]["target"])
-
-        logger = RunLogger(self.run, info.is_main, resume_step=start if self.resume else None)
-        total = method.total_steps()
-        eval_every, ckpt_every, log_every = int(tcfg["eval_every"]), int(tcfg["checkpoint_every"]), int(tcfg["log_every"])
-        t0 = time.time()
-        last_vals: dict[str, float] = {}
-        running: dict[str, list[float]] = {}
-
-        def save(step: int, which: str) -> None:
-            rank_state = {"rng": ckpt.rng_state(), "augment_rng": gen.get_state().tolist(),
-                          "augment_rng_target": gen_tgt.get_state().tolist()}
-            gathered = [rank_state]
-            if info.enabled:
-                gathered = [None] * info.world_size
-                torch.distributed.all_gather_object(gathered, rank_state)
-            if not info.is_main:
-                return
-            state = {
-                "step": step,
-                "method": method.name,
-                "oracle": method.uses_target_labels,
-                "best": best,
-                "val": last_vals,
-                "ranks": {str(r): s for r, s in enumerate(gathered)},
-                "streams": {"source": [s.state_dict() for s in src_streams], "target": tgt_stream.state_dict() if tgt_stream else None},
-                "labels": self.labels,
-                "config": cfg,
-                "preprocess": pre.to_dict(),
-            }
-            if which == "last":
-                ckpt.save_checkpoint(self.run / "checkpoints" / "last", method.nets, state, method.optimizers, method.schedulers)
-            else:
-                ckpt.save_checkpoint(self.run / "checkpoints" / "best", {k: method.nets[k] for k in method.checkpoint_nets()}, state)
-
-        monitor = DivergenceMonitor(float(tcfg["diverge_factor"]), int(tcfg["diverge_patience"]), start + int(tcfg["diverge_warmup"]))
-        progress = _progress(self.progress, total, start)
-        method.train(True)
-        step = start
+    def _stage(self) -> Preprocessor:
+        """Rank 0 of a new run: fit the preprocessing and build the caches in the staging
+        folder, write config, preprocessing and run.json there, and rename it to the run folder
+        (setting an existing run aside under ``--overwrite``). Returns the preprocessing."""
+        stage = self.run.parent / f".{self.run.name}.staging"
+        shutil.rmtree(stage, ignore_errors=True)
         try:
-            for step in range(start + 1, total + 1):
-                batch = self._batch(method, src_streams, tgt_stream, gen, gen_tgt, aug)
-                values = method.train_step(batch, step)
-                method.step_schedulers()
-                if not all(math.isfinite(v) for v in values.values()):
-                    raise TrainingDiverged(
-                        f"training diverged at step {step} ({', '.join(f'{k}={v:.4g}' for k, v in values.items())}); "
-                        f"the last good checkpoint is kept in {self.run / 'checkpoints' / 'last'}"
-                    )
-                monitor.update(step, values)
-                is_ckpt = step % ckpt_every == 0 or step == total or step == stop_after
-                healthy = True
-                if step % log_every == 0 or is_ckpt:  # rank 0's verdict, so every process acts alike
-                    diverged, healthy, onset = ddp.broadcast_object(info, (monitor.diverged, monitor.healthy, monitor.onset))
-                    if diverged:
-                        raise TrainingDiverged(f"training diverged at step {step}: {diverged}; the last good checkpoint "
-                                               f"(written before step {onset}) is kept in {self.run / 'checkpoints' / 'last'}")
-                for k, v in values.items():
-                    running.setdefault(k, []).append(v)
-                # validate every eval_every steps, at the end, and at the end of a stage that validation covers
-                do_eval = bool(self.val_caches) and method.validation_due(step) and (
-                    step % eval_every == 0 or step == total or not method.validation_due(step + 1))
-                if step % log_every == 0 or step == total or do_eval:
-                    row = {k: float(np.mean(v)) for k, v in running.items()}
-                    row["lr"] = float(next(iter(method.optimizers.values())).param_groups[0]["lr"]) if method.optimizers else 0.0
-                    row["elapsed_s"] = time.time() - t0
-                    running = {}
-                    if do_eval:
-                        if info.is_main:
-                            last_vals = self._validate(method)
-                        last_vals = ddp.broadcast_object(info, last_vals)
-                        row.update({f"val_{k}": v for k, v in last_vals.items()})
-                        if self.select == "source_val" and last_vals["mean"] > best["score"]:
-                            best = {"score": last_vals["mean"], "step": step}
-                            save(step, "best")
-                    logger.log(step, row)
-                    progress.update(step, row)
-                if is_ckpt and healthy:
-                    save(step, "last")
-                    ddp.barrier(info)
-                if stop_after is not None and step >= stop_after:
-                    break
-            if step == total and (self.select == "last" or not self.val_caches or best["step"] is None):
-                # the final model is "best": by rule (last), or for want of validation cases
-                best = {"score": last_vals.get("mean") if self.select == "last" else None, "step": total}
-                save(total, "best")
-            if step == total and info.is_main:
-                self._finish(method)
-                shutil.rmtree(_aside(self.run), ignore_errors=True)  # the run this one replaced (--overwrite)
-        finally:
-            progress.close()
-            logger.close()
-        if info.enabled:  # DDP syncs buffers (BN statistics) at each forward; make the final state agree too
-            for net in method.nets.values():
-                for buf in net.buffers():
-                    torch.distributed.broadcast(buf, src=0)
-        if os.environ.get("SEGSHIFT_DUMP_RANK_WEIGHTS"):  # test hook: compare DDP replicas
-            from safetensors.torch import save_file
+            pre = self._preprocessor(self.plan)
+            self._caches(self.plan, pre, self._cache_root(stage))
+            if self.run.exists():  # only reached with --overwrite (checked in __init__)
+                _set_aside(self.run)
+            (stage / "checkpoints").mkdir(parents=True, exist_ok=True)
+            write_text(stage / "config.yaml", dump(self.cfg))
+            pre.save(stage / "preprocess.json")
+            write_json(stage / "run.json", self._run_info(self.plan))
+            stage.rename(self.run)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        self._rehome_caches(stage, self.run)
+        return pre
 
-            dump_dir = self.run / "rank_weights"
-            dump_dir.mkdir(exist_ok=True)
-            save_file({f"{n}.{k}": v.detach().cpu().contiguous() for n, net in method.nets.items() for k, v in net.state_dict().items()},
-                      str(dump_dir / f"rank{info.rank}.safetensors"))
-        summary = {
-            "method": method.name,
-            "oracle": method.uses_target_labels,
-            "selection": self._selection(method),
-            "steps_done": step,
-            "steps_total": total,
-            "finished": step == total,
-            "best_step": best["step"],
-            "best_val_mean_dice": best["score"],
-            "last_val": last_vals,
-            "train_seconds_this_session": round(time.time() - t0, 2),
-            "world_size": info.world_size,
-        }
-        if info.is_main and step == total:
-            write_json(self.run / "summary.json", summary)
-        ddp.barrier(info)
-        return summary
+    def _wrap_nets(self) -> None:
+        """``train.compile`` and, under torchrun, DDP (checkpoints unwrap both)."""
+        if self.tcfg["compile"]:
+            for name in list(self.method.nets.keys()):
+                self.method.nets[name] = torch.compile(self.method.nets[name])
+        if self.dist.enabled:
+            self.method.wrap(ddp.wrap_ddp(self.dist))
 
-    def _selection(self, method: Method) -> str:
+    # -- helpers --------------------------------------------------------------------------
+    def _selection(self) -> str:
         """The model-selection rule in words (tables and reports print it)."""
         if self.select == "last":
             return "last step"
         if not self.val_caches:
             return "last step (no validation cases)"
-        return "oracle: validation on labelled target cases" if method.uses_target_labels else "source validation Dice"
+        return "oracle: validation on labelled target cases" if self.method.uses_target_labels else "source validation Dice"
 
-    def _finish(self, method: Method) -> None:
+    def _finish(self) -> None:
         """After the last step: final weights of ``final_nets`` into ``best``, then the method's figures."""
+        method = self.method
         final = tuple(method.final_nets())
         if final:
             ckpt.replace_weights(self.run / "checkpoints" / "best", {k: method.nets[k] for k in final}, final_nets=list(final))
@@ -533,14 +548,17 @@ class Trainer:
         tgt = self.target_cache.batch(mids(self.target_cache))[0] if self.target_cache is not None else None
         return FigureSamples(img, lab, tgt)
 
-    def _validate(self, method: Method) -> dict[str, float]:
-        scores = [validate(method, c, self.structures, int(self.cfg["train"]["eval_batch_size"])) for c in self.val_caches]
+    def _validate(self) -> dict[str, float]:
+        scores = [validate(self.method, c, self.structures, int(self.tcfg["eval_batch_size"])) for c in self.val_caches]
         return {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
 
-    def _batch(self, method: Method, src_streams: list[BatchStream], tgt_stream: BatchStream | None, gen: torch.Generator,
-               gen_tgt: torch.Generator, aug: AugmentConfig) -> Batch:
+    def _batch(self) -> Batch:
+        """The next batch: each source stream's share (augmented with the source generator, then
+        GIN views if on), and the target stream's (augmented with the target generator)."""
+        st, aug, dev = self.state, self.augment, self.method.device
+        gen = st.augment_rng
         imgs, labs, doms = [], [], []
-        for i, (stream, cache) in enumerate(zip(src_streams, self.train_caches)):
+        for i, (stream, cache) in enumerate(zip(st.source_streams, self.train_caches)):
             im, lb = cache.batch(stream.next())
             imgs.append(im)
             labs.append(lb)
@@ -552,13 +570,12 @@ class Trainer:
         if aug.enabled and aug.gin.enabled:  # GIN-IPA (Ouyang et al. 2022): source images only, after the other transforms
             views = gin_views(image, aug.gin, gen)
             image = views[0]
-            views = views.to(method.device) if aug.gin.uses_consistency else None
+            views = views.to(dev) if aug.gin.uses_consistency else None
         target = None
-        if tgt_stream is not None:
-            tim, _ = self.target_cache.batch(tgt_stream.next())
-            target, _ = augment_batch(torch.from_numpy(tim)[:, None], None, aug, gen_tgt)
-            target = target.to(method.device)
-        dev = method.device
+        if st.target_stream is not None:
+            tim, _ = self.target_cache.batch(st.target_stream.next())
+            target, _ = augment_batch(torch.from_numpy(tim)[:, None], None, aug, st.augment_rng_target)
+            target = target.to(dev)
         return Batch(image.to(dev), label.to(dev), torch.from_numpy(np.concatenate(doms)).to(dev), target, views)
 
     def _resumed_plan(self) -> dict[str, Any]:
@@ -593,9 +610,7 @@ class Trainer:
             "init": init_record(self.init, self.method_cls.init_nets, self.init_histmatch) if self.init is not None else None,
             "norm_stats": resolve_norm_stats(self.cfg),
             "crop_center": self.cfg["data"]["preprocess"]["crop_center"],
-            "versions": _versions(),
-            "git_revision": _git_revision(),
-            "world_size": self.dist.world_size,
+            **provenance(self.dist.world_size),
         }
 
 
@@ -660,33 +675,6 @@ def _key(root: str | Path) -> str:
     return str(Path(root).resolve())
 
 
-class _progress:
-    """A rich progress bar with the latest losses and ETA (no-op when disabled)."""
-
-    def __init__(self, enabled: bool, total: int, start: int) -> None:
-        self.bar = None
-        if not enabled:
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self.bar = Progress(
-            TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}"),
-        )
-        self.task = self.bar.add_task("train", total=total, completed=start, info="")
-        self.bar.start()
-
-    def update(self, step: int, row: dict[str, float]) -> None:
-        if self.bar is None:
-            return
-        keys = [k for k in ("loss", "val_mean") if k in row]
-        self.bar.update(self.task, completed=step, info=" ".join(f"{k}={row[k]:.3f}" for k in keys))
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
 def train(
     cfg: Config,
     sources: Sequence[str | Path],
@@ -697,9 +685,11 @@ def train(
     stop_after: int | None = None,
     device: str | None = None,
     progress: bool = True,
+    trainer_cls: type[Trainer] | None = None,
 ) -> dict[str, Any]:
-    """Train a method; returns the run summary. See :class:`Trainer`."""
-    trainer = Trainer(cfg, sources, target, out, resume=resume, overwrite=overwrite, device=device, progress=progress)
+    """Train a method; returns the run summary. See :class:`Trainer`; ``trainer_cls`` runs a
+    subclass of it instead."""
+    trainer = (trainer_cls or Trainer)(cfg, sources, target, out, resume=resume, overwrite=overwrite, device=device, progress=progress)
     try:
         return trainer.fit(stop_after=stop_after)
     finally:
