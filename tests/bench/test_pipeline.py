@@ -90,3 +90,8 @@ def test_cli_test_command(adabn_run, phantom, tmp_path, capsys):
                  "--target-domain", "no", "--device", "cpu"]) == 0
     assert "not its target domain" in capsys.readouterr().out
     assert [r["target_norm"] for r in _qc(out / "predictions")] == ["False"]
+    assert main(["test", str(adabn_run), str(phantom["lge"]), "--out", str(out), "--cases", "case009", "--overwrite",
+                 "--tta", "flip", "--device", "cpu"]) == 0  # TTA options reach the predictor
+    assert "with TTA flip" in capsys.readouterr().out
+    qc = _qc(out / "predictions")
+    assert qc[0]["target_norm"] == "True" and "mean_entropy_before_tta" in qc[0]
