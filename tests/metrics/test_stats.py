@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from segshift.metrics.stats import bootstrap_ci, gap_recovered, holm, paired_comparison
+from segshift.metrics.stats import (bootstrap_ci, csv_value, describe, finite_mean, finite_median, gap_recovered, holm, is_defined,
+                                    mean_ci, mean_of_all, nan_to_none, none_to_nan, paired_comparison)
 
 
 def test_paired_t_and_wilcoxon_match_hand_computation():
@@ -55,9 +56,6 @@ def test_gap_recovered():
 
 
 # -- descriptive statistics and the one rule for undefined values -------------------------------------------------
-from segshift.metrics.stats import (  # noqa: E402
-    csv_value, describe, finite_mean, finite_median, is_defined, mean_ci, mean_of_all, nan_to_none, none_to_nan)
-
 INF, NAN = math.inf, math.nan
 
 
