@@ -1,6 +1,8 @@
-"""Print one Markdown row per evaluation folder (default runs/dev/eval): Dice and Jaccard per structure, ASSD, HD95.
+"""Print one Markdown row per evaluation under EVAL_ROOT (default runs/dev/test): Dice and Jaccard per structure, ASSD, HD95.
 
-Usage: python3 scripts/dev_table.py [EVAL_ROOT] [WALL_TXT]; WALL_TXT (``row train_wall_s N`` lines) adds a wall-time column.
+An evaluation is EVAL_ROOT/<name>/summary.json (``segshift evaluate --out``) or EVAL_ROOT/<name>/evaluation/summary.json
+(``segshift test --out``). Usage: python3 scripts/dev_table.py [EVAL_ROOT] [WALL_TXT]; WALL_TXT (``row train_wall_s N``
+lines) adds a wall-time column.
 """
 
 import glob
@@ -8,7 +10,7 @@ import json
 import os
 import sys
 
-root = sys.argv[1] if len(sys.argv) > 1 else "runs/dev/eval"
+root = sys.argv[1] if len(sys.argv) > 1 else "runs/dev/test"
 wall: dict[str, int] = {}
 if len(sys.argv) > 2 and os.path.exists(sys.argv[2]):
     for line in open(sys.argv[2]):
@@ -19,7 +21,10 @@ print("| evaluation | Dice LV | Dice MYO | Dice RV | Dice mean ± sd | Jacc LV |
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for d in sorted(glob.glob(os.path.join(root, "*"))):
     name = os.path.basename(d)
-    s = json.load(open(os.path.join(d, "summary.json")))["summary"]
+    path = os.path.join(d, "summary.json")
+    if not os.path.exists(path):
+        path = os.path.join(d, "evaluation", "summary.json")
+    s = json.load(open(path))["summary"]
     st, o = s["structures"], s["overall"]
     w = f"{wall[name] // 60} min {wall[name] % 60:02d} s" if name in wall else "—"
     print(f"| {name} | {st['LV']['dice']['mean']:.3f} | {st['MYO']['dice']['mean']:.3f} | {st['RV']['dice']['mean']:.3f} | "

@@ -2,7 +2,7 @@
 
 bSSFP-like source -> LGE-like target phantom (the fixture of the tests: 10 cases each, seed
 3), FAST settings (2.5 mm, 80 px, narrow networks). Target labels are used for evaluation
-only. Usage::
+only (every LGE case, predicted and evaluated by segshift.bench.pipeline into OUT/ROW_test/). Usage::
 
     python3 scripts/phantom_table.py OUT --table translation [--steps 200] [--seed 2] [--rows source-only,unetgan,...]
     python3 scripts/phantom_table.py OUT --table sdnet [--steps 300] [--seed 0] [--set train.batch_size=4]
@@ -23,14 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
+from segshift.bench.pipeline import RunTester, TestSet
 from segshift.data.domain import Domain
 from segshift.data.phantom import generate_phantom
 from segshift.engine.config import resolve
 from segshift.engine.trainer import train
-from segshift.inference.predictor import Predictor
 from segshift.methods import get_method
 from segshift.methods.attent import ABLATIONS
-from segshift.metrics.surface import binary_metrics
 
 FAST = ["data.preprocess.crop_size=[80,80]", "data.preprocess.target_spacing=2.5", "model.kwargs={features: [8,16,32,64]}",
         "train.lr=0.003", "train.warmup_steps=10", "train.log_every=10"]
@@ -66,20 +65,15 @@ def rows(steps: int) -> dict[str, tuple[str, list[str]]]:
 
 
 def evaluate(run: Path, domain: Path) -> dict[str, float]:
-    pred = Predictor(run, device="cpu")
-    dom = Domain(domain)
-    per: dict[str, list[float]] = {}
-    for case in dom.cases:
-        img, lab = dom.load(case)
-        mask = pred.predict_volume(img).mask
-        for name, k in pred.structures.items():
-            m = binary_metrics(mask == k, lab.array == k, img.spacing)
-            per.setdefault(f"dice_{name}", []).append(m["dice"])
-            per.setdefault(f"assd_{name}", []).append(m["assd_mm"])
-    out = {k: float(np.mean(v)) for k, v in per.items()}
-    out["dice_mean"] = float(np.mean([out[f"dice_{n}"] for n in pred.structures]))
-    out["assd_mean"] = float(np.mean([out[f"assd_{n}"] for n in pred.structures]))
-    return out
+    """Every case of ``domain`` predicted and scored by the benchmark's pipeline (RUN_test/: masks, evaluation)."""
+    out = run.parent / f"{run.name}_test"
+    res = RunTester(run, device="cpu").run(TestSet(domain.name, domain, Domain(domain).labelled_cases),
+                                           out / "predictions", out / "evaluation")
+    st = res.summary["structures"]
+    scores = {f"{k}_{name}": float(st[name][m]["mean"]) for name in st for k, m in (("dice", "dice"), ("assd", "assd_mm"))}
+    scores["dice_mean"] = float(np.mean([scores[f"dice_{n}"] for n in st]))
+    scores["assd_mean"] = float(np.mean([scores[f"assd_{n}"] for n in st]))
+    return scores
 
 
 def main(argv: list[str]) -> None:

@@ -6,7 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from segshift.bench.speed import TRAIN_FLOPS_FACTOR, count_flops, format_report, measure_training, parse_variant, run_speed_bench
+from segshift.bench.speed import (TRAIN_FLOPS_FACTOR, bf16_support, count_flops, format_report, machine_info, measure_training,
+                                  parse_variant, run_speed_bench)
+from segshift.engine.precision import resolve_precision
+from segshift.utils import machine
 
 TRAINING_KEYS = {
     "net", "variant", "device", "size", "batch", "iters", "warmup", "threads", "step_s", "step_s_mean",
@@ -59,3 +62,19 @@ def test_run_speed_bench_tiny_and_report():
     assert {r["precision"] for r in res["inference"]} == {"fp32", "bf16"}
     text = format_report(res)
     assert "slices/s" in text and "unet" in text and "3 x forward" in text
+
+
+@pytest.mark.parametrize("flags, native", [("avx2 avx512f avx512_bf16", True), ("avx2 avx512f", False)])
+def test_speed_reports_the_native_answer_that_auto_uses(monkeypatch, tmp_path, flags, native):
+    # an AVX-512 CPU with and without bf16 instructions: oneDNN's own check says yes to both (it is kept
+    # as evidence), the single decision only to the first, and bench speed reports that decision
+    (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: fpu {flags}\n")
+    monkeypatch.setattr(machine, "CPUINFO", tmp_path / "cpuinfo")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    info = machine_info("cpu")
+    assert info["bf16"]["native"] is native
+    assert (resolve_precision("auto", "cpu") == "bf16") is native
+    assert bf16_support("cpu")["native"] == info["bf16"]["native"] and info["cpu_model"] == "Test CPU"
+    assert "avx512f" in info["bf16"]["cpu_flags"] and "mkldnn_bf16" in info["bf16"]

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from segshift.engine import precision
+from segshift.utils import machine
 from segshift.errors import SegshiftError
 
 
@@ -13,12 +14,7 @@ from segshift.errors import SegshiftError
 def bf16_cpu(monkeypatch, tmp_path):
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n")
-    real = precision.Path
-
-    def fake_path(p, *a):
-        return real(info) if str(p) == "/proc/cpuinfo" else real(p, *a)
-
-    monkeypatch.setattr(precision, "Path", fake_path)
+    monkeypatch.setattr(machine, "CPUINFO", info)  # segshift.utils.machine owns the detection
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from segshift.metrics.stats import bootstrap_ci, gap_recovered, holm, paired_comparison
+from segshift.metrics.stats import (bootstrap_ci, csv_value, describe, finite_mean, finite_median, gap_recovered, holm, is_defined,
+                                    mean_ci, mean_of_all, nan_to_none, none_to_nan, paired_comparison)
 
 
 def test_paired_t_and_wilcoxon_match_hand_computation():
@@ -52,3 +53,67 @@ def test_gap_recovered():
     assert gap_recovered(0.70, 0.50, 0.90) == pytest.approx(0.5)
     assert gap_recovered(0.45, 0.50, 0.90) == pytest.approx(-0.125)
     assert math.isnan(gap_recovered(0.7, 0.9, 0.8))  # oracle not above source-only: no gap
+
+
+# -- descriptive statistics and the one rule for undefined values -------------------------------------------------
+INF, NAN = math.inf, math.nan
+
+
+@pytest.mark.parametrize("values, expected", [
+    ([0.5, 1.0], {"mean": 0.75, "std": 0.25, "n": 2, "n_nan": 0}),
+    ([0.5, 1.0, NAN], {"mean": 0.75, "std": 0.25, "n": 2, "n_nan": 1}),
+    ([0.5, 1.0, INF, -INF], {"mean": 0.75, "std": 0.25, "n": 2, "n_nan": 2}),  # inf is undefined like NaN: counted, left out
+    ([2.0, 4.0, 9.0], {"mean": 5.0, "std": math.sqrt(26 / 3), "n": 3, "n_nan": 0}),  # population std: sqrt((9+1+16)/3)
+    ([NAN, None], {"mean": NAN, "std": NAN, "n": 0, "n_nan": 2}),
+    ([], {"mean": NAN, "std": NAN, "n": 0, "n_nan": 0}),
+])
+def test_describe_counts_undefined_values_and_leaves_them_out(values, expected):
+    got = describe(values)
+    assert set(got) == set(expected) and got["n"] == expected["n"] and got["n_nan"] == expected["n_nan"]
+    for k in ("mean", "std"):
+        assert got[k] == pytest.approx(expected[k], nan_ok=True)
+
+
+def test_means_medians_and_intervals_of_finite_values():
+    assert finite_mean([1.0, 3.0, NAN, INF]) == 2.0 and math.isnan(finite_mean([NAN]))
+    assert finite_median([1.0, 3.0, 10.0, NAN]) == 3.0 and math.isnan(finite_median([]))
+    assert mean_of_all([1.0, 3.0]) == 2.0
+    assert math.isnan(mean_of_all([1.0, NAN])) and math.isnan(mean_of_all([1.0, INF])) and math.isnan(mean_of_all([]))
+    assert mean_ci([0.1, 0.2, NAN, 0.3], seed=1) == bootstrap_ci(np.array([0.1, 0.2, 0.3]), seed=1)
+    assert [is_defined(v) for v in (0.0, 1, NAN, INF, None, "x")] == [True, True, False, False, False, False]
+
+
+def test_json_and_csv_forms_of_undefined_values():
+    doc = {"mean": NAN, "std": INF, "n": 0, "rows": [{"dice": 0.5, "p": NAN}], "pair": (1.0, -INF)}
+    assert nan_to_none(doc) == {"mean": None, "std": None, "n": 0, "rows": [{"dice": 0.5, "p": None}], "pair": [1.0, None]}
+    back = none_to_nan(nan_to_none(doc), {"mean", "p"})
+    assert math.isnan(back["mean"]) and back["std"] is None and math.isnan(back["rows"][0]["p"])  # only the named keys
+    assert [csv_value(v) for v in (0.1, NAN, INF, np.float64(0.25), 3, "LV", True)] == \
+           ["0.1", "nan", "nan", "0.25", 3, "LV", True]
+
+
+def test_surface_summary_and_benchmark_tables_apply_the_same_rule():
+    """An infinite distance (from a foreign per-case table) is undefined in both summaries, as NaN is."""
+    from segshift.bench.tables import compute
+    from segshift.metrics.surface import summarise
+
+    labels = {"background": 0, "LV": 1, "RV": 2}
+    rows = [{"case": "a", "structure": "LV", "dice": 0.8, "jaccard": 0.7, "assd_mm": 1.0, "hd95_mm": 4.0, "status": "ok"},
+            {"case": "a", "structure": "RV", "dice": 0.0, "jaccard": 0.0, "assd_mm": INF, "hd95_mm": INF, "status": "empty_prediction"},
+            {"case": "b", "structure": "LV", "dice": 0.6, "jaccard": 0.5, "assd_mm": 3.0, "hd95_mm": 8.0, "status": "ok"},
+            {"case": "b", "structure": "RV", "dice": 0.4, "jaccard": 0.3, "assd_mm": 2.0, "hd95_mm": NAN, "status": "ok"}]
+    s = summarise(rows, labels)
+    rv_hd = s["structures"]["RV"]["hd95_mm"]
+    assert (rv_hd["n"], rv_hd["n_nan"]) == (0, 2) and math.isnan(rv_hd["mean"])  # inf (case a) and NaN (case b) alike
+    assert (s["structures"]["RV"]["assd_mm"]["mean"], s["structures"]["RV"]["assd_mm"]["n_nan"]) == (2.0, 1)
+    # a case's overall value is undefined when one structure's is: case a's ASSD, both cases' HD95
+    assert (s["overall"]["assd_mm"]["mean"], s["overall"]["assd_mm"]["n"], s["overall"]["assd_mm"]["n_nan"]) == (2.5, 1, 1)
+    assert s["overall"]["hd95_mm"]["n_nan"] == 2 and s["overall"]["dice"]["mean"] == pytest.approx((0.4 + 0.5) / 2)
+    bench = [{"task": "t", "test": "x", "method_id": "m", "method": "m", "oracle": False, "seed": 0, **r} for r in rows]
+    res = compute(bench, n_boot=100)
+    st = res["units"][0]["methods"][0]["stats"]
+    for structure, key in (("RV", "RV"), ("mean", "overall")):  # the tables' numbers equal segshift evaluate's
+        src = s["structures"][key] if key != "overall" else s["overall"]
+        for m in ("dice", "assd_mm", "hd95_mm"):
+            assert (st[structure][m]["n"], st[structure][m]["n_nan"]) == (src[m]["n"], src[m]["n_nan"])
+            assert st[structure][m]["mean"] == pytest.approx(src[m]["mean"], nan_ok=True)

@@ -23,6 +23,7 @@ never on real data.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -79,15 +80,13 @@ def run_demo(
         method: the adaptation method (any registered method that adapts to unlabelled target images).
         seed: phantom and training seed.
     """
+    from segshift.bench.pipeline import RunTester, TestSet
     from segshift.data.domain import Domain
     from segshift.data.phantom import generate_phantom
     from segshift.engine.config import resolve
     from segshift.engine.trainer import train
-    from segshift.inference.predict_files import predict_paths
-    from segshift.inference.predictor import Predictor, is_run_target
     from segshift.methods import get_method
-    from segshift.metrics import evaluate_folders, write_evaluation
-    from segshift.metrics.stats import gap_recovered
+    from segshift.metrics.stats import gap_recovered, nan_to_none
     from segshift.report.figures import domain_comparison_figure
 
     out = Path(out)
@@ -124,20 +123,9 @@ def run_demo(
             ("target-oracle", TARGET, "target-oracle (ORACLE)")]
     rows = []
     for run_name, dom, name in plan:
-        run = runs[run_name]
-        info = json.loads((run / "run.json").read_text())
-        predictor = Predictor(run, target_domain=is_run_target(info, paths[dom]))  # translation, target statistics: own target only
-        pred_dir = out / "predictions" / run_name / dom
-        domain = Domain(paths[dom])
-        staging = out / "predictions" / ".inputs" / dom
-        staging.mkdir(parents=True, exist_ok=True)
-        for c in test_ids:
-            link = staging / f"{c}.nii.gz"
-            if not link.exists():
-                link.symlink_to(domain.image_path(c).resolve())
-        predict_paths(predictor, staging, pred_dir, overwrite=True)
-        res = evaluate_folders(pred_dir, paths[dom], cases=test_ids)
-        write_evaluation(res, out / "evaluation" / f"{run_name}_{dom}")
+        # translation and target statistics apply to the run's own target domain only (RunTester decides)
+        res = RunTester(runs[run_name]).run(TestSet(dom, paths[dom], test_ids), out / "predictions" / run_name / dom,
+                                            out / "evaluation" / f"{run_name}_{dom}")
         s = res.summary
         rows.append({
             "method": name,
@@ -160,7 +148,7 @@ def run_demo(
     }
     table = _markdown(rows)
     write_text(out / "results.md", table + "\n\n" + _summary(result) + "\n")
-    write_json(out / "results.json", {k: (None if isinstance(v, float) and v != v else v) for k, v in result.items()})
+    write_json(out / "results.json", nan_to_none(result))
     echo(table)
     echo(_summary(result))
     echo(f"figure: {fig}; tables: {out / 'results.md'}")
@@ -169,7 +157,7 @@ def run_demo(
 
 def _summary(r: dict[str, Any]) -> str:
     def text(v: float) -> str:
-        return "n/a (the oracle is not better than source-only)" if v != v else f"{v:.2f}"
+        return "n/a (the oracle is not better than source-only)" if not math.isfinite(v) else f"{v:.2f}"
 
     return (f"domain gap (source-only, mean Dice on source minus on target): {r['domain_gap']:.3f}\n"
             f"gap (oracle minus source-only on the target): {r['gap']:.3f}; {r['method']} gains {r['gain']:+.3f} "

@@ -22,11 +22,12 @@ checks that a dependant gives the same ``model``, ``data.preprocess`` (``histmat
 switched on) and source train/validation cases as its init, and that both share the
 networks a warm start loads (``Method.init_nets``), before anything trains.
 
-Prediction: what a run learnt of its target domain (a translator, ``Method.can_translate``;
-target batch-norm statistics) is applied only to test sets of the run's own target domain
-(``Predictor(target_domain=...)``); every other test set (an unseen domain, a source test
-set) is segmented untranslated with the source statistics. The flag is recorded per test set
-in ``bench.json`` (``translate``).
+Prediction and evaluation: :class:`segshift.bench.pipeline.RunTester`, the one
+implementation shared with the demo and ``segshift test``. What a run learnt of its target
+domain (a translator, ``Method.can_translate``; target batch-norm statistics) is applied
+only to test sets of the run's own target domain; every other test set (an unseen domain, a
+source test set) is segmented untranslated with the source statistics. The flag is recorded
+per test set in ``bench.json`` (``translate``).
 
 Resumption: a run with ``bench.json`` (and the same spec) is skipped; a run whose training
 finished (``train/summary.json``) is only predicted and evaluated; a run with a ``last``
@@ -50,18 +51,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from segshift.bench.pipeline import TestSet
 from segshift.bench.suite import PHANTOM_PREFIX, InitSpec, MethodSpec, Suite, TaskSpec
 from segshift.errors import SegshiftError
 from segshift.utils.atomic import write_json, write_text
-
-
-@dataclasses.dataclass
-class TestSet:
-    """A resolved test set: the domain folder and its (labelled) case ids."""
-
-    name: str
-    domain: Path
-    cases: list[str]
 
 
 @dataclasses.dataclass
@@ -496,31 +489,19 @@ class Benchmark:
             spent = p.folder / "train_seconds.json"
             timing["train_s"] = json.loads(spent.read_text())["seconds"] if spent.is_file() else None
         timing["steps"] = _steps_trained(train_dir, p.steps)  # staged methods (unetgan, sdnet-fa) train more than train.steps
-        from segshift.inference.predict_files import predict_paths
-        from segshift.inference.predictor import Predictor, is_run_target
-        from segshift.metrics.evaluate import evaluate_folders, write_evaluation
-
+        from segshift.bench.pipeline import RunTester
         from segshift.inference.tta import TTAConfig
 
-        tta = TTAConfig(**p.tta) if p.tta else None
-        predictors: dict[bool, Predictor] = {}
+        # a translator (and the target's batch-norm statistics) only ever see images of the domain they were
+        # trained on: the run's own target domain; any other test set is segmented as source-like (RunTester)
+        tester = RunTester(train_dir, device=self.device, tta=TTAConfig(**p.tta) if p.tta else None)
         translate = {}
-        info = json.loads((train_dir / "run.json").read_text())
         for ts in p.tests:
-            t0 = time.perf_counter()
-            # a translator (and the target's batch-norm statistics) only ever see images of the domain they were
-            # trained on: the run's own target domain; any other test set is segmented as source-like
-            translate[ts.name] = is_run_target(info, ts.domain)
-            if translate[ts.name] not in predictors:
-                predictors[translate[ts.name]] = Predictor(train_dir, device=self.device, target_domain=translate[ts.name], tta=tta)
-            pred = p.folder / "predictions" / ts.name
-            predict_paths(predictors[translate[ts.name]], ts.domain, pred, overwrite=True, cases=ts.cases)
-            t1 = time.perf_counter()
-            res = evaluate_folders(pred, ts.domain, cases=ts.cases)
-            write_evaluation(res, p.folder / "evaluation" / ts.name)
-            timing["predict_s"] += round(t1 - t0, 2)
-            timing["evaluate_s"] += round(time.perf_counter() - t1, 2)
-            self.echo(f"{tag} {p.key}: {ts.name}: mean Dice {res.summary['overall']['dice']['mean']:.3f} over {len(ts.cases)} cases")
+            res = tester.run(ts, p.folder / "predictions" / ts.name, p.folder / "evaluation" / ts.name)
+            translate[ts.name] = res.translate
+            timing["predict_s"] += round(res.predict_s, 2)
+            timing["evaluate_s"] += round(res.evaluate_s, 2)
+            self.echo(f"{tag} {p.key}: {ts.name}: mean Dice {res.mean_dice:.3f} over {len(ts.cases)} cases")
         write_json(done, {"fingerprint": p.fingerprint(), "key": p.key, "oracle": p.oracle, "role": p.role,
                           "init": p.init.key if p.init is not None else None, "timing": timing,
                           "tests": {t.name: t.cases for t in p.tests}, "translate": translate})

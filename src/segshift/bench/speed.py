@@ -55,6 +55,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segshift.errors import SegshiftError
+from segshift.utils.machine import bf16_report, cpu_model
 
 DEFAULT_NETS: tuple[str, ...] = ("unet", "resunet", "attention_unet")
 """Networks benchmarked by default (all of :data:`segshift.nets.NETS`)."""
@@ -153,53 +154,15 @@ def max_rss_mb() -> float | None:
     return round(rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024, 1)
 
 
-def _cpuinfo() -> dict[str, str]:
-    info: dict[str, str] = {}
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return info
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        key = key.strip()
-        if sep and key in ("model name", "flags") and key not in info:
-            info[key] = value.strip()
-    return info
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo`` where present, else the platform's answer)."""
-    return _cpuinfo().get("model name") or platform.processor() or platform.machine() or "unknown"
-
-
 def bf16_support(device: str | torch.device | None = None) -> dict[str, Any]:
-    """Whether bfloat16 autocast works on ``device`` and whether the hardware computes bf16 natively.
+    """Whether bfloat16 autocast works on ``device`` (``autocast``) and whether it is native there (``native``).
 
-    ``autocast`` is True when a matrix product under ``torch.autocast(..., bfloat16)`` returns
-    bfloat16. ``native`` is the hardware answer (oneDNN's bf16 check on CPUs, which needs
-    AVX512-BF16/AMX or similar; ``torch.cuda.is_bf16_supported`` on GPUs), ``None`` if unknown.
-    Without native support bf16 still runs, emulated and usually slower than fp32.
+    ``native`` is :func:`segshift.utils.machine.bf16_report`'s answer, the same one
+    ``train.precision: auto`` uses; the report's raw evidence (CPU flags, PyTorch's CPU
+    capability, oneDNN's ISA limit and its own bf16 check) comes with it. Without native
+    support bf16 still runs, emulated and usually slower than fp32.
     """
-    dev = resolve_device(device)
-    out: dict[str, Any] = {"autocast": False, "native": None}
-    try:
-        a = torch.ones(4, 8, device=dev)
-        b = torch.ones(8, 4, device=dev)
-        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16):
-            out["autocast"] = (a @ b).dtype == torch.bfloat16
-    except (RuntimeError, ValueError):
-        out["autocast"] = False
-    try:
-        if dev.type == "cuda":
-            out["native"] = bool(torch.cuda.is_bf16_supported())
-        elif dev.type == "cpu":
-            out["native"] = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        out["native"] = None
-    if dev.type == "cpu":
-        flags = set(_cpuinfo().get("flags", "").split())
-        out["cpu_flags"] = sorted(flags & {"avx512_bf16", "amx_bf16", "amx_tile", "avx512f", "avx2"})
-    return out
+    return bf16_report(resolve_device(device), probe_autocast=True)
 
 
 def machine_info(device: str | torch.device | None = None) -> dict[str, Any]:
@@ -714,6 +677,8 @@ def format_report(result: Mapping[str, Any]) -> str:
     m, s, peak = result["machine"], result["settings"], result["peak"]
     bf = m["bf16"]
     native = {True: "native", False: "emulated", None: "native support unknown"}[bf["native"]]
+    if bf.get("reason"):  # the decision train.precision: auto takes, and why (segshift.utils.machine)
+        native += f": {bf['reason']}; train.precision auto -> {'bf16' if bf['native'] else 'fp32'}"
     out = [
         f"torch {m['torch']} | device {m['device']} ({m['device_name']}) | {m['threads']} thread(s) "
         f"of {m['logical_cpus']} logical CPU(s) | bf16 autocast: {'yes' if bf['autocast'] else 'no'} ({native})",

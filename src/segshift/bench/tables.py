@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from segshift.errors import InputFileError
-from segshift.metrics.stats import gap_recovered, holm, paired_comparison
+from segshift.metrics.stats import csv_value, describe, finite_mean, gap_recovered, holm, is_defined, mean_of_all, nan_to_none, paired_comparison
 from segshift.utils.atomic import write_json, write_text
 
 METRICS = ("dice", "jaccard", "assd_mm", "hd95_mm")
@@ -95,15 +95,8 @@ def per_case_csv(rows: Iterable[Mapping[str, Any]]) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(PER_CASE_COLUMNS)
     for r in rows:
-        w.writerow(["nan" if isinstance(r.get(c), float) and math.isnan(r[c]) else r.get(c, "") for c in PER_CASE_COLUMNS])
+        w.writerow([csv_value(r.get(c, "")) for c in PER_CASE_COLUMNS])
     return buf.getvalue()
-
-
-def _stats(values: Sequence[float]) -> dict[str, Any]:
-    a = np.asarray(values, dtype=float)
-    ok = a[np.isfinite(a)]
-    return {"mean": float(ok.mean()) if ok.size else math.nan, "std": float(ok.std()) if ok.size else math.nan,
-            "n": int(ok.size), "n_nan": int(a.size - ok.size)}
 
 
 def _case_scores(rows: Sequence[Mapping[str, Any]], structures: Sequence[str]) -> dict[str, dict[str, dict[str, float]]]:
@@ -114,9 +107,9 @@ def _case_scores(rows: Sequence[Mapping[str, Any]], structures: Sequence[str]) -
             acc.setdefault((r["structure"], r["case"], m), []).append(r[m])
     out: dict[str, dict[str, dict[str, float]]] = {s: {} for s in structures}
     for (s, c, m), vals in acc.items():
-        out[s].setdefault(c, {})[m] = float(np.mean(vals))
+        out[s].setdefault(c, {})[m] = mean_of_all(vals)  # undefined in one seed: undefined (never a mean of fewer seeds)
     cases = sorted({c for s in structures for c in out[s]})
-    out[MEAN] = {c: {m: float(np.mean([out[s][c][m] for s in structures])) if all(c in out[s] for s in structures) else math.nan
+    out[MEAN] = {c: {m: mean_of_all([out[s][c][m] for s in structures]) if all(c in out[s] for s in structures) else math.nan
                      for m in METRICS} for c in cases}
     return out
 
@@ -147,7 +140,7 @@ def steps_text(m: Mapping[str, Any]) -> str:
 def _paired_delta(a: Mapping[str, Mapping[str, float]], b: Mapping[str, Mapping[str, float]], metric: str) -> float:
     """Mean over common cases (both finite) of ``a - b``."""
     d = [a[c][metric] - b[c][metric] for c in sorted(set(a) & set(b))
-         if math.isfinite(a[c][metric]) and math.isfinite(b[c][metric])]
+         if is_defined(a[c][metric]) and is_defined(b[c][metric])]
     return float(np.mean(d)) if d else math.nan
 
 
@@ -199,7 +192,7 @@ def compute(rows: Sequence[Mapping[str, Any]], compare: Sequence[Sequence[str]] 
         scores = {i: _case_scores([r for r in sel if r["method_id"] == i], structures) for i in ids}
         methods = []
         for i in ids:
-            st = {s: {m: _stats([v[m] for v in scores[i][s].values()]) for m in METRICS} for s in [*structures, MEAN]}
+            st = {s: {m: describe([v[m] for v in scores[i][s].values()]) for m in METRICS} for s in [*structures, MEAN]}
             ref = reference(i)
             anchor = ref or (i if m_of[i]["role"] == "init" or i == base else None)  # an init's own gap is 0
             gap = {m: (gap_recovered(st[MEAN][m]["mean"], methods_mean(scores, anchor, m), methods_mean(scores, oracle, m))
@@ -207,7 +200,7 @@ def compute(rows: Sequence[Mapping[str, Any]], compare: Sequence[Sequence[str]] 
             delta = {s: {m: (_paired_delta(scores[i][s], scores[ref][s], m) if ref else math.nan) for m in ("dice", "jaccard")}
                      for s in [*structures, MEAN]}
             seeds = sorted({r["seed"] for r in sel if r["method_id"] == i})
-            per_seed = [float(np.nanmean([r["dice"] for r in sel if r["method_id"] == i and r["seed"] == s])) for s in seeds]
+            per_seed = [finite_mean(r["dice"] for r in sel if r["method_id"] == i and r["seed"] == s) for s in seeds]
             m = m_of[i]
             methods.append({"id": i, "method": m["method"], "oracle": m["oracle"], "role": m["role"], "init": m["init"],
                             "label": m["label"], "reference": ref, "seeds": seeds, "n_cases": len(scores[i][MEAN]),
@@ -232,7 +225,7 @@ def compute(rows: Sequence[Mapping[str, Any]], compare: Sequence[Sequence[str]] 
         for key in ("wilcoxon_p", "t_p"):
             for t, adj in zip(fam, holm([t[key] for t in fam])):
                 t[f"{key}_holm"] = adj
-        n_tests[m] = sum(1 for t in fam if math.isfinite(t["wilcoxon_p"]))
+        n_tests[m] = sum(1 for t in fam if is_defined(t["wilcoxon_p"]))
     has_inits = any(u["inits"] for u in out_units)
     return {"format": "segshift-benchmark-results", "version": 2, "structures": structures, "metrics": list(METRICS),
             "units": out_units, "comparisons": tests, "n_comparisons": n_tests, "bootstrap": {"n_boot": n_boot, "level": level},
@@ -245,7 +238,7 @@ def methods_mean(scores: Mapping[str, Any], mid: str | None, metric: str) -> flo
     """Mean over cases of one method's mean-over-structures score (NaN without the method)."""
     if mid is None:
         return math.nan
-    return _stats([v[metric] for v in scores[mid][MEAN].values()])["mean"]
+    return describe([v[metric] for v in scores[mid][MEAN].values()])["mean"]
 
 
 def label(method_id: str, oracle: bool) -> str:
@@ -256,7 +249,7 @@ def label(method_id: str, oracle: bool) -> str:
 def cell(stats: Mapping[str, Any], metric: str) -> str:
     """``mean ± std`` (3 decimals for overlaps, 2 for mm), ``n/a`` without values, ``(k NaN)`` when some were undefined."""
     d = 3 if metric in ("dice", "jaccard") else 2
-    if not math.isfinite(stats["mean"]):
+    if not is_defined(stats["mean"]):
         text = "n/a"
     else:
         text = f"{stats['mean']:.{d}f} ± {stats['std']:.{d}f}"
@@ -264,11 +257,11 @@ def cell(stats: Mapping[str, Any], metric: str) -> str:
 
 
 def _num(v: float, fmt: str = ".3f") -> str:
-    return "n/a" if v is None or not math.isfinite(v) else format(v, fmt)
+    return "n/a" if not is_defined(v) else format(v, fmt)
 
 
 def _p(v: float) -> str:
-    return "n/a" if v is None or not math.isfinite(v) else (f"{v:.3g}" if v >= 1e-3 else f"{v:.1e}")
+    return "n/a" if not is_defined(v) else (f"{v:.3g}" if v >= 1e-3 else f"{v:.1e}")
 
 
 def vs_name(unit: Mapping[str, Any]) -> str:
@@ -296,7 +289,7 @@ def table_rows(unit: Mapping[str, Any], structures: Sequence[str], metrics: Sequ
 
 
 def _signed(v: float | None, fmt: str = ".3f") -> str:
-    return "n/a" if v is None or not math.isfinite(v) else format(v, "+" + fmt)
+    return "n/a" if not is_defined(v) else format(v, "+" + fmt)
 
 
 def versus_rows(unit: Mapping[str, Any], results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -436,7 +429,7 @@ def summary_csv(results: Mapping[str, Any]) -> str:
             vals += [m.get("delta", {}).get(s, {}).get("dice", math.nan) for s in structures]
             vals += [m["gap_recovered"]["dice"], m["gap_recovered"]["jaccard"]]
             vals += [t.get(k, math.nan) for k in ("ci_low", "ci_high", "wilcoxon_p", "wilcoxon_p_holm", "t_p", "t_p_holm")]
-            w.writerow(["nan" if isinstance(v, float) and not math.isfinite(v) else v for v in vals])
+            w.writerow([csv_value(v) for v in vals])
     return buf.getvalue()
 
 
@@ -460,16 +453,6 @@ def write_tables(out: str | Path, n_boot: int = 10000) -> dict[str, Any]:
     csv_text, md_text = per_case_csv(rows), markdown(results, unique)
     write_text(out / "results" / "per_case.csv", csv_text)
     write_text(out / "results" / "summary.csv", summary_csv(results))
-    write_json(out / "results" / "results.json", _nan_none(results))
+    write_json(out / "results" / "results.json", nan_to_none(results))
     write_text(out / "results" / "results.md", md_text)
     return results
-
-
-def _nan_none(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Mapping):
-        return {k: _nan_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_nan_none(v) for v in obj]
-    return obj

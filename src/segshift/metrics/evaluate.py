@@ -29,7 +29,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +38,7 @@ import numpy as np
 from segshift.data.domain import CARDIAC_LABELS, Domain, parse_label_names, to_label_array
 from segshift.data.volume import Volume, read_volume, same_geometry, strip_suffix
 from segshift.errors import InputFileError, SegshiftError
+from segshift.metrics.stats import csv_value, is_defined, nan_to_none
 from segshift.metrics.surface import EMPTY_DISTANCE_POLICIES, METRICS, case_metrics, summarise
 from segshift.utils.atomic import write_text
 
@@ -93,7 +93,7 @@ class EvaluationResult:
 
     def to_json(self) -> dict[str, Any]:
         """The content of ``summary.json`` (NaN written as ``null``)."""
-        return _nan_to_none(
+        return nan_to_none(
             {
                 "format": SUMMARY_FORMAT,
                 "version": 1,
@@ -116,16 +116,6 @@ class EvaluationResult:
                 "summary": self.summary,
             }
         )
-
-
-def _nan_to_none(obj: Any) -> Any:
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, Mapping):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_nan_to_none(v) for v in obj]
-    return obj
 
 
 def _nifti_files(folder: Path, what: str) -> list[Path]:
@@ -285,19 +275,13 @@ def evaluate_folders(
     )
 
 
-def _csv_value(value: Any) -> str:
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else repr(value)
-    return str(value)
-
-
 def per_case_csv(result: EvaluationResult) -> str:
     """The text of ``per_case.csv`` (floats at full precision, NaN as ``nan``)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for row in result.rows:
-        writer.writerow([_csv_value(row[col]) for col in CSV_COLUMNS])
+        writer.writerow([csv_value(row[col]) for col in CSV_COLUMNS])
     return buf.getvalue()
 
 
@@ -331,7 +315,7 @@ _HEADERS = {"dice": "Dice", "jaccard": "Jaccard", "assd_mm": "ASSD (mm)", "hd95_
 
 def _cell(stats: Mapping[str, Any], digits: int) -> str:
     mean, std = stats.get("mean"), stats.get("std")
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+    if not is_defined(mean):
         text = "n/a"
     else:
         text = f"{mean:.{digits}f} ± {std:.{digits}f}"

@@ -1,11 +1,27 @@
-"""Paired statistics for comparing methods on the same test cases.
+"""Statistics of per-case scores: the one place for descriptive statistics, undefined values and paired tests.
 
-Researchers compare methods case by case: every method predicts the same test volumes, so
-per-case scores are paired. This module gives the tests the papers report (li2021 uses a
-paired t-test; the Wilcoxon signed-rank test is the usual non-parametric choice for small,
-skewed samples such as Dice), a percentile bootstrap confidence interval of the mean
-difference, Holm's step-down correction for several comparisons, and the share of the
-domain gap a method recovers.
+**Undefined values, one rule.** A score that is not a finite number (NaN, or +-inf) is
+*undefined*: it is left out of every statistic here and *counted* (``n_nan``), never dropped
+silently. Where segshift's metrics produce one: a structure present in only one of
+prediction and reference has Dice 0 and, by default, ASSD = HD95 = the volume's diagonal in
+mm (a finite worst-case penalty, so a missed structure weighs on the mean); under
+``--empty-distance nan`` its distances are NaN, i.e. undefined. segshift never writes an
+infinite distance; one read from elsewhere counts as undefined too (an infinite mean says
+nothing). A mean over *parts* of one score (a case's structures, a case's seeds) is
+undefined when any part is (:func:`mean_of_all`): a mean over fewer structures would not be
+comparable with the others. In JSON an undefined value is ``null`` (:func:`nan_to_none`,
+:func:`none_to_nan`), in CSV ``nan`` (:func:`csv_value`).
+
+**Descriptive statistics** (:func:`describe`, :func:`finite_mean`, :func:`finite_median`,
+:func:`mean_ci`) of the finite values; standard deviations are population ones (``ddof=0``),
+across test cases, as the papers' "mean +- std" tables.
+
+**Paired tests.** Researchers compare methods case by case: every method predicts the same
+test volumes, so per-case scores are paired. This module gives the tests the papers report
+(li2021 uses a paired t-test; the Wilcoxon signed-rank test is the usual non-parametric
+choice for small, skewed samples such as Dice), a percentile bootstrap confidence interval of
+the mean difference, Holm's step-down correction for several comparisons, and the share of
+the domain gap a method recovers.
 
 Nothing here reads files or imports torch.
 """
@@ -14,10 +30,89 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
-from scipy import stats as _st
+
+
+def is_defined(v: Any) -> bool:
+    """Whether ``v`` is a finite number (``None``, NaN and +-inf are undefined)."""
+    try:
+        return v is not None and math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def finite(values: Iterable[float]) -> np.ndarray:
+    """The finite values of ``values`` as a float array (undefined ones left out)."""
+    a = np.asarray([math.nan if v is None else v for v in values], dtype=np.float64).ravel()
+    return a[np.isfinite(a)]
+
+
+def describe(values: Iterable[float]) -> dict[str, Any]:
+    """``{"mean", "std", "n", "n_nan"}`` of the finite values: population std (``ddof=0``), ``n`` values used,
+    ``n_nan`` undefined values left out (so ``n + n_nan`` is the number of values). NaN statistics without values.
+
+    Example:
+        >>> describe([0.5, 1.0, float("nan"), float("inf")])
+        {'mean': 0.75, 'std': 0.25, 'n': 2, 'n_nan': 2}
+    """
+    vals = list(values)
+    ok = finite(vals)
+    return {"mean": float(ok.mean()) if ok.size else math.nan, "std": float(ok.std(ddof=0)) if ok.size else math.nan,
+            "n": int(ok.size), "n_nan": int(len(vals) - ok.size)}
+
+
+def finite_mean(values: Iterable[float]) -> float:
+    """Mean of the finite values (NaN without any)."""
+    ok = finite(values)
+    return float(ok.mean()) if ok.size else math.nan
+
+
+def finite_median(values: Iterable[float]) -> float:
+    """Median of the finite values (NaN without any)."""
+    ok = finite(values)
+    return float(np.median(ok)) if ok.size else math.nan
+
+
+def mean_of_all(values: Iterable[float]) -> float:
+    """Mean of parts of one score (a case's structures or seeds): NaN when there are none or any is undefined."""
+    a = np.asarray([math.nan if v is None else v for v in values], dtype=np.float64).ravel()
+    return float(a.mean()) if a.size and np.isfinite(a).all() else math.nan
+
+
+def mean_ci(values: Iterable[float], n_boot: int = 10000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of the finite values (:func:`bootstrap_ci`)."""
+    return bootstrap_ci(finite(values), n_boot=n_boot, level=level, seed=seed)
+
+
+def nan_to_none(obj: Any) -> Any:
+    """A copy of nested dicts/lists/tuples with undefined floats (NaN, +-inf) as ``None`` (JSON ``null``)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Mapping):
+        return {k: nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [nan_to_none(v) for v in obj]
+    return obj
+
+
+def none_to_nan(obj: Any, keys: Iterable[str]) -> Any:
+    """The inverse of :func:`nan_to_none` for the float fields named ``keys``: their ``None`` becomes NaN."""
+    keys = frozenset(keys)
+    if isinstance(obj, Mapping):
+        return {k: (math.nan if v is None and k in keys else none_to_nan(v, keys)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [none_to_nan(v, keys) for v in obj]
+    return obj
+
+
+def csv_value(v: Any) -> Any:
+    """A CSV cell: floats at full precision (``repr``), undefined ones as ``nan``; anything else unchanged."""
+    if isinstance(v, float):
+        return repr(float(v)) if math.isfinite(v) else "nan"
+    return v
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,10 +175,14 @@ def paired_comparison(a: Sequence[float], b: Sequence[float], n_boot: int = 1000
         return PairedComparison(0, math.nan, math.nan, math.nan, math.nan, math.nan, math.nan, math.nan, level)
     t_p = math.nan
     if n >= 2 and np.ptp(d) > 0:
+        from scipy import stats as _st
+
         t_p = float(_st.ttest_rel(a, b).pvalue)
     if np.all(d == 0):
         w_p = 1.0
     else:
+        from scipy import stats as _st  # (imported here: scipy.stats is slow to import, the rest needs numpy only)
+
         w_p = float(_st.wilcoxon(d, zero_method="wilcox", alternative="two-sided").pvalue)
     lo, hi = bootstrap_ci(d, n_boot=n_boot, level=level, seed=seed)
     return PairedComparison(n, float(a.mean()), float(b.mean()), float(d.mean()), lo, hi, t_p, w_p, level)

@@ -40,8 +40,9 @@ Empty masks (the ``status`` field says which case applies):
 * ``"diagonal"`` (default): the diagonal of the whole volume in mm,
   ``sqrt(sum((shape_i * spacing_i) ** 2))`` - a worst-case penalty, so that a missed (or
   hallucinated) structure is never silently dropped from a mean.
-* ``"nan"``: NaN (undefined). :func:`summarise` excludes NaN from means and standard
-  deviations and reports how many values were undefined (``n_nan``).
+* ``"nan"``: NaN (undefined). :func:`summarise` excludes undefined values from means and
+  standard deviations and reports how many there were (``n_nan``); the rule (NaN and +-inf
+  are undefined, counted, never dropped silently) is :mod:`segshift.metrics.stats`'s.
 
 :func:`summarise` aggregates per-case rows into per-structure and overall statistics.
 Standard deviations are *population* standard deviations (``ddof=0``).
@@ -55,6 +56,8 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
+
+from segshift.metrics.stats import describe, mean_of_all
 
 METRICS: tuple[str, ...] = ("dice", "jaccard", "assd_mm", "hd95_mm")
 """Names of the per-structure metric values, in display order."""
@@ -258,28 +261,18 @@ def case_metrics(
     return rows
 
 
-def _stats(values: Sequence[float]) -> dict[str, Any]:
-    arr = np.asarray(values, dtype=np.float64)
-    finite = arr[~np.isnan(arr)]
-    n = int(finite.size)
-    return {
-        "mean": float(finite.mean()) if n else math.nan,
-        "std": float(finite.std(ddof=0)) if n else math.nan,
-        "n": n,
-        "n_nan": int(arr.size - n),
-    }
-
-
 def summarise(rows: Sequence[Mapping[str, Any]], labels: Mapping[str, int]) -> dict[str, Any]:
     """Aggregate per-case rows into per-structure and overall statistics.
 
     Each metric gets ``mean``, ``std`` (population, ``ddof=0``), ``n`` (values used: the
-    non-NaN ones) and ``n_nan`` (NaN values excluded from mean and std, so
-    ``n + n_nan`` is the number of cases). Statistics of no values are NaN.
+    finite ones) and ``n_nan`` (undefined values, NaN or +-inf, excluded from mean and std, so
+    ``n + n_nan`` is the number of cases). Statistics of no values are NaN
+    (:func:`segshift.metrics.stats.describe`).
 
     The *overall* value of a case is the mean of its structures' values; it is NaN when any
-    of them is NaN (a mean over a different set of structures would not be comparable), and
-    is then counted in the overall ``n_nan``. Overall statistics are taken across cases.
+    of them is undefined (a mean over a different set of structures would not be comparable;
+    :func:`segshift.metrics.stats.mean_of_all`), and is then counted in the overall ``n_nan``.
+    Overall statistics are taken across cases.
 
     Args:
         rows: dicts as returned by :func:`case_metrics`, each with an added ``case`` key
@@ -304,7 +297,7 @@ def summarise(rows: Sequence[Mapping[str, Any]], labels: Mapping[str, int]) -> d
         by_structure[row["structure"]].append(row)
 
     def entry(selected: Sequence[Mapping[str, Any]], values: Mapping[str, Sequence[float]], n_cases: int) -> dict:
-        out: dict[str, Any] = {metric: _stats(values[metric]) for metric in METRICS}
+        out: dict[str, Any] = {metric: describe(values[metric]) for metric in METRICS}
         out["n_cases"] = n_cases
         counts = {status: 0 for status in STATUSES}
         for row in selected:
@@ -323,7 +316,6 @@ def summarise(rows: Sequence[Mapping[str, Any]], labels: Mapping[str, int]) -> d
     overall_values: dict[str, list[float]] = {m: [] for m in METRICS}
     for case_rows in cases.values():
         for m in METRICS:
-            vals = np.asarray([float(r[m]) for r in case_rows], dtype=np.float64)
-            overall_values[m].append(float(vals.mean()) if vals.size and not np.isnan(vals).any() else math.nan)
+            overall_values[m].append(mean_of_all(float(r[m]) for r in case_rows))
     overall = entry(list(rows), overall_values, len(cases))
     return {"structures": structures, "overall": overall}

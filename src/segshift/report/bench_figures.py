@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from segshift.metrics.stats import finite
 from segshift.report.figures import _STRUCTURE_COLOURS, _normalise
 
 
@@ -43,7 +44,7 @@ def box_plots(scores: Mapping[str, Mapping[str, Sequence[float]]], metric_name: 
     """Box plots of per-case scores.
 
     Args:
-        scores: structure -> method label -> per-case values (NaN values are left out).
+        scores: structure -> method label -> per-case values (undefined values, NaN or +-inf, are left out).
         metric_name: y-axis label.
         title: figure title.
     """
@@ -52,7 +53,7 @@ def box_plots(scores: Mapping[str, Mapping[str, Sequence[float]]], metric_name: 
     fig, axes = plt.subplots(1, len(structures), figsize=(3.2 * len(structures), 3.4), squeeze=False)
     for ax, s in zip(axes[0], structures):
         labels = list(scores[s])
-        data = [[v for v in scores[s][m] if math.isfinite(v)] for m in labels]
+        data = [finite(scores[s][m]).tolist() for m in labels]  # undefined scores are left out (segshift.metrics.stats)
         ax.boxplot(data, showmeans=True)
         ax.set_xticks(range(1, len(labels) + 1), labels, rotation=30, ha="right", fontsize=8)
         for i, vals in enumerate(data, 1):

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from segshift.errors import InputFileError
+from segshift.metrics.stats import none_to_nan
 from segshift.utils.atomic import write_text
 
 _CSS = """
@@ -67,19 +68,6 @@ def _read_json(path: Path) -> Any:
         raise InputFileError(path, f"is not valid JSON ({exc})") from exc
 
 
-def _nan(v: Any) -> float:
-    return float("nan") if v is None else float(v)
-
-
-def _restore_nan(obj: Any) -> Any:
-    """results.json stores NaN as null; the table helpers want floats."""
-    if isinstance(obj, Mapping):
-        return {k: (_nan(v) if v is None and k in _FLOAT_KEYS else _restore_nan(v)) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_restore_nan(v) for v in obj]
-    return obj
-
-
 _FLOAT_KEYS = {"mean", "std", "dice", "jaccard", "mean_a", "mean_b", "mean_diff", "ci_low", "ci_high", "t_p", "wilcoxon_p",
                "t_p_holm", "wilcoxon_p_holm"}
 
@@ -94,7 +82,7 @@ def build_report(folder: str | Path) -> str:
     res = folder / "results" / "results.json"
     if not res.is_file() or res.stat().st_mtime < (folder / "benchmark.json").stat().st_mtime:
         T.write_tables(folder)  # a benchmark stopped before its tables, or runs finished since they were written
-    results = _restore_nan(_read_json(folder / "results" / "results.json"))
+    results = none_to_nan(_read_json(folder / "results" / "results.json"), _FLOAT_KEYS)  # results.json stores NaN as null
     structures = results["structures"]
     rows = T.collect_rows(folder)
     runs = [r for r in bench["runs"] if r["state"] in ("ran", "done")]

@@ -1,1 +1,1 @@
-"""Small shared utilities (atomic writes)."""
+"""Small shared utilities: atomic writes (:mod:`~segshift.utils.atomic`), what machine this is (:mod:`~segshift.utils.machine`)."""
