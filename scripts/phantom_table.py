@@ -28,7 +28,6 @@ from segshift.data.domain import Domain
 from segshift.data.phantom import generate_phantom
 from segshift.engine.config import resolve
 from segshift.engine.trainer import train
-from segshift.methods import get_method
 from segshift.methods.attent import ABLATIONS
 
 FAST = ["data.preprocess.crop_size=[80,80]", "data.preprocess.target_spacing=2.5", "model.kwargs={features: [8,16,32,64]}",
@@ -91,7 +90,6 @@ def main(argv: list[str]) -> None:
     results = {}
     for row in (a.rows.split(",") if a.rows else table):
         method, sets = table[row]
-        cls = get_method(method)
         cfg = resolve(method, sets=[*FAST, f"train.steps={a.steps}", f"train.eval_every={a.steps}", f"train.checkpoint_every={10 * a.steps}",
                                     f"seed={a.seed}", *sets, *a.sets])
         run = a.out / row.replace(":", "_").replace("+", "_")

@@ -19,13 +19,12 @@ def adabn_run(phantom, tmp_path_factory):
     """adabn on phantom bSSFP -> LGE, a few steps: a run with target batch-norm statistics (applied to LGE only)."""
     from segshift.engine.config import resolve
     from segshift.engine.trainer import train
-    from segshift.methods import get_method
 
     run = tmp_path_factory.mktemp("pipeline") / "adabn"
     sets = FAST + ["train.steps=6", "train.eval_every=6", "data.val_cases=[case006, case007]",
                    "data.train_cases=[case000, case001, case002, case003, case004, case005]",
                    "data.target_cases=[case000, case001, case002, case003, case004, case005]"]
-    train(resolve("adabn", sets=sets, method_hparams=get_method("adabn").hparams), [phantom["bssfp"]], phantom["lge"], run,
+    train(resolve("adabn", sets=sets), [phantom["bssfp"]], phantom["lge"], run,
           progress=False)
     return run
 

@@ -260,12 +260,11 @@ def test_steps_column_counts_every_stage_of_a_finished_run(tmp_path):
 def test_the_reproduction_suites_of_scripts_parse_and_every_row_resolves(name, rows):
     """scripts/suites/*.yaml replace the hand-written train/predict/evaluate loops of the old real_*.sh scripts."""
     from segshift.engine.config import resolve
-    from segshift.methods import get_method
     from tests.conftest import REPO
 
     suite = load_suite(REPO / "scripts" / "suites" / f"{name}.yaml")
     assert suite.name == name and [m.id for m in suite.methods] == rows and not suite.inits  # from scratch, as the scripts
     assert suite.root.resolve() == REPO.resolve() and suite.domain_path("data/acdc", Path("x")) == suite.root / "data/acdc"
     for m in suite.methods:  # every override is a known setting of its method (checked without data)
-        cfg = resolve(m.name, sets=list(suite.sets + m.sets), method_hparams=get_method(m.name).hparams)
+        cfg = resolve(m.name, sets=list(suite.sets + m.sets))
         assert cfg["method_name"] == m.name

@@ -179,10 +179,8 @@ def test_a_new_run_opens_its_caches_once_and_reads_back_nothing_it_wrote(phantom
     orig_build, orig_load = SliceCache.build.__func__, Preprocessor.load.__func__
     monkeypatch.setattr(SliceCache, "build", classmethod(lambda cls, *a, **k: built.append(1) or orig_build(cls, *a, **k)))
     monkeypatch.setattr(Preprocessor, "load", classmethod(lambda cls, *a, **k: loaded.append(a) or orig_load(cls, *a, **k)))
-    from segshift.methods import get_method
 
-    cfg = resolve("adaptseg", sets=FAST + ["train.steps=2", "train.eval_every=2", "method.d_channels=[8,8,8,8,1]"],
-                  method_hparams=get_method("adaptseg").hparams)
+    cfg = resolve("adaptseg", sets=FAST + ["train.steps=2", "train.eval_every=2", "method.d_channels=[8,8,8,8,1]"])
     trainer = Trainer(cfg, [phantom["bssfp"]], phantom["lge"], tmp_path / "run", progress=False)
     trainer.fit()
     caches = [*trainer.train_caches, *trainer.val_caches, trainer.target_cache]

@@ -7,7 +7,6 @@ import shutil
 
 import nibabel as nib
 import numpy as np
-import pytest
 
 from segshift.cli.main import main
 from segshift.data.domain import Domain

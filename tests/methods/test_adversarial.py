@@ -160,7 +160,6 @@ def test_adanet_lr_decays_to_a_tenth_and_stays(sets, kind, lr0):
 
 def test_adanet_rows_share_backbone_optimiser_and_schedule():
     """Every Table-1 row is adanet with switches: the same network, optimiser, lr schedule and loss."""
-    cls = get_method("adanet")
     cfgs = {row: resolve("adanet", sets=sets) for row, sets in ABLATIONS.items()}
     ref = cfgs["S2T+HM+MDA+FDA+GFRM"]
     for row, cfg in cfgs.items():
@@ -244,7 +243,6 @@ ENGINE = FAST + SMALL_D + ["train.steps=4", "train.eval_every=4", "train.batch_s
 
 
 def _train(method, phantom, run, sets=()):
-    cls = get_method(method)
     cfg = resolve(method, sets=[*ENGINE, *sets])
     return train(cfg, [phantom["bssfp"]], phantom["lge"], run, progress=False)
 
@@ -334,7 +332,6 @@ def test_nan_step_stops_the_run_and_keeps_the_last_checkpoint(phantom, tmp_path,
 
 def test_adaptseg_resume_equals_uninterrupted(phantom, tmp_path):
     """Discriminators and their optimisers are checkpointed: a resumed run ends bit-identical."""
-    cls = get_method("adaptseg")
     cfg = resolve("adaptseg", sets=[*ENGINE, "train.steps=6", "train.eval_every=3", "train.checkpoint_every=100", "seed=5"])
     train(cfg, [phantom["bssfp"]], phantom["lge"], tmp_path / "full", progress=False)
     train(cfg, [phantom["bssfp"]], phantom["lge"], tmp_path / "part", stop_after=3, progress=False)
@@ -394,7 +391,6 @@ def test_adaptseg_beats_source_only_on_the_phantom_target(phantom, tmp_path):
                              "method.lambda_adv=0.01"]
     scores, val = {}, {}
     for method in ("source-only", "adaptseg"):
-        cls = get_method(method)
         cfg = resolve(method, sets=[s for s in sets if not (s.startswith("method.") and method == "source-only")])
         summary = train(cfg, [phantom["bssfp"]], phantom["lge"], tmp_path / method, progress=False)
         val[method] = summary["best_val_mean_dice"]
@@ -417,7 +413,6 @@ def test_adanet_beats_its_source_only_row_on_the_phantom_target(phantom, tmp_pat
     """
     sets = FAST + SMALL_D + ["train.optimizer=adam", "method.seg_lr_floor=0", "train.steps=200", "train.eval_every=200",
                              "train.checkpoint_every=200", "seed=2", "method.gfrm_channels=8"]
-    cls = get_method("adanet")
     scores, val = {}, {}
     for row in ("S2T", "S2T+HM+MDA+FDA+GFRM"):
         cfg = resolve("adanet", sets=sets + ABLATIONS[row])

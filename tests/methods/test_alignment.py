@@ -42,7 +42,6 @@ SMALL = {
 
 
 def _cfg(name, sets=()):
-    cls = get_method(name)
     return resolve(name, sets=["model.kwargs={features: [4,8,16,32]}", "train.precision=fp32", *SMALL.get(name, []), *sets])
 
 

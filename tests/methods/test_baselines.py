@@ -54,7 +54,6 @@ def _unreadable_labels(dom, tmp_path):
 @pytest.mark.parametrize("method", ["source-only", "noise-aug", "histmatch", "gin-ipa", "bigaug"])
 def test_target_labels_are_never_read(phantom, tmp_path, method):
     target = _unreadable_labels(phantom["lge"], tmp_path)
-    cls = get_method(method)
     sets = FAST + ["train.steps=4", "train.eval_every=2", "data.histmatch_reference=target"]
     cfg = resolve(method, sets=sets)
     summary = train(cfg, [phantom["bssfp"]], target, tmp_path / "run", progress=False)

@@ -10,7 +10,6 @@ import torch
 from segshift.engine.config import resolve
 from segshift.engine.trainer import train
 from segshift.errors import SegshiftError
-from segshift.methods import get_method
 from segshift.methods.base import Batch
 from tests.methods.conftest import FAST, built_method, random_batch
 
@@ -24,7 +23,6 @@ def _log(run) -> list[dict]:
     ("adaptseg", ["augment.gin.enabled=true", "method.d_channels=[8,16,16,1]"], True),  # GIN inside an adaptation method
 ])
 def test_gin_consistency_is_trained_and_logged(phantom, tmp_path, method, extra, target):
-    cls = get_method(method)
     cfg = resolve(method, sets=FAST + ["train.steps=4", "train.eval_every=2", "train.log_every=1", *extra])
     assert cfg["augment"]["gin"]["enabled"] and cfg["augment"]["gin"]["consistency"] == 10.0
     train(cfg, [phantom["bssfp"]], phantom["lge"] if target else None, tmp_path / "run", progress=False)

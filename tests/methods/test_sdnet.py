@@ -35,7 +35,6 @@ SMALL = ["method.anatomy_features=[8,16,32,64,128]", "method.segmentor_width=16"
 
 
 def _cfg(name, sets=()):
-    cls = get_method(name)
     return resolve(name, sets=[*FAST, *SMALL, *sets])
 
 

@@ -26,7 +26,7 @@ from segshift.engine.validate import dice_3d
 from segshift.errors import SegshiftError
 from segshift.inference.predictor import Predictor
 from segshift.losses.ssim import ssim_components
-from segshift.methods import available_methods, get_method
+from segshift.methods import available_methods
 from segshift.methods.attent import ABLATIONS
 from tests.methods.conftest import FAST, built_method, random_batch
 
@@ -169,7 +169,6 @@ RESUNET8 = ["model.name=resunet", "model.kwargs={features: [8,16,32,64], encoder
 
 
 def _train(name, phantom, run, sets=()):
-    cls = get_method(name)
     cfg = resolve(name, sets=[*ENGINE, *sets])
     return train(cfg, [phantom["bssfp"]], phantom["lge"], run, progress=False)
 
@@ -238,7 +237,6 @@ def _beat(phantom, tmp_path, runs):
     """Train each ``{row: (method, sets)}`` with FULL + BEAT settings; source validation and target Dice per row."""
     scores, val = {}, {}
     for row, (name, sets) in runs.items():
-        cls = get_method(name)
         keep = [s for s in FULL + BEAT + sets if not (name == "source-only" and s.startswith("method."))]
         cfg = resolve(name, sets=keep)
         summary = train(cfg, [phantom["bssfp"]], phantom["lge"], tmp_path / row, progress=False)

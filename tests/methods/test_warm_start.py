@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import sys
 
-import pytest
-import torch
 
 from segshift.methods import available_methods
 from tests.methods.conftest import built_method, random_batch

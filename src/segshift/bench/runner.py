@@ -465,7 +465,6 @@ class Benchmark:
             timing["trained"] = f"shared ({p.train_from.key})"
         elif summary is None:
             from segshift.engine.config import resolve
-            from segshift.methods import get_method
 
             resume = (train_dir / "checkpoints" / "last" / "state.json").is_file() and (train_dir / "run.json").is_file()
             oracle = " - ORACLE: trains on target labels" if p.oracle else ""

@@ -182,13 +182,12 @@ def check_ranges(cfg: Mapping[str, Any]) -> None:
                 raise SegshiftError(f"config {key}: {value!r} is outside its range [{lo:g}, {hi:g}]")
 
 
-def resolve(method: str, user_files: Iterable[str | Path] = (), sets: Iterable[str] = (), method_hparams: Any = None) -> Config:
+def resolve(method: str, user_files: Iterable[str | Path] = (), sets: Iterable[str] = ()) -> Config:
     """Full config of a run: base -> the method's hyper-parameter defaults -> method YAML -> user YAML -> --set.
 
     The ``method:`` section comes from the method class's spec (found by name), and is checked
     by its one validator (:meth:`~segshift.methods.base.Method.validate_hparams`); every engine
-    setting is checked against :data:`RANGES`. (``method_hparams`` is ignored: kept so older
-    callers keep working.)
+    setting is checked against :data:`RANGES`.
     """
     from segshift.methods import get_method
 
