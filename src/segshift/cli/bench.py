@@ -59,5 +59,34 @@ def speed_command(
         raise typer.Exit(1)
 
 
+@bench_app.command("profile")
+def profile_command(
+    method: str = typer.Option(..., "--method", "-m", help="Method name (see `segshift methods`)."),
+    source: list[Path] = typer.Option([], "--source", "-s", help="Labelled source domain (repeatable)."),
+    target: Optional[Path] = typer.Option(None, "--target", "-t", help="Target domain (methods that adapt)."),
+    steps: int = typer.Option(10, min=1, help="Counted training steps."),
+    warmup: int = typer.Option(2, min=0, help="Steps run before them, not counted."),
+    config: list[Path] = typer.Option([], "--config", "-c", help="YAML config file(s)."),
+    set_: list[str] = typer.Option([], "--set", help="Override one value (repeatable), as for `segshift train`."),
+    torch_profile: bool = typer.Option(False, "--torch-profile", help="Also run torch.profiler and list the top operators."),
+    trace: Optional[Path] = typer.Option(None, "--trace", help="With --torch-profile: write a Chrome trace here."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, ... [default: GPU if available]."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the profile to this JSON file."),
+) -> None:
+    """Where a training step's time goes: data, augmentation, each network's forward and backward,
+    the optimisers, validation and checkpoints (trains a few steps in a temporary folder)."""
+    from segshift.bench.profile import format_profile, profile_method
+    from segshift.errors import SegshiftError
+    from segshift.utils.atomic import write_json
+
+    if not source:
+        raise SegshiftError("give at least one --source domain (e.g. one made by `segshift phantom`)")
+    result = profile_method(method, source, target, steps=steps, warmup=warmup, config_files=config, sets=set_,
+                            device=device, torch_profile=torch_profile or trace is not None, trace=trace)
+    typer.echo(format_profile(result))
+    if json_out is not None:
+        write_json(json_out, result)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(bench_app, name="bench")
