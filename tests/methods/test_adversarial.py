@@ -348,7 +348,9 @@ def test_adaptseg_resume_equals_uninterrupted(phantom, tmp_path):
 
 
 def test_adanet_under_torchrun_keeps_identical_replicas(phantom, tmp_path):
-    """DDP: the segmenter is wrapped through forward_features, GFRM and both discriminators too."""
+    """DDP: the segmenter is wrapped through forward_features, GFRM and both discriminators too; the run
+    records its world size and saves rank 0's final state. (make test's one torchrun test: the
+    source-only one, tests/engine/test_trainer.py, is marked slow.)"""
     args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "segshift", "train",
             "-m", "adanet", "-s", str(phantom["bssfp"]), "-t", str(phantom["lge"]), "-o", str(tmp_path / "ddp"), "--no-progress"]
     for s in FAST + SMALL_D + ["train.steps=3", "train.batch_size=4", "train.eval_every=3", "method.gfrm_channels=8"]:
@@ -360,6 +362,10 @@ def test_adanet_under_torchrun_keeps_identical_replicas(phantom, tmp_path):
     r1 = load_file(str(tmp_path / "ddp" / "rank_weights" / "rank1.safetensors"))
     assert {k.split(".")[0] for k in r0} == {"seg", "seg_target_norm", "gfrm", "d_feat", "d_mask"} and r0.keys() == r1.keys()
     assert all(r0[k].equal(r1[k]) for k in r0)
+    assert json.loads((tmp_path / "ddp" / "run.json").read_text())["world_size"] == 2
+    assert json.loads((tmp_path / "ddp" / "summary.json").read_text())["finished"]
+    last = load_file(str(tmp_path / "ddp" / "checkpoints" / "last" / "weights.safetensors"))
+    assert last.keys() == r0.keys() and all(last[k].equal(r0[k]) for k in r0)  # the saved checkpoint is rank 0's final state
 
 
 # -- adaptation helps on the phantom (target labels for evaluation only) --------------------------------
