@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.segshift-installed
 
-.PHONY: setup demo test test-all test-fast clean data
+.PHONY: setup demo test test-all test-fast lint format clean data
 
 setup: $(STAMP)
 
@@ -29,8 +29,20 @@ test-all: $(STAMP)      # every test, the slow phantom training checks too (abou
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not real_data and not slow"
 
+# the quality gate (configured in pyproject.toml; tests/test_quality.py runs the same checks under `make test`)
+lint: $(STAMP)          # ruff check, ruff format --check, mypy on the modules listed in [tool.mypy]; all three run, any failure fails
+	@rc=0; \
+	$(VENV)/bin/ruff check . || rc=1; \
+	$(VENV)/bin/ruff format --check . || rc=1; \
+	$(VENV)/bin/mypy || rc=1; \
+	exit $$rc
+
+format: $(STAMP)        # the fixers: what `ruff check` can fix safely, then the formatter; review the diff before committing
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache .ruff_cache .mypy_cache
 
 SHARED ?= ../shared/data/cardiac
 data: $(STAMP)

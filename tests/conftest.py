@@ -70,3 +70,16 @@ def phantom(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("phantom")
     return generate_phantom(root, presets=["bssfp", "lge"], n_cases=10, seed=3)
+
+
+@pytest.fixture(scope="session")
+def trained_run(phantom, tmp_path_factory) -> Path:
+    """source-only on phantom bSSFP, 300 steps (~20 s), made once per test session: good enough to segment
+    held-out phantom cases. Shared by the engine's learning check and the inference tests."""
+    from segshift.engine.config import resolve
+    from segshift.engine.trainer import train
+
+    run = tmp_path_factory.mktemp("runs") / "src"
+    sets = FAST + ["train.steps=300", "train.eval_every=100", "data.val_cases=[case008, case009]"]
+    train(resolve("source-only", sets=sets), [phantom["bssfp"]], None, run, progress=False)
+    return run

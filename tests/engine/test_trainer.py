@@ -17,6 +17,7 @@ from segshift.errors import SegshiftError
 from tests.engine.conftest import FAST
 
 
+@pytest.mark.slow  # 300 steps; the same check on the session's shared run: tests/engine/test_learns.py
 def test_source_only_learns_the_phantom(phantom, tmp_path):
     cfg = resolve("source-only", sets=FAST + ["train.steps=300", "train.eval_every=100"])
     summary = train(cfg, [phantom["bssfp"]], None, tmp_path / "run", progress=False)
@@ -50,6 +51,7 @@ def test_resume_equals_uninterrupted(phantom, tmp_path):
     assert [r.split(",")[0] for r in log_full] == [r.split(",")[0] for r in log_part]
 
 
+@pytest.mark.slow  # torchrun; make test keeps one: tests/methods/test_adversarial.py::test_adanet_under_torchrun_keeps_identical_replicas
 def test_torchrun_two_processes_keep_identical_replicas(phantom, tmp_path):
     args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "segshift", "train",
             "-m", "source-only", "-s", str(phantom["bssfp"]), "-o", str(tmp_path / "ddp"), "--no-progress"]

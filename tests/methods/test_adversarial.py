@@ -3,8 +3,9 @@
 What is checked: the two steps are isolated (the segmenter step leaves every discriminator
 untouched and the discriminator step leaves the segmenter untouched), each adanet switch
 changes exactly what it names, the methods train and predict through the engine, a NaN
-stops the run at the right step with the last checkpoint intact, and adaptation beats
-source-only on the phantom's target domain (target labels used for evaluation only).
+stops the run at the right step with the last checkpoint intact, adaptseg beats
+source-only on the phantom's target domain and full adanet aligns without losing the source
+(target labels used for evaluation only).
 """
 
 from __future__ import annotations
@@ -343,7 +344,9 @@ def test_adaptseg_resume_equals_uninterrupted(phantom, tmp_path):
 
 
 def test_adanet_under_torchrun_keeps_identical_replicas(phantom, tmp_path):
-    """DDP: the segmenter is wrapped through forward_features, GFRM and both discriminators too."""
+    """DDP: the segmenter is wrapped through forward_features, GFRM and both discriminators too; the run
+    records its world size and saves rank 0's final state. (make test's one torchrun test: the
+    source-only one, tests/engine/test_trainer.py, is marked slow.)"""
     args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "segshift", "train",
             "-m", "adanet", "-s", str(phantom["bssfp"]), "-t", str(phantom["lge"]), "-o", str(tmp_path / "ddp"), "--no-progress"]
     for s in FAST + SMALL_D + ["train.steps=3", "train.batch_size=4", "train.eval_every=3", "method.gfrm_channels=8"]:
@@ -355,6 +358,10 @@ def test_adanet_under_torchrun_keeps_identical_replicas(phantom, tmp_path):
     r1 = load_file(str(tmp_path / "ddp" / "rank_weights" / "rank1.safetensors"))
     assert {k.split(".")[0] for k in r0} == {"seg", "seg_target_norm", "gfrm", "d_feat", "d_mask"} and r0.keys() == r1.keys()
     assert all(r0[k].equal(r1[k]) for k in r0)
+    assert json.loads((tmp_path / "ddp" / "run.json").read_text())["world_size"] == 2
+    assert json.loads((tmp_path / "ddp" / "summary.json").read_text())["finished"]
+    last = load_file(str(tmp_path / "ddp" / "checkpoints" / "last" / "weights.safetensors"))
+    assert last.keys() == r0.keys() and all(last[k].equal(r0[k]) for k in r0)  # the saved checkpoint is rank 0's final state
 
 
 # -- adaptation helps on the phantom (target labels for evaluation only) --------------------------------
@@ -400,24 +407,27 @@ def test_adaptseg_beats_source_only_on_the_phantom_target(phantom, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "measured under bf16 (S2T 0.810, full 0.847); with train.precision auto this AVX2 CPU trains in fp32 and the same "
-    "seed gave S2T 0.842, full adanet 0.828: the phantom gain of issue 4 (one seed of four) does not reproduce"))
-def test_adanet_beats_its_source_only_row_on_the_phantom_target(phantom, tmp_path):
-    """bSSFP -> LGE phantom, 200 steps at FAST settings, seed 2 (about 115 s on 2 CPU cores).
+def test_full_adanet_aligns_without_losing_the_source_on_the_phantom(phantom, tmp_path):
+    """bSSFP -> LGE phantom, full adanet (HM + MDA + FDA + GFRM), 200 steps at FAST settings, seed 2, fp32
+    (about 80 s on 2 CPU cores): the alignment at full weight must not cost the source task or collapse the target.
 
-    Table 1's first row (S2T: the same attention U-Net, loss and optimiser, no adaptation)
-    against the full method (HM + MDA + FDA + GFRM). The segmenter uses Adam here: the
-    paper's SGD (lr 0.01) does not learn the source within 200 steps at this size.
-    Measured (target mean Dice over the 10 LGE cases): S2T 0.810, full adanet 0.847.
+    The default discriminator warm-up (50 steps) and ramp (100) put the alignment at full weight for the
+    last 50 steps. Measured (fp32, seed 2): source validation Dice 0.917 (0.914 with AVX2 kernels), target
+    mean Dice over the 10 LGE cases 0.848 (0.850); S2T at the same settings 0.934 and 0.823. A collapse of
+    the kind issue 15 found (one batch-norm pass over both domains: target 0.04) fails it. fp32 is pinned
+    because the gain over S2T this test once claimed changed sign with the precision and the CPU's kernels
+    (docs/training.md); seed 0 is not used: there S2T and adanet alike miss RV on the source.
     """
     sets = FAST + SMALL_D + ["train.optimizer=adam", "method.seg_lr_floor=0", "train.steps=200", "train.eval_every=200",
-                             "train.checkpoint_every=200", "seed=2", "method.gfrm_channels=8"]
-    scores, val = {}, {}
-    for row in ("S2T", "S2T+HM+MDA+FDA+GFRM"):
-        cfg = resolve("adanet", sets=sets + ABLATIONS[row])
-        summary = train(cfg, [phantom["bssfp"]], phantom["lge"], tmp_path / row, progress=False)
-        val[row] = summary["best_val_mean_dice"]
-        scores[row] = _target_dice(tmp_path / row, phantom)
-    assert min(val.values()) > 0.85, f"a run did not learn the source; source validation Dice {val}"
-    assert scores["S2T+HM+MDA+FDA+GFRM"] > scores["S2T"] + 0.015, scores
+                             "train.checkpoint_every=200", "seed=2", "method.gfrm_channels=8", "train.precision=fp32"]
+    cfg = resolve("adanet", sets=sets + ABLATIONS["S2T+HM+MDA+FDA+GFRM"])
+    run = tmp_path / "full"
+    summary = train(cfg, [phantom["bssfp"]], phantom["lge"], run, progress=False)
+    header, *rows = (run / "logs" / "train.csv").read_text().splitlines()
+    log = [dict(zip(header.split(","), r.split(","))) for r in rows]
+    assert summary["finished"] and all(math.isfinite(float(v)) for row in log for v in row.values() if v), "a logged value is not finite"
+    assert {"adv_d_mask", "adv_d_feat", "loss_d_mask", "loss_d_feat"} <= set(log[-1]) and float(log[-1]["w_adv"]) == 1.0
+    val = {k: float(v) for k, v in log[-1].items() if k.startswith("val_")}
+    assert summary["best_val_mean_dice"] > 0.85 and min(val.values()) > 0.7, f"the source was not learned or was lost: {val}"
+    target = _target_dice(run, phantom)
+    assert target > 0.75, f"target mean Dice {target:.3f}: the alignment collapsed the target"

@@ -93,7 +93,7 @@ class EvaluationResult:
 
     def to_json(self) -> dict[str, Any]:
         """The content of ``summary.json`` (NaN written as ``null``)."""
-        return nan_to_none(
+        doc: dict[str, Any] = nan_to_none(
             {
                 "format": SUMMARY_FORMAT,
                 "version": 1,
@@ -116,6 +116,7 @@ class EvaluationResult:
                 "summary": self.summary,
             }
         )
+        return doc
 
 
 def _nifti_files(folder: Path, what: str) -> list[Path]:
@@ -209,7 +210,8 @@ def evaluate_folders(
                 f"labels {label_set} differ from {label_dir / 'domain.json'} labels {domain.spec.labels}"
             )
         label_set = dict(domain.spec.labels)
-        references = {case: domain.label_path(case) for case in domain.labelled_cases}
+        # every labelled case has a label path; the walrus narrows Path | None for the type checker
+        references: dict[str, Path] = {c: p for c in domain.labelled_cases if (p := domain.label_path(c)) is not None}
         if not references:
             raise InputFileError(label_dir / "labels", "domain folder has no label files to evaluate against")
     else:

@@ -164,12 +164,12 @@ def paired_comparison(a: Sequence[float], b: Sequence[float], n_boot: int = 1000
     Pairs where either score is NaN (e.g. an undefined distance) are dropped, so ``n`` says
     how many pairs were compared.
     """
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if a.shape != b.shape or a.ndim != 1:
-        raise ValueError(f"paired scores must be two 1-D sequences of one length, got shapes {a.shape} and {b.shape}")
-    keep = np.isfinite(a) & np.isfinite(b)
-    a, b = a[keep], b[keep]
-    d = a - b
+    xa, xb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if xa.shape != xb.shape or xa.ndim != 1:
+        raise ValueError(f"paired scores must be two 1-D sequences of one length, got shapes {xa.shape} and {xb.shape}")
+    keep = np.isfinite(xa) & np.isfinite(xb)
+    xa, xb = xa[keep], xb[keep]
+    d = xa - xb
     n = int(d.size)
     if n == 0:
         return PairedComparison(0, math.nan, math.nan, math.nan, math.nan, math.nan, math.nan, math.nan, level)
@@ -177,7 +177,7 @@ def paired_comparison(a: Sequence[float], b: Sequence[float], n_boot: int = 1000
     if n >= 2 and np.ptp(d) > 0:
         from scipy import stats as _st
 
-        t_p = float(_st.ttest_rel(a, b).pvalue)
+        t_p = float(_st.ttest_rel(xa, xb).pvalue)
     if np.all(d == 0):
         w_p = 1.0
     else:
@@ -185,7 +185,7 @@ def paired_comparison(a: Sequence[float], b: Sequence[float], n_boot: int = 1000
 
         w_p = float(_st.wilcoxon(d, zero_method="wilcox", alternative="two-sided").pvalue)
     lo, hi = bootstrap_ci(d, n_boot=n_boot, level=level, seed=seed)
-    return PairedComparison(n, float(a.mean()), float(b.mean()), float(d.mean()), lo, hi, t_p, w_p, level)
+    return PairedComparison(n, float(xa.mean()), float(xb.mean()), float(d.mean()), lo, hi, t_p, w_p, level)
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -198,13 +198,13 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     idx = np.flatnonzero(np.isfinite(p))
     m = idx.size
     if m == 0:
-        return out.tolist()
+        return [float(v) for v in out]
     order = idx[np.argsort(p[idx], kind="stable")]
     running = 0.0
     for rank, i in enumerate(order):
         running = max(running, min(1.0, (m - rank) * p[i]))
         out[i] = running
-    return out.tolist()
+    return [float(v) for v in out]
 
 
 def gap_recovered(method: float, source_only: float, oracle: float) -> float:

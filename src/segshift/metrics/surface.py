@@ -95,7 +95,7 @@ def _check_spacing(spacing: Sequence[float]) -> tuple[float, float, float]:
         raise ValueError(f"spacing must be 3 positive numbers, got {spacing!r}") from exc
     if len(values) != 3 or not all(math.isfinite(s) and s > 0 for s in values):
         raise ValueError(f"spacing must be 3 positive numbers, got {spacing!r}")
-    return values  # type: ignore[return-value]
+    return values
 
 
 def volume_diagonal(shape: Sequence[int], spacing: Sequence[float]) -> float:
@@ -113,7 +113,9 @@ def volume_diagonal(shape: Sequence[int], spacing: Sequence[float]) -> float:
 
 def _surface(mask: np.ndarray) -> np.ndarray:
     """Mask voxels with a 6-neighbour outside the mask (``mask`` must be padded with False)."""
-    return mask & ~ndimage.binary_erosion(mask)
+    eroded: np.ndarray = ndimage.binary_erosion(mask)
+    surface: np.ndarray = mask & ~eroded
+    return surface
 
 
 def surface_distances(
@@ -296,7 +298,7 @@ def summarise(rows: Sequence[Mapping[str, Any]], labels: Mapping[str, int]) -> d
             raise ValueError(f"row structure {row['structure']!r} is not in labels {dict(labels)}")
         by_structure[row["structure"]].append(row)
 
-    def entry(selected: Sequence[Mapping[str, Any]], values: Mapping[str, Sequence[float]], n_cases: int) -> dict:
+    def entry(selected: Sequence[Mapping[str, Any]], values: Mapping[str, Sequence[float]], n_cases: int) -> dict[str, Any]:
         out: dict[str, Any] = {metric: describe(values[metric]) for metric in METRICS}
         out["n_cases"] = n_cases
         counts = {status: 0 for status in STATUSES}
