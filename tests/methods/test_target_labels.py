@@ -118,7 +118,7 @@ def _garbage_labels(dom: Path, tmp_path: Path) -> Path:
 
 
 def _train(method: str, source: Path, target: Path, run: Path) -> dict:
-    cfg = resolve(method, sets=[*BASE, *TINY.get(method, [])], method_hparams=get_method(method).hparams)
+    cfg = resolve(method, sets=[*BASE, *TINY.get(method, [])])
     return train(cfg, [source], target, run, progress=False)
 
 
