@@ -250,7 +250,7 @@ def profile_method(method: str, sources: Sequence[str | Path], target: str | Pat
         trainer = cls(cfg, list(sources), target, Path(tmp) / "run", device=device, progress=False)
         try:
             t0 = time.perf_counter()
-            trainer.fit()
+            trainer.fit(stop_after=total)  # staged methods (unetgan, sdnet-fa) count their stages beyond train.steps
             wall = time.perf_counter() - t0
         finally:
             trainer_module.ddp.shutdown(trainer.dist)
