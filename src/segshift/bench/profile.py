@@ -12,11 +12,11 @@ loop). It trains a few steps of any method and config and splits each step into:
   from the moment the gradient reaches its output (a full-backward pre-hook) until another
   network's starts or the backward call ends, so work between two networks (an activation,
   a softmax) counts to the network upstream of it; ``backward (before any network)`` is the
-  rest (the loss sums' own gradients). Loss modules kept as attributes (``method.loss``)
-  count as networks (``forward loss``, ``backward loss``);
+  rest (the losses' own gradients). A network's direct children are hooked under its name,
+  so a network called through ``forward_features`` or returning a structure still counts;
 * ``optimizer <name>``: each optimiser's ``step`` (step pre/post hooks);
-* ``method (other)``: the rest of the method's ``train_step``: loss functions, schedules,
-  tensor bookkeeping, and forward passes of helper modules outside ``method.nets``;
+* ``method (other)``: the rest of the method's ``train_step``: loss functions' forward passes,
+  schedules, tensor bookkeeping;
 * ``engine (other)``: the rest of the engine's step (schedulers, divergence checks, logging);
 * ``validation`` and ``checkpoint``: timed per call and reported per call and amortised over
   the configured ``train.eval_every`` / ``train.checkpoint_every`` (the profiled run validates
@@ -107,12 +107,16 @@ class ProfilingTrainer(Trainer):
 
     # -- instrumentation ------------------------------------------------------------
     def _modules(self, method: Any) -> dict[str, nn.Module]:
-        """The method's networks, and nn.Module helpers it keeps outside ``nets`` (e.g. adanet's
-        ``forward_features`` wrapper of the segmenter), by name."""
+        """The method's networks with parameters, and modules with parameters of their own it keeps
+        outside ``nets``, by name; a wrapper of a network (adanet's ``forward_features`` module)
+        counts as that network, and parameter-free losses as the method's own work."""
         mods = {n: m for n, m in method.nets.items() if any(True for _ in m.parameters())}
+        seen = {id(c) for m in mods.values() for c in m.modules()}
         for attr, value in vars(method).items():
-            if isinstance(value, nn.Module) and value not in mods.values() and attr not in ("nets",):
+            own = [c for c in value.modules() if any(True for _ in c.parameters(recurse=False))] if isinstance(value, nn.Module) else []
+            if attr != "nets" and any(id(c) not in seen for c in own):  # (a wrapper of a network counts as that network)
                 mods[attr.strip("_")] = value
+                seen.update(id(c) for c in value.modules())
         return mods
 
     def _instrument(self, method: Any) -> None:
@@ -138,8 +142,12 @@ class ProfilingTrainer(Trainer):
 
         warnings.filterwarnings("ignore", message="Full backward hook is firing")  # expected: images need no gradient
         for name, mod in self._modules(method).items():
-            self._handles += [mod.register_forward_pre_hook(pre(name)), mod.register_forward_hook(post(name)),
-                              mod.register_full_backward_pre_hook(bwd(name))]
+            # a network's direct children are hooked too, under its name: they catch a network called
+            # through another method than forward (forward_features) or whose output is not a tensor
+            for part in (mod, *mod.children()):
+                self._handles += [part.register_forward_pre_hook(pre(name)), part.register_forward_hook(post(name))]
+                if any(True for _ in part.parameters()):  # loss modules: their gradients count as "before any network"
+                    self._handles.append(part.register_full_backward_pre_hook(bwd(name)))
         for name, opt in method.optimizers.items():
             starts: list[float] = []
             self._handles.append(opt.register_step_pre_hook(lambda *_a, s=starts: s.append(time.perf_counter())))
