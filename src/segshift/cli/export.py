@@ -34,11 +34,16 @@ def export_command(
                                                           "run's run.json (default: segshift's split of the exported "
                                                           "labelled cases with --val-fraction and --seed)."),
     val_fraction: Optional[float] = typer.Option(None, "--val-fraction", min=0.0, max=0.9,
-                                                 help="nnunet: validation share [default: data.val_fraction of base.yaml]."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="nnunet: split seed [default: seed of base.yaml]."),
+                                                 help="nnunet: validation share (default: data.val_fraction of base.yaml)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="nnunet: split seed (default: seed of base.yaml)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
 ) -> None:
-    """Export a trained model (ONNX/TorchScript, with its preprocessing) or a domain as an nnU-Net dataset."""
+    """Export a trained model (ONNX/TorchScript, with its preprocessing) or a domain as an nnU-Net dataset.
+
+    segshift export RUN --format onnx|torchscript OUT: the prediction path as one fp32 graph (docs/export.md).
+
+    segshift export nnunet DOMAIN OUT --id N --name NAME: OUT/DatasetNNN_NAME with splits_final.json.
+    """
     nn_opts = {"--id": dataset_id, "--name": name, "--cases": cases, "--run": run, "--val-fraction": val_fraction, "--seed": seed}
     if first == "nnunet":
         if third is None:

@@ -174,8 +174,8 @@ class NnunetExport:
     notes: list[str]
 
     def lines(self) -> list[str]:
-        out = [f"wrote {self.dataset}: {len(self.training)} training case(s) (imagesTr, labelsTr), "
-               f"{len(self.test)} unlabelled (imagesTs); labels {self.labels}"]
+        out = [(f"wrote {self.dataset}: {len(self.training)} training case(s) (imagesTr, labelsTr), "
+                f"{len(self.test)} unlabelled (imagesTs); labels {self.labels}")]
         if self.split is not None:
             out.append(f"splits_final.json: fold 0 = {len(self.split['train'])} train / {len(self.split['val'])} val "
                        "(copy it to nnUNet_preprocessed/" + self.dataset.name + "/ after planning)")

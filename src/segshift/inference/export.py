@@ -31,7 +31,6 @@ import contextlib
 import copy
 import dataclasses
 import hashlib
-import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -61,11 +60,11 @@ class ExportReport:
         m = self.manifest
         what = "translator + segmenter" if m["translates"] else "segmenter"
         norm = ", target-domain batch-norm statistics" if m["target_norm"] else ""
-        return [f"wrote {self.folder / m['model_file']} ({m['format']}, {what}{norm}; {m['method']}, fp32), "
-                f"preprocess.json and manifest.json",
-                f"input {m['input']['name']} {m['input']['shape']} at {m['spacing_mm']} mm in-plane; output {m['output']['name']} "
-                f"{m['output']['shape']}, labels {m['labels']}; parity check: max |diff| {m['parity']['max_abs_diff']:.2e} "
-                f"({m['parity']['runtime']})"]
+        written = f"wrote {self.folder / m['model_file']} ({m['format']}, {what}{norm}; {m['method']}, fp32), preprocess.json and manifest.json"
+        shapes = (f"input {m['input']['name']} {m['input']['shape']} at {m['spacing_mm']} mm in-plane; output {m['output']['name']} "
+                  f"{m['output']['shape']}, labels {m['labels']}; parity check: max |diff| {m['parity']['max_abs_diff']:.2e} "
+                  f"({m['parity']['runtime']})")
+        return [written, shapes]
 
 
 class _Graph(nn.Module):

@@ -108,11 +108,11 @@ def predict_paths(
     if fmt == "dicom-seg":
         from segshift.inference.dicom_seg import require_highdicom
 
-        require_highdicom()
         not_series = [i for i in items if not i.is_dir()]
         if not_series:
             raise InputFileError(not_series[0], "--format dicom-seg needs DICOM series folders as input (a DICOM SEG references "
                                                 "the images it segments); this is not one")
+        require_highdicom()
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise InputFileError(Path(inputs), f"several inputs map to the same case name: {', '.join(dupes)}")
