@@ -340,3 +340,30 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_finishes(phantom, tmp_pat
     # once the replacement finishes, the old run is deleted
     assert main(["train", "--resume", "-m", "source-only", "-o", str(run), "--no-progress"]) == 0
     assert (run / "summary.json").is_file() and not aside.exists()
+
+
+# -- 10. interop (issue 20): nnU-Net datasets, exports, DICOM SEG ----------------------------------------------------
+
+def test_interop_bad_inputs_are_one_line_and_write_nothing(tiny_run, phantom, vols, tmp_path, capsys):
+    raw = tmp_path / "Dataset005_Two"
+    img, lab = toy_case()
+    for ch in (0, 1):
+        write_nifti(raw / "imagesTr" / f"c1_{ch:04d}.nii.gz", img, oblique_affine())
+    write_nifti(raw / "labelsTr" / "c1.nii.gz", lab, oblique_affine())
+    (raw / "dataset.json").write_text('{"channel_names": {"0": "T1", "1": "T2"}, "labels": {"background": 0, "LV": 1, '
+                                      '"MYO": 2, "RV": 3}, "numTraining": 1, "file_ending": ".nii.gz"}')
+    before = _digest(raw), _digest(tiny_run)
+    rows = [
+        (["import", str(raw), str(tmp_path / "o1"), "--preset", "nnunet"], f"{raw / 'dataset.json'}: declares 2 channels"),
+        (["export", "nnunet", str(phantom["bssfp"]), str(tmp_path / "o2"), "--id", "0", "--name", "X"], "between 1 and 999"),
+        (["export", str(tiny_run), str(tmp_path / "o3")], "needs --format onnx or --format torchscript"),
+        (["export", str(tiny_run), "--format", "onnx", str(tiny_run)], "is the input"),
+        (["predict", str(tiny_run), str(vols), "--out", str(tmp_path / "o4"), "--format", "dicom-seg"],
+         "--format dicom-seg needs DICOM series folders"),
+    ]
+    for args, message in rows:
+        assert main(args) == 2, args
+        err = _err(capsys)
+        assert message in err and err.startswith("error: ") and err.count("\n") == 1, (args, err)
+    assert not any((tmp_path / f"o{i}").exists() for i in range(1, 5))
+    assert (_digest(raw), _digest(tiny_run)) == before

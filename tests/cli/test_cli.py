@@ -64,4 +64,4 @@ def test_check_reports_a_broken_domain(tmp_path, capsys):
 def test_unknown_import_preset(tmp_path, capsys):
     (tmp_path / "raw").mkdir()
     assert main(["import", str(tmp_path / "raw"), str(tmp_path / "out"), "--preset", "kaggle"]) == 2
-    assert "unknown import preset 'kaggle'; available: acdc, mscmr_bssfp, mscmr_lge" in capsys.readouterr().err
+    assert "unknown import preset 'kaggle'; available: acdc, mscmr_bssfp, mscmr_lge, nnunet" in capsys.readouterr().err

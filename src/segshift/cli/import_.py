@@ -11,7 +11,7 @@ from rich.console import Console
 
 from segshift.data.domain import parse_label_names
 from segshift.data.importer import ImportConfig, parse_frames, parse_label_map, run_import
-from segshift.data.presets import PRESET_NAMES, get_preset
+from segshift.data.presets import IMPORT_PRESETS, get_preset
 from segshift.errors import SegshiftError
 
 
@@ -30,7 +30,7 @@ def _spacing(text: str | None) -> list[float] | None:
 def import_command(
     raw: Path = typer.Argument(..., help="Raw folder (the root that --images/--labels are relative to)."),
     out: Path = typer.Argument(..., help="Domain folder to create."),
-    preset: Optional[str] = typer.Option(None, help=f"Public dataset preset: {', '.join(PRESET_NAMES)}."),
+    preset: Optional[str] = typer.Option(None, help=f"Dataset preset: {', '.join(IMPORT_PRESETS)} (nnunet: RAW is an nnU-Net v2 raw dataset DatasetNNN_Name)."),
     images: Optional[list[str]] = typer.Option(None, "--images", help="Image folder(s), relative to RAW [default: RAW itself]."),
     labels: Optional[str] = typer.Option(None, "--labels", help="Label folder (may be the image folder)."),
     unlabelled: Optional[list[str]] = typer.Option(None, "--unlabelled", help="Folder(s) of images that have no labels."),
@@ -50,12 +50,18 @@ def import_command(
     sequence: Optional[str] = typer.Option(None, help="MR sequence, e.g. bSSFP or LGE."),
     vendor: Optional[str] = typer.Option(None, help="Scanner vendor."),
     centre: Optional[str] = typer.Option(None, help="Centre."),
+    channel: Optional[int] = typer.Option(None, "--channel", min=0, help="--preset nnunet: the channel to import "
+                                          "(files CASE_000K) of a multi-channel dataset."),
     label_geometry: Optional[str] = typer.Option(None, "--label-geometry", help="strict (default): a label's affine must match "
                                                  "its image's; image: a label with the image's shape and voxel sizes but "
                                                  "another affine lies on the image's voxel grid (listed in the report)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
 ) -> None:
-    """Import NIfTI/DICOM/NumPy/HDF5 images (and labels) into a domain folder."""
+    """Import NIfTI/DICOM/NumPy/HDF5 images (and labels) into a domain folder.
+
+    --preset nnunet reads an nnU-Net v2 raw dataset (RAW = DatasetNNN_Name with dataset.json):
+    imagesTr/labelsTr become labelled cases, imagesTs unlabelled ones, labels map by name.
+    """
     overrides = dict(
         images=tuple(images) if images else None,
         labels=labels,
@@ -78,7 +84,13 @@ def import_command(
         centre=centre,
         label_geometry=label_geometry,
     )
-    if preset is not None:
+    if channel is not None and preset != "nnunet":
+        raise SegshiftError("--channel chooses a channel of an nnU-Net dataset: use it with --preset nnunet")
+    if preset == "nnunet":
+        from segshift.data.nnunet import nnunet_import_config
+
+        config = nnunet_import_config(raw, name or out.name, channel=channel, **{k: v for k, v in overrides.items() if k != "name"})
+    elif preset is not None:
         config = get_preset(preset, **overrides)
     else:
         config = ImportConfig(name=name or out.name)

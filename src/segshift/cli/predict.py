@@ -12,7 +12,7 @@ import typer
 def predict_command(
     run: Path = typer.Argument(..., help="Run folder written by `segshift train`."),
     inputs: Path = typer.Argument(..., help="A NIfTI file, a DICOM series folder, a domain folder, or a folder of volumes."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for the masks (<case>.nii.gz) and qc.csv."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the masks (<case>.nii.gz, or <case>.dcm) and qc.csv."),
     checkpoint: str = typer.Option("best", help="best (model selection) or last."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, ... [default: GPU if available]."),
     batch_size: int = typer.Option(32, min=1, max=4096, help="Slices per forward pass."),
@@ -20,6 +20,9 @@ def predict_command(
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad input (default: predict the others, list the "
                                                        "bad ones in failures.csv, exit non-zero)."),
     cases: Optional[str] = typer.Option(None, "--cases", help="Only these cases: a regex, or a comma-separated list."),
+    fmt: str = typer.Option("nifti", "--format", help="Mask format: nifti (<case>.nii.gz, the input's header) | dicom-seg "
+                                                     "(<case>.dcm, a DICOM Segmentation referencing its source series: "
+                                                     "DICOM series inputs only; needs highdicom)."),
     target_domain: str = typer.Option("auto", "--target-domain",
                                       help="Whether the inputs are of the run's target domain: only then do domain-specific parts "
                                            "apply (a translator of cyclegan/unetgan/attent, target batch-norm statistics). auto: a domain "
@@ -67,7 +70,7 @@ def predict_command(
     console = Console(stderr=True)
     with console.status("predicting") as status:
         rows = predict_paths(predictor, inputs, out, overwrite=overwrite, progress=lambda c: status.update(f"predicting {c}"),
-                             cases=(cases.split(",") if cases and "," in cases else cases), strict=strict)
+                             cases=(cases.split(",") if cases and "," in cases else cases), strict=strict, fmt=fmt)
     tag = " (ORACLE model: trained with target labels)" if predictor.oracle else ""
     secs = sum(r["seconds"] for r in rows)
     how = f" with TTA {tta_cfg.describe()}" if tta_cfg.mode != "none" else ""

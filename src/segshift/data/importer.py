@@ -54,6 +54,10 @@ class ImportConfig:
             label comes from the same file as the image.
         require_labels: every image must have a label (a labelled domain).
         recursive: search the folders recursively.
+        ignore_pattern: regex; files whose stem fully matches it are skipped silently and
+            counted in a note (an nnU-Net dataset's other channels, ``CASE_0001``).
+        source_notes: notes from the preset that built this configuration (what it read and
+            chose), placed first in the report and in ``domain.json``'s provenance.
         name, modality, sequence, vendor, centre, description: domain.json metadata.
     """
 
@@ -77,6 +81,8 @@ class ImportConfig:
     """``strict``: a label's affine must match its image's; ``image``: a label with the image's shape and
     voxel sizes (within 1e-3 relative) but another affine is taken to lie on the image's voxel grid (nnU-Net's
     reading), and every such case is listed in the report and in ``domain.json``'s provenance."""
+    ignore_pattern: str | None = None
+    source_notes: Sequence[str] = ()
     modality: str = "MR"
     sequence: str | None = None
     vendor: str | None = None
@@ -262,6 +268,13 @@ def run_import(
     if config.labels is not None and label_rx is None and config.label_key is None:
         raise SegshiftError("a labels folder was given but no rule to match labels: use --label-suffix or --label-pattern")
 
+    ignore_rx = None
+    if config.ignore_pattern is not None:
+        try:
+            ignore_rx = re.compile(config.ignore_pattern)
+        except re.error as exc:
+            raise SegshiftError(f"ignore pattern {config.ignore_pattern!r} is not a valid regular expression: {exc}") from exc
+    ignored = 0
     unmatched: list[str] = []
     labels: dict[str, Path] = {}
     label_files: set[Path] = set()
@@ -286,6 +299,9 @@ def run_import(
         for p in _candidates(_resolve(raw_root, folder), config.recursive):
             if p in label_files or (same_folder and label_rx.fullmatch(_stem(p))):
                 continue  # a label file (by the label rule), never an image
+            if ignore_rx is not None and ignore_rx.fullmatch(_stem(p)):
+                ignored += 1
+                continue
             m = image_rx.fullmatch(_stem(p))
             if m is None:
                 if label_rx is None or not label_rx.fullmatch(_stem(p)):
@@ -335,7 +351,9 @@ def run_import(
         centre=config.centre,
         description=config.description,
     )
-    report = ImportReport(domain=out_dir, cases=[], labelled=[], unlabelled=[], unmatched=unmatched, notes=[])
+    report = ImportReport(domain=out_dir, cases=[], labelled=[], unlabelled=[], unmatched=unmatched, notes=list(config.source_notes))
+    if ignored:
+        report.notes.append(f"{ignored} file(s) matching {config.ignore_pattern!r} skipped")
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         writer = DomainWriter(tmp, spec)
         for case in sorted(images, key=lambda c: out_ids[c]):

@@ -13,6 +13,9 @@ mscmr_bssfp    images/image_N, labels/label_N         200 MYO, 500 LV, 600 RV   
 mscmr_lge      images/subjectN_DE,                    1 RV, 2 MYO, 3 LV                5 labelled +
                labels/subjectN_DE_manual,                                              25 unlabelled
                unlabeled/subjectN_DE
+nnunet         any nnU-Net v2 raw dataset: dataset.json,  by name (LV/MYO/RV -> canonical;  imagesTr +
+               imagesTr/CASE_0000, labelsTr/CASE,       any other set kept)               imagesTs
+               imagesTs/CASE_0000                       (:mod:`segshift.data.nnunet`)
 =============  ===================================  ==============================  ============
 
 MS-CMRSeg bSSFP ``image_N`` and LGE ``subjectN`` are the same patient N; both presets name
@@ -72,12 +75,18 @@ def _presets() -> dict[str, ImportConfig]:
 
 
 PRESET_NAMES = ("acdc", "mscmr_bssfp", "mscmr_lge")
+"""The public datasets of ``../shared/data/cardiac``."""
+IMPORT_PRESETS = PRESET_NAMES + ("nnunet",)
+"""What ``segshift import --preset`` takes: the public datasets, and ``nnunet``, whose rule comes from the
+dataset's own ``dataset.json`` (:func:`segshift.data.nnunet.nnunet_import_config`)."""
 
 
 def get_preset(preset: str, **overrides: object) -> ImportConfig:
     """The import configuration of a public dataset, with optional field overrides (``None`` skipped)."""
     presets = _presets()
+    if preset == "nnunet":
+        raise SegshiftError("the nnunet preset reads dataset.json: use segshift.data.nnunet.nnunet_import_config(raw, name)")
     if preset not in presets:
-        raise SegshiftError(f"unknown import preset {preset!r}; available: {', '.join(presets)}")
+        raise SegshiftError(f"unknown import preset {preset!r}; available: {', '.join(IMPORT_PRESETS)}")
     cfg = presets[preset]
     return dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})

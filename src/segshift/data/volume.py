@@ -191,17 +191,25 @@ def _read_itk_file(path: Path) -> Volume:
     return _sitk_to_volume(sitk.ReadImage(str(path)))
 
 
-def _read_dicom_series(path: Path) -> Volume:
+def dicom_series_files(path: str | Path) -> list[str]:
+    """The files of the one DICOM series in a folder, in the order of the volume's slice axis ``k``
+    (GDCM's sort by position, the order :func:`read_volume` stacks them in)."""
     import SimpleITK as sitk
 
-    reader = sitk.ImageSeriesReader()
-    series = reader.GetGDCMSeriesIDs(str(path))
+    path = Path(path)
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
     if not series:
         raise InputFileError(path, "folder holds no DICOM series")
     if len(series) > 1:
         raise InputFileError(path, f"folder holds {len(series)} DICOM series; put each series in its own folder")
-    files = reader.GetGDCMSeriesFileNames(str(path), series[0])
-    reader.SetFileNames(files)
+    return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series[0]))
+
+
+def _read_dicom_series(path: Path) -> Volume:
+    import SimpleITK as sitk
+
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(dicom_series_files(path))
     return _sitk_to_volume(reader.Execute())
 
 

@@ -7,12 +7,15 @@ removed (``data.group_pattern`` is not configurable yet; the rule is documented 
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from segshift.errors import SegshiftError
+from segshift.errors import InputFileError, SegshiftError
 
 _FRAME = re.compile(r"^(?P<group>.*?)(_frame\d+)?$")
 
@@ -69,3 +72,32 @@ def split(
     if not train:
         raise SegshiftError(f"{what}: no training cases left after the validation split")
     return train, val
+
+
+def recorded_split(run: str | Path, domain_root: str | Path, identity: Mapping[str, Any] | None = None) -> tuple[list[str], list[str]]:
+    """The ``(train, val)`` cases a run's ``run.json`` plan recorded for one of its labelled domains.
+
+    The domain is found by its folder (the plan's key) or, for a domain that moved or was
+    copied, by its :meth:`~segshift.data.domain.Domain.identity` (pass ``identity``).
+    """
+    run = Path(run)
+    path = run / "run.json"
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+        plan = info["plan"]
+        train, val = dict(plan["train"]), dict(plan["val"])
+    except FileNotFoundError as exc:
+        raise InputFileError(path, "missing: --run needs a run folder written by segshift train") from exc
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise InputFileError(path, f"has no readable split plan ({type(exc).__name__}: {exc})") from exc
+    key = str(Path(domain_root).resolve())
+    if key not in train and identity is not None:
+        recorded = (info.get("identity") or {}).get("sources") or []
+        for folder, ident in zip(info.get("sources") or [], recorded):
+            if ident and ident.get("sha256") == identity.get("sha256") and folder in train:
+                key = folder
+                break
+    if key not in train:
+        raise SegshiftError(f"{domain_root}: is not a labelled domain of the run {run} (its split covers "
+                            f"{', '.join(train) or 'nothing'})")
+    return list(train[key]), list(val.get(key) or [])

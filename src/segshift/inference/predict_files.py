@@ -22,6 +22,10 @@ from segshift.inference.predictor import Predictor
 from segshift.utils.atomic import atomic_dir, check_disjoint, write_text
 
 
+OUTPUT_FORMATS = ("nifti", "dicom-seg")
+"""Mask formats of ``segshift predict --format``."""
+
+
 def collect_inputs(path: str | Path) -> list[Path]:
     """The volumes under ``path``: one file, a DICOM series folder, a domain folder (its
     ``images/``), or a folder of volume files and/or DICOM series folders."""
@@ -78,6 +82,7 @@ def predict_paths(
     progress: Callable[[str], None] | None = None,
     cases: str | Sequence[str] | None = None,
     strict: bool = False,
+    fmt: str = "nifti",
 ) -> list[dict]:
     """Predict every volume under ``inputs`` (or only ``cases``: ids or a regex) into ``out``; returns the QC rows.
 
@@ -86,6 +91,9 @@ def predict_paths(
     its reason, and :class:`PredictionFailures` is raised once ``out`` is in place (the CLI
     exits non-zero with the count). ``strict`` stops at the first bad input, writing nothing;
     so does a single input, or a folder where every input fails.
+
+    ``fmt="dicom-seg"`` writes each mask as a DICOM Segmentation ``<case>.dcm`` referencing its
+    source series (:mod:`segshift.inference.dicom_seg`); every input must then be a DICOM series.
     """
     check_disjoint(out, [inputs, predictor.run])  # before reading anything
     items = collect_inputs(inputs)
@@ -95,6 +103,16 @@ def predict_paths(
 
         keep = set(select(names, cases, "cases"))
         items, names = [i for i, n in zip(items, names) if n in keep], [n for n in names if n in keep]
+    if fmt not in OUTPUT_FORMATS:
+        raise SegshiftError(f"--format must be one of {', '.join(OUTPUT_FORMATS)}, got {fmt!r}")
+    if fmt == "dicom-seg":
+        from segshift.inference.dicom_seg import require_highdicom
+
+        not_series = [i for i in items if not i.is_dir()]
+        if not_series:
+            raise InputFileError(not_series[0], "--format dicom-seg needs DICOM series folders as input (a DICOM SEG references "
+                                                "the images it segments); this is not one")
+        require_highdicom()
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise InputFileError(Path(inputs), f"several inputs map to the same case name: {', '.join(dupes)}")
@@ -111,7 +129,13 @@ def predict_paths(
                     raise InputFileError(item, f"is {vol.array.ndim}D where 3D is needed (import 4D cine with --frames first)")
                 check_volume(vol)
                 pred = predictor.predict_volume(vol)
-                _write_mask(tmp / f"{case}.nii.gz", pred.mask, item, vol.affine)
+                if fmt == "dicom-seg":
+                    from segshift import __version__
+                    from segshift.inference.dicom_seg import write_dicom_seg
+
+                    write_dicom_seg(item, pred.mask, predictor.labels, tmp / f"{case}.dcm", predictor.method.name, __version__)
+                else:
+                    _write_mask(tmp / f"{case}.nii.gz", pred.mask, item, vol.affine)
             except (SegshiftError, OSError) as exc:
                 if strict or len(items) == 1:
                     raise

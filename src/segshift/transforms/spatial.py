@@ -8,6 +8,7 @@ anti-aliasing filter with ``sigma = (n_in / n_out - 1) / 2`` pixels (scikit-imag
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -31,7 +32,7 @@ def resize_inplane(stack: np.ndarray, out_hw: Sequence[int], order: int) -> np.n
         return stack.copy()
     rh, rw = in_h / out_h, in_w / out_w
     lead = stack.ndim - 2
-    if order == 1 and rh <= 1 and rw <= 1:  # upsampling: no anti-aliasing filter, and torch is ~10x faster than scipy here
+    if order == 1 and rh <= 1 and rw <= 1 and _has_torch():  # upsampling: no anti-aliasing filter, torch ~10x faster than scipy
         return _bilinear(stack, out_h, out_w)
     src = stack
     if order >= 1:
@@ -43,6 +44,16 @@ def resize_inplane(stack: np.ndarray, out_hw: Sequence[int], order: int) -> np.n
     offset = np.array([0.0] * lead + [0.5 * rh - 0.5, 0.5 * rw - 0.5])
     out_shape = stack.shape[:-2] + (out_h, out_w)
     return ndi.affine_transform(src, matrix, offset=offset, output_shape=out_shape, order=order, mode="nearest", prefilter=False)
+
+
+@functools.lru_cache(maxsize=1)
+def _has_torch() -> bool:
+    """Whether PyTorch can be imported (an ONNX deployment may lack it: scipy then resamples, equal within 1e-5)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _bilinear(stack: np.ndarray, out_h: int, out_w: int) -> np.ndarray:

@@ -1,0 +1,205 @@
+"""segshift export RUN --format onnx|torchscript, and prediction from the export without training code.
+
+The export must give what ``segshift predict`` gives: logits and probabilities within 1e-4 and the
+same masks, for source-only (ONNX Runtime and TorchScript) and for a translation method whose graph
+is translator + segmenter. The runs here train in fp32, so ``segshift predict`` is fp32 too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from segshift.cli.main import main
+from segshift.data.domain import Domain
+from segshift.data.volume import read_volume
+from segshift.errors import InputFileError
+from segshift.inference.export import export_model
+from segshift.inference.exported import ExportedModel, softmax
+from segshift.inference.predictor import Predictor
+from tests.conftest import FAST
+
+pytest.importorskip("onnx", reason="ONNX export needs the onnx package (pip install 'segshift[export]')")
+pytest.importorskip("onnxruntime", reason="running ONNX exports needs onnxruntime (pip install 'segshift[export]')")
+
+REPO = Path(__file__).resolve().parents[2]
+CASES = ("case000", "case005")
+
+
+def _train(phantom, root: Path, method: str, steps: int, extra=()) -> Path:
+    run = root / method
+    args = ["train", "-m", method, "-s", str(phantom["bssfp"]), "-o", str(run), "--no-progress",
+            "--set", f"train.steps={steps}", "--set", f"train.eval_every={steps}", "--set", f"train.checkpoint_every={steps}",
+            "--set", "train.precision=fp32"]
+    if method != "source-only":
+        args += ["-t", str(phantom["lge"])]
+    for s in [*FAST, *extra]:
+        args += ["--set", s]
+    assert main(args) == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def fp32_run(phantom, tmp_path_factory) -> Path:
+    """source-only on phantom bSSFP in fp32, long enough to segment the heart (masks worth comparing)."""
+    return _train(phantom, tmp_path_factory.mktemp("export"), "source-only", 150)
+
+
+@pytest.fixture(scope="module")
+def cyclegan_run(phantom, tmp_path_factory) -> Path:
+    """cyclegan with tiny generators (2 steps) whose translator is not the identity (a residual one starts as it)."""
+    tiny = ["method.g_ngf=4", "method.g_blocks=1", "method.d_channels=[8,16,1]", "method.g_batch=0",
+            "method.g_residual=false"]  # a plain generator: far from the identity from the start
+    return _train(phantom, tmp_path_factory.mktemp("export"), "cyclegan", 2, tiny)
+
+
+@pytest.fixture(scope="module")
+def inputs(phantom, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("lge_in")
+    for c in CASES:
+        shutil.copy(Domain(phantom["lge"]).image_path(c), folder / f"{c}.nii.gz")
+    return folder
+
+
+def _compare_with_predict(run: Path, export: Path, inputs: Path, out: Path, target_domain: str = "yes") -> None:
+    """Logits and probabilities within 1e-4 of the run's Predictor; masks equal to `segshift predict`'s."""
+    model = ExportedModel(export)
+    pred = Predictor(run, target_domain=target_domain == "yes")
+    assert pred.method.precision == "fp32"
+    assert main(["predict", str(run), str(inputs), "--out", str(out), "--target-domain", target_domain]) == 0
+    for case in CASES:
+        vol = read_volume(inputs / f"{case}.nii.gz")
+        slices = pred.pre.apply(vol).image
+        ours = model.logits(slices)
+        with pred.method.target_norm() if pred.target_norm else contextlib.nullcontext():  # as Predictor._probs
+            theirs = pred.method.predict_logits(torch.from_numpy(slices)[:, None]).numpy()
+        assert ours.shape == theirs.shape == (slices.shape[0], len(pred.labels), *slices.shape[1:])
+        np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)
+        np.testing.assert_allclose(softmax(ours), torch.softmax(torch.from_numpy(theirs), 1).numpy(), atol=1e-4, rtol=0)
+        mask = model.predict_file(inputs / f"{case}.nii.gz", out.parent / f"{out.name}_{case}.nii.gz")
+        reference = read_volume(out / f"{case}.nii.gz")
+        np.testing.assert_array_equal(mask, reference.array)
+        written = read_volume(out.parent / f"{out.name}_{case}.nii.gz")
+        np.testing.assert_array_equal(written.array, mask)
+        np.testing.assert_allclose(written.affine, vol.affine, atol=1e-6)
+
+
+@pytest.mark.parametrize("fmt, model_file", [("onnx", "model.onnx"), ("torchscript", "model.pt")])
+def test_source_only_export_equals_segshift_predict(fp32_run, inputs, tmp_path, capsys, fmt, model_file):
+    out = tmp_path / fmt
+    assert main(["export", str(fp32_run), "--format", fmt, str(out)]) == 0
+    assert f"wrote {out / model_file} ({fmt}, segmenter; source-only, fp32)" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == sorted(["manifest.json", "preprocess.json", model_file])
+    m = json.loads((out / "manifest.json").read_text())
+    run_info = json.loads((fp32_run / "run.json").read_text())
+    assert m["labels"] == run_info["labels"] == {"background": 0, "LV": 1, "MYO": 2, "RV": 3}
+    assert (m["method"], m["translates"], m["target_norm"], m["precision"]) == ("source-only", False, False, "fp32")
+    assert m["input"]["shape"] == ["batch", 1, 80, 80] and m["output"]["shape"] == ["batch", 4, 80, 80]
+    assert m["spacing_mm"] == 2.5 and m["crop_size"] == [80, 80]
+    assert m["parity"]["max_abs_diff"] <= 1e-4
+    assert json.loads((out / "preprocess.json").read_text()) == json.loads((fp32_run / "preprocess.json").read_text())
+    _compare_with_predict(fp32_run, out, inputs, tmp_path / "pred")
+    assert (read_volume(tmp_path / "pred" / f"{CASES[0]}.nii.gz").array > 0).sum() > 100  # a heart, not an empty mask
+
+
+def test_translation_method_exports_translator_then_segmenter(cyclegan_run, inputs, tmp_path, capsys):
+    out = tmp_path / "cg"
+    assert main(["export", str(cyclegan_run), "--format", "onnx", str(out)]) == 0
+    assert "(onnx, translator + segmenter; cyclegan, fp32)" in capsys.readouterr().out
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["translates"] is True and m["target_domain"] is True
+    _compare_with_predict(cyclegan_run, out, inputs, tmp_path / "pred")
+    # the graph really translates: the segmenter alone gives other logits
+    pred = Predictor(cyclegan_run)
+    slices = pred.pre.apply(read_volume(inputs / f"{CASES[0]}.nii.gz")).image
+    x = torch.from_numpy(slices)[:, None]
+    seg_only = pred.method.segmenter_logits(x).detach().numpy()
+    assert np.abs(ExportedModel(out).logits(slices) - seg_only).max() > 1e-2
+    # --target-domain no: the segmenter alone, for images of other domains
+    assert main(["export", str(cyclegan_run), "--format", "torchscript", str(tmp_path / "seg"), "--target-domain", "no"]) == 0
+    assert json.loads((tmp_path / "seg" / "manifest.json").read_text())["translates"] is False
+    np.testing.assert_allclose(ExportedModel(tmp_path / "seg").logits(slices), seg_only, atol=1e-4, rtol=0)
+    _compare_with_predict(cyclegan_run, tmp_path / "seg", inputs, tmp_path / "pred_no", target_domain="no")
+
+
+def test_target_batch_norm_statistics_are_part_of_a_target_domain_export(phantom, inputs, tmp_path):
+    """adaptseg under norm_stats=domain keeps target statistics: the target export uses them, --target-domain no does not."""
+    run = _train(phantom, tmp_path, "adaptseg", 3, ["method.d_channels=[8,16,16,16,1]"])
+    assert export_model(run, tmp_path / "t", fmt="onnx").manifest["target_norm"] is True
+    assert export_model(run, tmp_path / "s", fmt="onnx", target_domain=False).manifest["target_norm"] is False
+    _compare_with_predict(run, tmp_path / "t", inputs, tmp_path / "pred_t", target_domain="yes")
+    _compare_with_predict(run, tmp_path / "s", inputs, tmp_path / "pred_s", target_domain="no")
+    slices = Predictor(run).pre.apply(read_volume(inputs / f"{CASES[0]}.nii.gz")).image
+    assert np.abs(ExportedModel(tmp_path / "t").logits(slices) - ExportedModel(tmp_path / "s").logits(slices)).max() > 1e-3
+
+
+def test_bf16_autocast_is_not_baked_into_the_export(fp32_run, tmp_path, monkeypatch):
+    import onnx
+
+    from segshift.engine import precision
+
+    monkeypatch.setattr(precision, "resolve_precision", lambda *_a, **_k: "bf16")  # as on a machine with native bf16
+    assert Predictor(fp32_run).method.precision == "bf16"
+    report = export_model(fp32_run, tmp_path / "x", fmt="onnx")
+    graph = onnx.load(str(tmp_path / "x" / "model.onnx")).graph
+    bf16 = onnx.TensorProto.BFLOAT16
+    casts = [n for n in graph.node if n.op_type == "Cast" and any(a.name == "to" and a.i == bf16 for a in n.attribute)]
+    assert not casts and all(i.data_type != bf16 for i in graph.initializer)
+    assert report.manifest["precision"] == "fp32" and report.manifest["parity"]["max_abs_diff"] <= 1e-4
+
+
+def _run_exported(args: list[str], block_torch: bool) -> list[str]:
+    """``segshift.inference.exported.main(args)`` in a fresh interpreter; returns the segshift/torch modules it imported."""
+    code = (
+        "import sys, json\n"
+        + ("sys.modules['torch'] = None  # as on a machine without PyTorch\n" if block_torch else "")
+        + "from segshift.inference.exported import main\n"
+        f"assert main({args!r}) == 0\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('segshift.', 'torch')) and sys.modules[m])))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=REPO,
+                         env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("wrote ")
+    return json.loads(res.stdout.splitlines()[-1])
+
+
+def test_exported_module_needs_no_training_code(fp32_run, inputs, tmp_path):
+    export_model(fp32_run, tmp_path / "exp", fmt="onnx")
+    args = [str(tmp_path / "exp"), str(inputs / "case000.nii.gz")]
+    modules = _run_exported(args + [str(tmp_path / "a.nii.gz")], block_torch=False)
+    assert "segshift.inference.exported" in modules and "segshift.transforms.preprocess" in modules
+    assert not [m for m in modules if m.startswith(("segshift.methods", "segshift.engine", "segshift.nets", "segshift.inference.predictor"))]
+    reference = ExportedModel(tmp_path / "exp").predict_file(inputs / "case000.nii.gz")
+    np.testing.assert_array_equal(read_volume(tmp_path / "a.nii.gz").array, reference)
+    # ONNX Runtime without PyTorch at all: scipy resamples instead of torch (equal within 1e-5, so a rare voxel may differ)
+    modules = _run_exported(args + [str(tmp_path / "b.nii.gz")], block_torch=True)
+    assert not [m for m in modules if m.startswith("torch")]
+    agree = (read_volume(tmp_path / "b.nii.gz").array == reference).mean()
+    assert agree > 0.9999, agree
+
+
+def test_bad_export_arguments_are_one_clear_error(fp32_run, tmp_path, capsys):
+    (tmp_path / "notrun").mkdir()
+    for args, message in [
+        ([str(fp32_run), str(tmp_path / "o")], "a model export needs --format onnx or --format torchscript"),
+        ([str(fp32_run), "--format", "tflite", str(tmp_path / "o")], "--format must be one of onnx, torchscript"),
+        ([str(fp32_run), "--format", "onnx", str(fp32_run / "exp")], "lies inside the input"),
+        ([str(fp32_run), "--format", "onnx", str(tmp_path / "o"), "--id", "3"], "--id belong to segshift export nnunet"),
+        ([str(tmp_path / "notrun"), "--format", "onnx", str(tmp_path / "o")], "notrun: is not a segshift run folder"),
+        (["nnunet", str(tmp_path)], "OUT is missing"),
+    ]:
+        assert main(["export", *args]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err, (args, err)
+    assert not (tmp_path / "o").exists() and not (fp32_run / "exp").exists()
+    with pytest.raises(InputFileError, match="manifest.json: missing: not a folder written by segshift export"):
+        ExportedModel(tmp_path)
