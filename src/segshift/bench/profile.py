@@ -12,8 +12,9 @@ loop). It trains a few steps of any method and config and splits each step into:
   from the moment the gradient reaches its output (a full-backward pre-hook) until another
   network's starts or the backward call ends, so work between two networks (an activation,
   a softmax) counts to the network upstream of it; ``backward (before any network)`` is the
-  rest (the losses' own gradients). A network's direct children are hooked under its name,
-  so a network called through ``forward_features`` or returning a structure still counts;
+  rest (the losses' own gradients, and any network's backward whose start no hook sees). Every
+  submodule of a network is hooked under its name, so a network called through
+  ``forward_features`` or returning a structure still counts;
 * ``optimizer <name>``: each optimiser's ``step`` (step pre/post hooks);
 * ``method (other)``: the rest of the method's ``train_step``: loss functions' forward passes,
   schedules, tensor bookkeeping;
@@ -90,6 +91,15 @@ class _BackwardTimeline:
         self.current, self.since = None, time.perf_counter()
 
 
+def _blocks(module: nn.Module) -> Iterator[nn.Module]:
+    """A network's first callable parts: its children, with a ModuleList's or ModuleDict's items in its place."""
+    for child in module.children():
+        if isinstance(child, (nn.ModuleList, nn.ModuleDict)):
+            yield from child.children()
+        else:
+            yield child
+
+
 class ProfilingTrainer(Trainer):
     """A :class:`Trainer` whose hooks are timed; :attr:`clock` holds the sums (see the module docstring)."""
 
@@ -142,11 +152,14 @@ class ProfilingTrainer(Trainer):
 
         warnings.filterwarnings("ignore", message="Full backward hook is firing")  # expected: images need no gradient
         for name, mod in self._modules(method).items():
-            # a network's direct children are hooked too, under its name: they catch a network called
-            # through another method than forward (forward_features) or whose output is not a tensor
-            for part in (mod, *mod.children()):
+            # every submodule's forward counts to the network (the outermost call wins), so a network
+            # called through another method than forward (forward_features) still counts; backward
+            # pre-hooks go on the network and its first callable parts (the blocks of its ModuleLists),
+            # not deeper: a deeper hook's output could be modified in place by the next layer
+            for part in mod.modules():
                 self._handles += [part.register_forward_pre_hook(pre(name)), part.register_forward_hook(post(name))]
-                if any(True for _ in part.parameters()):  # loss modules: their gradients count as "before any network"
+            for part in (mod, *_blocks(mod)):
+                if any(True for _ in part.parameters()):
                     self._handles.append(part.register_full_backward_pre_hook(bwd(name)))
         for name, opt in method.optimizers.items():
             starts: list[float] = []
