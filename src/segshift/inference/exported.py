@@ -122,18 +122,7 @@ class ExportedModel:
 
     def probabilities(self, image: Volume) -> tuple[np.ndarray, Any]:
         """Per-class probabilities ``(C, Z, H, W)`` on the preprocessed grid, and the geometry record to invert them."""
-        prep = self.pre.apply(image)
-        probs = softmax(self.logits(prep.image)).transpose(1, 0, 2, 3)
-        fg = probs[1:].sum(0) > 0.5
-        if self.pre.config.crop_center == "label" and fg.any():  # legacy runs: a second pass around the predicted heart
-            _, ii, jj = np.nonzero(fg)
-            ci, cj = ii.mean() + 0.5, jj.mean() + 0.5
-            h, w = prep.image.shape[1:]
-            if np.hypot(ci - h / 2, cj - w / 2) > self.relocate_px:
-                corner = prep.geometry.corner
-                centre = (corner[0] + ci, corner[1] + cj)
-                prep = self.pre.apply(image, localiser=lambda _s: centre)
-                probs = softmax(self.logits(prep.image)).transpose(1, 0, 2, 3)
+        probs, prep = self.pre.predict(image, lambda slices: softmax(self.logits(slices)).transpose(1, 0, 2, 3), self.relocate_px)
         return probs, prep.geometry
 
     def predict_volume(self, image: Volume) -> np.ndarray:

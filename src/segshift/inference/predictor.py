@@ -137,18 +137,7 @@ class Predictor:
         t0 = time.perf_counter()
         if image.array.ndim != 3:
             raise InputFileError(image.path or "<volume>", f"prediction needs a 3D volume, got shape {image.shape}")
-        prep = self.pre.apply(image)
-        probs = self._probs(prep.image)
-        fg = probs[1:].sum(0) > 0.5
-        if self.pre.config.crop_center == "label" and fg.any():  # legacy runs trained on label-centred crops
-            _, ii, jj = np.nonzero(fg)
-            ci, cj = ii.mean() + 0.5, jj.mean() + 0.5
-            h, w = prep.image.shape[1:]
-            if np.hypot(ci - h / 2, cj - w / 2) > self.relocate_px:
-                corner = prep.geometry.corner
-                centre = (corner[0] + ci, corner[1] + cj)
-                prep = self.pre.apply(image, localiser=lambda _s: centre)
-                probs = self._probs(prep.image)
+        probs, prep = self.pre.predict(image, self._probs, self.relocate_px)
         mask, qc = self._mask_and_qc(probs, prep.geometry, image)
         qc.update({"center_source": prep.geometry.center_source, "translated": bool(self.method.translate_at_predict),
                    "target_norm": self.target_norm})

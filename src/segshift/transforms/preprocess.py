@@ -197,6 +197,29 @@ class Preprocessor:
         )
         return Prepared(image=np.ascontiguousarray(img, dtype=np.float32), label=lab, geometry=geom)
 
+    def predict(self, image: Volume, probabilities: Callable[[np.ndarray], np.ndarray],
+                relocate_px: float = 8.0) -> tuple[np.ndarray, "Prepared"]:
+        """Preprocess ``image`` and return the per-class probabilities ``(C, Z, H, W)`` that
+        ``probabilities`` gives for its slices ``(Z, H, W)``, with the :class:`Prepared` volume.
+
+        Runs trained on label-centred crops (``crop_center: label``, legacy) get a second pass
+        centred on the predicted heart when it lies more than ``relocate_px`` pixels from the
+        crop's centre. (Shared by the predictor and the exported-model path.)
+        """
+        prep = self.apply(image)
+        probs = probabilities(prep.image)
+        fg = probs[1:].sum(0) > 0.5
+        if self.config.crop_center == "label" and fg.any():
+            _, ii, jj = np.nonzero(fg)
+            ci, cj = ii.mean() + 0.5, jj.mean() + 0.5
+            h, w = prep.image.shape[1:]
+            if np.hypot(ci - h / 2, cj - w / 2) > relocate_px:
+                corner = prep.geometry.corner
+                centre = (corner[0] + ci, corner[1] + cj)
+                prep = self.apply(image, localiser=lambda _s: centre)
+                probs = probabilities(prep.image)
+        return probs, prep
+
     def invert_argmax(self, probs: np.ndarray, geometry: GeometryRecord) -> np.ndarray:
         """The label mask ``(i, j, k)`` (uint8) of per-class probabilities ``(C, Z, H, W)`` on the
         input grid: :meth:`invert`, then the argmax over classes (taken before the axes are
