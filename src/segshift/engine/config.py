@@ -33,7 +33,7 @@ def base_defaults() -> Config:
 
 def method_defaults(method: str) -> Config:
     """The packaged YAML of one method (empty if it has none)."""
-    path = resources.files("segshift.configs").joinpath("methods", f"{method}.yaml")
+    path = resources.files("segshift.configs").joinpath("methods").joinpath(f"{method}.yaml")
     if not path.is_file():
         return {}
     return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
