@@ -173,16 +173,14 @@ class AdversarialAlignment:
         return [self.method.nets[n] for n in self.net_names]
 
     def critic(self, x: Tensors, wrapped: bool) -> torch.Tensor:
-        """Raw discriminator scores of ``x`` (run under the method's precision).
+        """Raw discriminator scores of ``x`` (each network through :meth:`~segshift.methods.base.Method.call`).
 
         ``wrapped`` uses the DDP-wrapped networks (the discriminator update, whose gradients
         are averaged across processes); the generator side uses the plain modules, frozen.
         """
         m = self.method
-        with m.autocast():
-            for n in self.net_names:
-                net = m.net(n) if wrapped else m.nets[n]
-                x = net(m.prepare(x) if isinstance(x, torch.Tensor) else x)
+        for n in self.net_names:
+            x = m.call(n if wrapped else m.nets[n], x)
         return x
 
     def generator_loss(self, target: Tensors, weight: float = 1.0) -> tuple[torch.Tensor | None, torch.Tensor]:

@@ -147,7 +147,7 @@ class CycleTranslator:
         """Update 1: the generators, with D_S and D_T frozen.
 
         Args:
-            xs, xt: source and target images (prepared).
+            xs, xt: source and target images.
             weight: the schedule's ``w`` on ``lambda_gan``.
             extra: ``extra(xs, xt, fake_t, fake_s)`` gives a method's own generator terms.
 
@@ -159,20 +159,17 @@ class CycleTranslator:
         opt.zero_grad(set_to_none=True)
         values: dict[str, float] = {}
         with frozen(*(m.nets[n] for n in self.DISCRIMINATORS)):
-            with m.autocast():
-                fake_t, fake_s = g_s2t(xs), g_t2s(xt)
-                adv = self.g_gan(d_t(fake_t)) + self.g_gan(d_s(fake_s))
+            fake_t, fake_s = m.call(g_s2t, xs), m.call(g_t2s, xt)
+            adv = self.g_gan(m.call(d_t, fake_t)) + self.g_gan(m.call(d_s, fake_s))
             total = weight * self.lambda_gan * adv
             values["g_adv"] = float(adv.detach())
             if self.lambda_cycle > 0:
-                with m.autocast():
-                    rec_s, rec_t = g_t2s(fake_t), g_s2t(fake_s)
+                rec_s, rec_t = m.call(g_t2s, fake_t), m.call(g_s2t, fake_s)
                 cyc = F.l1_loss(rec_s.float(), xs.float()) + F.l1_loss(rec_t.float(), xt.float())
                 total = total + self.lambda_cycle * cyc
                 values["cycle"] = float(cyc.detach())
             if self.lambda_identity > 0:
-                with m.autocast():
-                    idt = F.l1_loss(g_t2s(xs).float(), xs.float()) + F.l1_loss(g_s2t(xt).float(), xt.float())
+                idt = F.l1_loss(m.call(g_t2s, xs).float(), xs.float()) + F.l1_loss(m.call(g_s2t, xt).float(), xt.float())
                 total = total + self.lambda_identity * idt
                 values["identity"] = float(idt.detach())
             for name, (w, loss) in (extra(xs, xt, fake_t, fake_s) if extra else {}).items():
@@ -190,9 +187,8 @@ class CycleTranslator:
         opt = m.optimizers["d_img"]
         opt.zero_grad(set_to_none=True)
         fake_t, fake_s = fake_t.detach(), fake_s.detach()
-        with m.autocast():
-            ld_s = self.d_gan(d_s(xs), d_s(fake_s))
-            ld_t = self.d_gan(d_t(xt), d_t(fake_t))
+        ld_s = self.d_gan(*m.call_each(d_s, xs, fake_s))
+        ld_t = self.d_gan(*m.call_each(d_t, xt, fake_t))
         (ld_s + ld_t).backward()
         opt.step()
         return {"loss_d_s": float(ld_s.detach()), "loss_d_t": float(ld_t.detach())}
@@ -209,8 +205,7 @@ class CycleTranslator:
     def translate(self, image: torch.Tensor, which: str = "g_t2s") -> torch.Tensor:
         """An image batch translated by generator ``which`` (float32 out)."""
         m = self.method
-        with m.autocast():
-            return m.nets[which](m.prepare(image.to(m.device))).float()
+        return m.call(m.nets[which], image.to(m.device)).float()
 
 
 class TranslationMethod(SourceOnly):
@@ -289,7 +284,7 @@ class TranslationMethod(SourceOnly):
     def translation_step(self, batch: Batch, stage_step: int) -> dict[str, float]:
         """The translator's two updates on the first ``g_batch`` images of each domain (``stage_step``: for the schedule)."""
         n = int(self.hp["g_batch"]) or batch.source_image.shape[0]
-        xs, xt = self.prepare(batch.source_image[:n]), self.prepare(batch.target_image[:n])
+        xs, xt = batch.source_image[:n], batch.target_image[:n]
         w = self.schedule(stage_step)
         values, self._fakes = self.translator.step(xs, xt, w, extra=self.generator_terms)
         values["w_gan"] = w
