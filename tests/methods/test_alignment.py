@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from segshift.engine.config import resolve
+from segshift.engine.precision import ExecutionPolicy
 from segshift.errors import SegshiftError
 from segshift.methods import get_method
 from segshift.methods.alignment import SCHEDULE_HPARAMS, AdversarialAlignment, AlignmentSchedule
@@ -115,8 +116,8 @@ def test_the_weight_is_logged_every_step():
 
 # -- the alignment module ---------------------------------------------------------------------------
 def _toy_alignment():
-    m = Method.__new__(Method)  # only what an alignment touches: nets, optimizers, net(), autocast(), prepare()
-    m.nets, m.optimizers, m._wrapped, m.precision, m.channels_last = nn.ModuleDict(), {}, {}, "fp32", False
+    m = Method.__new__(Method)  # only what an alignment touches: nets, optimizers, net(), call()
+    m.nets, m.optimizers, m._wrapped, m.execution, m.device = nn.ModuleDict(), {}, {}, ExecutionPolicy(), torch.device("cpu")
     torch.manual_seed(0)
     al = AdversarialAlignment(m, "d", {"proj": nn.Conv2d(3, 4, 1), "d": nn.Conv2d(4, 1, 3)}, lambda_g=0.5, lambda_d=2.0, lr=0.1)
     return m, al
