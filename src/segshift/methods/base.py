@@ -343,6 +343,17 @@ class Method:
         return self.call(lambda *xs: [fn(x) for x in xs], *inputs)
 
     # -- training ----------------------------------------------------------------------
+    def backward(self, loss: torch.Tensor, optimizer: str, retain_graph: bool = False) -> None:
+        """Back-propagate ``loss`` into the parameters of ``self.optimizers[optimizer]`` only.
+
+        ``backward(inputs=...)``: a network this loss does not train (a discriminator on the
+        segmenter's side) builds no parameter gradient, and a forward pass two losses share
+        (a discriminator's scores of the target) can be back-propagated once for each, each
+        loss reaching only its own parameters (the first with ``retain_graph``).
+        """
+        params = [p for g in self.optimizers[optimizer].param_groups for p in g["params"] if p.requires_grad]
+        loss.backward(inputs=params, retain_graph=retain_graph)
+
     def train_step(self, batch: Batch, step: int) -> dict[str, float]:  # pragma: no cover - abstract
         raise NotImplementedError
 
