@@ -45,3 +45,28 @@ def test_auto_is_fp32_on_a_cpu_without_bf16(bf16_cpu, tmp_path):
 def test_unknown_precision_is_refused():
     with pytest.raises(SegshiftError, match="train.precision must be one of auto, fp32, bf16"):
         precision.resolve_precision("fp16", "cpu")
+
+
+def test_execution_policy_from_the_train_section(bf16_cpu):
+    policy = precision.ExecutionPolicy.from_config({"precision": "auto", "channels_last": True, "compile": False}, "cpu")
+    assert policy == precision.ExecutionPolicy("bf16", channels_last=True, compile=False)
+    assert precision.ExecutionPolicy.from_config({"precision": "fp32", "channels_last": False}, "cpu").compile is False  # old configs
+    with pytest.raises(SegshiftError, match="train.precision must be one of"):
+        precision.ExecutionPolicy.from_config({"precision": "half", "channels_last": False}, "cpu")
+    with pytest.raises(SegshiftError, match="fp32 or bf16"):
+        precision.ExecutionPolicy("auto")  # a policy holds a resolved precision
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_execution_policy_prepares_4d_tensors_and_places_networks(channels_last):
+    policy = precision.ExecutionPolicy("fp32", channels_last=channels_last)
+    x, z, feats = torch.randn(2, 3, 4, 4), torch.randn(2, 8), [torch.randn(2, 3, 4, 4)]
+    assert policy.prepare(x).is_contiguous(memory_format=torch.channels_last) is channels_last
+    assert policy.prepare(z) is z and policy.prepare(feats) is feats
+    net = torch.nn.Conv2d(3, 4, 3)
+    policy.place(net)
+    assert net.weight.is_contiguous(memory_format=torch.channels_last) is channels_last
+    with policy.autocast("cpu"):
+        assert net(x).dtype == torch.float32
+    with precision.ExecutionPolicy("bf16").autocast("cpu"):
+        assert net(x).dtype == torch.bfloat16

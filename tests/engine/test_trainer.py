@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from segshift.cli.main import main
@@ -151,6 +152,20 @@ class _Counting(Trainer):
     def on_validation_end(self, step: int, vals: dict[str, float]) -> None:
         self.validated.append(step)
         super().on_validation_end(step, vals)
+
+
+def test_the_engine_sets_precision_and_memory_format_on_the_method(phantom, tmp_path):
+    """The trainer and the predictor configure the method's execution policy from ``train`` (issue 18)."""
+    from segshift.engine.precision import ExecutionPolicy
+    from segshift.inference.predictor import Predictor
+
+    cfg = resolve("source-only", sets=FAST + ["train.steps=1", "train.eval_every=1", "train.precision=bf16", "train.channels_last=true"])
+    trainer = Trainer(cfg, [phantom["bssfp"]], None, tmp_path / "run", progress=False)
+    trainer.fit()
+    assert trainer.method.execution == ExecutionPolicy("bf16", channels_last=True, compile=False)
+    conv = next(p for p in trainer.method.nets["seg"].parameters() if p.dim() == 4 and p.shape[1] > 1)
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    assert Predictor(tmp_path / "run").method.execution == ExecutionPolicy("bf16", channels_last=True, compile=False)
 
 
 def test_a_subclass_overriding_hooks_is_called(phantom, tmp_path):

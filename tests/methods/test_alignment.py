@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from segshift.engine.config import resolve
+from segshift.engine.precision import ExecutionPolicy
 from segshift.errors import SegshiftError
 from segshift.methods import get_method
 from segshift.methods.alignment import SCHEDULE_HPARAMS, AdversarialAlignment, AlignmentSchedule
@@ -115,8 +116,8 @@ def test_the_weight_is_logged_every_step():
 
 # -- the alignment module ---------------------------------------------------------------------------
 def _toy_alignment():
-    m = Method.__new__(Method)  # only what an alignment touches: nets, optimizers, net(), autocast(), prepare()
-    m.nets, m.optimizers, m._wrapped, m.precision, m.channels_last = nn.ModuleDict(), {}, {}, "fp32", False
+    m = Method.__new__(Method)  # only what an alignment touches: nets, optimizers, net(), call()
+    m.nets, m.optimizers, m._wrapped, m.execution, m.device = nn.ModuleDict(), {}, {}, ExecutionPolicy(), torch.device("cpu")
     torch.manual_seed(0)
     al = AdversarialAlignment(m, "d", {"proj": nn.Conv2d(3, 4, 1), "d": nn.Conv2d(4, 1, 3)}, lambda_g=0.5, lambda_d=2.0, lr=0.1)
     return m, al
@@ -134,17 +135,24 @@ def test_alignment_updates_are_isolated():
     seg = nn.Conv2d(1, 3, 1)  # stands for the segmenter
     x_s, x_t = torch.randn(2, 1, 8, 8), torch.randn(2, 1, 8, 8)
     before = _state(m.nets)
-    term, adv = al.generator_loss(seg(x_t), weight=1.0)  # step 1: D frozen
-    term.backward()
+    target = seg(x_t)
+    term, adv = al.generator_loss(target, weight=1.0)  # step 1: D frozen
+    assert al.holds_graph  # its target scores wait for step 2, on the segmenter's graph
+    term.backward(inputs=list(seg.parameters()), retain_graph=True)  # the segmenter's parameters only (Method.backward)
     assert term.item() == pytest.approx(0.5 * adv.item()) and not adv.requires_grad
     assert all(p.grad is None for p in m.nets.parameters()), "the generator side left gradients in D"
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in seg.parameters()), "no gradient reached the segmenter"
     assert _same(before, _state(m.nets)) and all(p.requires_grad for p in m.nets.parameters())
     seg.zero_grad(set_to_none=True)
     seg_before = _state(seg)
-    out = al.discriminator_step(seg(x_s), seg(x_t))  # step 2: on detached inputs
-    assert all(p.grad is None for p in seg.parameters()) and _same(seg_before, _state(seg))
+    out = al.discriminator_step(seg(x_s), target)  # step 2: on detached inputs (the target's scores of step 1)
+    assert all(p.grad is None for p in seg.parameters()) and _same(seg_before, _state(seg)) and not al.holds_graph
     assert not _same(before, _state(m.nets)) and set(out) == {"loss_d", "acc_d"} and 0 <= out["acc_d"] <= 1
+    # another target than step 1's: step 2 makes its own pass over both
+    al.generator_loss(seg(x_t), weight=1.0)
+    after = _state(m.nets)
+    al.discriminator_step(seg(x_s).detach(), seg(x_t).detach())
+    assert not _same(after, _state(m.nets)) and all(p.grad is None for p in seg.parameters())
     # weight 0 (the warm-up): no term, no graph
     term, adv = al.generator_loss(seg(x_t), weight=0.0)
     assert term is None and adv.grad_fn is None

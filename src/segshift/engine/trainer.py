@@ -58,6 +58,7 @@ from segshift.engine import distributed as ddp
 from segshift.engine.config import Config, dump, load_yaml
 from segshift.engine.divergence import DivergenceMonitor, TrainingDiverged, check_finite
 from segshift.engine.logger import RunLogger
+from segshift.engine.precision import ExecutionPolicy
 from segshift.engine.progress import ProgressBar
 from segshift.engine.provenance import provenance
 from segshift.engine.splits import select, split
@@ -452,6 +453,7 @@ class Trainer:
         """The method, built and warm-started before anything is written: an init whose
         weights do not fit is refused with no run folder left behind."""
         method: Method = self.method_cls(self.cfg, num_classes=len(self.labels), in_channels=1, device=self.dist.device)
+        method.configure(ExecutionPolicy.from_config(self.tcfg, method.device))  # precision, channels_last, compile
         method.build()
         method.add_domain_norm()
         if self.init is not None:
@@ -509,8 +511,8 @@ class Trainer:
         return pre
 
     def _wrap_nets(self) -> None:
-        """``train.compile`` and, under torchrun, DDP (checkpoints unwrap both)."""
-        if self.tcfg["compile"]:
+        """``train.compile`` (the method's execution policy) and, under torchrun, DDP (checkpoints unwrap both)."""
+        if self.method.execution.compile:
             for name in list(self.method.nets.keys()):
                 self.method.nets[name] = torch.compile(self.method.nets[name])
         if self.dist.enabled:

@@ -46,6 +46,7 @@ from segshift.data.volume import Volume
 from segshift.engine import checkpoint as ckpt
 from segshift.engine.config import load_yaml
 from segshift.engine.distributed import pick_device
+from segshift.engine.precision import ExecutionPolicy
 from segshift.errors import InputFileError, SegshiftError
 from segshift.inference.tta import TTA, TTAConfig
 from segshift.methods import get_method
@@ -96,6 +97,8 @@ class Predictor:
         self.device = pick_device(0, device)
         cls = get_method(self.cfg["method_name"])
         self.method = cls(self.cfg, num_classes=len(self.labels), in_channels=1, device=self.device)
+        # the run's precision and memory format (no compile: prediction runs each network a few times only)
+        self.method.configure(dataclasses.replace(ExecutionPolicy.from_config(self.cfg["train"], self.device), compile=False))
         self.method.build_nets()  # networks only: prediction needs no optimiser, loss or discriminator
         self.method.add_domain_norm()
         folder = self.run / "checkpoints" / checkpoint

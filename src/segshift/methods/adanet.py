@@ -26,6 +26,11 @@ The parts, each one row of the paper's Table 1:
   (``forward_features``: bottleneck and each decoder stage), fused and recalibrated by
   :class:`~segshift.nets.GroupFeatureRecalibration` (``gfrm_channels`` per level,
   ``gfrm_groups`` groups, default the number of classes).
+* ``fda_downsample`` (segshift's, default 1 = the paper's full resolution): ``D_f`` sees its
+  input at 1/k of full resolution, so GFRM fuses the levels there (levels finer than that
+  are bilinearly downsampled before GFRM's 1x1 projection, which commutes with it). GFRM and
+  ``D_f`` at full resolution are most of an ``adanet`` step on a CPU (issue 19); 2 cuts
+  their work about 4x. Its effect on accuracy has not been measured.
 
 One step (:class:`~segshift.methods.alignment.AdversarialMethod`): **Step 1: update the
 segmenter with D_m and D_f (and GFRM) frozen** on
@@ -121,6 +126,9 @@ class AdaNet(AdversarialMethod):
         "gfrm_channels": integer(16, "channels per level after GFRM's 1x1 convolution (a multiple of the groups)"),
         "gfrm_groups": integer(None, "GFRM groups; null: the number of classes", nullable=True),
         "gfrm_reduction": integer(2, "GFRM's channel-attention bottleneck ratio"),
+        "fda_downsample": integer(1, "D_f's input at 1/k of full resolution: GFRM fuses there (without GFRM the deepest "
+                                     "feature is upsampled to it); 1: full resolution (the paper's reading); 2 or 4 cut "
+                                     "GFRM's and D_f's cost (segshift's, accuracy not measured)"),
         "seg_lr_floor": number(0.1, "floor of the segmenter's lr schedule, a fraction of train.lr (paper: 0.01 -> 0.001)", high=1.0),
         **SCHEDULE_HPARAMS,
     }
@@ -194,10 +202,13 @@ class AdaNet(AdversarialMethod):
 
     # -- forward passes ------------------------------------------------------------------
     def feature_input(self, feats: list[torch.Tensor]) -> Tensors:
-        """What D_f's path receives: all levels (for GFRM), or the deepest one upsampled."""
-        if "gfrm" in self.nets:
-            return list(feats)
-        return resize_to(feats[0], feats[-1].shape[2:])
+        """What D_f's path receives: all levels (for GFRM), or the deepest one upsampled, at
+        1/``fda_downsample`` of the finest level's size (levels finer than that downsampled)."""
+        k = int(self.hp["fda_downsample"])
+        size = [max(1, s // k) for s in feats[-1].shape[2:]]
+        if "gfrm" in self.nets:  # GFRM fuses at its largest input size
+            return [f if all(a <= b for a, b in zip(f.shape[2:], size)) else resize_to(f, size) for f in feats]
+        return resize_to(feats[0], size)
 
     def forward_passes(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, tuple[Tensors, Tensors]]]:
         if not self.needs_target():  # S2T / +HM rows: no alignment, the target is not even forwarded

@@ -15,8 +15,16 @@ reads as the papers do.
      ``lambda_g * w * BCE(D(target), source label)``, with D frozen (its parameters
      receive no gradient; the gradient flows through D into the segmenter);
   2. :meth:`~AdversarialAlignment.discriminator_step`: D's update on *detached* source
-     (label 1) and target (label 0) inputs, ``lambda_d * 0.5 (BCE(D(s), 1) + BCE(D(t), 0))``,
-     in one pass over both; nothing reaches the segmenter.
+     (label 1) and target (label 0) inputs, ``lambda_d * 0.5 (BCE(D(s), 1) + BCE(D(t), 0))``;
+     nothing reaches the segmenter.
+
+  Cost (issue 19): D's weights do not change between the two calls and the target input is
+  the same, so D's scores of the target are computed once, in step 1, and serve both
+  losses: each loss is back-propagated into its own parameters only
+  (:meth:`~segshift.methods.base.Method.backward`, ``backward(inputs=...)``), so "D frozen"
+  builds no gradient of D's parameters in step 1, and step 2 forwards only the source. The
+  maths is that of two separate passes (D has no batch statistics); under DDP, or for a path
+  with batch norm, the two steps keep their own passes (step 2 one pass over both domains).
 
 * :class:`AlignmentSchedule` gives ``w``, the weight of every alignment term of a step:
 
@@ -131,6 +139,21 @@ def _rows(x: Tensors) -> int:
     return (x[0] if isinstance(x, (list, tuple)) else x).shape[0]
 
 
+def _tensors(x: Tensors) -> list[torch.Tensor]:
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def _requires_grad(x: Tensors) -> bool:
+    return any(t.requires_grad for t in _tensors(x))
+
+
+def same_input(a: Tensors, b: Tensors) -> bool:
+    """Whether two (detached) inputs are views of the same memory, element for element."""
+    ta, tb = _tensors(a), _tensors(b)
+    return len(ta) == len(tb) and all(
+        x.data_ptr() == y.data_ptr() and x.shape == y.shape and x.stride() == y.stride() and x.dtype == y.dtype for x, y in zip(ta, tb))
+
+
 class AdversarialAlignment:
     """One discriminator path, its optimiser, and the two updates of an adversarial alignment.
 
@@ -166,6 +189,20 @@ class AdversarialAlignment:
         params = [p for module in nets.values() for p in module.parameters()]
         method.optimizers[name] = torch.optim.Adam(params, lr=float(lr), betas=tuple(float(b) for b in betas),
                                                    weight_decay=float(weight_decay))
+        self._shared: tuple[torch.Tensor, Tensors, bool] | None = None  # step 1's target scores (D live), their input, linked
+
+    def shares_target_pass(self) -> bool:
+        """Whether step 2 reuses step 1's target scores: not under DDP (step 2 goes through the
+        wrapped networks, step 1 through the plain ones) nor with batch norm in the path."""
+        m = self.method
+        return not any(n in m._wrapped for n in self.net_names) and not any(
+            isinstance(mod, nn.modules.batchnorm._BatchNorm) for net in self.modules for mod in net.modules())
+
+    @property
+    def holds_graph(self) -> bool:
+        """Whether step 1's shared target scores hang on the segmenter's graph: the segmenter's
+        backward must then keep the graph for step 2 (``retain_graph``)."""
+        return self._shared is not None and self._shared[2]
 
     @property
     def modules(self) -> list[nn.Module]:
@@ -173,16 +210,14 @@ class AdversarialAlignment:
         return [self.method.nets[n] for n in self.net_names]
 
     def critic(self, x: Tensors, wrapped: bool) -> torch.Tensor:
-        """Raw discriminator scores of ``x`` (run under the method's precision).
+        """Raw discriminator scores of ``x`` (each network through :meth:`~segshift.methods.base.Method.call`).
 
         ``wrapped`` uses the DDP-wrapped networks (the discriminator update, whose gradients
         are averaged across processes); the generator side uses the plain modules, frozen.
         """
         m = self.method
-        with m.autocast():
-            for n in self.net_names:
-                net = m.net(n) if wrapped else m.nets[n]
-                x = net(m.prepare(x) if isinstance(x, torch.Tensor) else x)
+        for n in self.net_names:
+            x = m.call(n if wrapped else m.nets[n], x)
         return x
 
     def generator_loss(self, target: Tensors, weight: float = 1.0) -> tuple[torch.Tensor | None, torch.Tensor]:
@@ -193,6 +228,13 @@ class AdversarialAlignment:
         gradient exists at all) and the unweighted loss, detached, for the log.
         """
         w = self.lambda_g * float(weight)
+        self._shared = None
+        if self.shares_target_pass():  # one pass, D live: the segmenter's backward reaches only its own parameters
+            linked = w > 0 and _requires_grad(target)
+            scores = self.critic(target if linked else _detach(target), wrapped=False)
+            self._shared = (scores, _detach(target), linked)
+            adv = g_loss(scores)  # float32: target should look like source
+            return (w * adv if w > 0 else None), adv.detach()
         grad = contextlib.nullcontext() if w > 0 else torch.no_grad()
         with frozen(*self.modules), grad:
             adv = g_loss(self.critic(target, wrapped=False))  # float32: target should look like source
@@ -203,11 +245,17 @@ class AdversarialAlignment:
         opt = self.method.optimizers[self.name]
         opt.zero_grad(set_to_none=True)
         source, target = _detach(source), _detach(target)
-        n = _rows(source)
-        scores = self.critic(_cat(source, target), wrapped=True).float()  # one pass for both domains
-        real, fake = scores[:n], scores[n:]
-        loss = d_loss(real, fake)
-        (self.lambda_d * loss).backward()
+        shared, self._shared = self._shared, None
+        if shared is not None and same_input(shared[1], target):  # D(target) of step 1: same weights, same input
+            real, fake = self.critic(source, wrapped=True).float(), shared[0].float()
+            loss = d_loss(real, fake)
+            self.method.backward(self.lambda_d * loss, self.name)  # into D's parameters only, not the segmenter
+        else:
+            n = _rows(source)
+            scores = self.critic(_cat(source, target), wrapped=True).float()  # one pass for both domains
+            real, fake = scores[:n], scores[n:]
+            loss = d_loss(real, fake)
+            (self.lambda_d * loss).backward()
         opt.step()
         # share of patches D gets right: ~0.5 when aligned (or D is lost), ~1 when D wins outright
         acc = 0.5 * ((real > 0).float().mean() + (fake < 0).float().mean())
@@ -288,6 +336,10 @@ class AdversarialMethod(SourceOnly):
         if tgt_logits is not None:
             values["w_adv"] = w
         return values, {n: (_detach(s), _detach(t)) for n, (s, t) in inputs.items()}
+
+    def segmenter_keeps_graph(self) -> bool:
+        """A discriminator's step-1 target pass is shared with its step 2."""
+        return any(al.holds_graph for al in self.alignments.values())
 
     def discriminator_step(self, inputs: dict[str, tuple[Tensors, Tensors]]) -> dict[str, float]:
         """Step 2: update each discriminator on detached source (label 1) and target (label 0) inputs."""

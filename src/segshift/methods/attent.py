@@ -115,6 +115,10 @@ class AttENT(TranslationMethod):
         w = self.schedule(step)
         return {"adv_d_e": self.d_e.generator_loss(e_t, w), "w_adv": (None, w)}, {"e_s": e_s, "e_t": e_t}
 
+    def segmenter_keeps_graph(self) -> bool:
+        """D_E's update reuses its target scores of the segmenter step."""
+        return bool(self.hp["entropy"]) and self.d_e.holds_graph
+
     def discriminator_updates(self, state: dict[str, Any]) -> dict[str, float]:
         """``L_dis = L_DE(E_xs, 1) + L_DE(E_xt, 0)`` on detached maps."""
         return self.d_e.discriminator_step(state["e_s"], state["e_t"]) if state else {}

@@ -1,7 +1,8 @@
 """The method interface.
 
 A method composes networks and losses and says how one training step goes; the engine owns
-everything else (data, loop, precision, devices, DDP, checkpoints, logs, model selection).
+everything else (data, loop, precision, memory format, compilation, devices, DDP,
+checkpoints, logs, model selection).
 So a method file reads like the paper's method section (DomainBed's ``update``/``predict``,
 TLlib's "update the segmenter with D frozen, then D").
 
@@ -17,8 +18,9 @@ Contract:
   segmenter): all that prediction needs. :meth:`build_optimizers` creates losses,
   ``self.optimizers`` and ``self.schedulers`` (dicts keyed by name), and any training-only
   network (discriminators). :meth:`build` is both (training).
-* :meth:`train_step` receives a :class:`Batch` and returns a dict of floats to log. It runs
-  forward passes under ``self.autocast()`` and updates its own optimisers.
+* :meth:`train_step` receives a :class:`Batch` and returns a dict of floats to log; it
+  updates its own optimisers. Every network call goes through :meth:`call` (or
+  :meth:`segment`, which uses it), see "Precision, channels_last, compile" below.
 * :meth:`predict_logits` maps a preprocessed image batch ``(B, 1, H, W)`` to logits: the
   segmentation path (:meth:`segmenter_logits`, differentiable) applied to
   :meth:`prediction_input` (the image, or its translation).
@@ -59,6 +61,16 @@ SDNet with factor-based augmentation):
   applied to images of the domain it was trained on: the predictor sets it for the run's own
   target and clears it for any other input.
 
+Precision, channels_last, compile: the engine's. The trainer and the predictor set an
+:class:`~segshift.engine.precision.ExecutionPolicy` on the method (:meth:`configure`, from
+``train.precision``, ``train.channels_last``, ``train.compile``); a method built outside the
+engine runs in float32, NCHW. :meth:`call` is the one way a method runs a network: under the
+policy's autocast (bf16 or none), with its 4-D tensor inputs in the policy's memory format.
+A method never opens ``torch.autocast`` or converts memory formats itself (a test reads every
+method module for it), and computes its losses on ``.float()`` outputs, outside :meth:`call`,
+so losses are float32 whatever the precision. :meth:`to_device` puts the networks in the
+policy's memory format; the trainer applies ``torch.compile``.
+
 Methods are discovered: every module of :mod:`segshift.methods` is imported by
 :func:`~segshift.methods.available_methods`, and ``@register`` makes a class available by
 ``name``. A new method is one file plus its row in ``docs/training.md``.
@@ -76,6 +88,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from segshift.engine.precision import ExecutionPolicy
 from segshift.errors import SegshiftError
 from segshift.methods.hparams import HParam
 from segshift.methods.hparams import defaults as hp_defaults
@@ -207,10 +220,8 @@ class Method:
         self.nets = nn.ModuleDict()
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, Any] = {}
-        from segshift.engine.precision import resolve_precision
-
-        self.precision = resolve_precision(cfg["train"]["precision"], self.device)
-        self.channels_last = bool(cfg["train"]["channels_last"])
+        self.execution = ExecutionPolicy()
+        """Precision, memory format, compile: the engine's (:meth:`configure`); float32 NCHW until it sets them."""
         self.warm_started = cfg.get("init") is not None
         self.norm_stats = resolve_norm_stats(cfg)
         self.translate_at_predict = False
@@ -285,10 +296,14 @@ class Method:
         store = self.nets["seg" + TARGET_NORM] if "seg" + TARGET_NORM in self.nets else None
         return store is not None and store.trained()
 
+    def configure(self, policy: ExecutionPolicy) -> None:
+        """The engine's execution policy for every network call (before :meth:`to_device`)."""
+        self.execution = policy
+
     def to_device(self) -> None:
+        """The networks on the method's device, in the execution policy's memory format."""
         self.nets.to(self.device)
-        if self.channels_last:
-            self.nets.to(memory_format=torch.channels_last)
+        self.execution.place(self.nets)
 
     # -- networks as used in a step (DDP-wrapped where the engine wrapped them) -----------
     def net(self, name: str) -> nn.Module:
@@ -300,15 +315,44 @@ class Method:
             if any(p.requires_grad for p in module.parameters()):
                 self._wrapped[name] = fn(module)
 
-    # -- training ----------------------------------------------------------------------
-    def autocast(self) -> contextlib.AbstractContextManager:
-        """Mixed precision context for forward passes (bf16 autocast, or nothing for fp32)."""
-        if self.precision == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+    def call(self, net: str | nn.Module | Callable[..., Any], *inputs: Any, **kwargs: Any) -> Any:
+        """``net(*inputs, **kwargs)`` under the engine's execution policy: the one way a method runs a network.
 
-    def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        Runs under the policy's autocast (bf16, or none under fp32), with every 4-D tensor of
+        ``inputs`` in the policy's memory format (other inputs, e.g. lists of features, as
+        they are). ``net`` is a name of ``self.nets`` (through :meth:`net`: DDP-wrapped where
+        the engine wrapped it), a module, or a callable made of networks (``seg.encoder_features``).
+        The output is the networks' own (bfloat16 under bf16): compute losses on its
+        ``.float()``, outside this call.
+        """
+        fn = self.net(net) if isinstance(net, str) else net
+        policy = self.execution
+        with policy.autocast(self.device.type):
+            return fn(*(policy.prepare(x) for x in inputs), **kwargs)
+
+    def call_each(self, net: str | nn.Module, *inputs: torch.Tensor) -> list[Any]:
+        """``[net(x) for x in inputs]``, as :meth:`call` but in *one* autocast region.
+
+        Under bf16 the region casts each weight to bfloat16 once, so the gradients of the
+        passes meet in that one copy (summed in bfloat16, then accumulated into the float32
+        weight); separate :meth:`call` s would sum them in float32. Use it where a network
+        sees several batches in separate passes of one loss (a discriminator's real and fake
+        images), to keep the arithmetic of that loss.
+        """
+        fn = self.net(net) if isinstance(net, str) else net
+        return self.call(lambda *xs: [fn(x) for x in xs], *inputs)
+
+    # -- training ----------------------------------------------------------------------
+    def backward(self, loss: torch.Tensor, optimizer: str, retain_graph: bool = False) -> None:
+        """Back-propagate ``loss`` into the parameters of ``self.optimizers[optimizer]`` only.
+
+        ``backward(inputs=...)``: a network this loss does not train (a discriminator on the
+        segmenter's side) builds no parameter gradient, and a forward pass two losses share
+        (a discriminator's scores of the target) can be back-propagated once for each, each
+        loss reaching only its own parameters (the first with ``retain_graph``).
+        """
+        params = [p for g in self.optimizers[optimizer].param_groups for p in g["params"] if p.requires_grad]
+        loss.backward(inputs=params, retain_graph=retain_graph)
 
     def train_step(self, batch: Batch, step: int) -> dict[str, float]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -327,28 +371,25 @@ class Method:
                         if isinstance(m, nn.modules.batchnorm._BatchNorm):
                             m.eval()
 
-    def segment(self, *images: torch.Tensor, net: str = "seg", call: Callable[[nn.Module, torch.Tensor], Any] | None = None) -> list[Any]:
+    def segment(self, *images: torch.Tensor, net: str = "seg") -> list[Any]:
         """The segmenter's output for each image batch, under ``train.norm_stats``.
 
         ``joint`` concatenates the batches into one forward pass (one set of batch
         statistics for both domains) and splits the output; otherwise each batch has its
-        own pass. Runs under :meth:`autocast`. ``call(net, x)`` replaces ``net(x)`` (e.g.
-        ``forward_features``); its output may be a tensor or nested tuples/lists of tensors
-        whose first dimension is the batch.
+        own pass. Each pass is a :meth:`call` of network ``net``, whose output may be a
+        tensor or nested tuples/lists of tensors whose first dimension is the batch.
         """
         module = self.net(net)
-        fn = call or (lambda m, x: m(x))
         if self.norm_stats == "domain":
             out = []
             for i, x in enumerate(images):
-                with self.autocast(), (self.target_norm(net) if i else contextlib.nullcontext()):
-                    out.append(fn(module, self.prepare(x)))
+                with self.target_norm(net) if i else contextlib.nullcontext():
+                    out.append(self.call(module, x))
             return out
-        with self.autocast():
-            if self.norm_stats != "joint" or len(images) == 1:
-                return [fn(module, self.prepare(x)) for x in images]
-            sizes = [x.shape[0] for x in images]
-            out = fn(module, self.prepare(torch.cat(images)))
+        if self.norm_stats != "joint" or len(images) == 1:
+            return self.call_each(module, *images)
+        sizes = [x.shape[0] for x in images]
+        out = self.call(module, torch.cat(images))
         return [_take(out, sum(sizes[:i]), sizes[i]) for i in range(len(images))]
 
     def view_consistency(self, batch: Batch, first_logits: torch.Tensor) -> torch.Tensor | None:
@@ -384,8 +425,7 @@ class Method:
 
     def segmenter_logits(self, image: torch.Tensor) -> torch.Tensor:
         """The segmentation path's logits (float32), differentiable."""
-        with self.autocast():
-            return self.nets["seg"](self.prepare(image.to(self.device))).float()
+        return self.call(self.nets["seg"], image.to(self.device)).float()
 
     def inference_nets(self) -> Iterator[str]:
         """Names of the networks prediction needs (saved in ``best`` checkpoints)."""

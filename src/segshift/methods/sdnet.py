@@ -131,8 +131,7 @@ class SDNetMethod(Method):
         """Every term of eq. 1 for ``image`` (the first ``n_labelled`` rows labelled by ``label``)."""
         net = self.net("sdnet")
         z_prior = torch.randn(image.shape[0], self.nets["sdnet"].z_dim, device=image.device)
-        with self.autocast():
-            out: SDNetOutput = net(self.prepare(image), z_prior)
+        out: SDNetOutput = self.call(net, image, z_prior)
         parts = {
             "rec": F.l1_loss(out.reconstruction.float(), image.float()),
             "zrec": F.l1_loss(out.mu_prior_rec.float(), z_prior),
@@ -174,23 +173,25 @@ class SDNetMethod(Method):
     def segmenter_logits(self, image: torch.Tensor) -> torch.Tensor:
         """``segmentor(E_a(x))`` (Fig. 1(a): the mask comes from the binary anatomy factor)."""
         net = self.nets["sdnet"]
-        with self.autocast():
-            return net.segmentor(net.anatomy(self.prepare(image.to(self.device)))).float()
+        return self.call(lambda x: net.segmentor(net.anatomy(x)), image.to(self.device)).float()
 
     @torch.no_grad()
     def anatomy(self, image: torch.Tensor) -> torch.Tensor:
         """Binary anatomy factors ``(B, 8, H, W)`` of preprocessed images."""
-        with self.autocast():
-            return self.nets["sdnet"].anatomy(self.prepare(image.to(self.device))).float()
+        return self.call(self.nets["sdnet"].anatomy, image.to(self.device)).float()
 
     @torch.no_grad()
     def decode(self, anatomy: torch.Tensor, modality_images: torch.Tensor, net: SDNet | None = None) -> torch.Tensor:
         """Images decoded from ``anatomy`` with the modality factors (posterior means) of ``modality_images``."""
         net = net if net is not None else self.nets["sdnet"]
-        with self.autocast():
-            x = self.prepare(modality_images.to(self.device))
+
+        a = anatomy.to(self.device)
+
+        def decoded(x: torch.Tensor) -> torch.Tensor:
             _, mu, _ = net.modality(x, net.anatomy(x))
-            return net.decoder(anatomy.to(self.device), mu).float()
+            return net.decoder(a, mu)
+
+        return self.call(decoded, modality_images.to(self.device)).float()
 
     # -- figures (save_figures hook) ---------------------------------------------------------------
     def save_figures(self, folder: Path, samples: FigureSamples) -> list[Path]:
@@ -281,8 +282,7 @@ class SDNetFactorAugmentation(SDNetSemiSupervised):
             others = (pool_domain != d).nonzero().flatten()
             cands = others if len(others) else torch.arange(len(pool), device=pool.device)
             pick.append(cands[torch.randint(len(cands), (1,)).item()])
-        with self.autocast():
-            a = fa.anatomy(self.prepare(image))
+        a = self.call(fa.anatomy, image)
         return self.decode(a, pool[torch.stack(pick)], net=fa), label
 
     def labelled_images(self, batch: Batch, step: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:

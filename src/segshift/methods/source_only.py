@@ -43,9 +43,11 @@ class SourceOnly(Method):
 
         The loss is ``train.loss`` on ``(logits, labels)``, plus GIN-IPA's view consistency
         when ``batch`` carries views, plus each extra ``terms[name] = (term or None, value to
-        log)``: a ``None`` term (e.g. a weight of 0) is logged, not added. Then backward and one
-        step of the ``seg`` optimiser. Logs ``loss`` (the total), ``loss_seg`` (supervised) and
-        its parts.
+        log)``: a ``None`` term (e.g. a weight of 0) is logged, not added. Then backward into
+        the segmenter's parameters only (:meth:`~segshift.methods.base.Method.backward`; the
+        graph is kept where :meth:`segmenter_keeps_graph` says a later update shares a pass
+        with a term) and one step of the ``seg`` optimiser. Logs ``loss`` (the total), ``loss_seg``
+        (supervised) and its parts.
         """
         opt = self.optimizers["seg"]
         opt.zero_grad(set_to_none=True)
@@ -58,10 +60,15 @@ class SourceOnly(Method):
             if term is not None:
                 total = total + term.float()
             values[name] = logged.detach() if isinstance(logged, torch.Tensor) else logged
-        total.backward()
+        self.backward(total, "seg", retain_graph=self.segmenter_keeps_graph())
         opt.step()
         values["loss"] = total.detach()
         return {k: float(v) for k, v in values.items()}
+
+    def segmenter_keeps_graph(self) -> bool:
+        """Whether a later update of this step back-propagates through a forward pass of the
+        segmenter update's terms (a discriminator sharing its target scores; none here)."""
+        return False
 
     def train_step(self, batch: Batch, step: int) -> dict[str, Any]:
         (logits,) = self.segment(self.source_input(batch))

@@ -15,6 +15,13 @@ CycleGAN step:
    ``L_idt = |G_T2S(x_s) - x_s|_1 + |G_S2T(x_t) - x_t|_1``.
 2. **D_S and D_T on detached images**: real images label 1, translated ones label 0.
 
+Cost (issue 19): the discriminators' weights do not change between the two updates and the
+translated images are the same, so ``D_T(G_S2T(x_s))`` and ``D_S(G_T2S(x_t))`` are computed
+once, in update 1, and serve both: each loss is back-propagated into its own parameters only
+(:meth:`~segshift.methods.base.Method.backward`), so "D frozen" builds no gradient of the
+discriminators' parameters in update 1, and update 2 forwards only the real images. (A
+discriminator with batch norm keeps separate passes: each pass updates its running statistics.)
+
 ``w`` is the same schedule as the segmenters' alignment weight
 (:class:`~segshift.methods.alignment.AlignmentSchedule`, ``d_warmup_steps`` and
 ``ramp_steps``, logged as ``w_gan``): for the first steps of the translation stage only the
@@ -59,6 +66,7 @@ Readings and CPU choices (each a config key, :data:`TRANSLATION_HPARAMS`):
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -69,7 +77,7 @@ import torch.nn.functional as F
 
 from segshift.errors import SegshiftError
 from segshift.losses.adversarial import frozen, gan_losses
-from segshift.methods.alignment import SCHEDULE_HPARAMS, AlignmentSchedule
+from segshift.methods.alignment import SCHEDULE_HPARAMS, AlignmentSchedule, same_input
 from segshift.methods.base import Batch, FigureSamples, Method
 from segshift.methods.hparams import HParam, choice, flag, integer, ints, number, numbers
 from segshift.methods.source_only import SourceOnly
@@ -121,6 +129,7 @@ class CycleTranslator:
         self.method, self.hp = method, hp
         self.d_gan, self.g_gan = gan_losses(str(hp["gan_loss"]))
         self.lambda_gan, self.lambda_cycle, self.lambda_identity = (float(hp[k]) for k in ("lambda_gan", "lambda_cycle", "lambda_identity"))
+        self._shared: tuple[torch.Tensor, ...] | None = None  # update 1's scores D_T(fake_t), D_S(fake_s) and those images
         for name in self.GENERATORS:
             method.nets[name] = ResnetGenerator(
                 method.in_channels, method.in_channels, ngf=int(hp["g_ngf"]), n_down=int(hp["g_down"]),
@@ -141,13 +150,18 @@ class CycleTranslator:
     def _nets(self, *names: str) -> list[torch.nn.Module]:
         return [self.method.net(n) for n in names]
 
+    def shares_fake_pass(self) -> bool:
+        """Whether update 2 reuses update 1's scores of the translated images (no batch norm in D_S, D_T)."""
+        return not any(isinstance(mod, torch.nn.modules.batchnorm._BatchNorm)
+                       for n in self.DISCRIMINATORS for mod in self.method.nets[n].modules())
+
     def generator_step(self, xs: torch.Tensor, xt: torch.Tensor, weight: float = 1.0,
                        extra: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], Terms] | None = None,
                        ) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
         """Update 1: the generators, with D_S and D_T frozen.
 
         Args:
-            xs, xt: source and target images (prepared).
+            xs, xt: source and target images.
             weight: the schedule's ``w`` on ``lambda_gan``.
             extra: ``extra(xs, xt, fake_t, fake_s)`` gives a method's own generator terms.
 
@@ -158,27 +172,32 @@ class CycleTranslator:
         opt = m.optimizers["g"]
         opt.zero_grad(set_to_none=True)
         values: dict[str, float] = {}
-        with frozen(*(m.nets[n] for n in self.DISCRIMINATORS)):
-            with m.autocast():
-                fake_t, fake_s = g_s2t(xs), g_t2s(xt)
-                adv = self.g_gan(d_t(fake_t)) + self.g_gan(d_s(fake_s))
+        share, linked = self.shares_fake_pass(), weight > 0
+        self._shared = None
+        with contextlib.nullcontext() if share else frozen(*(m.nets[n] for n in self.DISCRIMINATORS)):
+            fake_t, fake_s = m.call(g_s2t, xs), m.call(g_t2s, xt)
+            if share:  # D live: update 2 reuses these scores; this update's backward reaches the generators only
+                ft, fs = (fake_t, fake_s) if linked else (fake_t.detach(), fake_s.detach())
+                score_t, score_s = m.call(d_t, ft), m.call(d_s, fs)
+                self._shared = (score_t, score_s, fake_t.detach(), fake_s.detach())
+            else:
+                score_t, score_s = m.call(d_t, fake_t), m.call(d_s, fake_s)
+            adv = self.g_gan(score_t) + self.g_gan(score_s)
             total = weight * self.lambda_gan * adv
             values["g_adv"] = float(adv.detach())
             if self.lambda_cycle > 0:
-                with m.autocast():
-                    rec_s, rec_t = g_t2s(fake_t), g_s2t(fake_s)
+                rec_s, rec_t = m.call(g_t2s, fake_t), m.call(g_s2t, fake_s)
                 cyc = F.l1_loss(rec_s.float(), xs.float()) + F.l1_loss(rec_t.float(), xt.float())
                 total = total + self.lambda_cycle * cyc
                 values["cycle"] = float(cyc.detach())
             if self.lambda_identity > 0:
-                with m.autocast():
-                    idt = F.l1_loss(g_t2s(xs).float(), xs.float()) + F.l1_loss(g_s2t(xt).float(), xt.float())
+                idt = F.l1_loss(m.call(g_t2s, xs).float(), xs.float()) + F.l1_loss(m.call(g_s2t, xt).float(), xt.float())
                 total = total + self.lambda_identity * idt
                 values["identity"] = float(idt.detach())
             for name, (w, loss) in (extra(xs, xt, fake_t, fake_s) if extra else {}).items():
                 total = total + w * loss.float()
                 values[name] = float(loss.detach())
-            total.backward()
+            m.backward(total, "g", retain_graph=share and linked)
         opt.step()
         values["loss_g"] = float(total.detach())
         return values, fake_t.detach(), fake_s.detach()
@@ -190,10 +209,15 @@ class CycleTranslator:
         opt = m.optimizers["d_img"]
         opt.zero_grad(set_to_none=True)
         fake_t, fake_s = fake_t.detach(), fake_s.detach()
-        with m.autocast():
-            ld_s = self.d_gan(d_s(xs), d_s(fake_s))
-            ld_t = self.d_gan(d_t(xt), d_t(fake_t))
-        (ld_s + ld_t).backward()
+        shared, self._shared = self._shared, None
+        if shared is not None and same_input(shared[2], fake_t) and same_input(shared[3], fake_s):  # update 1's scores of these images
+            ld_s = self.d_gan(m.call(d_s, xs), shared[1])
+            ld_t = self.d_gan(m.call(d_t, xt), shared[0])
+            m.backward(ld_s + ld_t, "d_img")  # into the discriminators only, not the generators
+        else:
+            ld_s = self.d_gan(*m.call_each(d_s, xs, fake_s))
+            ld_t = self.d_gan(*m.call_each(d_t, xt, fake_t))
+            (ld_s + ld_t).backward()
         opt.step()
         return {"loss_d_s": float(ld_s.detach()), "loss_d_t": float(ld_t.detach())}
 
@@ -209,8 +233,7 @@ class CycleTranslator:
     def translate(self, image: torch.Tensor, which: str = "g_t2s") -> torch.Tensor:
         """An image batch translated by generator ``which`` (float32 out)."""
         m = self.method
-        with m.autocast():
-            return m.nets[which](m.prepare(image.to(m.device))).float()
+        return m.call(m.nets[which], image.to(m.device)).float()
 
 
 class TranslationMethod(SourceOnly):
@@ -289,7 +312,7 @@ class TranslationMethod(SourceOnly):
     def translation_step(self, batch: Batch, stage_step: int) -> dict[str, float]:
         """The translator's two updates on the first ``g_batch`` images of each domain (``stage_step``: for the schedule)."""
         n = int(self.hp["g_batch"]) or batch.source_image.shape[0]
-        xs, xt = self.prepare(batch.source_image[:n]), self.prepare(batch.target_image[:n])
+        xs, xt = batch.source_image[:n], batch.target_image[:n]
         w = self.schedule(stage_step)
         values, self._fakes = self.translator.step(xs, xt, w, extra=self.generator_terms)
         values["w_gan"] = w

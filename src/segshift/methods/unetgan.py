@@ -120,8 +120,8 @@ class UnetGAN(TranslationMethod):
         """The frozen U-Net's segmentation-specific features ``f`` (eq. 4)."""
         seg = self.nets["seg"]
         if hasattr(seg, "encoder_features"):
-            return list(seg.encoder_features(x))
-        return [seg.forward_features(x)[1][0]]
+            return list(self.call(seg.encoder_features, x))
+        return [self.call(seg.forward_features, x)[1][0]]
 
     def generator_terms(self, xs: torch.Tensor, xt: torch.Tensor, fake_t: torch.Tensor, fake_s: torch.Tensor) -> Terms:
         """``lambda_2 L_SSIM + lambda_1 L_Unet`` of eq. 5, for both generators."""
@@ -129,13 +129,11 @@ class UnetGAN(TranslationMethod):
         if hp["ssim_pair"] == "translated":
             ref_s, ref_t = fake_t, fake_s  # SSIM(x_s, G_S2T(x_s)) and SSIM(x_t, G_T2S(x_t))
         else:
-            with self.autocast():
-                ref_s, ref_t = self.net("g_t2s")(fake_t), self.net("g_s2t")(fake_s)
-        l_ssim = self.ssim_loss(xs, ref_s) + self.ssim_loss(xt, ref_t)
-        with self.autocast():
-            with torch.no_grad():
-                f_orig = self.features(torch.cat([xs, xt]))
-            f_trans = self.features(torch.cat([fake_t, fake_s]))
+            ref_s, ref_t = self.call("g_t2s", fake_t), self.call("g_s2t", fake_s)
+        l_ssim = self.ssim_loss(xs, ref_s) + self.ssim_loss(xt, ref_t)  # float32, outside the networks' precision
+        with torch.no_grad():
+            f_orig = self.features(torch.cat([xs, xt]))
+        f_trans = self.features(torch.cat([fake_t, fake_s]))
         l_unet = sum(F.mse_loss(a.float(), b.float()) for a, b in zip(f_trans, f_orig)) / len(f_orig)
         return {"ssim": (float(hp["lambda_ssim"]), l_ssim), "unet_feat": (float(hp["lambda_unet"]), l_unet)}
 
