@@ -73,7 +73,7 @@ def _compare_with_predict(run: Path, export: Path, inputs: Path, out: Path, targ
     """Logits and probabilities within 1e-4 of the run's Predictor; masks equal to `segshift predict`'s."""
     model = ExportedModel(export)
     pred = Predictor(run, target_domain=target_domain == "yes")
-    assert pred.method.precision == "fp32"
+    assert pred.method.execution.precision == "fp32"
     assert main(["predict", str(run), str(inputs), "--out", str(out), "--target-domain", target_domain]) == 0
     for case in CASES:
         vol = read_volume(inputs / f"{case}.nii.gz")
@@ -147,7 +147,7 @@ def test_bf16_autocast_is_not_baked_into_the_export(fp32_run, tmp_path, monkeypa
     from segshift.engine import precision
 
     monkeypatch.setattr(precision, "resolve_precision", lambda *_a, **_k: "bf16")  # as on a machine with native bf16
-    assert Predictor(fp32_run).method.precision == "bf16"
+    assert Predictor(fp32_run).method.execution.precision == "bf16"
     report = export_model(fp32_run, tmp_path / "x", fmt="onnx")
     graph = onnx.load(str(tmp_path / "x" / "model.onnx")).graph
     bf16 = onnx.TensorProto.BFLOAT16

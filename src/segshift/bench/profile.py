@@ -277,7 +277,7 @@ def profile_method(method: str, sources: Sequence[str | Path], target: str | Pat
             trainer_module.ddp.shutdown(trainer.dist)
         out = _rows(trainer, user)
         out.update({"method": method, "sets": list(sets), "batch_size": int(cfg["train"]["batch_size"]),
-                    "crop_size": list(cfg["data"]["preprocess"]["crop_size"]), "precision": trainer.method.precision,
+                    "crop_size": list(cfg["data"]["preprocess"]["crop_size"]), "precision": trainer.method.execution.precision,
                     "cpu": cpu_model(), "native_bf16": bf16_report()["native"], "threads": torch.get_num_threads(),
                     "device": str(trainer.method.device), "run_wall_seconds": wall})
         if trainer.profiler is not None:

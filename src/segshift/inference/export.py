@@ -82,6 +82,7 @@ class _Graph(nn.Module):
 
 def _fp32_copy(method: Any, target_norm: bool) -> Any:
     """A CPU, float32, eval-mode copy of a loaded method; the target batch-norm statistics swapped in if asked."""
+    from segshift.engine.precision import ExecutionPolicy
     from segshift.methods.base import TARGET_NORM
 
     m = copy.deepcopy(method)
@@ -89,8 +90,7 @@ def _fp32_copy(method: Any, target_norm: bool) -> Any:
         m.nets["seg" + TARGET_NORM].swap(m.nets["seg"])  # for good: this copy is the target-domain model
     for name in [n for n in m.nets if n.endswith(TARGET_NORM)]:
         del m.nets[name]
-    m.precision = "fp32"  # never bake bf16 autocast into an export
-    m.channels_last = False
+    m.configure(ExecutionPolicy("fp32"))  # never bake bf16 autocast (or a memory format) into an export
     m.device = torch.device("cpu")
     m.nets.to("cpu")
     m.train(False)
