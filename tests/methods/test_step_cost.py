@@ -39,6 +39,8 @@ CASES = {
     "cyclegan": [*TINY_UNET, *TINY_GAN, "method.lambda_identity=0.5", "method.gan_loss=bce"],
     "unetgan": ["model.name=resunet", "model.kwargs={features: [4,8,16,32], encoder_blocks: [1,2,3,3]}", *TINY_GAN,
                 "method.seg_steps=1"],
+    "unetgan-cycle": ["model.name=resunet", "model.kwargs={features: [4,8,16,32], encoder_blocks: [1,2,3,3]}", *TINY_GAN,
+                      "method.seg_steps=1", "method.ssim_pair=cycle", "method.lambda_cycle=1"],  # SSIM reuses the cycle's images
 }
 
 
@@ -182,6 +184,14 @@ def test_the_discriminator_update_forwards_only_the_source():
     sizes = _d_batches(c, "d_t")
     c.train_step(random_batch(4, 32), 10_000)
     assert sizes == [4, 4]  # D_T(G_S2T(x_s)) in update 1 (shared), D_T(x_t) in update 2; before: [4, 4, 4]
+
+
+def test_unetgan_ssim_on_the_cycle_reuses_the_cycle_images():
+    m = _method("unetgan-cycle")
+    m.train_step(random_batch(4, 32), 1)  # stage 1
+    sizes = _d_batches(m, "g_t2s")
+    m.train_step(random_batch(4, 32), 10_000)
+    assert sizes == [4, 4]  # G_T2S(x_t), G_T2S(G_S2T(x_s)) once each; before, SSIM recomputed the second
 
 
 def test_under_ddp_the_discriminator_keeps_its_own_passes():

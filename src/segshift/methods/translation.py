@@ -130,6 +130,8 @@ class CycleTranslator:
         self.d_gan, self.g_gan = gan_losses(str(hp["gan_loss"]))
         self.lambda_gan, self.lambda_cycle, self.lambda_identity = (float(hp[k]) for k in ("lambda_gan", "lambda_cycle", "lambda_identity"))
         self._shared: tuple[torch.Tensor, ...] | None = None  # update 1's scores D_T(fake_t), D_S(fake_s) and those images
+        self.reconstructions: tuple[torch.Tensor, torch.Tensor] | None = None
+        """``(G_T2S(G_S2T(x_s)), G_S2T(G_T2S(x_t)))`` of the current generator update (``lambda_cycle > 0``), for ``extra`` terms."""
         for name in self.GENERATORS:
             method.nets[name] = ResnetGenerator(
                 method.in_channels, method.in_channels, ngf=int(hp["g_ngf"]), n_down=int(hp["g_down"]),
@@ -173,7 +175,7 @@ class CycleTranslator:
         opt.zero_grad(set_to_none=True)
         values: dict[str, float] = {}
         share, linked = self.shares_fake_pass(), weight > 0
-        self._shared = None
+        self._shared, self.reconstructions = None, None
         with contextlib.nullcontext() if share else frozen(*(m.nets[n] for n in self.DISCRIMINATORS)):
             fake_t, fake_s = m.call(g_s2t, xs), m.call(g_t2s, xt)
             if share:  # D live: update 2 reuses these scores; this update's backward reaches the generators only
@@ -187,6 +189,7 @@ class CycleTranslator:
             values["g_adv"] = float(adv.detach())
             if self.lambda_cycle > 0:
                 rec_s, rec_t = m.call(g_t2s, fake_t), m.call(g_s2t, fake_s)
+                self.reconstructions = (rec_s, rec_t)
                 cyc = F.l1_loss(rec_s.float(), xs.float()) + F.l1_loss(rec_t.float(), xt.float())
                 total = total + self.lambda_cycle * cyc
                 values["cycle"] = float(cyc.detach())
@@ -200,6 +203,7 @@ class CycleTranslator:
             m.backward(total, "g", retain_graph=share and linked)
         opt.step()
         values["loss_g"] = float(total.detach())
+        self.reconstructions = None
         return values, fake_t.detach(), fake_s.detach()
 
     def discriminator_step(self, xs: torch.Tensor, xt: torch.Tensor, fake_t: torch.Tensor, fake_s: torch.Tensor) -> dict[str, float]:

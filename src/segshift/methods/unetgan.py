@@ -128,6 +128,8 @@ class UnetGAN(TranslationMethod):
         hp = self.hp
         if hp["ssim_pair"] == "translated":
             ref_s, ref_t = fake_t, fake_s  # SSIM(x_s, G_S2T(x_s)) and SSIM(x_t, G_T2S(x_t))
+        elif self.translator.reconstructions is not None:  # the cycle term's, of these very images
+            ref_s, ref_t = self.translator.reconstructions
         else:
             ref_s, ref_t = self.call("g_t2s", fake_t), self.call("g_s2t", fake_s)
         l_ssim = self.ssim_loss(xs, ref_s) + self.ssim_loss(xt, ref_t)  # float32, outside the networks' precision
