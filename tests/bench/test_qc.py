@@ -202,3 +202,58 @@ def test_compute_qc_on_a_hand_made_folder(tmp_path, monkeypatch):
     assert [r[0] for r in body] == ["m", "oracle (ORACLE)", QC.POOLED] and body[0][4] == "-1.00 / 1.00"
     md = QC.markdown(res)
     assert "## QC validation (evaluation against test labels)" in md and "higher = more suspicious" in md
+
+
+# -- the tiny phantom benchmark (tests/conftest.py): the tables, the report's table and figure ---------------------------
+def test_tiny_benchmark_writes_the_qc_tables(tiny_benchmark):
+    from segshift.bench.tables import collect_rows
+    from segshift.metrics.stats import roc_auc, spearman
+
+    out = tiny_benchmark
+    doc = json.loads((out / "benchmark.json").read_text())
+    assert doc["qc_threshold"] == 0.5  # the suite's qc_threshold
+    res = json.loads((out / "results" / "results.json").read_text())["qc"]
+    assert res["threshold"] == 0.5
+    assert res["scores"] == ["mean_entropy", "fg_entropy", "volume_z_max", "volume_z_LV", "volume_z_MYO", "volume_z_RV"]
+    cases = list(csv.DictReader((out / "results" / "qc_cases.csv").open()))
+    assert len(cases) == 4 * 4 + 3 * 2  # lge: init, source-only, adaptseg, oracle x 4 cases; t2-unseen: 3 rows x 2 cases
+    # each case's Dice is its mean over structures in per_case.csv, each score the run's qc.csv value
+    per: dict[tuple, list[float]] = {}
+    for r in csv.DictReader((out / "results" / "per_case.csv").open()):
+        per.setdefault((r["test"], r["method_id"], r["case"]), []).append(float(r["dice"]))
+    for c in cases:
+        assert float(c["dice"]) == pytest.approx(np.mean(per[c["test"], c["method_id"], c["case"]]))
+    qc_csv = out / "runs" / "bssfp2lge" / "adaptseg" / "seed0" / "predictions" / "lge" / "qc.csv"
+    qc_rows = {r["case"]: r for r in csv.DictReader(qc_csv.open())}
+    for c in (c for c in cases if c["method_id"] == "adaptseg" and c["test"] == "lge"):
+        assert float(c["mean_entropy"]) == pytest.approx(float(qc_rows[c["case"]]["mean_entropy"]))
+        assert float(c["volume_z_max"]) == pytest.approx(max(float(c[f"volume_z_{s}"]) for s in ("LV", "MYO", "RV")))
+    # 4 cases per run: undefined, said so; the pooled line has 16
+    val = list(csv.DictReader((out / "results" / "qc_validation.csv").open()))
+    init = next(v for v in val if v["test"] == "lge" and v["method_id"] == "init" and v["score"] == "mean_entropy")
+    assert (init["n"], init["spearman"], init["auc"], init["note"]) == ("4", "nan", "nan", "n = 4 < 5 cases: undefined")
+    pooled = next(v for v in val if v["test"] == "lge" and v["method_id"] == QC.POOLED and v["score"] == "mean_entropy")
+    lge = [c for c in cases if c["test"] == "lge"]
+    ent, dice = [float(c["mean_entropy"]) for c in lge], np.array([float(c["dice"]) for c in lge])
+    assert pooled["n"] == "16" and float(pooled["spearman"]) == pytest.approx(spearman(ent, dice))
+    # the tiny models score below 0.5: AUC undefined, said so (else it is the ROC AUC)
+    if (dice < 0.5).all():
+        assert pooled["auc"] == "nan" and pooled["note"] == "every case below Dice 0.5: AUC undefined"
+    else:
+        assert float(pooled["auc"]) == pytest.approx(roc_auc(ent, dice < 0.5))
+    # at the median Dice, half the cases are below: the AUC is defined and is the ROC AUC of the pooled cases
+    median = float(np.median(dice))
+    again = QC.compute_qc(out, collect_rows(out), doc["runs"], ["LV", "MYO", "RV"], threshold=median)
+    at = next(v for v in again["validation"] if v["test"] == "lge" and v["method_id"] == QC.POOLED and v["score"] == "mean_entropy")
+    assert at["n_below"] == int((dice < median).sum()) > 0
+    assert at["auc"] == pytest.approx(roc_auc(ent, dice < median))
+    # the volume reference: the source (bSSFP) training labels, 6 cases (8 minus 2 validation); the oracle borrows the init's
+    refs = res["references"]
+    assert refs["bssfp2lge/init/seed0"]["from"] == "6 source training labels of bssfp2lge/init/seed0"
+    assert refs["bssfp2lge/target-oracle/seed0"]["from"] == "6 source training labels of bssfp2lge/init/seed0"
+    md = (out / "results" / "results.md").read_text()
+    assert "## QC validation (evaluation against test labels)" in md and "| pooled (all rows) |  | 16 | " in md
+    report = (out / "report.html").read_text()
+    assert "QC validation (evaluation against test labels)</h2>" in report
+    for test in ("lge", "t2-unseen"):
+        assert f'<img alt="QC scores against Dice, task bssfp2lge, test set {test} (one point per run and case)"' in report
