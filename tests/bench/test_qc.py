@@ -251,9 +251,13 @@ def test_tiny_benchmark_writes_the_qc_tables(tiny_benchmark):
     refs = res["references"]
     assert refs["bssfp2lge/init/seed0"]["from"] == "6 source training labels of bssfp2lge/init/seed0"
     assert refs["bssfp2lge/target-oracle/seed0"]["from"] == "6 source training labels of bssfp2lge/init/seed0"
+    # both test sets together: each run's 6 cases (4 lge + 2 t2; the oracle's 4), pooled 22
+    both = {v["method_id"]: v for v in val if v["test"] == QC.ALL_TESTS and v["score"] == "volume_z_max"}
+    assert {k: v["n"] for k, v in both.items()} == {"init": "6", "source-only": "6", "adaptseg": "6", "target-oracle": "4", QC.POOLED: "22"}
     md = (out / "results" / "results.md").read_text()
     assert "## QC validation (evaluation against test labels)" in md and "| pooled (all rows) |  | 16 | " in md
+    assert "### Task `bssfp2lge`, all test sets together" in md and "| pooled (all rows) |  | 22 | " in md
     report = (out / "report.html").read_text()
     assert "QC validation (evaluation against test labels)</h2>" in report
-    for test in ("lge", "t2-unseen"):
-        assert f'<img alt="QC scores against Dice, task bssfp2lge, test set {test} (one point per run and case)"' in report
+    for unit in ("test set lge", "test set t2-unseen", "all test sets together"):
+        assert f'<img alt="QC scores against Dice, task bssfp2lge, {unit} (one point per run and case)"' in report

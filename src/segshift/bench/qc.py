@@ -23,7 +23,9 @@ tables, and nothing here feeds back into training, selection or prediction.
 * ``volume_z_max``: the largest of the structures' ``volume_z``: the most anomalous structure.
 
 **The statistics, per run and test set** (and pooled over the rows of a test set), against
-each case's Dice averaged over structures (:func:`validate`):
+each case's Dice averaged over structures (:func:`validate`); for a task with several test
+sets also over all of them together (:data:`ALL_TESTS`: what a deployment faces, a mix of
+domains the model handles well and badly):
 
 * Spearman's rank correlation rho between score and Dice
   (:func:`segshift.metrics.stats.spearman`): a useful score has rho < 0 (−1: it ranks the
@@ -63,6 +65,8 @@ EPS_ML = 1.0
 """Added to every volume (mL) before the logarithm, so an empty structure has a finite, very low log volume."""
 POOLED = "pooled (all rows)"
 """The row label of the pooled line of a test set."""
+ALL_TESTS = "all test sets"
+"""The pseudo test set of a task with several: every test set's cases together (each run's, and pooled)."""
 
 SCORES: dict[str, str] = {
     "mean_entropy": "mean normalised predictive entropy over the field of view",
@@ -203,7 +207,7 @@ def compute_qc(
     Returns:
         ``{"threshold", "min_cases", "scores", "orientation", "cases", "validation", "references", "notes"}``:
         ``cases`` one entry per run, test set and case (its Dice and scores), ``validation``
-        one per task, test set, row (or the pooled line) and score.
+        one per task, test set (and :data:`ALL_TESTS`), row (or the pooled line) and score.
     """
     out = Path(out)
     names = score_names(structures)
@@ -267,9 +271,11 @@ def compute_qc(
                     }
                 )
     validation: list[dict[str, Any]] = []
-    units = list(dict.fromkeys((c["task"], c["test"]) for c in cases_out))
-    for task, test in units:
-        sel = [c for c in cases_out if c["task"] == task and c["test"] == test]
+    per_test = list(dict.fromkeys((c["task"], c["test"]) for c in cases_out))
+    tasks = list(dict.fromkeys(task for task, _ in per_test))
+    several = [(task, ALL_TESTS) for task in tasks if sum(t == task for t, _ in per_test) > 1]
+    for task, test in per_test + several:
+        sel = unit_cases(cases_out, task, test)
         groups = list(dict.fromkeys((c["method_id"], c["seed"]) for c in sel))
         lines = [((mid, seed), [c for c in sel if (c["method_id"], c["seed"]) == (mid, seed)]) for mid, seed in groups]
         lines.append(((POOLED, None), sel))
@@ -306,6 +312,16 @@ def compute_qc(
         "references": references,
         "notes": notes,
     }
+
+
+def unit_title(task: str, test: str) -> str:
+    """``task T, test set S`` (or ``task T, all test sets together``)."""
+    return f"task {task}, " + ("all test sets together" if test == ALL_TESTS else f"test set {test}")
+
+
+def unit_cases(cases: Sequence[Mapping[str, Any]], task: str, test: str) -> list[Mapping[str, Any]]:
+    """The per-case entries of one task and test set (:data:`ALL_TESTS`: of every test set of the task)."""
+    return [c for c in cases if c["task"] == task and (test == ALL_TESTS or c["test"] == test)]
 
 
 def _zero(v: Any) -> bool:
@@ -393,7 +409,7 @@ def sentence(qc: Mapping[str, Any]) -> str:
         f"Undefined (n/a) with fewer than {qc['min_cases']} cases, and the AUC when no case or every case is below the "
         f"threshold. volume_z: |z| of ln(volume + {EPS_ML:g} mL) against the source training labels (source labels only; "
         f"ORACLE rows borrow a non-oracle row's reference). The pooled line puts every row's cases together (a case "
-        f"counts once per row: not independent samples)."
+        f"counts once per row: not independent samples); '{ALL_TESTS}' puts the test sets of a task together."
     )
 
 
@@ -401,7 +417,7 @@ def markdown(qc: Mapping[str, Any]) -> str:
     """The ``## QC validation`` section of ``results.md``."""
     parts = ["## QC validation (evaluation against test labels)", "", sentence(qc), ""]
     for task, test in units(qc):
-        parts += [f"### Task `{task}`, test set `{test}`", ""]
+        parts += [f"### Task `{task}`, " + ("all test sets together" if test == ALL_TESTS else f"test set `{test}`"), ""]
         head, body = table_rows(qc, task, test)
         parts += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in body] + [""]
     if qc.get("notes"):
@@ -410,6 +426,7 @@ def markdown(qc: Mapping[str, Any]) -> str:
 
 
 __all__ = [
+    "ALL_TESTS",
     "DEFAULT_THRESHOLD",
     "MIN_CASES",
     "POOLED",
@@ -421,6 +438,8 @@ __all__ = [
     "markdown",
     "score_names",
     "table_rows",
+    "unit_cases",
+    "unit_title",
     "units",
     "validate",
     "validation_csv",

@@ -193,16 +193,17 @@ def _qc_section(qc: Mapping[str, Any] | None) -> list[str]:
         return [*out, "<p class='note'>No QC rows (qc.csv) in these runs.</p>"]
     out.append(f"<p>{html.escape(QC.sentence(qc))}</p>")
     for task, test in QC.units(qc):
-        out.append(f"<h3>QC, task {html.escape(task)}, test set {html.escape(test)}</h3>")
+        out.append(f"<h3>QC, {html.escape(QC.unit_title(task, test))}</h3>")
         head, body = QC.table_rows(qc, task, test)
         out.append(_table(head, body, oracle_rows=["(ORACLE)" in r[0] for r in body]))
-        cases = [c for c in qc["cases"] if c["task"] == task and c["test"] == test]
+        cases = QC.unit_cases(qc["cases"], task, test)
         pooled = {v["score"]: v for v in qc["validation"]
                   if v["task"] == task and v["test"] == test and v["method_id"] == QC.POOLED}
         stats = {s: f"pooled rho {_num(pooled[s]['spearman'], '+.2f')}, AUC {_num(pooled[s]['auc'], '.2f')} (n {pooled[s]['n']})"
                  for s in qc["main_scores"] if s in pooled}
-        caption = f"QC scores against Dice, task {task}, test set {test} (one point per run and case)"
-        out.append(_figure(F.qc_scatter(cases, qc["main_scores"], qc["threshold"], f"{task} / {test}: QC score vs Dice", stats), caption))
+        caption = f"QC scores against Dice, {QC.unit_title(task, test)} (one point per run and case)"
+        title = f"{task} / {'all test sets' if test == QC.ALL_TESTS else test}: QC score vs Dice"
+        out.append(_figure(F.qc_scatter(cases, qc["main_scores"], qc["threshold"], title, stats), caption))
     return out
 
 
