@@ -200,6 +200,7 @@ def test_compute_qc_on_a_hand_made_folder(tmp_path, monkeypatch):
     head, body = QC.table_rows(res, "t1", "t")
     assert head[:4] == ["row", "seed", "n", "n < 0.7"] and head[4] == "mean_entropy: rho / AUC"
     assert [r[0] for r in body] == ["m", "oracle (ORACLE)", QC.POOLED] and body[0][4] == "-1.00 / 1.00"
+    assert body[0][-1] == "rho undefined (constant score or Dice): volume_z_RV"  # the constant score is named
     md = QC.markdown(res)
     assert "## QC validation (evaluation against test labels)" in md and "higher = more suspicious" in md
 

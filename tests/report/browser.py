@@ -122,6 +122,7 @@ def console_lines(stderr: str) -> list[str]:
 
 def render(browser: str, page: Path, work: Path, probe: bool = False) -> Rendered:
     """The DOM of ``page`` after load (``--dump-dom``) and its console messages; with ``probe`` of a copy with the probe."""
+    work.mkdir(parents=True, exist_ok=True)
     if probe:
         text = page.read_text(encoding="utf-8")
         assert "<head>" in text, "the page has no <head> to inject the probe into"

@@ -389,7 +389,11 @@ def table_rows(qc: Mapping[str, Any], task: str, test: str) -> tuple[list[str], 
     for key in dict.fromkeys((v["method_id"], v["seed"]) for v in sel):
         by_score = {v["score"]: v for v in sel if (v["method_id"], v["seed"]) == key}
         first = by_score[qc["scores"][0]]
-        notes = list(dict.fromkeys(v["note"] for v in by_score.values() if v["note"]))
+        pieces = [(s, piece) for s, v in by_score.items() for piece in v["note"].split("; ") if piece]
+        constant = [s for s, piece in pieces if piece.startswith("constant")]
+        notes = list(dict.fromkeys(piece for _, piece in pieces if not piece.startswith("constant")))
+        if constant:
+            notes.append(f"rho undefined (constant score or Dice): {', '.join(constant)}")
         if first["n_empty"]:
             notes.append(f"{first['n_empty']} empty prediction(s): fg_entropy 1")
         label = first["label"] + (" (ORACLE)" if first["oracle"] and "ORACLE" not in first["label"] else "")
