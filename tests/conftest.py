@@ -83,3 +83,32 @@ def trained_run(phantom, tmp_path_factory) -> Path:
     sets = FAST + ["train.steps=300", "train.eval_every=100", "data.val_cases=[case008, case009]"]
     train(resolve("source-only", sets=sets), [phantom["bssfp"]], None, run, progress=False)
     return run
+
+
+def tiny_suite_text(qc_threshold: float = 0.5) -> str:
+    """phantom-tiny with budgets cut to the bone (init 6 steps, stage 4): every stage, table and figure of the
+    benchmark, in about half a minute on 2 CPU cores. The models barely learn: the plumbing is tested, not the numbers."""
+    from segshift.bench.suite import builtin_suites
+
+    text = builtin_suites()["phantom-tiny"]
+    for old, new in (("budget: {steps: 40}}", "budget: {steps: 6}}"), ("budget: {steps: 20}", "budget: {steps: 4}"),
+                     ("train.eval_every=10", "train.eval_every=3"), ("train.checkpoint_every=10", "train.checkpoint_every=3"),
+                     ("train.log_every=5", "train.log_every=1")):
+        assert old in text, old
+        text = text.replace(old, new)
+    return text + f"qc_threshold: {qc_threshold}\n"
+
+
+@pytest.fixture(scope="session")
+def tiny_benchmark(tmp_path_factory) -> Path:
+    """``segshift benchmark`` of :func:`tiny_suite_text` and ``segshift report``, once per test session (~30 s on
+    2 CPU cores): the benchmark folder the report's browser test and the QC validation tests read."""
+    from segshift.cli.main import main
+
+    root = tmp_path_factory.mktemp("tiny_benchmark")
+    suite = root / "tiny.yaml"
+    suite.write_text(tiny_suite_text())
+    out = root / "bench"
+    assert main(["benchmark", str(suite), "--out", str(out)]) == 0
+    assert main(["report", str(out)]) == 0
+    return out

@@ -22,7 +22,6 @@ import csv
 import json
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -268,30 +267,24 @@ def test_report_has_the_training_logs_of_every_stage(bench):
     assert "Against the init (mean Dice)" in text and "40 + 20" in text and "last step" in text
 
 
-def _chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
 def test_report_renders_in_headless_chromium(bench, tmp_path):
+    """The full report (a resumed benchmark, a method figure) in the browser; tests/report/test_browser.py checks the
+    tiny benchmark's report on every CI run."""
+    from tests.report.browser import render, require_chromium, screenshot
+
     report = bench["out"] / "report.html"
     text = report.read_text()
     assert text.count("data:image/png;base64,") >= 6 and "src=\"http" not in text  # self-contained
-    browser = _chromium()
-    if browser is None:
-        pytest.skip("no chromium binary on PATH (apt-get install chromium); the HTML checks above still ran")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1400,2400"]
-    shot = tmp_path / "shot.png"
-    subprocess.run([browser, *flags, f"--screenshot={shot}", report.as_uri()], check=True, capture_output=True, timeout=120)
-    dom = subprocess.run([browser, *flags, "--dump-dom", report.as_uri()], check=True, capture_output=True, timeout=120, text=True).stdout
+    browser = require_chromium()
+    rendered = render(browser, report, tmp_path, probe=True)
+    assert rendered.console == [] and rendered.probe["errors"] == [] and rendered.probe["broken"] == 0, rendered
+    dom = rendered.dom
     for key in ("segshift benchmark: phantom-tiny", "source-only (init)", "target-oracle (ORACLE)", "Dice mean", "gap recovered",
                 "Against the init", "Paired tests", "Best, median and worst cases", "Training curves", "method_name: adaptseg",
-                "code revision", "bssfp2lge/adaptseg/seed0: translation_grid.png"):
+                "code revision", "bssfp2lge/adaptseg/seed0: translation_grid.png", "QC validation", "QC scores against Dice"):
         assert key in dom, key
-    assert dom.count("<img") >= 7 and dom.count("<tr") >= 8
+    assert dom.count("<img") == text.count("<img ") >= 9 and dom.count("<table") == text.count("<table>")
+    shot = screenshot(browser, report, tmp_path / "shot.png", tmp_path, size=(1400, 2400))
     import matplotlib.image as mpimg
 
     px = mpimg.imread(str(shot))

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from segshift.metrics.stats import (bootstrap_ci, csv_value, describe, finite_mean, finite_median, gap_recovered, holm, is_defined,
-                                    mean_ci, mean_of_all, nan_to_none, none_to_nan, paired_comparison)
+from segshift.metrics.stats import (average_ranks, bootstrap_ci, csv_value, describe, finite_mean, finite_median, gap_recovered, holm,
+                                    is_defined, mean_ci, mean_of_all, nan_to_none, none_to_nan, paired_comparison, roc_auc, spearman)
 
 
 def test_paired_t_and_wilcoxon_match_hand_computation():
@@ -117,3 +117,64 @@ def test_surface_summary_and_benchmark_tables_apply_the_same_rule():
         for m in ("dice", "assd_mm", "hd95_mm"):
             assert (st[structure][m]["n"], st[structure][m]["n_nan"]) == (src[m]["n"], src[m]["n_nan"])
             assert st[structure][m]["mean"] == pytest.approx(src[m]["mean"], nan_ok=True)
+
+
+# -- rank statistics: Spearman's rho and the ROC AUC (the QC validation's) ---------------------------------------------
+@pytest.mark.parametrize(("values", "ranks"), [
+    ([3.0, 1.0, 2.0], [3.0, 1.0, 2.0]),
+    ([10.0, 20.0, 10.0, 5.0], [2.5, 4.0, 2.5, 1.0]),  # the two 10s share ranks 2 and 3
+    ([7.0, 7.0, 7.0], [2.0, 2.0, 2.0]),
+    ([], []),
+])
+def test_average_ranks(values, ranks):
+    assert average_ranks(values).tolist() == ranks
+
+
+@pytest.mark.parametrize(("x", "y", "rho"), [
+    ([1, 2, 3, 4], [0.9, 0.8, 0.3, 0.1], -1.0),  # a perfectly informative (suspicion) score against Dice
+    ([1, 2, 3, 4], [1, 4, 9, 16], 1.0),  # any increasing function: 1
+    ([1, 2, 3, 4, 5], [2, 1, 4, 3, 5], 0.8),  # d = (-1, 1, -1, 1, 0): 1 - 6 * 4 / (5 * 24)
+    # tie: ranks x (1, 2.5, 2.5, 4), y (1, 2, 3, 4); centred products 2.25 + 0 + 0 + 2.25 over sqrt(4.5 * 5)
+    ([1, 2, 2, 3], [1, 2, 3, 4], 4.5 / math.sqrt(22.5)),
+    ([1, 2, NAN, 3, 4], [4, 3, 0.5, 2, 1], -1.0),  # the pair with NaN is left out
+    ([1, 2], [2, 1], NAN),  # fewer than 3 pairs
+    ([1, 1, 1, 1], [1, 2, 3, 4], NAN),  # a constant score ranks nothing
+])
+def test_spearman_by_hand(x, y, rho):
+    assert spearman(x, y) == pytest.approx(rho, nan_ok=True)
+
+
+def test_spearman_agrees_with_scipy_on_random_ties():
+    from scipy import stats as st
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 5, 30).astype(float), rng.normal(size=30)
+    assert spearman(x, y) == pytest.approx(st.spearmanr(x, y).statistic)
+    with pytest.raises(ValueError, match="one length"):
+        spearman([1.0, 2.0, 3.0], [1.0, 2.0])
+
+
+@pytest.mark.parametrize(("scores", "positive", "auc"), [
+    ([0.9, 0.8, 0.2, 0.1], [True, True, False, False], 1.0),  # every flagged case above every other
+    ([0.1, 0.2, 0.8, 0.9], [True, True, False, False], 0.0),  # the score points the wrong way
+    ([0.9, 0.7, 0.4, 0.2], [True, False, True, False], 0.75),  # pairs (pos, neg): 0.9>0.7, 0.9>0.2, 0.4<0.7, 0.4>0.2
+    ([0.5, 0.5, 0.1], [True, False, False], 0.75),  # a tie counts one half: (0.5 + 1) / 2
+    ([0.3, 0.3, 0.3, 0.3], [True, False, True, False], 0.5),
+    ([0.9, NAN, 0.1], [True, True, False], 1.0),  # an undefined score is left out
+    ([0.9, 0.8], [True, True], NAN),  # no negative case
+    ([0.9, 0.8], [False, False], NAN),  # no positive case
+])
+def test_roc_auc_by_hand(scores, positive, auc):
+    assert roc_auc(scores, positive) == pytest.approx(auc, nan_ok=True)
+
+
+def test_roc_auc_is_the_mann_whitney_u_over_the_pairs():
+    from scipy import stats as st
+
+    rng = np.random.default_rng(1)
+    s = rng.integers(0, 6, 40).astype(float)
+    pos = rng.random(40) < 0.4
+    u = st.mannwhitneyu(s[pos], s[~pos]).statistic
+    assert roc_auc(s, pos) == pytest.approx(u / (pos.sum() * (~pos).sum()))
+    with pytest.raises(ValueError, match="one length"):
+        roc_auc([0.1, 0.2], [True])

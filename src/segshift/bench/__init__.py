@@ -5,7 +5,9 @@
 :mod:`segshift.bench.pipeline` predicts and evaluates a trained run on a labelled test set (the
 one implementation the runner, the demo and ``segshift test`` share) and
 :mod:`segshift.bench.tables` turns the per-case evaluations into tables and paired tests
-(see ``docs/benchmark.md``); :mod:`segshift.report.html` writes the HTML report.
+(see ``docs/benchmark.md``); :mod:`segshift.bench.qc` measures, against the test labels, how
+well the label-free QC scores of ``qc.csv`` flag the badly segmented cases;
+:mod:`segshift.report.html` writes the HTML report.
 
 :mod:`segshift.bench.speed` (``segshift bench speed``) measures, per segmentation network and
 precision/layout/compile variant (bf16 called native exactly where ``train.precision: auto``

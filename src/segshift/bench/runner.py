@@ -11,7 +11,8 @@ The output folder::
         evaluation/<test>/              per_case.csv, summary.json
         bench.json                      the done marker (written last): timings, steps, cases
     OUT/benchmark.json                  every run's status, skipped runs with the reason
-    OUT/results/                        per_case.csv, results.json, results.md (see segshift.bench.tables)
+    OUT/results/                        per_case.csv, summary.csv, results.json, results.md, qc_cases.csv,
+                                        qc_validation.csv (see segshift.bench.tables and segshift.bench.qc)
 
 Inits (the suite's ``inits:``): each is trained once per task and seed, into its own run
 folder like any other run (cached, resumable), before the rows that name it; each of those
@@ -410,7 +411,8 @@ class Benchmark:
         self.echo(f"benchmark {self.suite.name}: {len(todo)} runs{inits} ({len(plans) - len(todo)} not made by design) -> {self.out}")
         doc = {"suite": self.suite.name, "suite_file": str(self.suite.path), "seeds": list(self.suite.seeds),
                "compare": [list(c) for c in self.suite.compare],
-               "inits": [{"id": i.id, "method": i.method, "budget": dict(i.budget)} for i in self.suite.inits], "runs": [self._status(p, "planned", steps=p.steps) for p in plans]}
+               "inits": [{"id": i.id, "method": i.method, "budget": dict(i.budget)} for i in self.suite.inits],
+               "qc_threshold": self.suite.qc_threshold, "runs": [self._status(p, "planned", steps=p.steps) for p in plans]}
         if only_plan:  # --plan: nothing is written (but a phantom section's domains, needed for the checks)
             return doc
         self.out.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ A suite file (the format is documented in ``docs/benchmark.md``)::
                                   # the same training as the source-only row: its model is reused, not retrained
     method_set: {adanet: [train.lr=0.001]}   # overrides by method name (also for "all")
     compare: [[adaptseg, advent]]            # pairs tested against each other (besides each row's init)
+    qc_threshold: 0.7             # QC validation: a test case "fails" below this mean Dice (default 0.7)
     tasks:
       - name: bssfp2lge
         sources: [{domain: mscmr_bssfp, val_cases: "patient(1[6-9]|20)"}]
@@ -47,6 +48,7 @@ from typing import Any
 
 import yaml
 
+from segshift.bench.qc import DEFAULT_THRESHOLD
 from segshift.errors import InputFileError, SegshiftError
 
 PHANTOM_PREFIX = "phantom:"
@@ -160,6 +162,8 @@ class Suite:
     inits: tuple[InitSpec, ...] = ()
     stage_sets: tuple[str, ...] = ()
     """Overrides for every warm-started row only (the adaptation stage), after ``set``, before the row's own."""
+    qc_threshold: float = DEFAULT_THRESHOLD
+    """QC validation (:mod:`segshift.bench.qc`): the mean Dice below which a test case counts as failed."""
 
     def init(self, init_id: str) -> InitSpec:
         """The init of that id."""
@@ -181,7 +185,7 @@ def builtin_suites() -> dict[str, str]:
 
 
 _TOP = {"name", "description", "root", "seeds", "budget", "set", "stage_set", "inits", "method_init", "methods", "method_set",
-        "compare", "tasks", "phantom"}
+        "compare", "tasks", "phantom", "qc_threshold"}
 _INIT = {"id", "method", "budget", "set"}
 NO_INIT = "none"
 """``init: none``: the row trains from scratch."""
@@ -480,9 +484,12 @@ def parse_suite(text: str, path: Path, root: Path | None = None) -> Suite:
     budget = _budget(w, "budget", top.get("budget")) or {"steps": 1000}
     if top.get("stage_set") and not inits:
         raise w.fail("stage_set", "sets the warm-started rows' adaptation stage, but the suite has no inits:")
+    qc_threshold = top.get("qc_threshold", DEFAULT_THRESHOLD)
+    if isinstance(qc_threshold, bool) or not isinstance(qc_threshold, (int, float)) or not 0 < qc_threshold <= 1:
+        raise w.fail("qc_threshold", f"expected a mean Dice in (0, 1] below which a test case counts as failed, got {qc_threshold!r}")
     return Suite(str(top["name"]), path, Path(root), text, tuple(seeds), budget, _sets(w, "set", top.get("set")),
                  methods, tasks, tuple(compare), phantom, str(top.get("description") or ""), inits,
-                 _sets(w, "stage_set", top.get("stage_set")))
+                 _sets(w, "stage_set", top.get("stage_set")), float(qc_threshold))
 
 
 def load_suite(spec: str | Path, root: str | Path | None = None) -> Suite:

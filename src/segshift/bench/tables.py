@@ -25,7 +25,10 @@ seed, case and structure: ``results/per_case.csv``) and the runs' records in
   applied (its ``summary.json``'s ``selection``).
 
 Outputs (``OUT/results/``): ``per_case.csv``, ``summary.csv`` (one line per task, test set
-and row), ``results.json`` and ``results.md``.
+and row), ``results.json`` and ``results.md``; and the QC validation
+(:mod:`segshift.bench.qc`: how well the label-free QC scores of ``qc.csv`` flag the cases
+below the suite's ``qc_threshold``, evaluated against the test labels): ``qc_cases.csv``,
+``qc_validation.csv``, ``results.json``'s ``qc`` and a section of ``results.md``.
 """
 
 from __future__ import annotations
@@ -381,7 +384,7 @@ def comparisons_sentence(results: Mapping[str, Any]) -> str:
 
 def markdown(results: Mapping[str, Any], skipped: Sequence[Mapping[str, Any]] = ()) -> str:
     """``results.md``: per task and test set an overlap table, a distance table and the table against the init;
-    then every paired test, the runs and what was not run."""
+    then every paired test, the QC validation, the runs and what was not run."""
     s = results["structures"]
     parts = ["# Benchmark results", ""]
     for u in results["units"]:
@@ -395,6 +398,10 @@ def markdown(results: Mapping[str, Any], skipped: Sequence[Mapping[str, Any]] = 
         if gap_note(u):
             parts += [gap_note(u), ""]
     parts += ["## Paired tests", "", comparisons_sentence(results), "", _md(*comparison_rows(results)), ""]
+    if results.get("qc"):
+        from segshift.bench.qc import markdown as qc_markdown
+
+        parts += [qc_markdown(results["qc"]), ""]
     runs = [r for r in results.get("runs", []) if r.get("state") in ("ran", "done")]
     if runs:
         parts += ["## Runs and wall times", "", _md(*runs_rows(runs)), ""]
@@ -450,9 +457,14 @@ def write_tables(out: str | Path, n_boot: int = 10000) -> dict[str, Any]:
             unique.append(r)
     results["skipped"] = [{k: r[k] for k in ("task", "method_id", "method", "skipped")} for r in unique]
     results["runs"] = doc["runs"]
+    from segshift.bench import qc as QC
+
+    results["qc"] = QC.compute_qc(out, rows, doc["runs"], results["structures"], doc.get("qc_threshold", QC.DEFAULT_THRESHOLD))
     csv_text, md_text = per_case_csv(rows), markdown(results, unique)
     write_text(out / "results" / "per_case.csv", csv_text)
     write_text(out / "results" / "summary.csv", summary_csv(results))
+    write_text(out / "results" / "qc_cases.csv", QC.cases_csv(results["qc"]))
+    write_text(out / "results" / "qc_validation.csv", QC.validation_csv(results["qc"]))
     write_json(out / "results" / "results.json", nan_to_none(results))
     write_text(out / "results" / "results.md", md_text)
     return results

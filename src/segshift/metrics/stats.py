@@ -23,6 +23,11 @@ choice for small, skewed samples such as Dice), a percentile bootstrap confidenc
 the mean difference, Holm's step-down correction for several comparisons, and the share of
 the domain gap a method recovers.
 
+**Rank statistics** of a score against an outcome, as the QC validation of the benchmark uses
+them (:mod:`segshift.bench.qc`): Spearman's rank correlation (:func:`spearman`) and the area
+under the ROC curve of a score flagging positive cases (:func:`roc_auc`, the Mann-Whitney
+form). Both use average ranks for ties and leave out pairs with an undefined value.
+
 Nothing here reads files or imports torch.
 """
 
@@ -205,6 +210,73 @@ def holm(pvalues: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * p[i]))
         out[i] = running
     return [float(v) for v in out]
+
+
+def average_ranks(values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Ranks 1..n of ``values`` (ties share the mean of their ranks), as floats.
+
+    Example:
+        >>> average_ranks([10.0, 20.0, 10.0, 5.0]).tolist()
+        [2.5, 4.0, 2.5, 1.0]
+    """
+    a = np.asarray(values, dtype=np.float64).ravel()
+    order = np.argsort(a, kind="stable")
+    ranks = np.empty(a.size, dtype=np.float64)
+    ranks[order] = np.arange(1, a.size + 1, dtype=np.float64)
+    _, inverse, counts = np.unique(a, return_inverse=True, return_counts=True)
+    if np.any(counts > 1):  # replace each tied group's ranks by their mean
+        sums = np.bincount(inverse.ravel(), weights=ranks)
+        ranks = sums[inverse.ravel()] / counts[inverse.ravel()]
+    return ranks
+
+
+def spearman(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
+    """Spearman's rank correlation of paired values: the Pearson correlation of their average ranks.
+
+    Pairs where either value is undefined (NaN, +-inf, ``None``) are left out. NaN when fewer
+    than 3 pairs remain or either variable is constant (no ranking to correlate).
+
+    Example:
+        >>> spearman([1.0, 2.0, 3.0, 4.0], [0.9, 0.8, 0.3, 0.1])
+        -1.0
+    """
+    xa = np.asarray([math.nan if v is None else v for v in x], dtype=np.float64).ravel()
+    ya = np.asarray([math.nan if v is None else v for v in y], dtype=np.float64).ravel()
+    if xa.shape != ya.shape:
+        raise ValueError(f"paired values must be two sequences of one length, got {xa.size} and {ya.size}")
+    keep = np.isfinite(xa) & np.isfinite(ya)
+    if int(keep.sum()) < 3:
+        return math.nan
+    rx, ry = average_ranks(xa[keep]), average_ranks(ya[keep])
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    den = math.sqrt(float((rx * rx).sum()) * float((ry * ry).sum()))
+    if den == 0.0:
+        return math.nan
+    return float(np.clip((rx * ry).sum() / den, -1.0, 1.0))
+
+
+def roc_auc(scores: Sequence[float] | np.ndarray, positive: Sequence[bool] | np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` flagging the ``positive`` cases (higher score = flagged first).
+
+    The Mann-Whitney form: the probability that a positive case scores above a negative one,
+    ties counting one half. 1: every positive above every negative; 0.5: chance; 0: reversed.
+    Cases with an undefined score are left out; NaN when no positive or no negative case remains.
+
+    Example:
+        >>> roc_auc([0.9, 0.7, 0.4, 0.2], [True, False, True, False])
+        0.75
+    """
+    s = np.asarray([math.nan if v is None else v for v in scores], dtype=np.float64).ravel()
+    pos = np.asarray(positive, dtype=bool).ravel()
+    if s.shape != pos.shape:
+        raise ValueError(f"scores and labels must be of one length, got {s.size} and {pos.size}")
+    keep = np.isfinite(s)
+    s, pos = s[keep], pos[keep]
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    r = average_ranks(s)
+    return float((r[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def gap_recovered(method: float, source_only: float, oracle: float) -> float:

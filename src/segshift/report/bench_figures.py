@@ -8,6 +8,8 @@
   every adaptation stage), one column per kind of term in ``logs/train.csv``
   (:data:`CURVE_GROUPS`): supervised loss, alignment/generator terms, discriminator losses,
   alignment weights ``w_*``, source validation Dice.
+* :func:`qc_scatter`: per QC score one panel of score against per-case Dice, one colour per
+  row, the QC threshold as a line (:mod:`segshift.bench.qc`).
 """
 
 from __future__ import annotations
@@ -214,3 +216,39 @@ def stage_curves(rows: Sequence[tuple[str, Sequence[tuple[str, Mapping[str, list
     fig.savefig(buf, format="png", dpi=72, bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
+
+
+def qc_scatter(cases: Sequence[Mapping[str, object]], scores: Sequence[str], threshold: float, title: str,
+               stats: Mapping[str, str] | None = None) -> bytes:
+    """Scatter plots of QC scores against per-case Dice.
+
+    Args:
+        cases: one mapping per run and case with ``label``, ``seed``, ``dice`` and every score
+            (undefined values, ``None``/NaN, are left out of the panel).
+        scores: the score keys, one panel each (oriented: higher = more suspicious).
+        threshold: the Dice below which a case counts as failed (a dashed line).
+        title: figure title.
+        stats: score -> a short text for the panel title (e.g. the pooled rho and AUC).
+    """
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(scores), figsize=(3.6 * len(scores), 3.4), squeeze=False)
+    rows = list(dict.fromkeys(str(c["label"]) for c in cases))
+    markers = "osD^v<>PX*"
+    for ax, score in zip(axes[0], scores):
+        for i, row in enumerate(rows):
+            pts = [(c[score], c["dice"]) for c in cases if str(c["label"]) == row]
+            xy = np.asarray([(math.nan if x is None else float(x), math.nan if y is None else float(y)) for x, y in pts], dtype=float)
+            xy = xy[np.isfinite(xy).all(axis=1)] if xy.size else xy.reshape(0, 2)
+            ax.scatter(xy[:, 0], xy[:, 1], s=22, alpha=0.75, color=f"C{i % 10}", marker=markers[i % len(markers)], label=row)
+        ax.axhline(threshold, color="0.4", ls="--", lw=1)
+        ax.set_xlabel(f"{score} (higher = more suspicious)", fontsize=8)
+        ax.set_ylabel("Dice (mean over structures)", fontsize=8)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+        ax.locator_params(axis="x", nbins=5)
+        ax.ticklabel_format(axis="x", useOffset=False, style="plain")
+        ax.set_title(score + (f"\n{stats[score]}" if stats and score in stats else ""), fontsize=8)
+    axes[0][0].legend(fontsize=6, loc="best", frameon=True)
+    fig.suptitle(f"{title}  (dashed: Dice {threshold:g})", fontsize=10, y=1.04)
+    return _png(fig)

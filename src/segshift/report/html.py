@@ -13,7 +13,11 @@ The page holds, with every image embedded as a base64 PNG (no other file is need
 5. per task, small multiples of every run's ``logs/train.csv`` (the init, then each
    adaptation stage): supervised loss, alignment/generator terms, discriminator losses,
    alignment weights ``w_*`` and source validation Dice against the step;
-6. the exact configuration of every run (``config.yaml``), versions and code revision
+6. the QC validation (:mod:`segshift.bench.qc`, evaluation against the test labels): per
+   task and test set, how well each label-free QC score flags the cases below the Dice
+   threshold (Spearman's rho and ROC AUC per row and pooled), and a scatter of every main
+   score against per-case Dice;
+7. the exact configuration of every run (``config.yaml``), versions and code revision
    (``run.json``), timings, and the suite file.
 """
 
@@ -69,7 +73,7 @@ def _read_json(path: Path) -> Any:
 
 
 _FLOAT_KEYS = {"mean", "std", "dice", "jaccard", "mean_a", "mean_b", "mean_diff", "ci_low", "ci_high", "t_p", "wilcoxon_p",
-               "t_p_holm", "wilcoxon_p_holm"}
+               "t_p_holm", "wilcoxon_p_holm", "spearman", "auc"}
 
 
 def build_report(folder: str | Path) -> str:
@@ -112,6 +116,8 @@ def build_report(folder: str | Path) -> str:
     if results.get("skipped"):
         parts.append("<h3>Not run</h3><ul>" + "".join(
             f"<li>{html.escape(r['method_id'])} on {html.escape(r['task'])}: {html.escape(r['skipped'])}</li>" for r in results["skipped"]) + "</ul>")
+
+    parts += _qc_section(results.get("qc"))
 
     parts.append("<h2>Per-case scores</h2>")
     for u in results["units"]:
@@ -175,6 +181,38 @@ def build_report(folder: str | Path) -> str:
     suite_text = (folder / "suite.yaml").read_text(encoding="utf-8") if (folder / "suite.yaml").is_file() else ""
     parts.append(f"<h3>Suite</h3><pre>{html.escape(suite_text)}</pre></body></html>")
     return "\n".join(parts)
+
+
+def _qc_section(qc: Mapping[str, Any] | None) -> list[str]:
+    """The QC validation: per task and test set its table and a scatter of every main score against Dice."""
+    from segshift.bench import qc as QC
+    from segshift.report import bench_figures as F
+
+    out = ["<h2>QC validation (evaluation against test labels)</h2>"]
+    if not qc or not qc.get("validation"):
+        return [*out, "<p class='note'>No QC rows (qc.csv) in these runs.</p>"]
+    out.append(f"<p>{html.escape(QC.sentence(qc))}</p>")
+    for task, test in QC.units(qc):
+        out.append(f"<h3>QC, {html.escape(QC.unit_title(task, test))}</h3>")
+        head, body = QC.table_rows(qc, task, test)
+        out.append(_table(head, body, oracle_rows=["(ORACLE)" in r[0] for r in body]))
+        cases = QC.unit_cases(qc["cases"], task, test)
+        pooled = {v["score"]: v for v in qc["validation"]
+                  if v["task"] == task and v["test"] == test and v["method_id"] == QC.POOLED}
+        stats = {s: f"pooled rho {_num(pooled[s]['spearman'], '+.2f')}, AUC {_num(pooled[s]['auc'], '.2f')} (n {pooled[s]['n']})"
+                 for s in qc["main_scores"] if s in pooled}
+        caption = f"QC scores against Dice, {QC.unit_title(task, test)} (one point per run and case)"
+        title = f"{task} / {'all test sets' if test == QC.ALL_TESTS else test}: QC score vs Dice"
+        out.append(_figure(F.qc_scatter(cases, qc["main_scores"], qc["threshold"], title, stats), caption))
+    return out
+
+
+def _num(v: Any, fmt: str) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return "n/a"
+    return format(f, fmt) if np.isfinite(f) else "n/a"
 
 
 def _train(folder: Path, run: Mapping[str, Any]) -> Path:
