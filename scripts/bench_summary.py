@@ -51,12 +51,15 @@ def main(argv: list[str]) -> None:
         if only:
             methods.sort(key=lambda m: only.index(m["id"]))
         vs = "init" if u.get("inits") else "source-only"
-        tests = {(t["a"], t["b"]): t for t in res["comparisons"]
-                 if t["task"] == u["task"] and t["test"] == u["test"] and t["metric"] == "dice"}
+        tests = {
+            (t["a"], t["b"]): t for t in res["comparisons"] if t["task"] == u["task"] and t["test"] == u["test"] and t["metric"] == "dice"
+        }
         structures = list(res["structures"])
         print(f"\n**{u['task']} / {u['test']}** ({len(u['cases'])} cases)\n")
-        print("| method | " + " | ".join(f"Dice {s}" for s in structures) + f" | mean | Δ vs {vs} | p (Holm) | ASSD mm | HD95 mm"
-              " | gap recovered | steps | selection | train s |")
+        print(
+            "| method | " + " | ".join(f"Dice {s}" for s in structures) + f" | mean | Δ vs {vs} | p (Holm) | ASSD mm | HD95 mm"
+            " | gap recovered | steps | selection | train s |"
+        )
         print("|---|" + "---|" * (len(structures) + 9))
         for m in methods:
             st, r = m["stats"], runs.get((u["task"], m["id"]), {})
@@ -66,11 +69,14 @@ def main(argv: list[str]) -> None:
             t = tests.get((m["id"], m.get("reference")))
             p = f"{_p(t['wilcoxon_p'])} ({_p(t['wilcoxon_p_holm'])})" if t else ""
             secs = "" if r.get("train_s") is None else f"{r['train_s']:.0f}"
-            print(f"| {name} | " + " | ".join(_cell(st[k]["dice"]) for k in [*structures, "mean"])
-                  + f" | {'' if not _finite(delta) else f'{delta:+.3f}'} | {p}"
-                  + f" | {_cell(st['mean']['assd_mm'], 1)} | {_cell(st['mean']['hd95_mm'], 1)} | "
-                  + ("n/a" if not _finite(gap) else f"{gap:.2f}")
-                  + f" | {m.get('steps_text') or r.get('steps', '')} | {m.get('selection') or ''} | {secs} |")
+            print(
+                f"| {name} | "
+                + " | ".join(_cell(st[k]["dice"]) for k in [*structures, "mean"])
+                + f" | {'' if not _finite(delta) else f'{delta:+.3f}'} | {p}"
+                + f" | {_cell(st['mean']['assd_mm'], 1)} | {_cell(st['mean']['hd95_mm'], 1)} | "
+                + ("n/a" if not _finite(gap) else f"{gap:.2f}")
+                + f" | {m.get('steps_text') or r.get('steps', '')} | {m.get('selection') or ''} | {secs} |"
+            )
 
 
 if __name__ == "__main__":

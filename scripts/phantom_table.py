@@ -30,11 +30,21 @@ from segshift.engine.config import resolve
 from segshift.engine.trainer import train
 from segshift.methods.attent import ABLATIONS
 
-FAST = ["data.preprocess.crop_size=[80,80]", "data.preprocess.target_spacing=2.5", "model.kwargs={features: [8,16,32,64]}",
-        "train.lr=0.003", "train.warmup_steps=10", "train.log_every=10"]
+FAST = [
+    "data.preprocess.crop_size=[80,80]",
+    "data.preprocess.target_spacing=2.5",
+    "model.kwargs={features: [8,16,32,64]}",
+    "train.lr=0.003",
+    "train.warmup_steps=10",
+    "train.log_every=10",
+]
 RESUNET = ["model.name=resunet", "model.kwargs={features: [8,16,32,64], encoder_blocks: [1,2,3,3]}"]
-NARROW_SDNET = ["method.anatomy_features=[8,16,32,64,128]", "method.segmentor_width=16", "method.decoder_width=16",
-                "method.modality_channels=[8,16]"]
+NARROW_SDNET = [
+    "method.anatomy_features=[8,16,32,64,128]",
+    "method.segmentor_width=16",
+    "method.decoder_width=16",
+    "method.modality_channels=[8,16]",
+]
 RA_FAST = ["augment.resolution=[1.59,4.49]"]  # liu2020's 0.954-2.692 mm, relative to 1.5 mm, at FAST's 2.5 mm pixels
 
 
@@ -66,8 +76,9 @@ def rows(steps: int) -> dict[str, tuple[str, list[str]]]:
 def evaluate(run: Path, domain: Path) -> dict[str, float]:
     """Every case of ``domain`` predicted and scored by the benchmark's pipeline (RUN_test/: masks, evaluation)."""
     out = run.parent / f"{run.name}_test"
-    res = RunTester(run, device="cpu").run(TestSet(domain.name, domain, Domain(domain).labelled_cases),
-                                           out / "predictions", out / "evaluation")
+    res = RunTester(run, device="cpu").run(
+        TestSet(domain.name, domain, Domain(domain).labelled_cases), out / "predictions", out / "evaluation"
+    )
     st = res.summary["structures"]
     scores = {f"{k}_{name}": float(st[name][m]["mean"]) for name in st for k, m in (("dice", "dice"), ("assd", "assd_mm"))}
     scores["dice_mean"] = float(np.mean([scores[f"dice_{n}"] for n in st]))
@@ -88,10 +99,20 @@ def main(argv: list[str]) -> None:
     doms = {p.name: p for p in ph.iterdir()} if ph.is_dir() else generate_phantom(ph, presets=["bssfp", "lge"], n_cases=10, seed=3)
     table = rows(a.steps) if a.table == "translation" else sdnet_rows(a.steps)
     results = {}
-    for row in (a.rows.split(",") if a.rows else table):
+    for row in a.rows.split(",") if a.rows else table:
         method, sets = table[row]
-        cfg = resolve(method, sets=[*FAST, f"train.steps={a.steps}", f"train.eval_every={a.steps}", f"train.checkpoint_every={10 * a.steps}",
-                                    f"seed={a.seed}", *sets, *a.sets])
+        cfg = resolve(
+            method,
+            sets=[
+                *FAST,
+                f"train.steps={a.steps}",
+                f"train.eval_every={a.steps}",
+                f"train.checkpoint_every={10 * a.steps}",
+                f"seed={a.seed}",
+                *sets,
+                *a.sets,
+            ],
+        )
         run = a.out / row.replace(":", "_").replace("+", "_")
         t0 = time.time()
         summary = train(cfg, [doms["bssfp"]], doms["lge"], run, overwrite=True, progress=False)
@@ -102,8 +123,10 @@ def main(argv: list[str]) -> None:
     print("| row | Dice LV | MYO | RV | mean | ASSD mm | source val Dice | train s |")
     print("|---|---|---|---|---|---|---|---|")
     for row, r in results.items():
-        print(f"| {row} | {r['dice_LV']:.3f} | {r['dice_MYO']:.3f} | {r['dice_RV']:.3f} | {r['dice_mean']:.3f} | {r['assd_mean']:.2f} | "
-              f"{r['source_val_dice']:.3f} | {r['train_s']:.0f} |")
+        print(
+            f"| {row} | {r['dice_LV']:.3f} | {r['dice_MYO']:.3f} | {r['dice_RV']:.3f} | {r['dice_mean']:.3f} | {r['assd_mean']:.2f} | "
+            f"{r['source_val_dice']:.3f} | {r['train_s']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -39,8 +39,11 @@ def main() -> None:
     base = profs["source-only"]["step_seconds"]
     first = next(iter(profs.values()))
     print(f"CPU: {first['cpu']}, native bf16 {first['native_bf16']}, {first['threads']} threads\n")
-    head = "| run | batch | precision | s/step | x source-only |" + (" before (s/step) |" if before else "") + \
-        " data+aug | segmenter | other nets | optim | rest | largest part |"
+    head = (
+        "| run | batch | precision | s/step | x source-only |"
+        + (" before (s/step) |" if before else "")
+        + " data+aug | segmenter | other nets | optim | rest | largest part |"
+    )
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for tag, p in sorted(profs.items(), key=lambda kv: kv[1]["step_seconds"]):
@@ -48,9 +51,11 @@ def main() -> None:
         g = {k: 100 * v / s for k, v in _groups(p["parts"]).items()}
         top, v = max(p["parts"].items(), key=lambda kv: kv[1])
         old = f" {before[tag]['step_seconds']:.3f} |" if tag in before else (" - |" if before else "")
-        print(f"| {tag} | {p['batch_size']} | {p['precision']} | {s:.3f} | {s / base:.2f} |{old} {g['data + augment']:.0f}% | "
-              f"{g['segmenter fwd+bwd']:.0f}% | {g['other networks fwd+bwd']:.0f}% | {g['optimisers']:.0f}% | {g['rest']:.0f}% | "
-              f"{top} {100 * v / s:.0f}% |")
+        print(
+            f"| {tag} | {p['batch_size']} | {p['precision']} | {s:.3f} | {s / base:.2f} |{old} {g['data + augment']:.0f}% | "
+            f"{g['segmenter fwd+bwd']:.0f}% | {g['other networks fwd+bwd']:.0f}% | {g['optimisers']:.0f}% | {g['rest']:.0f}% | "
+            f"{top} {100 * v / s:.0f}% |"
+        )
 
 
 if __name__ == "__main__":

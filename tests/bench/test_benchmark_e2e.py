@@ -143,6 +143,7 @@ def test_resumption_skips_finished_runs_and_continues_the_killed_ones(bench):
     partial = bench["partial"]
     assert "<td>source-only (init)</td>" in partial and "<td>source-only</td>" in partial and "<td>adaptseg</td>" not in partial
     assert "no oracle row" in partial
+
     # retraining the oracle from scratch reproduced it exactly (same seed, same machine)
     def scores(md: str) -> str:
         return md.split("## Runs and wall times")[0]
@@ -159,7 +160,10 @@ def test_resumption_skips_finished_runs_and_continues_the_killed_ones(bench):
         assert logged == sorted(set(logged)) and logged[-1] == steps
     ad = json.loads((out / "runs" / "bssfp2lge" / "adaptseg" / "seed0" / "bench.json").read_text())
     # wall time counts the killed session too
-    assert ad["timing"]["train_s"] == json.loads((out / "runs" / "bssfp2lge" / "adaptseg" / "seed0" / "train_seconds.json").read_text())["seconds"]
+    assert (
+        ad["timing"]["train_s"]
+        == json.loads((out / "runs" / "bssfp2lge" / "adaptseg" / "seed0" / "train_seconds.json").read_text())["seconds"]
+    )
     assert "## Runs and wall times" in (out / "results" / "results.md").read_text()
 
 
@@ -169,7 +173,9 @@ def test_the_init_is_trained_once_and_warm_starts_every_row_but_the_oracle(bench
     fresh = [c for phase in bench["calls"] for c in phase if not c["resume"]]
     assert [c["row"] for c in fresh].count("init") == 1
     assert {c["row"]: c["init"] for c in fresh if c["row"] != "target-oracle" and c["row"] != "init"} == {
-        "source-only": str(init_run), "adaptseg": str(init_run)}
+        "source-only": str(init_run),
+        "adaptseg": str(init_run),
+    }
     for row in ("source-only", "adaptseg"):
         info = json.loads((out / "runs" / "bssfp2lge" / row / "seed0" / "train" / "run.json").read_text())
         assert info["init"]["run"] == str(init_run) and info["init"]["nets"] == ["seg"]
@@ -191,8 +197,12 @@ def test_a_changed_init_is_refused_with_its_folder(bench, tmp_path, capsys):
 
 def test_translation_only_on_the_runs_own_target_domain(bench):
     out = bench["out"]
-    for row, flags in (("init", {"lge": False, "t2-unseen": False}), ("source-only", {"lge": False, "t2-unseen": False}),
-                       ("adaptseg", {"lge": True, "t2-unseen": False}), ("target-oracle", {"lge": True})):
+    for row, flags in (
+        ("init", {"lge": False, "t2-unseen": False}),
+        ("source-only", {"lge": False, "t2-unseen": False}),
+        ("adaptseg", {"lge": True, "t2-unseen": False}),
+        ("target-oracle", {"lge": True}),
+    ):
         assert json.loads((out / "runs" / "bssfp2lge" / row / "seed0" / "bench.json").read_text())["translate"] == flags, row
     runs = {r["method_id"]: r for r in json.loads((out / "benchmark.json").read_text())["runs"]}
     assert runs["adaptseg"]["translate"] == {"lge": True, "t2-unseen": False}
@@ -215,8 +225,12 @@ def test_tables_agree_with_the_per_case_csv_and_compare_with_the_init(bench):
     rows = [r for r in csv.DictReader((out / "results" / "per_case.csv").open()) if r["test"] == "lge"]
     assert {r["method_id"] for r in rows} == {"init", "source-only", "adaptseg", "target-oracle"}
     assert {r["case"] for r in rows} == {"case004", "case005", "case006", "case007"}
-    assert {r["method_id"]: r["role"] for r in rows} == {"init": "init", "source-only": "method", "adaptseg": "method",
-                                                        "target-oracle": "oracle"}
+    assert {r["method_id"]: r["role"] for r in rows} == {
+        "init": "init",
+        "source-only": "method",
+        "adaptseg": "method",
+        "target-oracle": "oracle",
+    }
     per = {}
     for r in rows:
         per.setdefault(r["method_id"], {}).setdefault(r["case"], []).append(float(r["dice"]))
@@ -242,21 +256,34 @@ def test_tables_agree_with_the_per_case_csv_and_compare_with_the_init(bench):
     gap = ad["gap_recovered"]["dice"]
     assert (gap is None and means["target-oracle"] <= means["init"]) or gap == pytest.approx(expect)
     dice = [(t["test"], t["a"], t["b"]) for t in res["comparisons"] if t["metric"] == "dice"]
-    assert dice == [("lge", "source-only", "init"), ("lge", "adaptseg", "init"), ("lge", "target-oracle", "init"),
-                    ("lge", "adaptseg", "target-oracle"), ("t2-unseen", "source-only", "init"), ("t2-unseen", "adaptseg", "init")]
+    assert dice == [
+        ("lge", "source-only", "init"),
+        ("lge", "adaptseg", "init"),
+        ("lge", "target-oracle", "init"),
+        ("lge", "adaptseg", "target-oracle"),
+        ("t2-unseen", "source-only", "init"),
+        ("t2-unseen", "adaptseg", "init"),
+    ]
     assert res["n_comparisons"]["dice"] == 6
     # the evaluation per run says the same as the merged CSV
     ev = list(csv.DictReader((out / "runs" / "bssfp2lge" / "init" / "seed0" / "evaluation" / "lge" / "per_case.csv").open()))
     assert [float(r["dice"]) for r in ev] == [float(r["dice"]) for r in rows if r["method_id"] == "init"]
     summary = list(csv.DictReader((out / "results" / "summary.csv").open()))
-    assert [(r["test"], r["row"]) for r in summary][:4] == [("lge", "init"), ("lge", "source-only"), ("lge", "adaptseg"),
-                                                           ("lge", "target-oracle")]
+    assert [(r["test"], r["row"]) for r in summary][:4] == [
+        ("lge", "init"),
+        ("lge", "source-only"),
+        ("lge", "adaptseg"),
+        ("lge", "target-oracle"),
+    ]
 
 
 def test_report_has_the_training_logs_of_every_stage(bench):
     text = (bench["out"] / "report.html").read_text()
-    m = re.search(r'<img alt="Training curves, task bssfp2lge: init and adaptation stages \(logs/train.csv\)" '
-                  r'src="data:image/png;base64,([^"]+)"', text)
+    m = re.search(
+        r'<img alt="Training curves, task bssfp2lge: init and adaptation stages \(logs/train.csv\)" '
+        r'src="data:image/png;base64,([^"]+)"',
+        text,
+    )
     assert m, "no training-curves figure"
     import io
 
@@ -274,14 +301,27 @@ def test_report_renders_in_headless_chromium(bench, tmp_path):
 
     report = bench["out"] / "report.html"
     text = report.read_text()
-    assert text.count("data:image/png;base64,") >= 6 and "src=\"http" not in text  # self-contained
+    assert text.count("data:image/png;base64,") >= 6 and 'src="http' not in text  # self-contained
     browser = require_chromium()
     rendered = render(browser, report, tmp_path, probe=True)
     assert rendered.console == [] and rendered.probe["errors"] == [] and rendered.probe["broken"] == 0, rendered
     dom = rendered.dom
-    for key in ("segshift benchmark: phantom-tiny", "source-only (init)", "target-oracle (ORACLE)", "Dice mean", "gap recovered",
-                "Against the init", "Paired tests", "Best, median and worst cases", "Training curves", "method_name: adaptseg",
-                "code revision", "bssfp2lge/adaptseg/seed0: translation_grid.png", "QC validation", "QC scores against Dice"):
+    for key in (
+        "segshift benchmark: phantom-tiny",
+        "source-only (init)",
+        "target-oracle (ORACLE)",
+        "Dice mean",
+        "gap recovered",
+        "Against the init",
+        "Paired tests",
+        "Best, median and worst cases",
+        "Training curves",
+        "method_name: adaptseg",
+        "code revision",
+        "bssfp2lge/adaptseg/seed0: translation_grid.png",
+        "QC validation",
+        "QC scores against Dice",
+    ):
         assert key in dom, key
     assert dom.count("<img") == text.count("<img ") >= 9 and dom.count("<table") == text.count("<table>")
     shot = screenshot(browser, report, tmp_path / "shot.png", tmp_path, size=(1400, 2400))

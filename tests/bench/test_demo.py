@@ -14,9 +14,12 @@ def test_demo_runs_end_to_end(tmp_path):
     out = tmp_path / "demo"
     res = run_demo(out, cases=8, test_cases=3, steps=6, adapt_steps=4, echo=lines.append)
     assert [(r["method"], r["tested_on"], r["steps"]) for r in res["rows"]] == [
-        ("source-only (init)", "bssfp (source)", "6"), ("source-only (init)", "lge (target)", "6"),
-        ("source-only, continued (from the init)", "lge (target)", "6 + 4"), (f"{DEMO_METHOD} (from the init)", "lge (target)", "6 + 4"),
-        ("target-oracle (ORACLE)", "lge (target)", "6")]
+        ("source-only (init)", "bssfp (source)", "6"),
+        ("source-only (init)", "lge (target)", "6"),
+        ("source-only, continued (from the init)", "lge (target)", "6 + 4"),
+        (f"{DEMO_METHOD} (from the init)", "lge (target)", "6 + 4"),
+        ("target-oracle (ORACLE)", "lge (target)", "6"),
+    ]
     assert all(0 <= r["dice_mean"] <= 1 for r in res["rows"])
     so_src, so_tgt, continued, adapted, oracle = (r["dice_mean"] for r in res["rows"])
     assert res["domain_gap"] == pytest.approx(so_src - so_tgt) and res["gap"] == pytest.approx(oracle - so_tgt)

@@ -21,11 +21,14 @@ def adabn_run(phantom, tmp_path_factory):
     from segshift.engine.trainer import train
 
     run = tmp_path_factory.mktemp("pipeline") / "adabn"
-    sets = FAST + ["train.steps=6", "train.eval_every=6", "data.val_cases=[case006, case007]",
-                   "data.train_cases=[case000, case001, case002, case003, case004, case005]",
-                   "data.target_cases=[case000, case001, case002, case003, case004, case005]"]
-    train(resolve("adabn", sets=sets), [phantom["bssfp"]], phantom["lge"], run,
-          progress=False)
+    sets = FAST + [
+        "train.steps=6",
+        "train.eval_every=6",
+        "data.val_cases=[case006, case007]",
+        "data.train_cases=[case000, case001, case002, case003, case004, case005]",
+        "data.target_cases=[case000, case001, case002, case003, case004, case005]",
+    ]
+    train(resolve("adabn", sets=sets), [phantom["bssfp"]], phantom["lge"], run, progress=False)
     return run
 
 
@@ -44,15 +47,15 @@ def test_target_parts_apply_to_the_runs_own_target_only_and_numbers_equal_evalua
     assert len(tester._predictors) == 2  # one predictor per decision, reused across test sets
     # the rows are those of evaluate_folders on the written masks, and the files hold them
     again = evaluate_folders(tmp_path / "p" / "lge", phantom["lge"], cases=["case008", "case009"])
-    assert [(r["case"], r["structure"], r["dice"], r["hd95_mm"]) for r in lge.rows] == \
-           [(r["case"], r["structure"], r["dice"], r["hd95_mm"]) for r in again.rows]
+    assert [(r["case"], r["structure"], r["dice"], r["hd95_mm"]) for r in lge.rows] == [
+        (r["case"], r["structure"], r["dice"], r["hd95_mm"]) for r in again.rows
+    ]
     assert {r["case"] for r in lge.rows} == {"case008", "case009"} and len(lge.rows) == 6  # 2 cases x LV, MYO, RV
     mean = sum(r["dice"] for r in lge.rows) / 6  # every structure present in the reference: the overall mean is the plain mean
     assert lge.mean_dice == pytest.approx(mean) == again.summary["overall"]["dice"]["mean"]
     saved = json.loads((tmp_path / "e" / "lge" / "summary.json").read_text())["summary"]
     assert saved["overall"]["dice"]["mean"] == pytest.approx(lge.mean_dice)
-    assert [float(r["dice"]) for r in csv.DictReader((tmp_path / "e" / "lge" / "per_case.csv").open())] == \
-           [r["dice"] for r in lge.rows]
+    assert [float(r["dice"]) for r in csv.DictReader((tmp_path / "e" / "lge" / "per_case.csv").open())] == [r["dice"] for r in lge.rows]
     assert not (tmp_path / "e" / "bssfp").exists() and lge.predict_s > 0 and lge.evaluate_s > 0
     # forcing the decision: LGE segmented as source-like
     forced = tester.run(TestSet("lge", phantom["lge"], ["case009"]), tmp_path / "p" / "forced", target_domain=False)
@@ -75,8 +78,7 @@ def test_predict_and_evaluate_writes_both_folders_and_refuses_what_it_cannot_sco
 
 def test_cli_test_command(adabn_run, phantom, tmp_path, capsys):
     out = tmp_path / "cli"
-    assert main(["test", str(adabn_run), str(phantom["bssfp"]), "--out", str(out), "--cases", "case008,case009",
-                 "--device", "cpu"]) == 0
+    assert main(["test", str(adabn_run), str(phantom["bssfp"]), "--out", str(out), "--cases", "case008,case009", "--device", "cpu"]) == 0
     text = capsys.readouterr().out
     assert "not its target domain" in text and "mean Dice" in text
     s = json.loads((out / "evaluation" / "summary.json").read_text())
@@ -85,12 +87,46 @@ def test_cli_test_command(adabn_run, phantom, tmp_path, capsys):
     assert s["summary"]["overall"]["dice"]["mean"] == pytest.approx(direct.summary["overall"]["dice"]["mean"])
     assert main(["test", str(adabn_run), str(phantom["bssfp"]), "--out", str(out)]) == 2  # not empty, no --overwrite
     assert "exists and is not empty" in capsys.readouterr().err
-    assert main(["test", str(adabn_run), str(phantom["lge"]), "--out", str(out), "--cases", "case009", "--overwrite",
-                 "--target-domain", "no", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "test",
+                str(adabn_run),
+                str(phantom["lge"]),
+                "--out",
+                str(out),
+                "--cases",
+                "case009",
+                "--overwrite",
+                "--target-domain",
+                "no",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert "not its target domain" in capsys.readouterr().out
     assert [r["target_norm"] for r in _qc(out / "predictions")] == ["False"]
-    assert main(["test", str(adabn_run), str(phantom["lge"]), "--out", str(out), "--cases", "case009", "--overwrite",
-                 "--tta", "flip", "--device", "cpu"]) == 0  # TTA options reach the predictor
+    assert (
+        main(
+            [
+                "test",
+                str(adabn_run),
+                str(phantom["lge"]),
+                "--out",
+                str(out),
+                "--cases",
+                "case009",
+                "--overwrite",
+                "--tta",
+                "flip",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )  # TTA options reach the predictor
     assert "with TTA flip" in capsys.readouterr().out
     qc = _qc(out / "predictions")
     assert qc[0]["target_norm"] == "True" and "mean_entropy_before_tta" in qc[0]

@@ -28,8 +28,21 @@ def test_the_parts_of_an_adversarial_step_add_up_to_the_step(phantom):
 
 
 def test_the_profile_command_lists_the_source_only_parts_and_torch_operators(phantom, capsys, tmp_path):
-    args = ["bench", "profile", "-m", "source-only", "-s", str(phantom["bssfp"]), "--steps", "2", "--warmup", "1",
-            "--torch-profile", "--json", str(tmp_path / "p.json")]
+    args = [
+        "bench",
+        "profile",
+        "-m",
+        "source-only",
+        "-s",
+        str(phantom["bssfp"]),
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--torch-profile",
+        "--json",
+        str(tmp_path / "p.json"),
+    ]
     for s in FAST:
         args += ["--set", s]
     assert main(args) == 0

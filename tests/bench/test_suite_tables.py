@@ -55,10 +55,19 @@ def test_builtin_suites_parse_and_all_means_every_registered_method():
     assert [n for n in every if reg[n].uses_target_labels] == every[-1:]  # oracle row last
     extras = {m.id: m for m in dev.methods if m.id != m.name}
     assert {k: v.tasks for k, v in extras.items()} == {
-        "unet-ra": ("acdc2bssfp",), "sdnet-ra": ("acdc2bssfp",), "adanet-s2t": ("bssfp2lge",), "adanet-hm": ("bssfp2lge",),
-        "adanet-mda": ("bssfp2lge",), "adanet-fda": ("bssfp2lge",), "unetgan-600": ("bssfp2lge",),
-        "gin-ipa-scratch": None, "bigaug-scratch": None, "source-only+tent": None, "source-only+flip": None,
-        "gin-ipa-scratch+tent": None}
+        "unet-ra": ("acdc2bssfp",),
+        "sdnet-ra": ("acdc2bssfp",),
+        "adanet-s2t": ("bssfp2lge",),
+        "adanet-hm": ("bssfp2lge",),
+        "adanet-mda": ("bssfp2lge",),
+        "adanet-fda": ("bssfp2lge",),
+        "unetgan-600": ("bssfp2lge",),
+        "gin-ipa-scratch": None,
+        "bigaug-scratch": None,
+        "source-only+tent": None,
+        "source-only+flip": None,
+        "gin-ipa-scratch+tent": None,
+    }
     assert extras["source-only+tent"].tta == {"mode": "tent", "steps": 10, "lr": 0.001, "alpha": 0.5}
     assert extras["gin-ipa-scratch"].init is None and extras["source-only+flip"].init == "init"
     assert extras["unetgan-600"].budget == {"steps": 600} and dev.budget == {"steps": 150}
@@ -70,10 +79,13 @@ def test_builtin_suites_parse_and_all_means_every_registered_method():
 
 def test_all_inside_a_list_and_rows_restricted_to_tasks(phantom, tmp_path):
     text = MINIMAL.format(src=phantom["bssfp"], tgt=phantom["lge"], test="[case008, case009]", otrain="[case004]")
-    text = text.replace("methods: [source-only, target-oracle]",
-                        "methods: [all, {name: source-only, id: so-b, set: [train.lr=0.002], tasks: [b]}]")
-    text += ("  - name: b\n    sources: [{domain: %s}]\n    test: [{name: lge, domain: %s, cases: [case009]}]\n"
-             % (phantom["bssfp"], phantom["lge"]))
+    text = text.replace(
+        "methods: [source-only, target-oracle]", "methods: [all, {name: source-only, id: so-b, set: [train.lr=0.002], tasks: [b]}]"
+    )
+    text += "  - name: b\n    sources: [{domain: %s}]\n    test: [{name: lge, domain: %s, cases: [case009]}]\n" % (
+        phantom["bssfp"],
+        phantom["lge"],
+    )
     suite = parse_suite(text, tmp_path / "s.yaml")
     assert [m.id for m in suite.methods][-1] == "so-b" and len(suite.methods) == len(available_methods()) + 1
     plans = Benchmark(suite, tmp_path / "out").plan()
@@ -87,8 +99,10 @@ def test_all_inside_a_list_and_rows_restricted_to_tasks(phantom, tmp_path):
 def test_an_oracle_is_evaluated_on_test_sets_of_its_own_domain_only(phantom, tmp_path):
     text = MINIMAL.format(src=phantom["bssfp"], tgt=phantom["lge"], test="[case008, case009]", otrain="[case004]")
     text = text.replace("test: [{name: lge,", "test: [{name: other, domain: %s, cases: [case009]}, {name: lge," % phantom["bssfp"])
-    text = text.replace("sources: [{domain: %s}]" % phantom["bssfp"],
-                        "sources: [{domain: %s, train_cases: [case000, case001], val_cases: [case002]}]" % phantom["bssfp"])
+    text = text.replace(
+        "sources: [{domain: %s}]" % phantom["bssfp"],
+        "sources: [{domain: %s, train_cases: [case000, case001], val_cases: [case002]}]" % phantom["bssfp"],
+    )
     plans = {p.method_id: p for p in Benchmark(parse_suite(text, tmp_path / "s.yaml"), tmp_path / "out").plan()}
     assert [t.name for t in plans["source-only"].tests] == ["other", "lge"]
     assert [t.name for t in plans["target-oracle"].tests] == ["lge"]
@@ -112,9 +126,12 @@ def test_a_new_method_joins_with_no_harness_change(monkeypatch, phantom, tmp_pat
 
 
 @pytest.mark.parametrize(
-    "edit, message",
+    ("edit", "message"),
     [
-        (lambda t: t.replace("methods: [source-only, target-oracle]", "methods: [source-only, no-such-method]"), "unknown method 'no-such-method'"),
+        (
+            lambda t: t.replace("methods: [source-only, target-oracle]", "methods: [source-only, no-such-method]"),
+            "unknown method 'no-such-method'",
+        ),
         (lambda t: t.replace("tasks:", "tasks: [oops"), "is not valid YAML"),
         (lambda t: t.replace("budget: {steps: 5}", "budget: {minutes: 5}"), "unknown key(s) minutes"),
         (lambda t: t.replace("seeds: [0]", "seeds: [0]\nsedes: [1]"), "unknown key(s) sedes"),
@@ -163,6 +180,7 @@ def test_epoch_budget_counts_training_slices(tmp_path, phantom):
 
 # -- tables --------------------------------------------------------------------------------
 
+
 def _rows():
     """Per-case rows of a hand-made benchmark: 3 methods, 4 cases, 2 structures, oracle with 2 seeds."""
     dice = {  # method -> structure -> per-case Dice
@@ -177,9 +195,23 @@ def _rows():
             for s, vals in per.items():
                 for i, v in enumerate(vals):
                     v2 = v + (0.02 if seed == 1 else 0.0) - (0.01 if mid == "target-oracle" else 0.0)
-                    rows.append({"task": "t", "test": "x", "method_id": mid, "method": mid, "oracle": mid == "target-oracle",
-                                 "seed": seed, "case": f"c{i}", "structure": s, "dice": v2, "jaccard": v2 / (2 - v2),
-                                 "assd_mm": 1.0 + i, "hd95_mm": 3.0 + i if s == "LV" or i else float("nan"), "status": "ok"})
+                    rows.append(
+                        {
+                            "task": "t",
+                            "test": "x",
+                            "method_id": mid,
+                            "method": mid,
+                            "oracle": mid == "target-oracle",
+                            "seed": seed,
+                            "case": f"c{i}",
+                            "structure": s,
+                            "dice": v2,
+                            "jaccard": v2 / (2 - v2),
+                            "assd_mm": 1.0 + i,
+                            "hd95_mm": 3.0 + i if s == "LV" or i else float("nan"),
+                            "status": "ok",
+                        }
+                    )
     return rows
 
 
@@ -200,7 +232,11 @@ def test_tables_match_hand_computed_values():
     assert m["source-only"]["stats"]["mean"]["hd95_mm"]["n_nan"] == 1 and m["source-only"]["stats"]["RV"]["hd95_mm"]["n"] == 3
     # paired tests: 2 vs source-only + 1 chosen pair per metric, Holm over 3
     dice_tests = [t for t in res["comparisons"] if t["metric"] == "dice"]
-    assert [(t["a"], t["b"]) for t in dice_tests] == [("adaptseg", "source-only"), ("target-oracle", "source-only"), ("adaptseg", "target-oracle")]
+    assert [(t["a"], t["b"]) for t in dice_tests] == [
+        ("adaptseg", "source-only"),
+        ("target-oracle", "source-only"),
+        ("adaptseg", "target-oracle"),
+    ]
     assert res["n_comparisons"]["dice"] == 3
     so = np.mean([[0.6, 0.7, 0.8, 0.5], [0.4, 0.5, 0.6, 0.3]], axis=0)
     ad = np.mean([[0.7, 0.8, 0.8, 0.7], [0.5, 0.6, 0.6, 0.5]], axis=0)
@@ -253,10 +289,13 @@ def test_steps_column_counts_every_stage_of_a_finished_run(tmp_path):
     assert _steps_trained(run, 200) == 200
 
 
-@pytest.mark.parametrize("name, rows", [
-    ("real-adanet-table1", ["S2T", "S2T+HM", "S2T+HM+MDA", "S2T+HM+MDA+FDA", "S2T+HM+MDA+FDA+GFRM", "adaptseg", "advent"]),
-    ("real-translation", ["source-only", "attent", "source-only-resunet", "unetgan", "cyclegan"]),
-])
+@pytest.mark.parametrize(
+    ("name", "rows"),
+    [
+        ("real-adanet-table1", ["S2T", "S2T+HM", "S2T+HM+MDA", "S2T+HM+MDA+FDA", "S2T+HM+MDA+FDA+GFRM", "adaptseg", "advent"]),
+        ("real-translation", ["source-only", "attent", "source-only-resunet", "unetgan", "cyclegan"]),
+    ],
+)
 def test_the_reproduction_suites_of_scripts_parse_and_every_row_resolves(name, rows):
     """scripts/suites/*.yaml replace the hand-written train/predict/evaluate loops of the old real_*.sh scripts."""
     from segshift.engine.config import resolve

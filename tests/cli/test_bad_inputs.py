@@ -34,8 +34,22 @@ def _digest(path: Path) -> str:
 @pytest.fixture(scope="module")
 def tiny_run(phantom, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("bad") / "run"
-    args = ["train", "-m", "source-only", "-s", str(phantom["bssfp"]), "-o", str(run), "--no-progress",
-            "--set", "train.steps=2", "--set", "train.eval_every=2", "--set", "train.checkpoint_every=2"]
+    args = [
+        "train",
+        "-m",
+        "source-only",
+        "-s",
+        str(phantom["bssfp"]),
+        "-o",
+        str(run),
+        "--no-progress",
+        "--set",
+        "train.steps=2",
+        "--set",
+        "train.eval_every=2",
+        "--set",
+        "train.checkpoint_every=2",
+    ]
     for s in FAST:
         args += ["--set", s]
     assert main(args) == 0
@@ -60,7 +74,8 @@ def _err(capsys) -> str:
 
 # -- 1. overwrite safety: an output that is, contains or lies inside an input -------------------------
 
-@pytest.mark.parametrize("where, how", [("same", "is the input"), ("parent", "contains the input"), ("inside", "lies inside")])
+
+@pytest.mark.parametrize(("where", "how"), [("same", "is the input"), ("parent", "contains the input"), ("inside", "lies inside")])
 def test_predict_out_overlapping_its_input_is_refused(tiny_run, vols, tmp_path, capsys, where, how):
     out = {"same": vols, "parent": tmp_path, "inside": vols / "masks"}[where]
     before = _digest(vols)
@@ -109,6 +124,7 @@ def test_evaluate_refuses_an_existing_out_without_overwrite(phantom, tiny_run, v
 
 # -- 3. label suffix without --labels ----------------------------------------------------------------
 
+
 def test_label_suffix_without_labels_finds_the_labels_beside_the_images(tmp_path, capsys):
     for n in (1, 2):
         img, lab = toy_case(seed=n)
@@ -122,6 +138,7 @@ def test_label_suffix_without_labels_finds_the_labels_beside_the_images(tmp_path
 
 # -- 4. one bad volume among several ---------------------------------------------------------------------
 
+
 def test_a_corrupt_volume_does_not_lose_the_others(tiny_run, vols, tmp_path, capsys):
     (vols / "broken.nii.gz").write_bytes(b"not a nifti at all")
     out = tmp_path / "pred"
@@ -129,9 +146,9 @@ def test_a_corrupt_volume_does_not_lose_the_others(tiny_run, vols, tmp_path, cap
     err = _err(capsys)
     assert "1 of 3 input(s) could not be predicted" in err and "failures.csv" in err
     assert sorted(p.name for p in out.glob("*.nii.gz")) == ["case000.nii.gz", "case001.nii.gz"]
-    rows = list(csv.DictReader(open(out / "failures.csv")))
+    rows = list(csv.DictReader((out / "failures.csv").read_text(encoding="utf-8").splitlines()))
     assert [r["case"] for r in rows] == ["broken"] and "broken.nii.gz" in rows[0]["reason"]
-    assert [r["case"] for r in csv.DictReader(open(out / "qc.csv"))] == ["case000", "case001"]
+    assert [r["case"] for r in csv.DictReader((out / "qc.csv").read_text(encoding="utf-8").splitlines())] == ["case000", "case001"]
     # --strict stops at the first bad input and writes nothing
     assert main(["predict", str(tiny_run), str(vols), "--out", str(tmp_path / "strict"), "--strict"]) == 2
     assert "broken.nii.gz" in _err(capsys) and not (tmp_path / "strict").exists()
@@ -139,9 +156,17 @@ def test_a_corrupt_volume_does_not_lose_the_others(tiny_run, vols, tmp_path, cap
 
 # -- 5. values outside their range -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("setting, key", [("train.steps=-5", "train.steps"), ("train.batch_size=0", "train.batch_size"),
-                                          ("train.lr=-1", "train.lr"), ("data.preprocess.target_spacing=0", "target_spacing"),
-                                          ("augment.rotate_deg=400", "augment.rotate_deg")])
+
+@pytest.mark.parametrize(
+    ("setting", "key"),
+    [
+        ("train.steps=-5", "train.steps"),
+        ("train.batch_size=0", "train.batch_size"),
+        ("train.lr=-1", "train.lr"),
+        ("data.preprocess.target_spacing=0", "target_spacing"),
+        ("augment.rotate_deg=400", "augment.rotate_deg"),
+    ],
+)
 def test_config_values_outside_their_range_are_refused(phantom, tmp_path, capsys, setting, key):
     assert main(["train", "-m", "source-only", "-s", str(phantom["bssfp"]), "-o", str(tmp_path / "r"), "--set", setting]) == 2
     err = _err(capsys)
@@ -165,6 +190,7 @@ def test_absurd_voxel_sizes_are_refused_at_import_and_predict(tiny_run, tmp_path
 
 
 # -- 6. operating-system errors ------------------------------------------------------------------------------
+
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_a_read_only_output_folder_is_one_error_line(tiny_run, vols, tmp_path, capsys):
@@ -198,6 +224,7 @@ def test_os_errors_become_one_error_line(tiny_run, vols, tmp_path, capsys, monke
 
 # -- 7. the run's files are covered by its checkpoint ---------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", ["preprocess.json", "config.yaml"])
 def test_an_edited_run_file_is_refused(tiny_run, vols, tmp_path, capsys, name):
     run = tmp_path / "run"
@@ -213,6 +240,7 @@ def test_an_edited_run_file_is_refused(tiny_run, vols, tmp_path, capsys, name):
 
 # -- 8. minor ----------------------------------------------------------------------------------------------
 
+
 def test_a_duplicate_case_is_refused_by_check_as_by_predict(phantom, tmp_path, capsys):
     dom = tmp_path / "dom"
     shutil.copytree(phantom["lge"], dom)
@@ -222,21 +250,45 @@ def test_a_duplicate_case_is_refused_by_check_as_by_predict(phantom, tmp_path, c
 
 
 def test_target_equal_to_source_warns(phantom, tmp_path, capsys):
-    args = ["train", "-m", "adabn", "-s", str(phantom["bssfp"]), "-t", str(phantom["bssfp"]), "-o", str(tmp_path / "r"),
-            "--no-progress", "--set", "train.steps=1", "--set", "train.eval_every=1"] + [a for s in FAST for a in ("--set", s)]
+    args = [
+        "train",
+        "-m",
+        "adabn",
+        "-s",
+        str(phantom["bssfp"]),
+        "-t",
+        str(phantom["bssfp"]),
+        "-o",
+        str(tmp_path / "r"),
+        "--no-progress",
+        "--set",
+        "train.steps=1",
+        "--set",
+        "train.eval_every=1",
+    ] + [a for s in FAST for a in ("--set", s)]
     assert main(args) == 0
     assert "warning: the target" in capsys.readouterr().err
 
 
 # -- 9. a label whose affine differs from its image's on the same voxel grid ------------------------------------
 
+
 def test_label_geometry_image_takes_the_label_onto_the_image_grid(tmp_path, capsys):
     img, lab = toy_case(shape=(40, 48, 6))
     spacing = (0.729, 0.729, 5.0)
     write_nifti(tmp_path / "raw" / "images" / "c1.nii.gz", img, oblique_affine(spacing=spacing, angle_deg=25.0))
     write_nifti(tmp_path / "raw" / "labels" / "c1.nii.gz", lab.astype(np.uint8), np.diag([*spacing, 1.0]))
-    args = ["import", str(tmp_path / "raw"), str(tmp_path / "dom"), "--images", "images", "--labels", "labels",
-            "--label-pattern", "(?P<case>.+)"]
+    args = [
+        "import",
+        str(tmp_path / "raw"),
+        str(tmp_path / "dom"),
+        "--images",
+        "images",
+        "--labels",
+        "labels",
+        "--label-pattern",
+        "(?P<case>.+)",
+    ]
     assert main(args) == 2
     err = _err(capsys)
     assert "geometry differs" in err and "--label-geometry image" in err and not (tmp_path / "dom").exists()
@@ -253,6 +305,7 @@ def test_label_geometry_image_takes_the_label_onto_the_image_grid(tmp_path, caps
 
 
 # -- 2. resume from any working directory -------------------------------------------------------------------------
+
 
 def test_resume_after_kill_9_with_relative_paths_from_another_folder(phantom, tmp_path):
     work = tmp_path / "work"
@@ -274,8 +327,24 @@ def test_resume_after_kill_9_with_relative_paths_from_another_folder(phantom, tm
     assert last.is_file(), proc.stderr.read().decode()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    done = subprocess.run([sys.executable, "-m", "segshift.cli.main", "train", "--resume", "-m", "source-only",
-                           "-o", str(Path("..") / "work" / "run"), "--no-progress"], cwd=elsewhere, capture_output=True, text=True, encoding="utf-8")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "segshift.cli.main",
+            "train",
+            "--resume",
+            "-m",
+            "source-only",
+            "-o",
+            str(Path("..") / "work" / "run"),
+            "--no-progress",
+        ],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+    )
     assert done.returncode == 0, done.stderr
     assert (work / "run" / "summary.json").is_file()
     assert read_volume(Domain(work / "src").image_path("case000")).array.size > 0
@@ -344,22 +413,27 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_finishes(phantom, tmp_pat
 
 # -- 10. interop (issue 20): nnU-Net datasets, exports, DICOM SEG ----------------------------------------------------
 
+
 def test_interop_bad_inputs_are_one_line_and_write_nothing(tiny_run, phantom, vols, tmp_path, capsys):
     raw = tmp_path / "Dataset005_Two"
     img, lab = toy_case()
     for ch in (0, 1):
         write_nifti(raw / "imagesTr" / f"c1_{ch:04d}.nii.gz", img, oblique_affine())
     write_nifti(raw / "labelsTr" / "c1.nii.gz", lab, oblique_affine())
-    (raw / "dataset.json").write_text('{"channel_names": {"0": "T1", "1": "T2"}, "labels": {"background": 0, "LV": 1, '
-                                      '"MYO": 2, "RV": 3}, "numTraining": 1, "file_ending": ".nii.gz"}')
+    (raw / "dataset.json").write_text(
+        '{"channel_names": {"0": "T1", "1": "T2"}, "labels": {"background": 0, "LV": 1, '
+        '"MYO": 2, "RV": 3}, "numTraining": 1, "file_ending": ".nii.gz"}'
+    )
     before = _digest(raw), _digest(tiny_run)
     rows = [
         (["import", str(raw), str(tmp_path / "o1"), "--preset", "nnunet"], f"{raw / 'dataset.json'}: declares 2 channels"),
         (["export", "nnunet", str(phantom["bssfp"]), str(tmp_path / "o2"), "--id", "0", "--name", "X"], "between 1 and 999"),
         (["export", str(tiny_run), str(tmp_path / "o3")], "needs --format onnx or --format torchscript"),
         (["export", str(tiny_run), "--format", "onnx", str(tiny_run)], "is the input"),
-        (["predict", str(tiny_run), str(vols), "--out", str(tmp_path / "o4"), "--format", "dicom-seg"],
-         "--format dicom-seg needs DICOM series folders"),
+        (
+            ["predict", str(tiny_run), str(vols), "--out", str(tmp_path / "o4"), "--format", "dicom-seg"],
+            "--format dicom-seg needs DICOM series folders",
+        ),
     ]
     for args, message in rows:
         assert main(args) == 2, args

@@ -44,8 +44,19 @@ def test_import_then_check(tmp_path, capsys):
     img, lab = toy_case()
     write_nifti(tmp_path / "raw" / "a.nii.gz", img, np.eye(4))
     write_nifti(tmp_path / "raw" / "a_gt.nii.gz", lab.astype(np.uint16) * 100, np.eye(4))
-    args = ["import", str(tmp_path / "raw"), str(tmp_path / "out"), "--labels", ".", "--label-suffix", "_gt",
-            "--label-map", "100=LV,200=MYO,300=RV", "--sequence", "bSSFP"]
+    args = [
+        "import",
+        str(tmp_path / "raw"),
+        str(tmp_path / "out"),
+        "--labels",
+        ".",
+        "--label-suffix",
+        "_gt",
+        "--label-map",
+        "100=LV,200=MYO,300=RV",
+        "--sequence",
+        "bSSFP",
+    ]
     assert main(args) == 0
     assert "1 cases (1 labelled, 0 unlabelled)" in capsys.readouterr().out
     assert main(["check", str(tmp_path / "out")]) == 0

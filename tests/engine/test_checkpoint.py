@@ -64,7 +64,7 @@ def test_truncated_or_tampered_files_are_clear_errors(tmp_path):
 
 def test_a_pickle_file_is_never_loaded(tmp_path):
     # a torch.save pickle dressed up as weights is rejected, not executed
-    net, opt, sched = _setup()
+    net, _opt, _sched = _setup()
     ckpt.save_checkpoint(tmp_path / "c", {"seg": net}, {"step": 1})
     torch.save({"x": torch.zeros(1)}, tmp_path / "c" / "weights.safetensors")
     doc = json.loads((tmp_path / "c" / "state.json").read_text())

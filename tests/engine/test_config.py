@@ -24,7 +24,7 @@ def test_method_hparams_are_the_method_section():
 
 
 @pytest.mark.parametrize(
-    "sets, message",
+    ("sets", "message"),
     [
         (["train.stepz=3"], "unknown key 'train.stepz'"),
         (["train.steps=abc"], "expected an integer"),

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from segshift.engine import precision
-from segshift.utils import machine
 from segshift.errors import SegshiftError
+from segshift.utils import machine
 
 
 @pytest.fixture
@@ -27,8 +27,9 @@ def test_auto_is_bf16_on_a_native_bf16_cpu(bf16_cpu):
     assert precision.resolve_precision("fp32", "cpu") == "fp32"
 
 
-@pytest.mark.parametrize("env, capability", [({}, "AVX2"), ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, "AVX512"),
-                                             ({"DNNL_MAX_CPU_ISA": "avx2_vnni"}, "AVX512")])
+@pytest.mark.parametrize(
+    ("env", "capability"), [({}, "AVX2"), ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, "AVX512"), ({"DNNL_MAX_CPU_ISA": "avx2_vnni"}, "AVX512")]
+)
 def test_auto_is_fp32_when_torch_or_onednn_is_limited_to_avx2(bf16_cpu, env, capability):
     bf16_cpu.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     for k, v in env.items():

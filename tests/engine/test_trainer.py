@@ -26,8 +26,15 @@ def test_source_only_learns_the_phantom(phantom, tmp_path):
     assert summary["finished"] and summary["best_val_mean_dice"] > 0.8, summary
     assert summary["selection"] == "source validation Dice"
     run = tmp_path / "run"
-    for f in ("config.yaml", "run.json", "preprocess.json", "summary.json", "logs/train.csv", "checkpoints/best/weights.safetensors",
-              "checkpoints/last/optim.safetensors"):
+    for f in (
+        "config.yaml",
+        "run.json",
+        "preprocess.json",
+        "summary.json",
+        "logs/train.csv",
+        "checkpoints/best/weights.safetensors",
+        "checkpoints/last/optim.safetensors",
+    ):
         assert (run / f).exists(), f
     info = json.loads((run / "run.json").read_text())
     train_cases, val_cases = next(iter(info["plan"]["train"].values())), next(iter(info["plan"]["val"].values()))
@@ -54,8 +61,23 @@ def test_resume_equals_uninterrupted(phantom, tmp_path):
 
 @pytest.mark.slow  # torchrun; make test keeps one: tests/methods/test_adversarial.py::test_adanet_under_torchrun_keeps_identical_replicas
 def test_torchrun_two_processes_keep_identical_replicas(phantom, tmp_path):
-    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "segshift", "train",
-            "-m", "source-only", "-s", str(phantom["bssfp"]), "-o", str(tmp_path / "ddp"), "--no-progress"]
+    args = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "segshift",
+        "train",
+        "-m",
+        "source-only",
+        "-s",
+        str(phantom["bssfp"]),
+        "-o",
+        str(tmp_path / "ddp"),
+        "--no-progress",
+    ]
     for s in FAST + ["train.steps=6", "train.batch_size=4", "train.eval_every=3", "train.checkpoint_every=3"]:
         args += ["--set", s]
     env = {**os.environ, "SEGSHIFT_DUMP_RANK_WEIGHTS": "1", "OMP_NUM_THREADS": "1"}
@@ -128,8 +150,18 @@ def test_a_run_away_loss_stops_training_and_keeps_the_checkpoint_before_the_clim
         return values
 
     monkeypatch.setattr(cls, "train_step", climbing)
-    cfg = resolve("source-only", sets=FAST + ["train.steps=200", "train.eval_every=1000", "train.checkpoint_every=5", "train.log_every=5",
-                                              "train.diverge_warmup=5", "train.diverge_patience=10"])
+    cfg = resolve(
+        "source-only",
+        sets=FAST
+        + [
+            "train.steps=200",
+            "train.eval_every=1000",
+            "train.checkpoint_every=5",
+            "train.log_every=5",
+            "train.diverge_warmup=5",
+            "train.diverge_patience=10",
+        ],
+    )
     run = tmp_path / "run"
     with pytest.raises(TrainingDiverged, match=r"diverged at step 45: the supervised loss \(loss_seg\) diverged.*before step 3[1-4]"):
         train(cfg, [phantom["bssfp"]], None, run, progress=False)

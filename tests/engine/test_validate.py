@@ -33,8 +33,9 @@ class _Threshold:
 
 def test_validation_scores_each_case_alone_whatever_the_batch_size(phantom, tmp_path):
     dom = Domain(phantom["bssfp"])
-    cache = SliceCache.build(dom, Preprocessor(PreprocessConfig(target_spacing=2.0, crop_size=(48, 48))), tmp_path,
-                             cases=dom.labelled_cases[:4])
+    cache = SliceCache.build(
+        dom, Preprocessor(PreprocessConfig(target_spacing=2.0, crop_size=(48, 48))), tmp_path, cases=dom.labelled_cases[:4]
+    )
     structures = {"LV": 1, "MYO": 2, "RV": 3}
     m = _Threshold()
     m.train(True)

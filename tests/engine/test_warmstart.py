@@ -8,7 +8,9 @@ source batches at a given seed do not depend on whether a target stream exists.
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 import shutil
 
 import pytest
@@ -64,11 +66,17 @@ def test_warm_start_trains_and_selects_the_last_step(init_run, phantom, tmp_path
     assert summary["best_step"] == 4 and summary["selection"] == "last step"
 
 
-@pytest.mark.parametrize("sets, message", [
-    (["model.kwargs={features: [8,16,32,64]}"], "model.kwargs: this run {'features': [8, 16, 32, 64]}, init run {'features': [4, 8, 16, 32]}"),
-    (["data.preprocess.crop_size=[64,64]"], "data.preprocess.crop_size: this run [64, 64], init run [80, 80]"),
-    (["data.preprocess.target_spacing=2.0"], "data.preprocess.target_spacing"),
-])
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (
+            ["model.kwargs={features: [8,16,32,64]}"],
+            "model.kwargs: this run {'features': [8, 16, 32, 64]}, init run {'features': [4, 8, 16, 32]}",
+        ),
+        (["data.preprocess.crop_size=[64,64]"], "data.preprocess.crop_size: this run [64, 64], init run [80, 80]"),
+        (["data.preprocess.target_spacing=2.0"], "data.preprocess.target_spacing"),
+    ],
+)
 def test_incompatible_init_is_refused_before_anything_is_written(init_run, phantom, tmp_path, sets, message):
     with pytest.raises(SegshiftError) as err:
         train(_cfg("adaptseg", "train.steps=2", *sets, init=init_run), [phantom["bssfp"]], phantom["lge"], tmp_path / "r", progress=False)
@@ -96,12 +104,33 @@ def test_unfinished_missing_or_differently_split_init_is_refused(init_run, phant
     with pytest.raises(SegshiftError, match="has not finished training"):
         train(_cfg("source-only", "train.steps=2", init=part), [phantom["bssfp"]], None, tmp_path / "a", progress=False)
     old_val = json.loads((init_run / "run.json").read_text())["plan"]["val"]
-    other = [c for c in ("case000", "case001", "case002") if c not in sum(old_val.values(), [])][:1]
+    other = [c for c in ("case000", "case001", "case002") if c not in functools.reduce(operator.iadd, old_val.values(), [])][:1]
     with pytest.raises(SegshiftError, match="keeps the init run's split"):
-        train(_cfg("source-only", "train.steps=2", f"data.val_cases={other}", init=init_run), [phantom["bssfp"]], None,
-              tmp_path / "b", progress=False)
-    assert main(["train", "-m", "adaptseg", "-s", str(phantom["bssfp"]), "-t", str(phantom["lge"]), "-o", str(tmp_path / "c"),
-                 "--init", str(tmp_path / "nowhere")]) == 2
+        train(
+            _cfg("source-only", "train.steps=2", f"data.val_cases={other}", init=init_run),
+            [phantom["bssfp"]],
+            None,
+            tmp_path / "b",
+            progress=False,
+        )
+    assert (
+        main(
+            [
+                "train",
+                "-m",
+                "adaptseg",
+                "-s",
+                str(phantom["bssfp"]),
+                "-t",
+                str(phantom["lge"]),
+                "-o",
+                str(tmp_path / "c"),
+                "--init",
+                str(tmp_path / "nowhere"),
+            ]
+        )
+        == 2
+    )
     assert "nowhere: init run: no such run folder" in capsys.readouterr().err
     assert not any((tmp_path / n).exists() for n in "abc")
 
@@ -181,13 +210,25 @@ TINY = {
     "advent": ["method.d_channels=[8,8,8,8,1]"],
     "adanet": ["method.d_channels=[8,8,8,8,1]", "model.name=unet", "method.gfrm_channels=4"],
     "cyclegan": ["method.g_ngf=4", "method.g_blocks=1", "method.d_channels=[8,8,8,1]", "method.g_batch=2"],
-    "attent": ["method.g_ngf=4", "method.g_blocks=1", "method.d_channels=[8,8,8,1]", "method.g_batch=2",
-               "method.e_d_channels=[8,8,8,8,1]"],
-    "unetgan": ["method.g_ngf=4", "method.g_blocks=1", "method.d_channels=[8,8,8,1]", "method.g_batch=2", "model.name=unet",
-                "model.kwargs={features: [4,8,16,32]}"],
+    "attent": ["method.g_ngf=4", "method.g_blocks=1", "method.d_channels=[8,8,8,1]", "method.g_batch=2", "method.e_d_channels=[8,8,8,8,1]"],
+    "unetgan": [
+        "method.g_ngf=4",
+        "method.g_blocks=1",
+        "method.d_channels=[8,8,8,1]",
+        "method.g_batch=2",
+        "model.name=unet",
+        "model.kwargs={features: [4,8,16,32]}",
+    ],
 }
-SDNET = ["method.anatomy_features=[4,8,16]", "method.anatomy_channels=4", "method.segmentor_width=8", "method.decoder_width=8",
-         "method.modality_channels=[4,8]", "method.z_dim=4", "train.batch_size=4"]
+SDNET = [
+    "method.anatomy_features=[4,8,16]",
+    "method.anatomy_channels=4",
+    "method.segmentor_width=8",
+    "method.decoder_width=8",
+    "method.modality_channels=[4,8]",
+    "method.z_dim=4",
+    "train.batch_size=4",
+]
 
 
 def _garbage_target(phantom, tmp_path):
@@ -231,4 +272,6 @@ def test_every_method_warm_starts_predicts_and_resumes(name, init_run, sdnet_ini
     assert info["init"]["nets"] == list(cls.init_nets) and json.loads((tmp_path / "full" / "summary.json").read_text())["finished"]
     image = Domain(phantom["lge"]).load_image("case000")
     pred = Predictor(tmp_path / "full", translate=True).predict_volume(image)
-    assert pred.mask.shape == image.shape and pred.qc["translated"] == (cls.uses_target and Predictor(tmp_path / "full").method.can_translate())
+    assert pred.mask.shape == image.shape and pred.qc["translated"] == (
+        cls.uses_target and Predictor(tmp_path / "full").method.can_translate()
+    )

@@ -36,9 +36,24 @@ CASES = ("case000", "case005")
 
 def _train(phantom, root: Path, method: str, steps: int, extra=()) -> Path:
     run = root / method
-    args = ["train", "-m", method, "-s", str(phantom["bssfp"]), "-o", str(run), "--no-progress",
-            "--set", f"train.steps={steps}", "--set", f"train.eval_every={steps}", "--set", f"train.checkpoint_every={steps}",
-            "--set", "train.precision=fp32"]
+    args = [
+        "train",
+        "-m",
+        method,
+        "-s",
+        str(phantom["bssfp"]),
+        "-o",
+        str(run),
+        "--no-progress",
+        "--set",
+        f"train.steps={steps}",
+        "--set",
+        f"train.eval_every={steps}",
+        "--set",
+        f"train.checkpoint_every={steps}",
+        "--set",
+        "train.precision=fp32",
+    ]
     if method != "source-only":
         args += ["-t", str(phantom["lge"])]
     for s in [*FAST, *extra]:
@@ -56,8 +71,13 @@ def fp32_run(phantom, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def cyclegan_run(phantom, tmp_path_factory) -> Path:
     """cyclegan with tiny generators (2 steps) whose translator is not the identity (a residual one starts as it)."""
-    tiny = ["method.g_ngf=4", "method.g_blocks=1", "method.d_channels=[8,16,1]", "method.g_batch=0",
-            "method.g_residual=false"]  # a plain generator: far from the identity from the start
+    tiny = [
+        "method.g_ngf=4",
+        "method.g_blocks=1",
+        "method.d_channels=[8,16,1]",
+        "method.g_batch=0",
+        "method.g_residual=false",
+    ]  # a plain generator: far from the identity from the start
     return _train(phantom, tmp_path_factory.mktemp("export"), "cyclegan", 2, tiny)
 
 
@@ -92,7 +112,7 @@ def _compare_with_predict(run: Path, export: Path, inputs: Path, out: Path, targ
         np.testing.assert_allclose(written.affine, vol.affine, atol=1e-6)
 
 
-@pytest.mark.parametrize("fmt, model_file", [("onnx", "model.onnx"), ("torchscript", "model.pt")])
+@pytest.mark.parametrize(("fmt", "model_file"), [("onnx", "model.onnx"), ("torchscript", "model.pt")])
 def test_source_only_export_equals_segshift_predict(fp32_run, inputs, tmp_path, capsys, fmt, model_file):
     out = tmp_path / fmt
     assert main(["export", str(fp32_run), "--format", fmt, str(out)]) == 0
@@ -165,8 +185,14 @@ def _run_exported(args: list[str], block_torch: bool) -> list[str]:
         f"assert main({args!r}) == 0\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('segshift.', 'torch')) and sys.modules[m])))\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=REPO,
-                         env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+    )
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("wrote ")
     return json.loads(res.stdout.splitlines()[-1])
@@ -177,7 +203,9 @@ def test_exported_module_needs_no_training_code(fp32_run, inputs, tmp_path):
     args = [str(tmp_path / "exp"), str(inputs / "case000.nii.gz")]
     modules = _run_exported(args + [str(tmp_path / "a.nii.gz")], block_torch=False)
     assert "segshift.inference.exported" in modules and "segshift.transforms.preprocess" in modules
-    assert not [m for m in modules if m.startswith(("segshift.methods", "segshift.engine", "segshift.nets", "segshift.inference.predictor"))]
+    assert not [
+        m for m in modules if m.startswith(("segshift.methods", "segshift.engine", "segshift.nets", "segshift.inference.predictor"))
+    ]
     reference = ExportedModel(tmp_path / "exp").predict_file(inputs / "case000.nii.gz")
     np.testing.assert_array_equal(read_volume(tmp_path / "a.nii.gz").array, reference)
     # ONNX Runtime without PyTorch at all: scipy resamples instead of torch (equal within 1e-5, so a rare voxel may differ)

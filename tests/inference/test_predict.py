@@ -27,7 +27,7 @@ def test_heldout_cases_segmented_in_native_space(trained_run, phantom, tmp_path)
     result = evaluate_folders(tmp_path / "pred", phantom["bssfp"], cases=["case008", "case009"])
     # Dice in the native grid, after the inverse resampling (validation in crop space said > 0.8)
     assert result.summary["overall"]["dice"]["mean"] > 0.8, result.summary["overall"]
-    rows = list(csv.DictReader(open(tmp_path / "pred" / "qc.csv")))
+    rows = list(csv.DictReader((tmp_path / "pred" / "qc.csv").read_text(encoding="utf-8").splitlines()))
     assert [r["case"] for r in rows] == ["case008", "case009"]
     assert all(0 <= float(r["mean_entropy"]) <= 1 and float(r["LV_ml"]) > 10 for r in rows)
 
@@ -120,7 +120,13 @@ def test_dicom_series_input(trained_run, phantom, tmp_path):
 
     img = Domain(phantom["bssfp"]).load_image("case008")
     arr = np.clip(img.array, 0, 32000).astype(np.int16)
-    write_dicom_series(tmp_path / "dcm" / "series1", arr.transpose(2, 1, 0), img.spacing, (0.0, 0.0, 0.0), sitk.Image(2, 2, 2, sitk.sitkUInt8).GetDirection())
+    write_dicom_series(
+        tmp_path / "dcm" / "series1",
+        arr.transpose(2, 1, 0),
+        img.spacing,
+        (0.0, 0.0, 0.0),
+        sitk.Image(2, 2, 2, sitk.sitkUInt8).GetDirection(),
+    )
     series = read_volume(tmp_path / "dcm" / "series1")
     rows = predict_paths(Predictor(trained_run), tmp_path / "dcm", tmp_path / "out")
     out = nib.load(tmp_path / "out" / "series1.nii.gz")

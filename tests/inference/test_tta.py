@@ -52,7 +52,9 @@ def test_tent_keeps_a_runs_target_statistics(phantom, tmp_path):
     seg = _state(p)
     p.predict_volume(dom.load_image("case000"))
     b = p.predict_volume(dom.load_image("case001"))
-    alone = Predictor(tmp_path / "run", tta=TTAConfig("tent", steps=3, lr=0.005), target_domain=True).predict_volume(dom.load_image("case001"))
+    alone = Predictor(tmp_path / "run", tta=TTAConfig("tent", steps=3, lr=0.005), target_domain=True).predict_volume(
+        dom.load_image("case001")
+    )
     assert np.array_equal(b.mask, alone.mask) and b.qc["mean_entropy"] == alone.qc["mean_entropy"]
     assert all(torch.equal(store[k], v) for k, v in p.method.nets["seg_target_norm"].state_dict().items())
     assert all(torch.equal(seg[k], v) for k, v in _state(p).items())
@@ -95,7 +97,7 @@ def test_tent_keeps_the_in_domain_dice(trained_run, phantom, tmp_path):
         dice[mode] = evaluate_folders(tmp_path / mode, phantom["bssfp"], cases=["case008", "case009"]).summary["overall"]["dice"]["mean"]
     assert dice["none"] > 0.8
     assert dice["tent"] >= dice["none"] - 0.01, dice
-    rows = list(csv.DictReader(open(tmp_path / "tent" / "qc.csv")))
+    rows = list(csv.DictReader((tmp_path / "tent" / "qc.csv").read_text(encoding="utf-8").splitlines()))
     assert rows[0]["tta"] == "tent (10 steps, lr 0.001, alpha 0.5)"
     for r in rows:  # what TTA changed: entropy and volumes before and after
         assert float(r["mean_entropy"]) <= float(r["mean_entropy_before_tta"])
@@ -107,8 +109,13 @@ def test_flip_averages_the_four_mirrorings_and_warns(trained_run, phantom, capsy
     assert p.warnings and "trained without flips" in p.warnings[0]
     x = torch.from_numpy(p.pre.apply(Domain(phantom["lge"]).load_image("case000")).image)[:, None]
     got = p.tta.probs(x, p.method.predict_logits)
-    want = sum(torch.softmax(p.method.predict_logits(x.flip(d) if d else x), 1).flip(d) if d else
-               torch.softmax(p.method.predict_logits(x), 1) for d in ((), (-1,), (-2,), (-2, -1))) / 4
+    want = (
+        sum(
+            torch.softmax(p.method.predict_logits(x.flip(d) if d else x), 1).flip(d) if d else torch.softmax(p.method.predict_logits(x), 1)
+            for d in ((), (-1,), (-2,), (-2, -1))
+        )
+        / 4
+    )
     torch.testing.assert_close(got, want)
 
 
@@ -118,8 +125,14 @@ def test_tent_refuses_a_segmenter_without_normalisation_layers():
         TTA(m, TTAConfig("tent"))
 
 
-@pytest.mark.parametrize("args, msg", [(["--tta", "tent", "--tta-steps", "0"], "--tta-steps"),
-                                       (["--tta", "tent", "--tta-lr", "1"], "--tta-lr"), (["--tta", "bogus"], "--tta must")])
+@pytest.mark.parametrize(
+    ("args", "msg"),
+    [
+        (["--tta", "tent", "--tta-steps", "0"], "--tta-steps"),
+        (["--tta", "tent", "--tta-lr", "1"], "--tta-lr"),
+        (["--tta", "bogus"], "--tta must"),
+    ],
+)
 def test_cli_bounds(trained_run, phantom, tmp_path, capsys, args, msg):
     assert main(["predict", str(trained_run), str(phantom["lge"]), "--out", str(tmp_path / "o"), *args]) != 0
     assert msg in capsys.readouterr().err

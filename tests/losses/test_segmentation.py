@@ -55,8 +55,10 @@ def test_toy_logits_give_the_probabilities():
         (SoftJaccardLoss(smooth=1), 1 - (1.4 + 1) / (2.5 + 1)),  # 0.31429
         (FocalLoss(gamma=0), CE),
         (FocalLoss(gamma=2), -sum((1 - p) ** 2 * math.log(p) for p in P_TRUE) / 4),  # 0.04336
-        (FocalLoss(gamma=1, alpha=(1.0, 3.0)), -(3 * 0.2 * math.log(0.8) + 3 * 0.4 * math.log(0.6)
-                                                 + 0.4 * math.log(0.6) + 0.1 * math.log(0.9)) / 8),
+        (
+            FocalLoss(gamma=1, alpha=(1.0, 3.0)),
+            -(3 * 0.2 * math.log(0.8) + 3 * 0.4 * math.log(0.6) + 0.4 * math.log(0.6) + 0.1 * math.log(0.9)) / 8,
+        ),
     ],
 )
 def test_toy_values(loss, expected):
@@ -135,8 +137,15 @@ def test_batch_versus_per_image_dice():
 
 @pytest.mark.parametrize(
     "loss",
-    [CrossEntropyLoss(), SoftDiceLoss(), SoftJaccardLoss(), FocalLoss(), FocalLoss(alpha=[0.2, 1, 1]),
-     lambda x, y: HybridLoss({"ce": 0.5, "jaccard": 0.5})(x, y)[0], lambda x, y: mean_entropy(x)],
+    [
+        CrossEntropyLoss(),
+        SoftDiceLoss(),
+        SoftJaccardLoss(),
+        FocalLoss(),
+        FocalLoss(alpha=[0.2, 1, 1]),
+        lambda x, y: HybridLoss({"ce": 0.5, "jaccard": 0.5})(x, y)[0],
+        lambda x, y: mean_entropy(x),
+    ],
 )
 def test_gradients_flow(loss):
     torch.manual_seed(0)

@@ -28,7 +28,7 @@ def test_a_contrast_and_brightness_change_keeps_structure():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(2, 1, 40, 40, generator=g)
     y = 2 * x + 3  # same structure, new luminance and contrast
-    lum, con, struct = ssim_components(x, y, data_range=4.0)
+    _lum, con, struct = ssim_components(x, y, data_range=4.0)
     assert torch.allclose(struct, torch.ones_like(struct), atol=1e-3)  # s = (2 var + c3) / (2 var + c3)
     assert abs(float(con.mean()) - 0.8) < 0.01  # c = (4 var + c2) / (5 var + c2) -> 0.8
     weighted = float(StructureSSIMLoss()(x, y))

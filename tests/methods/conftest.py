@@ -31,5 +31,9 @@ def random_batch(n: int = 4, size: int = 32, seed: int = 0, domains: Sequence[in
     and a target batch of ``n`` images of another intensity range."""
     g = torch.Generator().manual_seed(seed)
     dom = torch.tensor(list(domains)) if domains is not None else torch.zeros(n, dtype=torch.long)
-    return Batch(torch.randn(n, 1, size, size, generator=g), torch.randint(0, 4, (n, size, size), generator=g),
-                 dom, torch.randn(n, 1, size, size, generator=g) * 2 + 1)
+    return Batch(
+        torch.randn(n, 1, size, size, generator=g),
+        torch.randint(0, 4, (n, size, size), generator=g),
+        dom,
+        torch.randn(n, 1, size, size, generator=g) * 2 + 1,
+    )

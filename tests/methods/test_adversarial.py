@@ -118,9 +118,21 @@ def test_methods_are_registered_with_their_defaults(capsys):
     assert all(get_method(n).uses_target for n in ("adaptseg", "advent", "adanet"))
     assert main(["methods", "--config", "adanet"]) == 0
     out = capsys.readouterr().out
-    for text in ("name: attention_unet", "histmatch: true", "optimizer: sgd", "lr: 0.01", "jaccard: 0.5", "lambda_g_mask: 0.005",
-                 "lambda_g_feat: 0.05", "lambda_d_feat: 1.0", "d_lr: 0.0002", "seg_lr_floor: 0.1", "gfrm: true",
-                 "d_warmup_steps: 50", "ramp_steps: 100"):
+    for text in (
+        "name: attention_unet",
+        "histmatch: true",
+        "optimizer: sgd",
+        "lr: 0.01",
+        "jaccard: 0.5",
+        "lambda_g_mask: 0.005",
+        "lambda_g_feat: 0.05",
+        "lambda_d_feat: 1.0",
+        "d_lr: 0.0002",
+        "seg_lr_floor: 0.1",
+        "gfrm: true",
+        "d_warmup_steps: 50",
+        "ramp_steps: 100",
+    ):
         assert text in out, text
     assert main(["methods", "--config", "adaptseg"]) == 0
     assert "lambda_adv: 0.001" in capsys.readouterr().out
@@ -138,10 +150,13 @@ def _lrs(m, steps):
     return out
 
 
-@pytest.mark.parametrize(("sets", "kind", "lr0"), [
-    ([], torch.optim.SGD, 0.01),  # the paper: SGD 0.01 -> 0.001
-    (["train.optimizer=adam", "train.lr=0.001"], torch.optim.Adam, 0.001),  # a tenth under Adam too: 0.001 -> 0.0001
-])
+@pytest.mark.parametrize(
+    ("sets", "kind", "lr0"),
+    [
+        ([], torch.optim.SGD, 0.01),  # the paper: SGD 0.01 -> 0.001
+        (["train.optimizer=adam", "train.lr=0.001"], torch.optim.Adam, 0.001),  # a tenth under Adam too: 0.001 -> 0.0001
+    ],
+)
 def test_adanet_lr_decays_to_a_tenth_and_stays(sets, kind, lr0):
     m = _method("adanet", ["train.steps=100", "train.warmup_steps=0", *sets])
     opt = m.optimizers["seg"]
@@ -183,7 +198,11 @@ def test_segmenter_and_discriminator_steps_are_isolated(name, sets):
     assert _same(d0, _snapshot(d_nets)), "the segmenter step changed a discriminator"
     assert all(p.grad is None for d in d_nets for p in d.parameters()), "the segmenter step left gradients in D"
     assert not _same(seg0, _snapshot([m.nets["seg"]]))
-    assert all(not t.requires_grad for s, tt in inputs.values() for t in (s if isinstance(s, list) else [s]) + (tt if isinstance(tt, list) else [tt]))
+    assert all(
+        not t.requires_grad
+        for s, tt in inputs.values()
+        for t in (s if isinstance(s, list) else [s]) + (tt if isinstance(tt, list) else [tt])
+    )
     seg1 = _snapshot([m.nets["seg"]])
     grads1 = [p.grad.clone() for p in m.nets["seg"].parameters()]
     d_values = m.discriminator_step(inputs)  # Step 2
@@ -248,12 +267,15 @@ def _train(method, phantom, run, sets=()):
     return train(cfg, [phantom["bssfp"]], phantom["lge"], run, progress=False)
 
 
-@pytest.mark.parametrize(("method", "sets"), [
-    ("adaptseg", []),
-    ("advent", []),
-    ("advent", ["method.mode=minent"]),
-    ("adanet", ["model.kwargs={features: [8,16,32,64]}", "method.gfrm_channels=8"]),
-])
+@pytest.mark.parametrize(
+    ("method", "sets"),
+    [
+        ("adaptseg", []),
+        ("advent", []),
+        ("advent", ["method.mode=minent"]),
+        ("adanet", ["model.kwargs={features: [8,16,32,64]}", "method.gfrm_channels=8"]),
+    ],
+)
 def test_methods_train_and_predict(phantom, tmp_path, method, sets):
     run = tmp_path / "run"
     summary = _train(method, phantom, run, sets)
@@ -290,8 +312,9 @@ def test_adanet_trains_on_several_labelled_sources_at_once(phantom, tmp_path, mo
         return original(self, batch, step)
 
     monkeypatch.setattr(cls, "train_step", spy)
-    cfg = resolve("adanet", sets=[*ENGINE, "model.kwargs={features: [8,16,32,64]}", "method.gfrm_channels=8", "train.steps=2",
-                                  "train.eval_every=2"])
+    cfg = resolve(
+        "adanet", sets=[*ENGINE, "model.kwargs={features: [8,16,32,64]}", "method.gfrm_channels=8", "train.steps=2", "train.eval_every=2"]
+    )
     summary = train(cfg, [phantom["bssfp"], t2], phantom["lge"], tmp_path / "run", progress=False)
     assert seen == [{0, 1}, {0, 1}]
     info = json.loads((tmp_path / "run" / "run.json").read_text())
@@ -347,8 +370,25 @@ def test_adanet_under_torchrun_keeps_identical_replicas(phantom, tmp_path):
     """DDP: the segmenter is wrapped through forward_features, GFRM and both discriminators too; the run
     records its world size and saves rank 0's final state. (make test's one torchrun test: the
     source-only one, tests/engine/test_trainer.py, is marked slow.)"""
-    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "segshift", "train",
-            "-m", "adanet", "-s", str(phantom["bssfp"]), "-t", str(phantom["lge"]), "-o", str(tmp_path / "ddp"), "--no-progress"]
+    args = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "segshift",
+        "train",
+        "-m",
+        "adanet",
+        "-s",
+        str(phantom["bssfp"]),
+        "-t",
+        str(phantom["lge"]),
+        "-o",
+        str(tmp_path / "ddp"),
+        "--no-progress",
+    ]
     for s in FAST + SMALL_D + ["train.steps=3", "train.batch_size=4", "train.eval_every=3", "method.gfrm_channels=8"]:
         args += ["--set", s]
     env = {**os.environ, "SEGSHIFT_DUMP_RANK_WEIGHTS": "1", "OMP_NUM_THREADS": "1"}
@@ -394,8 +434,7 @@ def test_adaptseg_beats_source_only_on_the_phantom_target(phantom, tmp_path):
     under ``joint`` (one batch-norm pass over source and target: the target collapses, 0.138
     even with ``lambda_adv`` 0).
     """
-    sets = FAST + SMALL_D + ["train.steps=200", "train.eval_every=200", "train.checkpoint_every=200", "seed=2",
-                             "method.lambda_adv=0.01"]
+    sets = FAST + SMALL_D + ["train.steps=200", "train.eval_every=200", "train.checkpoint_every=200", "seed=2", "method.lambda_adv=0.01"]
     scores, val = {}, {}
     for method in ("source-only", "adaptseg"):
         cfg = resolve(method, sets=[s for s in sets if not (s.startswith("method.") and method == "source-only")])
@@ -418,8 +457,20 @@ def test_full_adanet_aligns_without_losing_the_source_on_the_phantom(phantom, tm
     because the gain over S2T this test once claimed changed sign with the precision and the CPU's kernels
     (docs/training.md); seed 0 is not used: there S2T and adanet alike miss RV on the source.
     """
-    sets = FAST + SMALL_D + ["train.optimizer=adam", "method.seg_lr_floor=0", "train.steps=200", "train.eval_every=200",
-                             "train.checkpoint_every=200", "seed=2", "method.gfrm_channels=8", "train.precision=fp32"]
+    sets = (
+        FAST
+        + SMALL_D
+        + [
+            "train.optimizer=adam",
+            "method.seg_lr_floor=0",
+            "train.steps=200",
+            "train.eval_every=200",
+            "train.checkpoint_every=200",
+            "seed=2",
+            "method.gfrm_channels=8",
+            "train.precision=fp32",
+        ]
+    )
     cfg = resolve("adanet", sets=sets + ABLATIONS["S2T+HM+MDA+FDA+GFRM"])
     run = tmp_path / "full"
     summary = train(cfg, [phantom["bssfp"]], phantom["lge"], run, progress=False)

@@ -11,6 +11,7 @@ leaves the init run's batch-norm statistics untouched; and that ``adaptseg`` wit
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -22,8 +23,8 @@ from segshift.engine.precision import ExecutionPolicy
 from segshift.errors import SegshiftError
 from segshift.methods import get_method
 from segshift.methods.alignment import SCHEDULE_HPARAMS, AdversarialAlignment, AlignmentSchedule
-from segshift.methods.hparams import defaults, validate
 from segshift.methods.base import Batch, Method
+from segshift.methods.hparams import defaults, validate
 from segshift.methods.source_only import SourceOnly
 
 ALIGNERS = ("adaptseg", "advent", "adanet", "attent")  # every user of AdversarialAlignment
@@ -35,8 +36,13 @@ SMALL = {
     "adaptseg": ["method.d_channels=[8,16,16,16,1]"],
     "advent": ["method.d_channels=[8,16,16,16,1]"],
     "adanet": ["method.d_channels=[8,16,16,16,1]", "method.gfrm_channels=8", "train.warmup_steps=0"],
-    "attent": ["method.g_ngf=4", "method.g_blocks=1", "method.d_channels=[8,16,1]", "method.g_batch=0",
-               "method.e_d_channels=[8,16,16,16,1]"],
+    "attent": [
+        "method.g_ngf=4",
+        "method.g_blocks=1",
+        "method.d_channels=[8,16,1]",
+        "method.g_batch=0",
+        "method.e_d_channels=[8,16,16,16,1]",
+    ],
     "cyclegan": ["method.g_ngf=4", "method.g_blocks=1", "method.d_channels=[8,16,1]", "method.g_batch=0"],
     "source-only": [],
 }
@@ -62,8 +68,12 @@ def _method(name, sets=(), seed=0):
 
 def _batch(n=4, size=32, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return Batch(torch.randn(n, 1, size, size, generator=g), torch.randint(0, 4, (n, size, size), generator=g),
-                 torch.zeros(n, dtype=torch.long), torch.randn(n, 1, size, size, generator=g) * 2 + 1)
+    return Batch(
+        torch.randn(n, 1, size, size, generator=g),
+        torch.randint(0, 4, (n, size, size), generator=g),
+        torch.zeros(n, dtype=torch.long),
+        torch.randn(n, 1, size, size, generator=g) * 2 + 1,
+    )
 
 
 def _state(module):
@@ -82,7 +92,7 @@ def test_schedule_values():
     assert s(100) == pytest.approx(math.exp(-5 * 0.5**2)) == pytest.approx(0.2865048)  # half-way
     assert s(125) == pytest.approx(math.exp(-5 * 0.25**2)) == pytest.approx(0.7316156)
     ramp = [s(k) for k in range(51, 151)]
-    assert all(0 < a < b for a, b in zip(ramp, ramp[1:]))  # strictly increasing
+    assert all(0 < a < b for a, b in itertools.pairwise(ramp))  # strictly increasing
     assert [s(k) for k in (150, 151, 10_000)] == [1.0, 1.0, 1.0]  # the full lambda
     assert AlignmentSchedule(0, 0)(1) == 1.0  # the papers' setting: full weight from the first step
     assert [AlignmentSchedule(2, 0)(k) for k in (1, 2, 3)] == [0.0, 0.0, 1.0]
@@ -161,8 +171,13 @@ def test_alignment_updates_are_isolated():
 @pytest.mark.parametrize("name", ALIGNERS)
 def test_warm_up_gives_the_segmenter_a_source_only_update(name):
     """During the D warm-up the segmenter's update is exactly source-only's; after it, it is not."""
-    sets = [*FROZEN, "method.lambda_g_mask=1.0", "method.lambda_g_feat=1.0"] if name == "adanet" else \
-        [*FROZEN, "method.lambda_ent=1.0"] if name == "attent" else [*FROZEN, "method.lambda_adv=1.0"]
+    sets = (
+        [*FROZEN, "method.lambda_g_mask=1.0", "method.lambda_g_feat=1.0"]
+        if name == "adanet"
+        else [*FROZEN, "method.lambda_ent=1.0"]
+        if name == "attent"
+        else [*FROZEN, "method.lambda_adv=1.0"]
+    )
     b = _batch()
     updated = {}
     for step in (1, FULL_WEIGHT):

@@ -18,10 +18,13 @@ def _log(run) -> list[dict]:
     return list(csv.DictReader(open(run / "logs" / "train.csv")))
 
 
-@pytest.mark.parametrize("method, extra, target", [
-    ("gin-ipa", [], False),
-    ("adaptseg", ["augment.gin.enabled=true", "method.d_channels=[8,16,16,1]"], True),  # GIN inside an adaptation method
-])
+@pytest.mark.parametrize(
+    ("method", "extra", "target"),
+    [
+        ("gin-ipa", [], False),
+        ("adaptseg", ["augment.gin.enabled=true", "method.d_channels=[8,16,16,1]"], True),  # GIN inside an adaptation method
+    ],
+)
 def test_gin_consistency_is_trained_and_logged(phantom, tmp_path, method, extra, target):
     cfg = resolve(method, sets=FAST + ["train.steps=4", "train.eval_every=2", "train.log_every=1", *extra])
     assert cfg["augment"]["gin"]["enabled"] and cfg["augment"]["gin"]["consistency"] == 10.0

@@ -34,10 +34,14 @@ CASES = {
     "adanet": [*TINY_UNET, "method.d_channels=[8,16,16,16,1]", "method.gfrm_channels=8"],
     "cyclegan": [*TINY_UNET, *TINY_GAN, "method.lambda_identity=0.5"],
     "attent": [*TINY_UNET, *TINY_GAN, "method.e_d_channels=[8,16,16,16,1]"],
-    "unetgan": ["model.name=resunet", "model.kwargs={features: [4,8,16,32], encoder_blocks: [1,2,3,3]}", *TINY_GAN,
-                "method.seg_steps=1"],
-    "sdnet-fa": ["method.anatomy_features=[8,16,32,64,128]", "method.segmentor_width=16", "method.decoder_width=16",
-                 "method.modality_channels=[8,16]", "method.pretrain_steps=1"],
+    "unetgan": ["model.name=resunet", "model.kwargs={features: [4,8,16,32], encoder_blocks: [1,2,3,3]}", *TINY_GAN, "method.seg_steps=1"],
+    "sdnet-fa": [
+        "method.anatomy_features=[8,16,32,64,128]",
+        "method.segmentor_width=16",
+        "method.decoder_width=16",
+        "method.modality_channels=[8,16]",
+        "method.pretrain_steps=1",
+    ],
 }
 LOSS_FUNCTIONS = ("l1_loss", "mse_loss", "cross_entropy", "binary_cross_entropy_with_logits")
 
@@ -82,15 +86,24 @@ def test_networks_run_in_the_policy_precision_and_losses_in_float32(name, precis
     # loss modules (the supervised loss, SSIM, SDNet's Dice and focal): float32, outside autocast
     for attr, value in vars(m).items():
         if isinstance(value, nn.Module) and not list(value.parameters()):  # not a network
-            value.register_forward_hook(lambda mod, a, out, k=attr: losses.append(
-                (k, (out[0] if isinstance(out, tuple) else out).dtype, torch.is_autocast_enabled("cpu"))))
+            value.register_forward_hook(
+                lambda mod, a, out, k=attr: losses.append(
+                    (k, (out[0] if isinstance(out, tuple) else out).dtype, torch.is_autocast_enabled("cpu"))
+                )
+            )
     for fn in LOSS_FUNCTIONS:  # the functional losses (adversarial BCE, least squares via the tensor ops, L1, MSE)
         original = getattr(F, fn)
-        monkeypatch.setattr(F, fn, lambda *a, _f=original, _k=fn, **kw: (
-            out := _f(*a, **kw), losses.append((_k, out.dtype, torch.is_autocast_enabled("cpu"))))[0])
+        monkeypatch.setattr(
+            F,
+            fn,
+            lambda *a, _f=original, _k=fn, **kw: (out := _f(*a, **kw), losses.append((_k, out.dtype, torch.is_autocast_enabled("cpu"))))[0],
+        )
     backward = torch.Tensor.backward
-    monkeypatch.setattr(torch.Tensor, "backward", lambda t, *a, **kw: (
-        losses.append(("backward", t.dtype, torch.is_autocast_enabled("cpu"))), backward(t, *a, **kw))[1])
+    monkeypatch.setattr(
+        torch.Tensor,
+        "backward",
+        lambda t, *a, **kw: (losses.append(("backward", t.dtype, torch.is_autocast_enabled("cpu"))), backward(t, *a, **kw))[1],
+    )
 
     values = m.train_step(random_batch(4, 32), STEP)
     assert all(v == v for v in values.values())
@@ -128,7 +141,7 @@ def test_channels_last_reaches_the_networks_when_on(name, channels_last):
 
     def record(mod, args):
         for a in args:
-            for t in (a if isinstance(a, (list, tuple)) else [a]):
+            for t in a if isinstance(a, (list, tuple)) else [a]:
                 if isinstance(t, torch.Tensor) and t.dim() == 4 and t.shape[1] > 1:
                     inputs.append(t.is_contiguous(memory_format=fmt))
 

@@ -21,16 +21,33 @@ METHODS = sorted(available_methods())
 
 
 def test_each_kind_of_spec_accepts_its_values_and_names_the_key_it_refuses():
-    spec = {"w": number(0.5, "a weight", high=1.0), "n": integer(2, "a count", low=0), "on": flag(True, "a switch"),
-            "mode": choice("a", ("a", "b"), "a mode"), "widths": ints([4, 8], "widths", length=2),
-            "betas": numbers([0.5, 0.9], "betas", length=2, low=0.0, high=1.0), "g": integer(None, "groups", nullable=True)}
+    spec = {
+        "w": number(0.5, "a weight", high=1.0),
+        "n": integer(2, "a count", low=0),
+        "on": flag(True, "a switch"),
+        "mode": choice("a", ("a", "b"), "a mode"),
+        "widths": ints([4, 8], "widths", length=2),
+        "betas": numbers([0.5, 0.9], "betas", length=2, low=0.0, high=1.0),
+        "g": integer(None, "groups", nullable=True),
+    }
     assert validate(spec, {}) == {"w": 0.5, "n": 2, "on": True, "mode": "a", "widths": [4, 8], "betas": [0.5, 0.9], "g": None}
     out = validate(spec, {"w": 1, "n": 0, "on": False, "mode": "b", "widths": (1, 2), "betas": [0, 1], "g": 3})
     assert out == {"w": 1.0, "n": 0, "on": False, "mode": "b", "widths": [1, 2], "betas": [0.0, 1.0], "g": 3}
     assert isinstance(out["w"], float) and isinstance(out["betas"][0], float)
-    bad = [("w", 1.5, "in \\[0, 1\\]"), ("w", float("nan"), "finite"), ("w", True, "finite"), ("n", -1, ">= 0"), ("n", 2.5, "whole"),
-           ("on", "yes", "true or false"), ("mode", "c", "one of a, b"), ("widths", [4], "2 positive"), ("widths", [4, 0], "positive"),
-           ("betas", [0.5, 2.0], "in \\[0, 1\\]"), ("betas", "0.5", "a list"), ("g", 0, ">= 1")]
+    bad = [
+        ("w", 1.5, "in \\[0, 1\\]"),
+        ("w", float("nan"), "finite"),
+        ("w", True, "finite"),
+        ("n", -1, ">= 0"),
+        ("n", 2.5, "whole"),
+        ("on", "yes", "true or false"),
+        ("mode", "c", "one of a, b"),
+        ("widths", [4], "2 positive"),
+        ("widths", [4, 0], "positive"),
+        ("betas", [0.5, 2.0], "in \\[0, 1\\]"),
+        ("betas", "0.5", "a list"),
+        ("g", 0, ">= 1"),
+    ]
     for key, value, words in bad:
         with pytest.raises(SegshiftError, match=rf"method\.{key} must be .*{words}.*, got"):
             validate(spec, {key: value})
@@ -65,20 +82,23 @@ def test_method_yamls_hold_no_method_section(name):
     assert "method" not in method_defaults(name)
 
 
-@pytest.mark.parametrize(("name", "setting", "words"), [
-    ("adaptseg", "method.lambda_adv=-0.1", "method.lambda_adv must be a finite number >= 0, got -0.1"),
-    ("advent", "method.mode=maxent", "method.mode must be one of adversarial, minent, got 'maxent'"),
-    ("adanet", "method.seg_lr_floor=2", "method.seg_lr_floor must be a finite number in \\[0, 1\\], got 2"),
-    ("adanet", "method.gfrm=1", "expected true/false"),
-    ("cyclegan", "method.g_norm=group", "method.g_norm must be one of batch, instance, none"),
-    ("cyclegan", "method.betas=[0.5]", "method.betas must be a list of 2 finite numbers"),
-    ("sdnet", "method.anatomy_features=[16]", "method.anatomy_features must be a list of at least 2 positive whole numbers"),
-    ("sdnet-fa", "method.fa_fraction=1.5", "method.fa_fraction must be a finite number in \\[0, 1\\]"),
-    ("unetgan", "method.direction=source_to_target", "unetgan translates target images to the source look"),
-    ("attent", "method.translation=false", None),  # alone it is a valid ablation row
-    ("noise-aug", "method.noise_prob=1.1", "method.noise_prob must be a finite number in \\[0, 1\\]"),
-    ("source-only", "method.lambda_adv=0.1", "unknown key 'method.lambda_adv'"),
-])
+@pytest.mark.parametrize(
+    ("name", "setting", "words"),
+    [
+        ("adaptseg", "method.lambda_adv=-0.1", "method.lambda_adv must be a finite number >= 0, got -0.1"),
+        ("advent", "method.mode=maxent", "method.mode must be one of adversarial, minent, got 'maxent'"),
+        ("adanet", "method.seg_lr_floor=2", "method.seg_lr_floor must be a finite number in \\[0, 1\\], got 2"),
+        ("adanet", "method.gfrm=1", "expected true/false"),
+        ("cyclegan", "method.g_norm=group", "method.g_norm must be one of batch, instance, none"),
+        ("cyclegan", "method.betas=[0.5]", "method.betas must be a list of 2 finite numbers"),
+        ("sdnet", "method.anatomy_features=[16]", "method.anatomy_features must be a list of at least 2 positive whole numbers"),
+        ("sdnet-fa", "method.fa_fraction=1.5", "method.fa_fraction must be a finite number in \\[0, 1\\]"),
+        ("unetgan", "method.direction=source_to_target", "unetgan translates target images to the source look"),
+        ("attent", "method.translation=false", None),  # alone it is a valid ablation row
+        ("noise-aug", "method.noise_prob=1.1", "method.noise_prob must be a finite number in \\[0, 1\\]"),
+        ("source-only", "method.lambda_adv=0.1", "unknown key 'method.lambda_adv'"),
+    ],
+)
 def test_resolve_refuses_bad_method_values_before_any_data_is_read(name, setting, words):
     if words is None:
         assert resolve(name, sets=[setting])["method"]["translation"] is False
@@ -136,8 +156,9 @@ def test_docs_list_every_method_and_the_generated_reference_is_current(capsys):
     text = (DOCS / "training.md").read_text(encoding="utf-8")
     rows = set(re.findall(r"^\| `([a-z0-9-]+)` \|", text.split("## Train", 1)[0], flags=re.M))
     assert set(METHODS) <= rows, f"methods without a row in docs/training.md: {sorted(set(METHODS) - rows)}"
-    assert (DOCS / "hparams.md").read_text(encoding="utf-8") == markdown(available_methods()), \
+    assert (DOCS / "hparams.md").read_text(encoding="utf-8") == markdown(available_methods()), (
         "docs/hparams.md is stale: regenerate it with `segshift methods --markdown > docs/hparams.md`"
+    )
     assert main(["methods", "--hparams", "advent"]) == 0
     out = capsys.readouterr().out
     assert "method.mode = adversarial  (one of adversarial, minent)" in out and "method.ramp_steps = 100" in out

@@ -30,8 +30,13 @@ from segshift.transforms import Preprocessor
 from tests.methods.conftest import FAST
 
 # narrow SDNet for CPU tests (the YAML holds the defaults)
-SMALL = ["method.anatomy_features=[8,16,32,64,128]", "method.segmentor_width=16", "method.decoder_width=16",
-         "method.modality_channels=[8,16]", "train.batch_size=4"]
+SMALL = [
+    "method.anatomy_features=[8,16,32,64,128]",
+    "method.segmentor_width=16",
+    "method.decoder_width=16",
+    "method.modality_channels=[8,16]",
+    "train.batch_size=4",
+]
 
 
 def _cfg(name, sets=()):
@@ -60,14 +65,17 @@ def test_modes_flags_and_paper_weights():
     assert not any(p.requires_grad for p in m.nets["fa"].parameters()) and not m.nets["fa"].training
 
 
-@pytest.mark.parametrize(("name", "bad", "key"), [
-    ("sdnet", "method.lambda_rec=-1", "method.lambda_rec"),
-    ("sdnet", "method.binarise=sigmoid", "method.binarise"),
-    ("sdnet", "method.decoder_output=sigmoid", "method.decoder_output"),
-    ("sdnet", "method.modality_channels=[8]", "method.modality_channels"),
-    ("sdnet-fa", "method.fa_fraction=1.5", "method.fa_fraction"),
-    ("sdnet-fa", "method.pretrain_steps=0", "method.pretrain_steps"),
-])
+@pytest.mark.parametrize(
+    ("name", "bad", "key"),
+    [
+        ("sdnet", "method.lambda_rec=-1", "method.lambda_rec"),
+        ("sdnet", "method.binarise=sigmoid", "method.binarise"),
+        ("sdnet", "method.decoder_output=sigmoid", "method.decoder_output"),
+        ("sdnet", "method.modality_channels=[8]", "method.modality_channels"),
+        ("sdnet-fa", "method.fa_fraction=1.5", "method.fa_fraction"),
+        ("sdnet-fa", "method.pretrain_steps=0", "method.pretrain_steps"),
+    ],
+)
 def test_bad_values_name_their_key(name, bad, key):
     with pytest.raises(SegshiftError, match=key):
         _method(name, [bad])
@@ -119,8 +127,10 @@ def test_semi_supervised_modes_never_read_target_labels(phantom, tmp_path, monke
 
 
 def test_sdnet_fa_resume_across_the_stage_switch_equals_uninterrupted(phantom, tmp_path):
-    cfg = _cfg("sdnet-fa", ["method.pretrain_steps=3", "train.steps=2", "train.eval_every=100", "train.checkpoint_every=100",
-                            "augment.resolution=[2.0,3.0]"])
+    cfg = _cfg(
+        "sdnet-fa",
+        ["method.pretrain_steps=3", "train.steps=2", "train.eval_every=100", "train.checkpoint_every=100", "augment.resolution=[2.0,3.0]"],
+    )
     train(cfg, [phantom["bssfp"]], phantom["lge"], tmp_path / "full", progress=False)
     train(cfg, [phantom["bssfp"]], phantom["lge"], tmp_path / "part", stop_after=3, progress=False)  # stops at the switch
     train(cfg, [], None, tmp_path / "part", resume=True, progress=False)
@@ -140,13 +150,27 @@ def test_train_takes_several_sources_and_no_target(phantom, tmp_path):
     sets = [f"--set={s}" for s in [*FAST, *SMALL, "train.steps=2", "train.eval_every=2", "augment.resolution=[2.0,3.0]"]]
     for name in ("sdnet", "source-only"):
         run = tmp_path / name
-        code = main(["train", "--method", name, "--source", str(phantom["bssfp"]), "--source", str(b), "--out", str(run),
-                     "--no-progress", *[s for s in sets if name == "sdnet" or "method." not in s]])
+        code = main(
+            [
+                "train",
+                "--method",
+                name,
+                "--source",
+                str(phantom["bssfp"]),
+                "--source",
+                str(b),
+                "--out",
+                str(run),
+                "--no-progress",
+                *[s for s in sets if name == "sdnet" or "method." not in s],
+            ]
+        )
         assert code == 0
         info = json.loads((run / "run.json").read_text())
         assert info["target"] is None and len(info["plan"]["train"]) == 2 and info["plan"]["target_pool"] is None
-    assert main(["train", "--method", "sdnet-ss", "--source", str(phantom["bssfp"]), "--out", str(tmp_path / "ss"),
-                 "--no-progress"]) == 2  # a semi-supervised mode needs --target
+    assert (
+        main(["train", "--method", "sdnet-ss", "--source", str(phantom["bssfp"]), "--out", str(tmp_path / "ss"), "--no-progress"]) == 2
+    )  # a semi-supervised mode needs --target
 
 
 def _slices(run, domain, with_labels):
@@ -162,8 +186,7 @@ def _slices(run, domain, with_labels):
 def test_phantom_sdnet_fa_learns_the_source_and_fa_images_keep_their_label(phantom, tmp_path):
     """bSSFP -> LGE phantom: 250 SS pretraining steps + 50 FA steps at FAST settings (about 110 s on 2 CPU cores)."""
     run = tmp_path / "fa"
-    cfg = _cfg("sdnet-fa", ["method.pretrain_steps=250", "train.steps=50", "train.eval_every=50", "train.checkpoint_every=300",
-                            "seed=1"])
+    cfg = _cfg("sdnet-fa", ["method.pretrain_steps=250", "train.steps=50", "train.eval_every=50", "train.checkpoint_every=300", "seed=1"])
     summary = train(cfg, [phantom["bssfp"]], phantom["lge"], run, progress=False)
     assert summary["best_step"] > 250
     assert summary["best_val_mean_dice"] > 0.7, summary  # in-domain (source validation) Dice

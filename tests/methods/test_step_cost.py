@@ -37,10 +37,15 @@ CASES = {
     "adanet-nogfrm": [*TINY_UNET, "method.d_channels=[8,16,16,16,1]", "method.gfrm=false", "train.warmup_steps=0"],
     "attent": [*TINY_UNET, *TINY_GAN, "method.e_d_channels=[8,16,16,16,1]"],
     "cyclegan": [*TINY_UNET, *TINY_GAN, "method.lambda_identity=0.5", "method.gan_loss=bce"],
-    "unetgan": ["model.name=resunet", "model.kwargs={features: [4,8,16,32], encoder_blocks: [1,2,3,3]}", *TINY_GAN,
-                "method.seg_steps=1"],
-    "unetgan-cycle": ["model.name=resunet", "model.kwargs={features: [4,8,16,32], encoder_blocks: [1,2,3,3]}", *TINY_GAN,
-                      "method.seg_steps=1", "method.ssim_pair=cycle", "method.lambda_cycle=1"],  # SSIM reuses the cycle's images
+    "unetgan": ["model.name=resunet", "model.kwargs={features: [4,8,16,32], encoder_blocks: [1,2,3,3]}", *TINY_GAN, "method.seg_steps=1"],
+    "unetgan-cycle": [
+        "model.name=resunet",
+        "model.kwargs={features: [4,8,16,32], encoder_blocks: [1,2,3,3]}",
+        *TINY_GAN,
+        "method.seg_steps=1",
+        "method.ssim_pair=cycle",
+        "method.lambda_cycle=1",
+    ],  # SSIM reuses the cycle's images
 }
 
 
@@ -164,8 +169,11 @@ def test_the_shared_passes_give_the_previous_weights(case):
         assert a.keys() == b.keys() and all(a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-5) for k in a), (a, b)
     sn, so = new.nets.state_dict(), old.nets.state_dict()
     assert sn.keys() == so.keys()
-    bad = {k: float((sn[k].float() - so[k].float()).abs().max()) for k in sn
-           if not torch.allclose(sn[k].float(), so[k].float(), rtol=1e-4, atol=1e-5)}
+    bad = {
+        k: float((sn[k].float() - so[k].float()).abs().max())
+        for k in sn
+        if not torch.allclose(sn[k].float(), so[k].float(), rtol=1e-4, atol=1e-5)
+    }
     assert not bad, bad
 
 
@@ -203,13 +211,16 @@ def test_under_ddp_the_discriminator_keeps_its_own_passes():
     assert sizes == [4, 8]  # frozen D on the target, then one pass over both domains
 
 
-@pytest.mark.parametrize("case, frozen_nets, update", [
-    ("adaptseg", ("d",), "segmenter_update"),
-    ("adanet", ("gfrm", "d_feat", "d_mask"), "segmenter_update"),
-    ("attent", ("d_e",), "segmenter_update"),
-    ("cyclegan", ("d_s", "d_t"), "generator_step"),
-    ("unetgan", ("d_s", "d_t", "seg"), "generator_step"),
-])
+@pytest.mark.parametrize(
+    "case, frozen_nets, update",
+    [
+        ("adaptseg", ("d",), "segmenter_update"),
+        ("adanet", ("gfrm", "d_feat", "d_mask"), "segmenter_update"),
+        ("attent", ("d_e",), "segmenter_update"),
+        ("cyclegan", ("d_s", "d_t"), "generator_step"),
+        ("unetgan", ("d_s", "d_t", "seg"), "generator_step"),
+    ],
+)
 def test_a_frozen_network_builds_no_parameter_gradient(case, frozen_nets, update):
     m = _method(case)
     phase, grads = [], []
@@ -245,8 +256,10 @@ def test_fda_downsample_fuses_gfrm_at_a_lower_resolution():
         gfrm = half.nets["gfrm"]
         # downsampling the finest level before GFRM's 1x1 projection = GFRM fusing at that size
         torch.testing.assert_close(gfrm(levels), gfrm(list(feats), size=(32, 32)), rtol=1e-4, atol=1e-5)
-        assert half.alignments["d_feat"].critic(levels, wrapped=False).shape[-1] < full.alignments["d_feat"].critic(
-            list(feats), wrapped=False).shape[-1]
+        assert (
+            half.alignments["d_feat"].critic(levels, wrapped=False).shape[-1]
+            < full.alignments["d_feat"].critic(list(feats), wrapped=False).shape[-1]
+        )
     no_gfrm = _method("adanet-nogfrm", ["method.fda_downsample=4"])
     with torch.no_grad():
         assert no_gfrm.feature_input(feats).shape[-2:] == (16, 16)

@@ -50,7 +50,9 @@ def _snap(m, *names):
 
 
 def _changed(before, m):
-    return {n for n, ts in before.items() if not all(a.equal(b) for a, b in zip(ts, list(m.nets[n].parameters()) + list(m.nets[n].buffers())))}
+    return {
+        n for n, ts in before.items() if not all(a.equal(b) for a, b in zip(ts, list(m.nets[n].parameters()) + list(m.nets[n].buffers())))
+    }
 
 
 ALL = ("seg", "g_s2t", "g_t2s", "d_s", "d_t")
@@ -74,7 +76,7 @@ def test_each_update_changes_only_what_it_names(name):
     assert all(not t.requires_grad for t in m._fakes.values()), "translated images reach the segmenter detached"
     before = _snap(m, *before)
     if name == "attent":
-        images, labels, test_images = m.segmenter_images(b)
+        _images, _labels, _test_images = m.segmenter_images(b)
         m.discriminator_updates = lambda state: {}  # the segmenter update alone
         values = m.segmenter_step(b, FULL_WEIGHT)
         assert _changed(before, m) == {"seg"} and "adv_d_e" in values
@@ -134,17 +136,20 @@ def test_both_directions():
     assert torch.equal(t2s.predict_logits(x), t2s.validation_logits(x))
 
 
-@pytest.mark.parametrize(("name", "sets", "match"), [
-    ("cyclegan", ["method.direction=sideways"], "method.direction"),
-    ("cyclegan", ["method.select=best"], "method.select"),
-    ("cyclegan", ["method.gan_loss=wgan"], "method.gan_loss"),
-    ("cyclegan", ["method.lambda_cycle=-1"], "method.lambda_cycle"),
-    ("unetgan", ["method.direction=source_to_target"], "target_to_source"),
-    ("unetgan", ["method.seg_steps=0"], "method.seg_steps"),
-    ("unetgan", ["method.ssim_pair=other"], "method.ssim_pair"),
-    ("attent", ["method.translation=false", "method.entropy=false"], "adapts nothing"),
-    ("attent", ["method.attention=1"], "method.attention"),
-])
+@pytest.mark.parametrize(
+    ("name", "sets", "match"),
+    [
+        ("cyclegan", ["method.direction=sideways"], "method.direction"),
+        ("cyclegan", ["method.select=best"], "method.select"),
+        ("cyclegan", ["method.gan_loss=wgan"], "method.gan_loss"),
+        ("cyclegan", ["method.lambda_cycle=-1"], "method.lambda_cycle"),
+        ("unetgan", ["method.direction=source_to_target"], "target_to_source"),
+        ("unetgan", ["method.seg_steps=0"], "method.seg_steps"),
+        ("unetgan", ["method.ssim_pair=other"], "method.ssim_pair"),
+        ("attent", ["method.translation=false", "method.entropy=false"], "adapts nothing"),
+        ("attent", ["method.attention=1"], "method.attention"),
+    ],
+)
 def test_bad_settings_are_named(name, sets, match):
     with pytest.raises(SegshiftError, match=match):
         _method(name, sets)
@@ -181,8 +186,12 @@ def _log(run, key):
 def test_cyclegan_trains_predicts_and_keeps_the_final_translator(phantom, tmp_path):
     run = tmp_path / "run"
     # no discriminator warm-up: the residual generators start as the identity and must move within 6 steps
-    summary = _train("cyclegan", phantom, run, ["train.steps=6", "train.eval_every=2", "train.checkpoint_every=6",
-                                                "method.d_warmup_steps=0", "method.ramp_steps=0"])
+    summary = _train(
+        "cyclegan",
+        phantom,
+        run,
+        ["train.steps=6", "train.eval_every=2", "train.checkpoint_every=6", "method.d_warmup_steps=0", "method.ramp_steps=0"],
+    )
     assert summary["finished"]
     best = load_file(str(run / "checkpoints" / "best" / "weights.safetensors"))
     last = load_file(str(run / "checkpoints" / "last" / "weights.safetensors"))
@@ -199,13 +208,14 @@ def test_cyclegan_trains_predicts_and_keeps_the_final_translator(phantom, tmp_pa
 
 def test_unetgan_best_holds_the_stage1_unet_and_the_final_generator(phantom, tmp_path):
     run = tmp_path / "run"
-    _train("unetgan", phantom, run, [*RESUNET, "method.seg_steps=4", "method.gan_steps=3", "train.eval_every=3",
-                                      "train.checkpoint_every=100"])
+    _train(
+        "unetgan", phantom, run, [*RESUNET, "method.seg_steps=4", "method.gan_steps=3", "train.eval_every=3", "train.checkpoint_every=100"]
+    )
     best = load_file(str(run / "checkpoints" / "best" / "weights.safetensors"))
     last = load_file(str(run / "checkpoints" / "last" / "weights.safetensors"))
     seg_keys = [k for k in best if k.startswith("seg.")]
     assert seg_keys and all(best[k].equal(last[k]) for k in best)  # U-Net frozen in stage 2; translator final
-    rows = list(csv.DictReader(open(run / "logs" / "train.csv")))
+    rows = list(csv.DictReader((run / "logs" / "train.csv").read_text(encoding="utf-8").splitlines()))
     val_steps = [int(r["step"]) for r in rows if r.get("val_mean")]
     assert val_steps == [3, 4], "validation every 3 steps and at the end of stage 1, none in stage 2 (U-Net frozen)"
 
@@ -214,8 +224,19 @@ def test_unetgan_best_holds_the_stage1_unet_and_the_final_generator(phantom, tmp
 def test_cycle_reconstruction_improves_in_a_short_run(phantom, tmp_path):
     run = tmp_path / "run"
     # the papers' schedule: the generators start as the identity (cycle loss 0) and stay there while only D learns
-    _train("cyclegan", phantom, run, ["train.steps=60", "train.eval_every=1000", "train.checkpoint_every=1000", "train.log_every=10",
-                                      "method.d_warmup_steps=0", "method.ramp_steps=0"])
+    _train(
+        "cyclegan",
+        phantom,
+        run,
+        [
+            "train.steps=60",
+            "train.eval_every=1000",
+            "train.checkpoint_every=1000",
+            "train.log_every=10",
+            "method.d_warmup_steps=0",
+            "method.ramp_steps=0",
+        ],
+    )
     cyc = _log(run, "cycle")
     assert len(cyc) == 6 and cyc[-1] < 0.6 * cyc[0], cyc
 
@@ -257,8 +278,7 @@ def test_attent_beats_source_only_on_the_phantom_target(phantom, tmp_path):
     0.856 under ``separate`` and 0.048 under ``joint`` (source and translated target in one
     batch-norm pass: the target collapses).
     """
-    scores = _beat(phantom, tmp_path, {"source-only": ("source-only", []),
-                                       "attent": ("attent", [])})
+    scores = _beat(phantom, tmp_path, {"source-only": ("source-only", []), "attent": ("attent", [])})
     assert scores["attent"] > scores["source-only"] + 0.03, scores
 
 
@@ -272,11 +292,17 @@ def test_unetgan_beats_source_only_on_the_phantom_target(phantom, tmp_path):
     so its asserted margin is small too. The translation stage runs with the papers'
     schedule (no discriminator warm-up, no ramp): 100 steps leave little room for one.
     """
-    scores = _beat(phantom, tmp_path, {
-        "source-only-resunet": ("source-only", RESUNET8),
-        "unetgan": ("unetgan", [*RESUNET8, "method.seg_steps=200", "method.gan_steps=100", "method.d_warmup_steps=0",
-                                "method.ramp_steps=0"]),
-    })
+    scores = _beat(
+        phantom,
+        tmp_path,
+        {
+            "source-only-resunet": ("source-only", RESUNET8),
+            "unetgan": (
+                "unetgan",
+                [*RESUNET8, "method.seg_steps=200", "method.gan_steps=100", "method.d_warmup_steps=0", "method.ramp_steps=0"],
+            ),
+        },
+    )
     assert scores["unetgan"] > scores["source-only-resunet"] + 0.005, scores
     # anatomy is kept: translated target slices share their structure with the originals
     pred = Predictor(tmp_path / "unetgan", device="cpu")

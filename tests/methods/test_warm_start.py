@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import sys
 
-
 from segshift.methods import available_methods
 from tests.methods.conftest import built_method, random_batch
 
 INIT = "init=runs/finished-run"
 RESUNET = ["model.name=resunet", "model.kwargs={features: [4,8,16,32], encoder_blocks: [1,2,3,3]}"]
 TRANSLATOR = ["method.g_ngf=4", "method.g_blocks=1", "method.d_channels=[8,16,1]", "method.g_batch=0"]
-SDNET = ["method.anatomy_features=[8,16,32,64,128]", "method.segmentor_width=8", "method.decoder_width=8",
-         "method.modality_channels=[8,8]", "method.anatomy_channels=4", "method.z_dim=4"]
+SDNET = [
+    "method.anatomy_features=[8,16,32,64,128]",
+    "method.segmentor_width=8",
+    "method.decoder_width=8",
+    "method.modality_channels=[8,8]",
+    "method.anatomy_channels=4",
+    "method.z_dim=4",
+]
 
 
 def _method(name, sets=(), seed=0):
@@ -37,7 +42,7 @@ def _same(a, b):
 
 
 def test_init_nets_of_every_method():
-    expected = {name: ("seg",) for name in available_methods()}
+    expected = dict.fromkeys(available_methods(), ("seg",))
     expected.update({"sdnet": ("sdnet",), "sdnet-ss": ("sdnet",), "sdnet-fa": ("sdnet",)})
     assert {name: cls.init_nets for name, cls in available_methods().items()} == expected
     for name, cls in available_methods().items():
@@ -70,8 +75,9 @@ def test_unetgan_warm_started_is_stage_2_only():
     assert _same(seg0, _state(m.nets["seg"])) and all(p.grad is None for p in m.nets["seg"].parameters())
     assert not _same(g0, _state(m.nets["g_s2t"]))
     # the schedule counts from the start of stage 2: from scratch it starts after seg_steps
-    scratch = _method("unetgan", [*RESUNET, *TRANSLATOR, "method.seg_steps=2", "method.gan_steps=300",
-                                  "method.d_warmup_steps=1", "method.ramp_steps=0"])
+    scratch = _method(
+        "unetgan", [*RESUNET, *TRANSLATOR, "method.seg_steps=2", "method.gan_steps=300", "method.d_warmup_steps=1", "method.ramp_steps=0"]
+    )
     assert scratch.train_step(_batch(), 3)["w_gan"] == 0.0 and scratch.train_step(_batch(), 4)["w_gan"] == 1.0
 
 

@@ -102,7 +102,7 @@ def test_nan_policy_is_written_as_null_and_counted(folders, tmp_path):
     s = json.loads(text, parse_constant=reject)["summary"]
     assert s["structures"]["RV"]["assd_mm"] == {"mean": 0.0, "std": 0.0, "n": 1, "n_nan": 1}
     assert s["overall"]["hd95_mm"]["n_nan"] == 1
-    rows = list(csv.DictReader(open(tmp_path / "out" / "per_case.csv", newline="")))
+    rows = list(csv.DictReader((tmp_path / "out" / "per_case.csv").read_text(encoding="utf-8").splitlines()))
     assert rows[-1]["assd_mm"] == "nan"
 
 
@@ -180,7 +180,7 @@ def _write_bad(kind, preds, labels):
 
 
 @pytest.mark.parametrize(
-    "kind, message",
+    ("kind", "message"),
     [
         ("shape", "shape"),
         ("affine", "affine"),
@@ -242,8 +242,7 @@ def cli_main(monkeypatch):
 def test_cli_success(folders, tmp_path, cli_main, capsys):
     preds, labels = folders
     out = tmp_path / "out"
-    code = cli_main(["evaluate", str(preds), str(labels), "--out", str(out), "--labels", "LV=1,MYO=2,RV=3",
-                     "--empty-distance", "nan"])
+    code = cli_main(["evaluate", str(preds), str(labels), "--out", str(out), "--labels", "LV=1,MYO=2,RV=3", "--empty-distance", "nan"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "HD95" in captured.out and "overall" in captured.out and "summary.json" in captured.out
@@ -277,10 +276,8 @@ def test_cli_with_runner_and_bad_choice(folders, tmp_path):
 
     preds, labels = folders
     runner = CliRunner()
-    res = runner.invoke(app, ["evaluate", str(preds), str(labels), "--out", str(tmp_path / "o"),
-                              "--label-suffix", "", "--allow-missing"])
+    res = runner.invoke(app, ["evaluate", str(preds), str(labels), "--out", str(tmp_path / "o"), "--label-suffix", "", "--allow-missing"])
     assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["evaluate", str(preds), str(labels), "--out", str(tmp_path / "o2"),
-                              "--empty-distance", "zero"])
+    res = runner.invoke(app, ["evaluate", str(preds), str(labels), "--out", str(tmp_path / "o2"), "--empty-distance", "zero"])
     assert res.exit_code == 2
     assert not (tmp_path / "o2").exists()

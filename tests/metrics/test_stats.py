@@ -7,8 +7,24 @@ import math
 import numpy as np
 import pytest
 
-from segshift.metrics.stats import (average_ranks, bootstrap_ci, csv_value, describe, finite_mean, finite_median, gap_recovered, holm,
-                                    is_defined, mean_ci, mean_of_all, nan_to_none, none_to_nan, paired_comparison, roc_auc, spearman)
+from segshift.metrics.stats import (
+    average_ranks,
+    bootstrap_ci,
+    csv_value,
+    describe,
+    finite_mean,
+    finite_median,
+    gap_recovered,
+    holm,
+    is_defined,
+    mean_ci,
+    mean_of_all,
+    nan_to_none,
+    none_to_nan,
+    paired_comparison,
+    roc_auc,
+    spearman,
+)
 
 
 def test_paired_t_and_wilcoxon_match_hand_computation():
@@ -23,7 +39,7 @@ def test_paired_t_and_wilcoxon_match_hand_computation():
     # all 5 differences positive, no ties: exact two-sided Wilcoxon p = 2 / 2^5
     assert res.wilcoxon_p == pytest.approx(2 / 32)
     assert res.ci_low < res.mean_diff < res.ci_high
-    assert 0.0 < res.ci_low and res.ci_high <= d.max()
+    assert res.ci_low > 0.0 and res.ci_high <= d.max()
 
 
 def test_nan_pairs_are_dropped_and_equal_scores_give_p_one():
@@ -59,14 +75,17 @@ def test_gap_recovered():
 INF, NAN = math.inf, math.nan
 
 
-@pytest.mark.parametrize("values, expected", [
-    ([0.5, 1.0], {"mean": 0.75, "std": 0.25, "n": 2, "n_nan": 0}),
-    ([0.5, 1.0, NAN], {"mean": 0.75, "std": 0.25, "n": 2, "n_nan": 1}),
-    ([0.5, 1.0, INF, -INF], {"mean": 0.75, "std": 0.25, "n": 2, "n_nan": 2}),  # inf is undefined like NaN: counted, left out
-    ([2.0, 4.0, 9.0], {"mean": 5.0, "std": math.sqrt(26 / 3), "n": 3, "n_nan": 0}),  # population std: sqrt((9+1+16)/3)
-    ([NAN, None], {"mean": NAN, "std": NAN, "n": 0, "n_nan": 2}),
-    ([], {"mean": NAN, "std": NAN, "n": 0, "n_nan": 0}),
-])
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        ([0.5, 1.0], {"mean": 0.75, "std": 0.25, "n": 2, "n_nan": 0}),
+        ([0.5, 1.0, NAN], {"mean": 0.75, "std": 0.25, "n": 2, "n_nan": 1}),
+        ([0.5, 1.0, INF, -INF], {"mean": 0.75, "std": 0.25, "n": 2, "n_nan": 2}),  # inf is undefined like NaN: counted, left out
+        ([2.0, 4.0, 9.0], {"mean": 5.0, "std": math.sqrt(26 / 3), "n": 3, "n_nan": 0}),  # population std: sqrt((9+1+16)/3)
+        ([NAN, None], {"mean": NAN, "std": NAN, "n": 0, "n_nan": 2}),
+        ([], {"mean": NAN, "std": NAN, "n": 0, "n_nan": 0}),
+    ],
+)
 def test_describe_counts_undefined_values_and_leaves_them_out(values, expected):
     got = describe(values)
     assert set(got) == set(expected) and got["n"] == expected["n"] and got["n_nan"] == expected["n_nan"]
@@ -88,8 +107,7 @@ def test_json_and_csv_forms_of_undefined_values():
     assert nan_to_none(doc) == {"mean": None, "std": None, "n": 0, "rows": [{"dice": 0.5, "p": None}], "pair": [1.0, None]}
     back = none_to_nan(nan_to_none(doc), {"mean", "p"})
     assert math.isnan(back["mean"]) and back["std"] is None and math.isnan(back["rows"][0]["p"])  # only the named keys
-    assert [csv_value(v) for v in (0.1, NAN, INF, np.float64(0.25), 3, "LV", True)] == \
-           ["0.1", "nan", "nan", "0.25", 3, "LV", True]
+    assert [csv_value(v) for v in (0.1, NAN, INF, np.float64(0.25), 3, "LV", True)] == ["0.1", "nan", "nan", "0.25", 3, "LV", True]
 
 
 def test_surface_summary_and_benchmark_tables_apply_the_same_rule():
@@ -98,10 +116,12 @@ def test_surface_summary_and_benchmark_tables_apply_the_same_rule():
     from segshift.metrics.surface import summarise
 
     labels = {"background": 0, "LV": 1, "RV": 2}
-    rows = [{"case": "a", "structure": "LV", "dice": 0.8, "jaccard": 0.7, "assd_mm": 1.0, "hd95_mm": 4.0, "status": "ok"},
-            {"case": "a", "structure": "RV", "dice": 0.0, "jaccard": 0.0, "assd_mm": INF, "hd95_mm": INF, "status": "empty_prediction"},
-            {"case": "b", "structure": "LV", "dice": 0.6, "jaccard": 0.5, "assd_mm": 3.0, "hd95_mm": 8.0, "status": "ok"},
-            {"case": "b", "structure": "RV", "dice": 0.4, "jaccard": 0.3, "assd_mm": 2.0, "hd95_mm": NAN, "status": "ok"}]
+    rows = [
+        {"case": "a", "structure": "LV", "dice": 0.8, "jaccard": 0.7, "assd_mm": 1.0, "hd95_mm": 4.0, "status": "ok"},
+        {"case": "a", "structure": "RV", "dice": 0.0, "jaccard": 0.0, "assd_mm": INF, "hd95_mm": INF, "status": "empty_prediction"},
+        {"case": "b", "structure": "LV", "dice": 0.6, "jaccard": 0.5, "assd_mm": 3.0, "hd95_mm": 8.0, "status": "ok"},
+        {"case": "b", "structure": "RV", "dice": 0.4, "jaccard": 0.3, "assd_mm": 2.0, "hd95_mm": NAN, "status": "ok"},
+    ]
     s = summarise(rows, labels)
     rv_hd = s["structures"]["RV"]["hd95_mm"]
     assert (rv_hd["n"], rv_hd["n_nan"]) == (0, 2) and math.isnan(rv_hd["mean"])  # inf (case a) and NaN (case b) alike
@@ -120,26 +140,32 @@ def test_surface_summary_and_benchmark_tables_apply_the_same_rule():
 
 
 # -- rank statistics: Spearman's rho and the ROC AUC (the QC validation's) ---------------------------------------------
-@pytest.mark.parametrize(("values", "ranks"), [
-    ([3.0, 1.0, 2.0], [3.0, 1.0, 2.0]),
-    ([10.0, 20.0, 10.0, 5.0], [2.5, 4.0, 2.5, 1.0]),  # the two 10s share ranks 2 and 3
-    ([7.0, 7.0, 7.0], [2.0, 2.0, 2.0]),
-    ([], []),
-])
+@pytest.mark.parametrize(
+    ("values", "ranks"),
+    [
+        ([3.0, 1.0, 2.0], [3.0, 1.0, 2.0]),
+        ([10.0, 20.0, 10.0, 5.0], [2.5, 4.0, 2.5, 1.0]),  # the two 10s share ranks 2 and 3
+        ([7.0, 7.0, 7.0], [2.0, 2.0, 2.0]),
+        ([], []),
+    ],
+)
 def test_average_ranks(values, ranks):
     assert average_ranks(values).tolist() == ranks
 
 
-@pytest.mark.parametrize(("x", "y", "rho"), [
-    ([1, 2, 3, 4], [0.9, 0.8, 0.3, 0.1], -1.0),  # a perfectly informative (suspicion) score against Dice
-    ([1, 2, 3, 4], [1, 4, 9, 16], 1.0),  # any increasing function: 1
-    ([1, 2, 3, 4, 5], [2, 1, 4, 3, 5], 0.8),  # d = (-1, 1, -1, 1, 0): 1 - 6 * 4 / (5 * 24)
-    # tie: ranks x (1, 2.5, 2.5, 4), y (1, 2, 3, 4); centred products 2.25 + 0 + 0 + 2.25 over sqrt(4.5 * 5)
-    ([1, 2, 2, 3], [1, 2, 3, 4], 4.5 / math.sqrt(22.5)),
-    ([1, 2, NAN, 3, 4], [4, 3, 0.5, 2, 1], -1.0),  # the pair with NaN is left out
-    ([1, 2], [2, 1], NAN),  # fewer than 3 pairs
-    ([1, 1, 1, 1], [1, 2, 3, 4], NAN),  # a constant score ranks nothing
-])
+@pytest.mark.parametrize(
+    ("x", "y", "rho"),
+    [
+        ([1, 2, 3, 4], [0.9, 0.8, 0.3, 0.1], -1.0),  # a perfectly informative (suspicion) score against Dice
+        ([1, 2, 3, 4], [1, 4, 9, 16], 1.0),  # any increasing function: 1
+        ([1, 2, 3, 4, 5], [2, 1, 4, 3, 5], 0.8),  # d = (-1, 1, -1, 1, 0): 1 - 6 * 4 / (5 * 24)
+        # tie: ranks x (1, 2.5, 2.5, 4), y (1, 2, 3, 4); centred products 2.25 + 0 + 0 + 2.25 over sqrt(4.5 * 5)
+        ([1, 2, 2, 3], [1, 2, 3, 4], 4.5 / math.sqrt(22.5)),
+        ([1, 2, NAN, 3, 4], [4, 3, 0.5, 2, 1], -1.0),  # the pair with NaN is left out
+        ([1, 2], [2, 1], NAN),  # fewer than 3 pairs
+        ([1, 1, 1, 1], [1, 2, 3, 4], NAN),  # a constant score ranks nothing
+    ],
+)
 def test_spearman_by_hand(x, y, rho):
     assert spearman(x, y) == pytest.approx(rho, nan_ok=True)
 
@@ -154,16 +180,19 @@ def test_spearman_agrees_with_scipy_on_random_ties():
         spearman([1.0, 2.0, 3.0], [1.0, 2.0])
 
 
-@pytest.mark.parametrize(("scores", "positive", "auc"), [
-    ([0.9, 0.8, 0.2, 0.1], [True, True, False, False], 1.0),  # every flagged case above every other
-    ([0.1, 0.2, 0.8, 0.9], [True, True, False, False], 0.0),  # the score points the wrong way
-    ([0.9, 0.7, 0.4, 0.2], [True, False, True, False], 0.75),  # pairs (pos, neg): 0.9>0.7, 0.9>0.2, 0.4<0.7, 0.4>0.2
-    ([0.5, 0.5, 0.1], [True, False, False], 0.75),  # a tie counts one half: (0.5 + 1) / 2
-    ([0.3, 0.3, 0.3, 0.3], [True, False, True, False], 0.5),
-    ([0.9, NAN, 0.1], [True, True, False], 1.0),  # an undefined score is left out
-    ([0.9, 0.8], [True, True], NAN),  # no negative case
-    ([0.9, 0.8], [False, False], NAN),  # no positive case
-])
+@pytest.mark.parametrize(
+    ("scores", "positive", "auc"),
+    [
+        ([0.9, 0.8, 0.2, 0.1], [True, True, False, False], 1.0),  # every flagged case above every other
+        ([0.1, 0.2, 0.8, 0.9], [True, True, False, False], 0.0),  # the score points the wrong way
+        ([0.9, 0.7, 0.4, 0.2], [True, False, True, False], 0.75),  # pairs (pos, neg): 0.9>0.7, 0.9>0.2, 0.4<0.7, 0.4>0.2
+        ([0.5, 0.5, 0.1], [True, False, False], 0.75),  # a tie counts one half: (0.5 + 1) / 2
+        ([0.3, 0.3, 0.3, 0.3], [True, False, True, False], 0.5),
+        ([0.9, NAN, 0.1], [True, True, False], 1.0),  # an undefined score is left out
+        ([0.9, 0.8], [True, True], NAN),  # no negative case
+        ([0.9, 0.8], [False, False], NAN),  # no positive case
+    ],
+)
 def test_roc_auc_by_hand(scores, positive, auc):
     assert roc_auc(scores, positive) == pytest.approx(auc, nan_ok=True)
 

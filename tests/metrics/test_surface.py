@@ -38,35 +38,50 @@ HAND_CASES = [
         vol(SHAPE, (S[2:6, 2:6, 1:5], 1)),
         vol(SHAPE, (S[2:6, 2:6, 1:5], 1)),
         (1.0, 1.0, 1.0),
-        1.0, 1.0, 0.0, 0.0,
+        1.0,
+        1.0,
+        0.0,
+        0.0,
     ),
     (
         "identical single voxels",
         vol(SHAPE, (S[4, 4, 2], 1)),
         vol(SHAPE, (S[4, 4, 2], 1)),
         (0.5, 0.5, 10.0),
-        1.0, 1.0, 0.0, 0.0,
+        1.0,
+        1.0,
+        0.0,
+        0.0,
     ),
     (
         "single voxels one slice apart, 10 mm slices",
         vol(SHAPE, (S[4, 4, 2], 1)),
         vol(SHAPE, (S[4, 4, 3], 1)),
         (1.0, 1.0, 10.0),
-        0.0, 0.0, 10.0, 10.0,
+        0.0,
+        0.0,
+        10.0,
+        10.0,
     ),
     (
         "single voxels 3 voxels apart in-plane at 0.5 mm",
         vol(SHAPE, (S[2, 4, 2], 1)),
         vol(SHAPE, (S[5, 4, 2], 1)),
         (0.5, 0.5, 10.0),
-        0.0, 0.0, 1.5, 1.5,
+        0.0,
+        0.0,
+        1.5,
+        1.5,
     ),
     (
         "single voxels diagonal offset (1,1,1) at (1,2,3) mm",
         vol(SHAPE, (S[4, 4, 2], 1)),
         vol(SHAPE, (S[5, 5, 3], 1)),
         (1.0, 2.0, 3.0),
-        0.0, 0.0, math.sqrt(14), math.sqrt(14),
+        0.0,
+        0.0,
+        math.sqrt(14),
+        math.sqrt(14),
     ),
     # Line of 4 voxels vs the same line shifted by one along itself: overlap 3.
     # Dice 6/8, Jaccard 3/5. Every line voxel is a surface voxel; distances pred->ref
@@ -77,41 +92,56 @@ HAND_CASES = [
         vol(SHAPE, (S[2:6, 5, 3], 1)),
         vol(SHAPE, (S[3:7, 5, 3], 1)),
         (1.0, 1.0, 1.0),
-        0.75, 0.6, 0.25, 0.85,
+        0.75,
+        0.6,
+        0.25,
+        0.85,
     ),
     (
         "line shifted along itself, 2 mm",
         vol(SHAPE, (S[2:6, 5, 3], 1)),
         vol(SHAPE, (S[3:7, 5, 3], 1)),
         (2.0, 1.0, 1.0),
-        0.75, 0.6, 0.5, 1.7,
+        0.75,
+        0.6,
+        0.5,
+        1.7,
     ),
     (
         "line shifted sideways by 1 voxel of 0.8 mm",
         vol(SHAPE, (S[2:6, 5, 3], 1)),
         vol(SHAPE, (S[2:6, 6, 3], 1)),
         (1.0, 0.8, 1.0),
-        0.0, 0.0, 0.8, 0.8,
+        0.0,
+        0.0,
+        0.8,
+        0.8,
     ),
     (
         "3^3 cube inside 5^3 cube",
         vol(SHAPE, (S[3:6, 3:6, 1:4], 1)),
         vol(SHAPE, (S[2:7, 2:7, 0:5], 1)),
         (1.0, 1.0, 1.0),
-        54 / 152, 27 / 125, NESTED_ASSD, math.sqrt(3),
+        54 / 152,
+        27 / 125,
+        NESTED_ASSD,
+        math.sqrt(3),
     ),
     (
         "cube touching the volume border, shifted by one voxel",
         vol((4, 4, 4), (S[0:2, 0:2, 0:2], 1)),
         vol((4, 4, 4), (S[1:3, 0:2, 0:2], 1)),
         (1.0, 1.0, 1.0),
-        0.5, 1 / 3, 0.5, 1.0,
+        0.5,
+        1 / 3,
+        0.5,
+        1.0,
     ),
 ]
 
 
 @pytest.mark.parametrize(
-    "pred, ref, spacing, dice, jaccard, assd, hd95",
+    ("pred", "ref", "spacing", "dice", "jaccard", "assd", "hd95"),
     [c[1:] for c in HAND_CASES],
     ids=[c[0] for c in HAND_CASES],
 )
@@ -144,7 +174,7 @@ EMPTY_CASES = [
 
 
 @pytest.mark.parametrize(
-    "pred, ref, policy, status, dice, jaccard, distance",
+    ("pred", "ref", "policy", "status", "dice", "jaccard", "distance"),
     [c[1:] for c in EMPTY_CASES],
     ids=[c[0] for c in EMPTY_CASES],
 )
@@ -176,7 +206,7 @@ def test_multilabel_rows_in_label_order_skip_background():
 
 
 @pytest.mark.parametrize(
-    "pred_shape, ref_shape, spacing, policy, message",
+    ("pred_shape", "ref_shape", "spacing", "policy", "message"),
     [
         ((4, 4, 4), (4, 4, 5), (1, 1, 1), "diagonal", r"\(4, 4, 4\).*\(4, 4, 5\)"),
         ((4, 4), (4, 4), (1, 1, 1), "diagonal", "3D"),
@@ -221,8 +251,17 @@ def _rows(case, **per_structure):
     out = []
     for structure, (dice, assd, status) in per_structure.items():
         out.append(
-            {"case": case, "structure": structure, "dice": dice, "jaccard": dice, "assd_mm": assd,
-             "hd95_mm": assd, "pred_voxels": 1, "ref_voxels": 1, "status": status}
+            {
+                "case": case,
+                "structure": structure,
+                "dice": dice,
+                "jaccard": dice,
+                "assd_mm": assd,
+                "hd95_mm": assd,
+                "pred_voxels": 1,
+                "ref_voxels": 1,
+                "status": status,
+            }
         )
     return out
 

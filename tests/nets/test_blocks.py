@@ -43,9 +43,7 @@ def test_layer_type_rejects(kind, dims, match):
         layer_type(kind, dims)
 
 
-@pytest.mark.parametrize(
-    ("norm", "expected"), [("batch", nn.BatchNorm2d), ("instance", nn.InstanceNorm2d), ("none", nn.Identity)]
-)
+@pytest.mark.parametrize(("norm", "expected"), [("batch", nn.BatchNorm2d), ("instance", nn.InstanceNorm2d), ("none", nn.Identity)])
 def test_norm_layer(norm, expected):
     assert isinstance(norm_layer(norm, 2, 4), expected)
 

@@ -196,7 +196,7 @@ def test_gradients_reach_every_parameter(cls):
     if cls is ResidualUNet:
         kwargs |= {"encoder_blocks": (1, 2, 3, 3)}
     net = cls(out_channels=3, **kwargs)
-    logits, feats = net.forward_features(torch.randn(2, 1, 32, 32))
+    logits, _feats = net.forward_features(torch.randn(2, 1, 32, 32))
     logits.square().mean().backward()
     for name, p in net.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name

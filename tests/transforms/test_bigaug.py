@@ -19,9 +19,18 @@ def _batch(n: int = 8, size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_labels_follow_the_image_through_rotation_scaling_and_elastic_deformation():
     img, lab = _batch()
-    cfg = BigAugConfig(enabled=True, p=1.0, noise_std=(0.0, 0.0), gamma=(1.0, 1.0), brightness=0.0,
-                       perturb_scale=(1.0, 1.0), perturb_shift=0.0, sharpen_alpha=(0.0, 0.0), blur_sigma=(0.0, 0.0),
-                       sharpen_sigma=(0.0, 0.0))
+    cfg = BigAugConfig(
+        enabled=True,
+        p=1.0,
+        noise_std=(0.0, 0.0),
+        gamma=(1.0, 1.0),
+        brightness=0.0,
+        perturb_scale=(1.0, 1.0),
+        perturb_shift=0.0,
+        sharpen_alpha=(0.0, 0.0),
+        blur_sigma=(0.0, 0.0),
+        sharpen_sigma=(0.0, 0.0),
+    )
     out, olab = bigaug_batch(img, lab, cfg, torch.Generator().manual_seed(0))
     assert out.shape == img.shape and olab.shape == lab.shape and olab.dtype == lab.dtype
     assert set(olab.unique().tolist()) <= {0, 1, 2}

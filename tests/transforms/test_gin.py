@@ -34,8 +34,11 @@ def test_gin_keeps_the_label_geometry():
     assert y.shape == x.shape and torch.isfinite(y).all()
     reach = cfg.layers * (max(cfg.kernel_sizes) // 2)
     for k in (0, 1, 2):
-        inner = ndi.binary_erosion(lab.numpy() == k, iterations=reach + 1) & (np.indices(lab.shape).min(0) > reach) \
+        inner = (
+            ndi.binary_erosion(lab.numpy() == k, iterations=reach + 1)
+            & (np.indices(lab.shape).min(0) > reach)
             & (np.indices(lab.shape).max(0) < lab.shape[0] - reach - 1)
+        )
         assert inner.sum() > 20
         vals = y[:, 0][:, torch.from_numpy(inner)]
         assert (vals.std(dim=1) < 1e-4 * (1 + vals.abs().mean(dim=1))).all(), k
@@ -92,11 +95,19 @@ def test_consistency_is_zero_for_agreeing_views_and_positive_otherwise():
         consistency_kl(logits[None])
 
 
-@pytest.mark.parametrize("bad, msg", [
-    ({"layers": 1}, "layers"), ({"kernel_sizes": [2]}, "kernel_sizes"), ({"mix": [0.5, 0.2]}, "mix"),
-    ({"ipa_grid": 0}, "ipa_grid"), ({"views": 4}, "views"), ({"views": 1}, "consistency > 0 needs views"),
-    ({"consistency": -1}, "consistency"), ({"colour": 1}, "unknown"),
-])
+@pytest.mark.parametrize(
+    ("bad", "msg"),
+    [
+        ({"layers": 1}, "layers"),
+        ({"kernel_sizes": [2]}, "kernel_sizes"),
+        ({"mix": [0.5, 0.2]}, "mix"),
+        ({"ipa_grid": 0}, "ipa_grid"),
+        ({"views": 4}, "views"),
+        ({"views": 1}, "consistency > 0 needs views"),
+        ({"consistency": -1}, "consistency"),
+        ({"colour": 1}, "unknown"),
+    ],
+)
 def test_bad_gin_settings_are_refused(bad, msg):
     with pytest.raises(SegshiftError, match=msg):
         AugmentConfig.from_dict({"gin": {"enabled": True, **bad}})

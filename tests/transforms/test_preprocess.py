@@ -9,8 +9,7 @@ import pytest
 
 from segshift.data.volume import Volume
 from segshift.errors import SegshiftError
-from segshift.transforms import PreprocessConfig, Preprocessor
-from segshift.transforms import intensity, spatial
+from segshift.transforms import PreprocessConfig, Preprocessor, intensity, spatial
 from tests.conftest import oblique_affine, toy_case
 
 
@@ -18,7 +17,7 @@ def vol(array, spacing=(0.75, 0.75, 8.0), angle=20.0):
     return Volume(array=array, affine=oblique_affine(spacing=spacing, angle_deg=angle))
 
 
-@pytest.mark.parametrize("spacing, target, n_in, n_out", [(0.75, 1.25, 400, 240), (1.5625, 1.25, 192, 240), (1.25, 1.25, 256, 256)])
+@pytest.mark.parametrize(("spacing", "target", "n_in", "n_out"), [(0.75, 1.25, 400, 240), (1.5625, 1.25, 192, 240), (1.25, 1.25, 256, 256)])
 def test_resampled_size_preserves_field_of_view(spacing, target, n_in, n_out):
     assert spatial.resampled_size(n_in, spacing, target) == n_out
 

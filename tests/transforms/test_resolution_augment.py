@@ -51,8 +51,16 @@ def test_random_spacings_come_from_the_range_and_are_what_the_batch_shows():
     drawn = resolution_params(16, cfg, torch.Generator().manual_seed(4))
     assert drawn.min() >= 0.954 and drawn.max() <= 2.692 and drawn.max() - drawn.min() > 0.8
     # augment_batch with every other transform at identity draws the same spacings first
-    ident = {"enabled": True, "resolution": [0.954, 2.692], "rotate_deg": 0.0, "scale": [1, 1], "translate": 0.0,
-             "gamma": [1, 1], "contrast": [1, 1], "brightness": 0.0}
+    ident = {
+        "enabled": True,
+        "resolution": [0.954, 2.692],
+        "rotate_deg": 0.0,
+        "scale": [1, 1],
+        "translate": 0.0,
+        "gamma": [1, 1],
+        "contrast": [1, 1],
+        "brightness": 0.0,
+    }
     _, olab = augment_batch(img, lab, AugmentConfig.from_dict(ident, spacing=SPACING), torch.Generator().manual_seed(4))
     measured = RADIUS_MM / _radius_mm(olab, 1.0)  # the spacing implied by the disc's size in pixels
     assert np.allclose(measured, drawn.numpy(), rtol=0.04), (measured, drawn)
@@ -60,9 +68,10 @@ def test_random_spacings_come_from_the_range_and_are_what_the_batch_shows():
 
 def test_ra_off_by_default_and_bad_values_name_the_key():
     img, lab = _disc()
-    cfg = AugmentConfig.from_dict({"enabled": True, "rotate_deg": 0.0, "scale": [1, 1], "translate": 0.0,
-                                   "gamma": [1, 1], "contrast": [1, 1], "brightness": 0.0})
-    out, olab = augment_batch(img, lab, cfg, torch.Generator().manual_seed(0))
+    cfg = AugmentConfig.from_dict(
+        {"enabled": True, "rotate_deg": 0.0, "scale": [1, 1], "translate": 0.0, "gamma": [1, 1], "contrast": [1, 1], "brightness": 0.0}
+    )
+    _out, olab = augment_batch(img, lab, cfg, torch.Generator().manual_seed(0))
     assert torch.equal(olab, lab)
     for bad in ([2.0, 1.0], [0.0, 1.0], [1.0], "fine"):
         with pytest.raises(SegshiftError, match="augment.resolution"):

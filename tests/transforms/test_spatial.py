@@ -14,9 +14,15 @@ def _scipy_linear(stack: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
     (in_h, in_w), (out_h, out_w) = stack.shape[-2:], out_hw
     rh, rw = in_h / out_h, in_w / out_w
     lead = stack.ndim - 2
-    return ndi.affine_transform(stack.astype(np.float32), np.array([1.0] * lead + [rh, rw]),
-                                offset=np.array([0.0] * lead + [0.5 * rh - 0.5, 0.5 * rw - 0.5]),
-                                output_shape=stack.shape[:-2] + out_hw, order=1, mode="nearest", prefilter=False)
+    return ndi.affine_transform(
+        stack.astype(np.float32),
+        np.array([1.0] * lead + [rh, rw]),
+        offset=np.array([0.0] * lead + [0.5 * rh - 0.5, 0.5 * rw - 0.5]),
+        output_shape=stack.shape[:-2] + out_hw,
+        order=1,
+        mode="nearest",
+        prefilter=False,
+    )
 
 
 @pytest.mark.parametrize(("shape", "out_hw"), [((4, 3, 17, 23), (40, 41)), ((2, 100, 100), (197, 100)), ((5, 5), (12, 9))])

@@ -32,17 +32,20 @@ def fake_cpu(monkeypatch, tmp_path):
     return set_cpu
 
 
-@pytest.mark.parametrize("text, capability, env, native", [
-    (AVX512_BF16, "AVX512", {}, True),
-    (AMX, "AMX", {}, True),
-    (AVX512, "AVX512", {}, False),  # AVX-512 without bf16 instructions: emulated (oneDNN's own check says yes here)
-    (AVX512_BF16, "AVX2", {}, False),  # PyTorch limited to AVX2 kernels
-    (AVX512_BF16, "AVX512", {"ONEDNN_MAX_CPU_ISA": "AVX2"}, False),
-    (AVX512_BF16, "AVX512", {"DNNL_MAX_CPU_ISA": "avx2_vnni"}, False),
-    (NO_FLAGS, "AVX512", {}, False),  # a flags-less cpuinfo: not native
-    (None, "AMX", {}, True),  # no cpuinfo at all: PyTorch's AMX capability decides
-    (None, "AVX512", {}, False),
-])
+@pytest.mark.parametrize(
+    ("text", "capability", "env", "native"),
+    [
+        (AVX512_BF16, "AVX512", {}, True),
+        (AMX, "AMX", {}, True),
+        (AVX512, "AVX512", {}, False),  # AVX-512 without bf16 instructions: emulated (oneDNN's own check says yes here)
+        (AVX512_BF16, "AVX2", {}, False),  # PyTorch limited to AVX2 kernels
+        (AVX512_BF16, "AVX512", {"ONEDNN_MAX_CPU_ISA": "AVX2"}, False),
+        (AVX512_BF16, "AVX512", {"DNNL_MAX_CPU_ISA": "avx2_vnni"}, False),
+        (NO_FLAGS, "AVX512", {}, False),  # a flags-less cpuinfo: not native
+        (None, "AMX", {}, True),  # no cpuinfo at all: PyTorch's AMX capability decides
+        (None, "AVX512", {}, False),
+    ],
+)
 def test_one_decision_for_auto_and_the_report(fake_cpu, monkeypatch, text, capability, env, native):
     fake_cpu(text, capability)
     for k, v in env.items():

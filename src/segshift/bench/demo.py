@@ -100,45 +100,81 @@ def run_demo(
     fig = domain_comparison_figure([Domain(p) for p in paths.values()], out / "phantom_domains.png")
     train_ids, val_ids, test_ids = _split(cases, test_cases)
     common = DEMO_SETTINGS + [f"seed={seed}", f"data.train_cases={train_ids}", f"data.val_cases={val_ids}"]
-    runs = {"source-only": out / "runs" / "source-only", "continued": out / "runs" / "source-only-continued",
-            method: out / "runs" / method, "target-oracle": out / "runs" / "target-oracle"}
+    runs = {
+        "source-only": out / "runs" / "source-only",
+        "continued": out / "runs" / "source-only-continued",
+        method: out / "runs" / method,
+        "target-oracle": out / "runs" / "target-oracle",
+    }
 
     echo(f"[2/5] train source-only on labelled {SOURCE} ({steps} steps): the init")
-    train(resolve("source-only", sets=common + [f"train.steps={steps}"]), [paths[SOURCE]], None, runs["source-only"],
-          overwrite=True, progress=False)
+    train(
+        resolve("source-only", sets=common + [f"train.steps={steps}"]),
+        [paths[SOURCE]],
+        None,
+        runs["source-only"],
+        overwrite=True,
+        progress=False,
+    )
     stage = [f"train.steps={adapt_steps}", f"init={json.dumps(str(runs['source-only'].resolve()))}"]
-    echo(f"[3/5] adapt: {method}, warm-started from it, on unlabelled {TARGET} images ({adapt_steps} steps); "
-         f"and source-only continued from it for as many steps, without adapting")
+    echo(
+        f"[3/5] adapt: {method}, warm-started from it, on unlabelled {TARGET} images ({adapt_steps} steps); "
+        f"and source-only continued from it for as many steps, without adapting"
+    )
     adapt = common + DEMO_METHOD_SETTINGS.get(method, []) + stage + [f"data.target_cases={train_ids + val_ids}"]  # non-test, unlabelled
-    train(resolve(method, sets=adapt), [paths[SOURCE]], paths[TARGET] if cls.uses_target else None,
-          runs[method], overwrite=True, progress=False)
+    train(
+        resolve(method, sets=adapt),
+        [paths[SOURCE]],
+        paths[TARGET] if cls.uses_target else None,
+        runs[method],
+        overwrite=True,
+        progress=False,
+    )
     train(resolve("source-only", sets=common + stage), [paths[SOURCE]], None, runs["continued"], overwrite=True, progress=False)
     echo(f"[4/5] train target-oracle ({steps} steps) - ORACLE: trained on {TARGET} labels")
-    train(resolve("target-oracle", sets=common + [f"train.steps={steps}"]), [paths[SOURCE]], paths[TARGET], runs["target-oracle"],
-          overwrite=True, progress=False)
+    train(
+        resolve("target-oracle", sets=common + [f"train.steps={steps}"]),
+        [paths[SOURCE]],
+        paths[TARGET],
+        runs["target-oracle"],
+        overwrite=True,
+        progress=False,
+    )
 
     echo("[5/5] predict held-out cases and evaluate (mm)")
-    plan = [("source-only", SOURCE, "source-only (init)"), ("source-only", TARGET, "source-only (init)"),
-            ("continued", TARGET, "source-only, continued (from the init)"), (method, TARGET, f"{method} (from the init)"),
-            ("target-oracle", TARGET, "target-oracle (ORACLE)")]
+    plan = [
+        ("source-only", SOURCE, "source-only (init)"),
+        ("source-only", TARGET, "source-only (init)"),
+        ("continued", TARGET, "source-only, continued (from the init)"),
+        (method, TARGET, f"{method} (from the init)"),
+        ("target-oracle", TARGET, "target-oracle (ORACLE)"),
+    ]
     rows = []
     for run_name, dom, name in plan:
         # translation and target statistics apply to the run's own target domain only (RunTester decides)
-        res = RunTester(runs[run_name]).run(TestSet(dom, paths[dom], test_ids), out / "predictions" / run_name / dom,
-                                            out / "evaluation" / f"{run_name}_{dom}")
+        res = RunTester(runs[run_name]).run(
+            TestSet(dom, paths[dom], test_ids), out / "predictions" / run_name / dom, out / "evaluation" / f"{run_name}_{dom}"
+        )
         s = res.summary
-        rows.append({
-            "method": name,
-            "tested_on": f"{dom} ({'source' if dom == SOURCE else 'target'})",
-            "steps": f"{steps} + {adapt_steps}" if run_name in (method, "continued") else str(steps),
-            **{f"dice_{k}": s["structures"][k]["dice"]["mean"] for k in s["structures"]},
-            "dice_mean": s["overall"]["dice"]["mean"],
-            "assd_mm": s["overall"]["assd_mm"]["mean"],
-            "hd95_mm": s["overall"]["hd95_mm"]["mean"],
-        })
+        rows.append(
+            {
+                "method": name,
+                "tested_on": f"{dom} ({'source' if dom == SOURCE else 'target'})",
+                "steps": f"{steps} + {adapt_steps}" if run_name in (method, "continued") else str(steps),
+                **{f"dice_{k}": s["structures"][k]["dice"]["mean"] for k in s["structures"]},
+                "dice_mean": s["overall"]["dice"]["mean"],
+                "assd_mm": s["overall"]["assd_mm"]["mean"],
+                "hd95_mm": s["overall"]["hd95_mm"]["mean"],
+            }
+        )
     so_src, so_tgt, continued, adapted, oracle = (r["dice_mean"] for r in rows)
     result = {
-        "rows": rows, "method": method, "test_cases": test_ids, "steps": steps, "adapt_steps": adapt_steps, "seed": seed,
+        "rows": rows,
+        "method": method,
+        "test_cases": test_ids,
+        "steps": steps,
+        "adapt_steps": adapt_steps,
+        "seed": seed,
         "figure": str(fig),
         "domain_gap": so_src - so_tgt,  # what the shift costs source-only
         "gap": oracle - so_tgt,  # what target labels would give
@@ -159,10 +195,12 @@ def _summary(r: dict[str, Any]) -> str:
     def text(v: float) -> str:
         return "n/a (the oracle is not better than source-only)" if not math.isfinite(v) else f"{v:.2f}"
 
-    return (f"domain gap (source-only, mean Dice on source minus on target): {r['domain_gap']:.3f}\n"
-            f"gap (oracle minus source-only on the target): {r['gap']:.3f}; {r['method']} gains {r['gain']:+.3f} "
-            f"in {r['adapt_steps']} steps from the init: gap recovered {text(r['gap_recovered'])} "
-            f"(source-only continued for as many steps: {text(r['gap_recovered_continued'])})")
+    return (
+        f"domain gap (source-only, mean Dice on source minus on target): {r['domain_gap']:.3f}\n"
+        f"gap (oracle minus source-only on the target): {r['gap']:.3f}; {r['method']} gains {r['gain']:+.3f} "
+        f"in {r['adapt_steps']} steps from the init: gap recovered {text(r['gap_recovered'])} "
+        f"(source-only continued for as many steps: {text(r['gap_recovered_continued'])})"
+    )
 
 
 def _markdown(rows: list[dict[str, Any]]) -> str:

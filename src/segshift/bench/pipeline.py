@@ -98,8 +98,9 @@ class RunTester:
         batch_size: slices per forward pass.
     """
 
-    def __init__(self, run: str | Path, device: str | None = None, tta: TTAConfig | None = None,
-                 checkpoint: str = "best", batch_size: int = 32) -> None:
+    def __init__(
+        self, run: str | Path, device: str | None = None, tta: TTAConfig | None = None, checkpoint: str = "best", batch_size: int = 32
+    ) -> None:
         self.run_dir = Path(run)
         info = self.run_dir / "run.json"
         if not info.is_file():
@@ -119,13 +120,25 @@ class RunTester:
         if target_domain not in self._predictors:
             from segshift.inference.predictor import Predictor
 
-            self._predictors[target_domain] = Predictor(self.run_dir, checkpoint=self.checkpoint, device=self.device,
-                                                        batch_size=self.batch_size, target_domain=target_domain, tta=self.tta)
+            self._predictors[target_domain] = Predictor(
+                self.run_dir,
+                checkpoint=self.checkpoint,
+                device=self.device,
+                batch_size=self.batch_size,
+                target_domain=target_domain,
+                tta=self.tta,
+            )
         return self._predictors[target_domain]
 
-    def run(self, test: TestSet, predictions: str | Path, evaluation: str | Path | None = None,
-            target_domain: bool | None = None, overwrite: bool = True,
-            progress: Callable[[str], None] | None = None) -> TestResult:
+    def run(
+        self,
+        test: TestSet,
+        predictions: str | Path,
+        evaluation: str | Path | None = None,
+        target_domain: bool | None = None,
+        overwrite: bool = True,
+        progress: Callable[[str], None] | None = None,
+    ) -> TestResult:
         """Predict ``test``'s cases into ``predictions`` and evaluate them against the domain's labels.
 
         Args:
@@ -150,8 +163,9 @@ class RunTester:
         translate = self.is_target(test.domain) if target_domain is None else bool(target_domain)
         predictions = Path(predictions)
         t0 = time.perf_counter()
-        qc = predict_paths(self.predictor(translate), test.domain, predictions, overwrite=overwrite, progress=progress,
-                           cases=list(test.cases))
+        qc = predict_paths(
+            self.predictor(translate), test.domain, predictions, overwrite=overwrite, progress=progress, cases=list(test.cases)
+        )
         t1 = time.perf_counter()
         res = evaluate_folders(predictions, test.domain, cases=list(test.cases))
         if evaluation is not None:
@@ -159,10 +173,19 @@ class RunTester:
         return TestResult(test, translate, predictions, res, t1 - t0, time.perf_counter() - t1, qc)
 
 
-def predict_and_evaluate(run: str | Path, domain: str | Path, cases: Sequence[str] | str | None, out: str | Path,
-                         name: str | None = None, device: str | None = None, tta: TTAConfig | None = None,
-                         target_domain: bool | None = None, checkpoint: str = "best", overwrite: bool = False,
-                         progress: Callable[[str], None] | None = None) -> TestResult:
+def predict_and_evaluate(
+    run: str | Path,
+    domain: str | Path,
+    cases: Sequence[str] | str | None,
+    out: str | Path,
+    name: str | None = None,
+    device: str | None = None,
+    tta: TTAConfig | None = None,
+    target_domain: bool | None = None,
+    checkpoint: str = "best",
+    overwrite: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> TestResult:
     """One run on one labelled test set: ``OUT/predictions/`` (masks, ``qc.csv``) and ``OUT/evaluation/``
     (``per_case.csv``, ``summary.json``); what ``segshift test`` does.
 
@@ -184,12 +207,12 @@ def predict_and_evaluate(run: str | Path, domain: str | Path, cases: Sequence[st
     chosen = dom.labelled_cases if cases is None else select(dom.cases, cases, "cases")
     unlabelled = [c for c in chosen if c not in set(dom.labelled_cases)]
     if unlabelled or not chosen:
-        raise SegshiftError(f"{dom.root}: cases without labels: {', '.join(unlabelled) or '(none selected)'}; "
-                            "a test set needs a label for every case")
+        raise SegshiftError(
+            f"{dom.root}: cases without labels: {', '.join(unlabelled) or '(none selected)'}; a test set needs a label for every case"
+        )
     tester = RunTester(run, device=device, tta=tta, checkpoint=checkpoint)
     test = TestSet(name or dom.root.name, dom.root.resolve(), list(chosen))
-    return tester.run(test, out / "predictions", out / "evaluation", target_domain=target_domain, overwrite=True,
-                      progress=progress)
+    return tester.run(test, out / "predictions", out / "evaluation", target_domain=target_domain, overwrite=True, progress=progress)
 
 
 __all__ = ["RunTester", "TestResult", "TestSet", "predict_and_evaluate"]

@@ -119,7 +119,8 @@ class ProfilingTrainer(Trainer):
     def _modules(self, method: Any) -> dict[str, nn.Module]:
         """The method's networks with parameters, and modules with parameters of their own it keeps
         outside ``nets``, by name; a wrapper of a network (adanet's ``forward_features`` module)
-        counts as that network, and parameter-free losses as the method's own work."""
+        counts as that network, and parameter-free losses as the method's own work.
+        """
         mods = {n: m for n, m in method.nets.items() if any(True for _ in m.parameters())}
         seen = {id(c) for m in mods.values() for c in m.modules()}
         for attr, value in vars(method).items():
@@ -136,6 +137,7 @@ class ProfilingTrainer(Trainer):
         def pre(name: str) -> Callable[..., None]:
             def hook(_m: nn.Module, _x: Any) -> None:
                 active.append((name, time.perf_counter()))
+
             return hook
 
         def post(name: str) -> Callable[..., None]:
@@ -143,11 +145,13 @@ class ProfilingTrainer(Trainer):
                 n, t = active.pop()
                 if not active:  # nested calls count to the outermost network
                     clock.add(f"forward {n}", time.perf_counter() - t)
+
             return hook
 
         def bwd(name: str) -> Callable[..., None]:
             def hook(_m: nn.Module, _g: Any) -> None:
                 timeline.switch(name)
+
             return hook
 
         warnings.filterwarnings("ignore", message="Full backward hook is firing")  # expected: images need no gradient
@@ -164,8 +168,9 @@ class ProfilingTrainer(Trainer):
         for name, opt in method.optimizers.items():
             starts: list[float] = []
             self._handles.append(opt.register_step_pre_hook(lambda *_a, s=starts: s.append(time.perf_counter())))
-            self._handles.append(opt.register_step_post_hook(
-                lambda *_a, s=starts, n=name: clock.add(f"optimizer {n}", time.perf_counter() - s.pop())))
+            self._handles.append(
+                opt.register_step_post_hook(lambda *_a, s=starts, n=name: clock.add(f"optimizer {n}", time.perf_counter() - s.pop()))
+            )
         self._backward = torch.autograd.backward
         original = self._backward
 
@@ -186,6 +191,7 @@ class ProfilingTrainer(Trainer):
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             with self.clock.time(key):
                 return fn(*args, **kwargs)
+
         return wrapper
 
     def _uninstrument(self) -> None:
@@ -202,7 +208,8 @@ class ProfilingTrainer(Trainer):
 
     def train_step(self, step: int) -> dict[str, float]:
         """The engine's step, timed: the batch (``_batch``), the method's ``train_step`` (its parts
-        by the hooks) and the engine's remainder."""
+        by the hooks) and the engine's remainder.
+        """
         counted = step > self.warmup
         self.clock.on = counted
         if counted and self.torch_profile and self.profiler is None:
@@ -248,14 +255,31 @@ def _rows(trainer: ProfilingTrainer, cfg: Config) -> dict[str, Any]:
     val_call = c.totals.get("validation", 0.0) / max(1, c.calls.get("validation", 0))
     ckpt_call = c.totals.get("checkpoint last", 0.0) / max(1, c.calls.get("checkpoint last", 0))
     amortised = {"validation": val_call / int(t["eval_every"]), "checkpoint": ckpt_call / int(t["checkpoint_every"])}
-    return {"steps_counted": n, "step_seconds": wall, "parts": dict(sorted(per_step.items(), key=lambda kv: -kv[1])),
-            "validation_seconds_per_call": val_call, "checkpoint_seconds_per_call": ckpt_call, "amortised": amortised,
-            "eval_every": int(t["eval_every"]), "checkpoint_every": int(t["checkpoint_every"])}
+    return {
+        "steps_counted": n,
+        "step_seconds": wall,
+        "parts": dict(sorted(per_step.items(), key=lambda kv: -kv[1])),
+        "validation_seconds_per_call": val_call,
+        "checkpoint_seconds_per_call": ckpt_call,
+        "amortised": amortised,
+        "eval_every": int(t["eval_every"]),
+        "checkpoint_every": int(t["checkpoint_every"]),
+    }
 
 
-def profile_method(method: str, sources: Sequence[str | Path], target: str | Path | None, steps: int = 12, warmup: int = 2,
-                   config_files: Sequence[str | Path] = (), sets: Sequence[str] = (), device: str | None = None,
-                   torch_profile: bool = False, trace: str | Path | None = None, top: int = 12) -> dict[str, Any]:
+def profile_method(
+    method: str,
+    sources: Sequence[str | Path],
+    target: str | Path | None,
+    steps: int = 12,
+    warmup: int = 2,
+    config_files: Sequence[str | Path] = (),
+    sets: Sequence[str] = (),
+    device: str | None = None,
+    torch_profile: bool = False,
+    trace: str | Path | None = None,
+    top: int = 12,
+) -> dict[str, Any]:
     """Train ``warmup + steps`` steps of ``method`` in a temporary run folder and return the profile.
 
     The config is the method's default (plus ``config_files`` and ``sets``); only the step
@@ -276,15 +300,31 @@ def profile_method(method: str, sources: Sequence[str | Path], target: str | Pat
         finally:
             trainer_module.ddp.shutdown(trainer.dist)
         out = _rows(trainer, user)
-        out.update({"method": method, "sets": list(sets), "batch_size": int(cfg["train"]["batch_size"]),
-                    "crop_size": list(cfg["data"]["preprocess"]["crop_size"]), "precision": trainer.method.execution.precision,
-                    "cpu": cpu_model(), "native_bf16": bf16_report()["native"], "threads": torch.get_num_threads(),
-                    "device": str(trainer.method.device), "run_wall_seconds": wall})
+        out.update(
+            {
+                "method": method,
+                "sets": list(sets),
+                "batch_size": int(cfg["train"]["batch_size"]),
+                "crop_size": list(cfg["data"]["preprocess"]["crop_size"]),
+                "precision": trainer.method.execution.precision,
+                "cpu": cpu_model(),
+                "native_bf16": bf16_report()["native"],
+                "threads": torch.get_num_threads(),
+                "device": str(trainer.method.device),
+                "run_wall_seconds": wall,
+            }
+        )
         if trainer.profiler is not None:
             events = trainer.profiler.key_averages()
             ops = sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]
-            out["top_ops"] = [{"op": e.key, "self_cpu_s_per_step": e.self_cpu_time_total / 1e6 / max(1, out["steps_counted"]),
-                               "calls_per_step": e.count / max(1, out["steps_counted"])} for e in ops]
+            out["top_ops"] = [
+                {
+                    "op": e.key,
+                    "self_cpu_s_per_step": e.self_cpu_time_total / 1e6 / max(1, out["steps_counted"]),
+                    "calls_per_step": e.count / max(1, out["steps_counted"]),
+                }
+                for e in ops
+            ]
             if trace:
                 trainer.profiler.export_chrome_trace(str(trace))
                 out["trace"] = str(trace)
@@ -294,20 +334,27 @@ def profile_method(method: str, sources: Sequence[str | Path], target: str | Pat
 def format_profile(p: dict[str, Any]) -> str:
     """The profile as a text table."""
     step = p["step_seconds"]
-    lines = [f"{p['method']} {' '.join(p['sets'])}".rstrip() + f": batch {p['batch_size']}, crop {p['crop_size']}, "
-             f"precision {p['precision']}, {p['device']}, {p['threads']} threads",
-             f"CPU: {p['cpu']} (native bf16: {p['native_bf16']})",
-             f"{p['steps_counted']} counted steps: {step:.3f} s/step, {p['batch_size'] / step:.1f} slices/s", "",
-             f"{'part':34s} {'s/step':>8s} {'share':>6s}"]
+    lines = [
+        f"{p['method']} {' '.join(p['sets'])}".rstrip() + f": batch {p['batch_size']}, crop {p['crop_size']}, "
+        f"precision {p['precision']}, {p['device']}, {p['threads']} threads",
+        f"CPU: {p['cpu']} (native bf16: {p['native_bf16']})",
+        f"{p['steps_counted']} counted steps: {step:.3f} s/step, {p['batch_size'] / step:.1f} slices/s",
+        "",
+        f"{'part':34s} {'s/step':>8s} {'share':>6s}",
+    ]
     for k, v in p["parts"].items():
         lines.append(f"{k:34s} {v:8.4f} {100 * v / step:5.1f}%")
     a = p["amortised"]
-    lines += ["",
-              f"validation: {p['validation_seconds_per_call']:.2f} s per call, every {p['eval_every']} steps: "
-              f"{a['validation']:.4f} s/step ({100 * a['validation'] / step:.1f}% of a step)",
-              f"checkpoint: {p['checkpoint_seconds_per_call']:.2f} s per call, every {p['checkpoint_every']} steps: "
-              f"{a['checkpoint']:.4f} s/step ({100 * a['checkpoint'] / step:.1f}% of a step)"]
+    lines += [
+        "",
+        f"validation: {p['validation_seconds_per_call']:.2f} s per call, every {p['eval_every']} steps: "
+        f"{a['validation']:.4f} s/step ({100 * a['validation'] / step:.1f}% of a step)",
+        f"checkpoint: {p['checkpoint_seconds_per_call']:.2f} s per call, every {p['checkpoint_every']} steps: "
+        f"{a['checkpoint']:.4f} s/step ({100 * a['checkpoint'] / step:.1f}% of a step)",
+    ]
     if p.get("top_ops"):
         lines += ["", "top operators by self CPU time (torch.profiler):"]
-        lines += [f"  {o['op'][:48]:48s} {o['self_cpu_s_per_step']:8.4f} s/step  {o['calls_per_step']:7.1f} calls/step" for o in p["top_ops"]]
+        lines += [
+            f"  {o['op'][:48]:48s} {o['self_cpu_s_per_step']:8.4f} s/step  {o['calls_per_step']:7.1f} calls/step" for o in p["top_ops"]
+        ]
     return "\n".join(lines)

@@ -50,7 +50,10 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from segshift.data.domain import Domain
 
 from segshift.bench.pipeline import TestSet
 from segshift.bench.suite import PHANTOM_PREFIX, InitSpec, MethodSpec, Suite, TaskSpec
@@ -100,9 +103,15 @@ class RunPlan:
     def spec(self) -> dict[str, Any]:
         """What the run is; its hash decides whether an existing run folder may be reused."""
         spec = {
-            "task": self.task, "method_id": self.method_id, "method": self.method, "seed": self.seed,
-            "oracle": self.oracle, "sources": [str(s) for s in self.sources],
-            "target": str(self.target) if self.target else None, "sets": self.sets, "steps": self.steps,
+            "task": self.task,
+            "method_id": self.method_id,
+            "method": self.method,
+            "seed": self.seed,
+            "oracle": self.oracle,
+            "sources": [str(s) for s in self.sources],
+            "target": str(self.target) if self.target else None,
+            "sets": self.sets,
+            "steps": self.steps,
             "tests": [{"name": t.name, "domain": str(t.domain), "cases": t.cases} for t in self.tests],
             "phantom": self.phantom,  # regenerated phantom domains invalidate the runs made on them
         }
@@ -175,10 +184,12 @@ def _check_like_for_like(where: str, run: RunPlan, init: RunPlan) -> None:
                 diffs.append(f"source validation cases of {dom}: {va} (init: {iva})")
     if diffs:
         raise SegshiftError(
-            f"{where}: differs from its init {init.method_id} in " + "; ".join(diffs)
+            f"{where}: differs from its init {init.method_id} in "
+            + "; ".join(diffs)
             + ". A warm-started run keeps the init's network, preprocessing and source split (the engine refuses it "
             "otherwise): fix model.* and data.preprocess.* in the suite's global set: (and leave the split to the task), "
-            "or give this row init: none")
+            "or give this row init: none"
+        )
 
 
 class Benchmark:
@@ -196,7 +207,7 @@ class Benchmark:
         self.phantom_root = self.out / "phantom"
 
     # -- planning ---------------------------------------------------------------------
-    def _domain(self, ref: str, task: str, role: str):
+    def _domain(self, ref: str, task: str, role: str) -> Domain:
         from segshift.data.domain import Domain
 
         path = self.suite.domain_path(ref, self.phantom_root)
@@ -253,12 +264,17 @@ class Benchmark:
             tests = []
             for t in task.tests:
                 dom = self._domain(t.domain, task.name, f"test set {t.name}")
-                cases = select(dom.cases, t.cases, f"{self.suite.path}: task {task.name}: test {t.name} cases") if t.cases is not None \
+                cases = (
+                    select(dom.cases, t.cases, f"{self.suite.path}: task {task.name}: test {t.name} cases")
+                    if t.cases is not None
                     else dom.labelled_cases
+                )
                 unlabelled = [c for c in cases if c not in set(dom.labelled_cases)]
                 if unlabelled or not cases:
-                    raise self._fail(task.name, f"test set {t.name}: cases without labels in {dom.root}: "
-                                     f"{', '.join(unlabelled) or '(no labelled cases)'}")
+                    raise self._fail(
+                        task.name,
+                        f"test set {t.name}: cases without labels in {dom.root}: {', '.join(unlabelled) or '(no labelled cases)'}",
+                    )
                 tests.append(TestSet(t.name, dom.root.resolve(), cases))
             sources = [self._domain(s.domain, task.name, "source") for s in task.sources]
             for s in sources:
@@ -272,8 +288,11 @@ class Benchmark:
                     pool = select(tdom.cases, task.target.cases, f"{self.suite.path}: task {task.name}: target cases")
                     clash = [c for c in pool if group_of(c) in held]
                     if clash and not task.transductive:
-                        raise self._fail(task.name, f"the target pool holds test cases {', '.join(clash)} of {tdom.root} "
-                                         "(set transductive: true to adapt on the unlabelled test images on purpose)")
+                        raise self._fail(
+                            task.name,
+                            f"the target pool holds test cases {', '.join(clash)} of {tdom.root} "
+                            "(set transductive: true to adapt on the unlabelled test images on purpose)",
+                        )
                 else:
                     pool = [c for c in tdom.cases if task.transductive or group_of(c) not in held]
                 if not pool:
@@ -302,20 +321,23 @@ class Benchmark:
         return f"{spec.method} (init)" if len(twins) == 1 else f"{spec.method} (init {spec.id})"
 
     def _methods(self, task: TaskSpec) -> list[MethodSpec]:
-        return [m for m in self.suite.methods
-                if (task.methods is None or m.id in task.methods) and (m.tasks is None or task.name in m.tasks)]
+        return [
+            m for m in self.suite.methods if (task.methods is None or m.id in task.methods) and (m.tasks is None or task.name in m.tasks)
+        ]
 
     def _budget(self, task: TaskSpec, m: MethodSpec, role: str, init: RunPlan | None) -> dict[str, int]:
         """A row's own budget wins; an init has its own; a warm-started row gets the task's or the suite's
-        (the adaptation stage); a row from scratch in a suite with inits gets the first init's."""
+        (the adaptation stage); a row from scratch in a suite with inits gets the first init's.
+        """
         if m.budget:
             return dict(m.budget)
         if role == "init" or init is not None or not self.suite.inits:
             return dict(task.budget or self.suite.budget)
         return dict(self.suite.inits[0].budget)
 
-    def _plan_run(self, ctx: _TaskContext, m: MethodSpec, seed: int, role: str | None = None, label: str = "",
-                  init: RunPlan | None = None) -> RunPlan:
+    def _plan_run(
+        self, ctx: _TaskContext, m: MethodSpec, seed: int, role: str | None = None, label: str = "", init: RunPlan | None = None
+    ) -> RunPlan:
         from segshift.engine.config import resolve
         from segshift.engine.splits import group_of, split
         from segshift.methods import get_method
@@ -324,9 +346,24 @@ class Benchmark:
         cls = get_method(m.name)
         role = role or ("oracle" if cls.uses_target_labels else "method")
         folder = self.out / "runs" / task.name / m.id / f"seed{seed}"
-        plan = RunPlan(task.name, m.id, m.name, seed, cls.uses_target_labels, folder, [s.root.resolve() for s in sources],
-                       None, [], 0, tests, phantom=dict(self.suite.phantom) if self.suite.phantom else None, role=role,
-                       init=init, label=label, tta=dict(m.tta) if getattr(m, "tta", None) else None)
+        plan = RunPlan(
+            task.name,
+            m.id,
+            m.name,
+            seed,
+            cls.uses_target_labels,
+            folder,
+            [s.root.resolve() for s in sources],
+            None,
+            [],
+            0,
+            tests,
+            phantom=dict(self.suite.phantom) if self.suite.phantom else None,
+            role=role,
+            init=init,
+            label=label,
+            tta=dict(m.tta) if getattr(m, "tta", None) else None,
+        )
         where = f"{self.suite.path}: task {task.name}: " + (f"init {m.id}" if role == "init" else f"method {m.id}")
         if init is not None:
             want = get_method(init.method).init_nets
@@ -334,7 +371,8 @@ class Benchmark:
                 raise SegshiftError(
                     f"{where}: cannot be warm-started from init {init.method_id} ({init.method}): a warm start of {m.name} "
                     f"loads its networks {', '.join(cls.init_nets)}, and {init.method} has {', '.join(want)}; name an init "
-                    f"of the same family (the row's init:, or method_init: {{{m.name}: ...}}), or init: none")
+                    f"of the same family (the row's init:, or method_init: {{{m.name}: ...}}), or init: none"
+                )
         if cls.uses_target_labels:
             if odom is None:
                 plan.skipped = "an oracle method needs the task's labelled oracle set (oracle:); this task has none"
@@ -365,8 +403,14 @@ class Benchmark:
             s0 = task.sources[0]
             labelled = []
             for i, dom in enumerate(sources):
-                tr, va = split(dom.labelled_cases, vf, seed, s0.val_cases if i == 0 else None, s0.train_cases if i == 0 else None,
-                               what=f"{where}: source {dom.root}")
+                tr, va = split(
+                    dom.labelled_cases,
+                    vf,
+                    seed,
+                    s0.val_cases if i == 0 else None,
+                    s0.train_cases if i == 0 else None,
+                    what=f"{where}: source {dom.root}",
+                )
                 labelled.append((dom, tr, va))
             if cls.uses_target:
                 plan.target = tdom.root.resolve()
@@ -377,8 +421,10 @@ class Benchmark:
                 leak = [c for c in ts.cases if ts.domain == dom.root.resolve() and group_of(c) in used]
                 if leak:
                     role_ = "oracle training/validation" if cls.uses_target_labels else "source training/validation"
-                    raise SegshiftError(f"{where}: test set {ts.name} cases {', '.join(leak)} of {ts.domain} are also "
-                                        f"{role_} cases; test cases must never be trained or selected on")
+                    raise SegshiftError(
+                        f"{where}: test set {ts.name} cases {', '.join(leak)} of {ts.domain} are also "
+                        f"{role_} cases; test cases must never be trained or selected on"
+                    )
         _, tr0, va0 = labelled[0]
         sets += [f"data.train_cases={_yaml_value(tr0)}", f"data.val_cases={_yaml_value(va0)}"]
         budget = self._budget(task, m, role, init)
@@ -409,10 +455,15 @@ class Benchmark:
         inits = f" ({n_init} of them inits, each warm-starting its rows)" if n_init else ""
         inits += f" ({n_tta} of them TTA rows predicting with another row's model)" if n_tta else ""
         self.echo(f"benchmark {self.suite.name}: {len(todo)} runs{inits} ({len(plans) - len(todo)} not made by design) -> {self.out}")
-        doc = {"suite": self.suite.name, "suite_file": str(self.suite.path), "seeds": list(self.suite.seeds),
-               "compare": [list(c) for c in self.suite.compare],
-               "inits": [{"id": i.id, "method": i.method, "budget": dict(i.budget)} for i in self.suite.inits],
-               "qc_threshold": self.suite.qc_threshold, "runs": [self._status(p, "planned", steps=p.steps) for p in plans]}
+        doc = {
+            "suite": self.suite.name,
+            "suite_file": str(self.suite.path),
+            "seeds": list(self.suite.seeds),
+            "compare": [list(c) for c in self.suite.compare],
+            "inits": [{"id": i.id, "method": i.method, "budget": dict(i.budget)} for i in self.suite.inits],
+            "qc_threshold": self.suite.qc_threshold,
+            "runs": [self._status(p, "planned", steps=p.steps) for p in plans],
+        }
         if only_plan:  # --plan: nothing is written (but a phantom section's domains, needed for the checks)
             return doc
         self.out.mkdir(parents=True, exist_ok=True)
@@ -426,11 +477,24 @@ class Benchmark:
         return doc
 
     def _status(self, p: RunPlan, state: str, **extra: Any) -> dict[str, Any]:
-        return {"key": p.key, "task": p.task, "method_id": p.method_id, "method": p.method, "seed": p.seed, "oracle": p.oracle,
-                "role": p.role, "init": p.init.method_id if p.init is not None else None, "label": p.label,
-                "state": state, "skipped": p.skipped, "folder": str(p.folder.relative_to(self.out)),
-                "train_folder": str(p.train_dir.relative_to(self.out)), "tta": p.tta,
-                "shares_training": p.train_from.key if p.train_from is not None else None, **extra}
+        return {
+            "key": p.key,
+            "task": p.task,
+            "method_id": p.method_id,
+            "method": p.method,
+            "seed": p.seed,
+            "oracle": p.oracle,
+            "role": p.role,
+            "init": p.init.method_id if p.init is not None else None,
+            "label": p.label,
+            "state": state,
+            "skipped": p.skipped,
+            "folder": str(p.folder.relative_to(self.out)),
+            "train_folder": str(p.train_dir.relative_to(self.out)),
+            "tta": p.tta,
+            "shares_training": p.train_from.key if p.train_from is not None else None,
+            **extra,
+        }
 
     def _check_spec(self, p: RunPlan) -> None:
         f = p.folder / "spec.json"
@@ -438,8 +502,10 @@ class Benchmark:
             return
         old = json.loads(f.read_text())
         if old.get("fingerprint") != p.fingerprint():
-            raise SegshiftError(f"{p.folder}: this run folder was made by a different spec (changed suite, budget or overrides); "
-                                "delete it, or write the benchmark to a new --out")
+            raise SegshiftError(
+                f"{p.folder}: this run folder was made by a different spec (changed suite, budget or overrides); "
+                "delete it, or write the benchmark to a new --out"
+            )
 
     def run_one(self, p: RunPlan, tag: str = "") -> dict[str, Any]:
         """Train (or resume), predict and evaluate one run unless it is done."""
@@ -451,8 +517,16 @@ class Benchmark:
         if marker.get("fingerprint") == p.fingerprint():
             self.echo(f"{tag} {p.key}: done, skipped")
             timing = marker["timing"]
-            return self._status(p, "done", **{**timing, "steps": _steps_trained(p.train_dir, timing.get("steps", p.steps)),
-                                              "selection": _selection(p.train_dir), "translate": marker.get("translate")})
+            return self._status(
+                p,
+                "done",
+                **{
+                    **timing,
+                    "steps": _steps_trained(p.train_dir, timing.get("steps", p.steps)),
+                    "selection": _selection(p.train_dir),
+                    "translate": marker.get("translate"),
+                },
+            )
         p.folder.mkdir(parents=True, exist_ok=True)
         write_json(p.folder / "spec.json", {"fingerprint": p.fingerprint(), **p.spec()})
         timing = {"train_s": 0.0, "predict_s": 0.0, "evaluate_s": 0.0, "trained": "no", "steps": p.steps}
@@ -503,14 +577,25 @@ class Benchmark:
             timing["predict_s"] += round(res.predict_s, 2)
             timing["evaluate_s"] += round(res.evaluate_s, 2)
             self.echo(f"{tag} {p.key}: {ts.name}: mean Dice {res.mean_dice:.3f} over {len(ts.cases)} cases")
-        write_json(done, {"fingerprint": p.fingerprint(), "key": p.key, "oracle": p.oracle, "role": p.role,
-                          "init": p.init.key if p.init is not None else None, "timing": timing,
-                          "tests": {t.name: t.cases for t in p.tests}, "translate": translate})
+        write_json(
+            done,
+            {
+                "fingerprint": p.fingerprint(),
+                "key": p.key,
+                "oracle": p.oracle,
+                "role": p.role,
+                "init": p.init.key if p.init is not None else None,
+                "timing": timing,
+                "tests": {t.name: t.cases for t in p.tests},
+                "translate": translate,
+            },
+        )
         return self._status(p, "ran", **timing, selection=_selection(train_dir), translate=translate)
 
 
 def _share_training(plans: list[RunPlan]) -> list[RunPlan]:
     """A TTA row trained exactly like a row without TTA predicts with that row's model (and runs after it)."""
+
     def training(p: RunPlan) -> tuple:
         return (p.method, p.seed, tuple(p.sets), p.steps, p.init.key if p.init is not None else None)
 
@@ -553,14 +638,15 @@ def _steps_trained(run: Path, default: int) -> int:
     return int(s.get("steps_total", default)) if s else default
 
 
-def _slices(dom, cases: Sequence[str]) -> int:
+def _slices(dom: Domain, cases: Sequence[str]) -> int:
     from segshift.data.cache import _nifti_slices
 
     return sum(_nifti_slices(dom.image_path(c)) for c in cases)
 
 
-def run_benchmark(suite: Suite, out: str | Path, device: str | None = None, echo: Callable[[str], None] = print,
-                  only_plan: bool = False) -> dict[str, Any]:
+def run_benchmark(
+    suite: Suite, out: str | Path, device: str | None = None, echo: Callable[[str], None] = print, only_plan: bool = False
+) -> dict[str, Any]:
     """Run (or continue) ``suite`` into ``out``; see :class:`Benchmark`."""
     return Benchmark(suite, out, device=device, echo=echo).run(only_plan=only_plan)
 

@@ -278,10 +278,8 @@ def _autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextMan
 
 def _reset_dynamo() -> None:
     """Forget earlier compilations, so each compiled variant pays (and reports) its own."""
-    try:
+    with contextlib.suppress(AttributeError):  # very old torch
         torch._dynamo.reset()
-    except AttributeError:  # pragma: no cover - very old torch
-        pass
 
 
 def _timed(device: torch.device, fn: Callable[[], Any], n: int) -> Iterator[float]:
@@ -472,7 +470,9 @@ def measure_inference(
 
 
 @_restores_threads
-def measure_predictor(run: str | Path, volume: str | Path, reps: int = 3, device: str | None = None, threads: int | None = None) -> dict[str, Any]:
+def measure_predictor(
+    run: str | Path, volume: str | Path, reps: int = 3, device: str | None = None, threads: int | None = None
+) -> dict[str, Any]:
     """A trained run end to end: ``Predictor(run).predict_volume(read_volume(volume))``.
 
     The predictor is built once (``setup_s``); then each of ``reps`` repetitions reads the
@@ -693,16 +693,18 @@ def format_report(result: Mapping[str, Any]) -> str:
         if "error" in r:
             rows.append([r["net"], r["variant"], "error", "", "", "", "", ""])
             continue
-        rows.append([
-            r["net"],
-            r["variant"],
-            _fmt(r["step_s"] * 1e3, ".1f"),
-            _fmt(r["slices_per_s"], ".1f"),
-            _fmt(r.get("speedup_vs_fp32"), ".2f", "x"),
-            _fmt(r["achieved_gflops"], ".1f"),
-            _fmt(r.get("peak_pct"), ".1f", "%"),
-            _fmt(r.get("compile_s"), ".1f"),
-        ])
+        rows.append(
+            [
+                r["net"],
+                r["variant"],
+                _fmt(r["step_s"] * 1e3, ".1f"),
+                _fmt(r["slices_per_s"], ".1f"),
+                _fmt(r.get("speedup_vs_fp32"), ".2f", "x"),
+                _fmt(r["achieved_gflops"], ".1f"),
+                _fmt(r.get("peak_pct"), ".1f", "%"),
+                _fmt(r.get("compile_s"), ".1f"),
+            ]
+        )
     out.append(format_table(["net", "variant", "step ms", "slices/s", "vs fp32", "GFLOP/s", "of peak", "compile s"], rows))
     out.append(f"  {s['flops_convention']}; GFLOP/s = training FLOPs per step / median step time;")
     out.append("  'of peak' compares fp32 with the fp32 matmul peak and bf16 variants with the bf16 peak.")
@@ -715,23 +717,32 @@ def format_report(result: Mapping[str, Any]) -> str:
     if flops_rows:
         out += ["", format_table(["net", "fwd GFLOP/slice", "train GFLOP/step"], flops_rows)]
 
-    out += ["", f"inference: one cine volume = {s['slices']} slices of {s['size']} x {s['size']} in one batch, eval, no_grad (network only)"]
+    out += [
+        "",
+        f"inference: one cine volume = {s['slices']} slices of {s['size']} x {s['size']} in one batch, eval, no_grad (network only)",
+    ]
     by_net: dict[str, dict[str, Any]] = {}
     for r in result["inference"]:
         by_net.setdefault(r["net"], {})[r["precision"]] = r
     rows = []
     for net, d in by_net.items():
         f32, b16 = d.get("fp32", {}), d.get("bf16", {})
-        rows.append([
-            net,
-            "error" if "error" in f32 else _fmt(f32.get("seconds_per_volume"), ".3f"),
-            "error" if "error" in b16 else _fmt(b16.get("seconds_per_volume"), ".3f"),
-            _fmt(b16.get("speedup_vs_fp32"), ".2f", "x"),
-        ])
+        rows.append(
+            [
+                net,
+                "error" if "error" in f32 else _fmt(f32.get("seconds_per_volume"), ".3f"),
+                "error" if "error" in b16 else _fmt(b16.get("seconds_per_volume"), ".3f"),
+                _fmt(b16.get("speedup_vs_fp32"), ".2f", "x"),
+            ]
+        )
     out.append(format_table(["net", "fp32 s/volume", "bf16 s/volume", "bf16 vs fp32"], rows))
 
     mem_rows = [[r["net"], _fmt(r["max_rss_mb"], ".0f"), _fmt(r.get("cuda_peak_mb"), ".0f")] for r in result["memory"]]
-    out += ["", "memory (process max RSS so far, a high-water mark: it never decreases)", format_table(["after net", "max RSS MiB", "GPU peak MiB"], mem_rows)]
+    out += [
+        "",
+        "memory (process max RSS so far, a high-water mark: it never decreases)",
+        format_table(["after net", "max RSS MiB", "GPU peak MiB"], mem_rows),
+    ]
 
     p = result.get("predictor")
     if p:
@@ -769,6 +780,6 @@ __all__ = [
     "resolve_device",
     "run_speed_bench",
     "set_threads",
-    "threads_set",
     "synchronize",
+    "threads_set",
 ]

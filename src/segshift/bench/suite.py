@@ -172,7 +172,7 @@ class Suite:
     def domain_path(self, ref: str, phantom_root: Path) -> Path:
         """The folder of a domain reference (``phantom:<preset>`` or a path)."""
         if ref.startswith(PHANTOM_PREFIX):
-            return phantom_root / ref[len(PHANTOM_PREFIX):]
+            return phantom_root / ref[len(PHANTOM_PREFIX) :]
         p = Path(ref).expanduser()
         return p if p.is_absolute() else self.root / p
 
@@ -180,12 +180,30 @@ class Suite:
 def builtin_suites() -> dict[str, str]:
     """Built-in suite name -> its YAML text (``segshift/configs/suites/*.yaml``)."""
     folder = resources.files("segshift.configs").joinpath("suites")
-    return {p.name[: -len(".yaml")]: p.read_text(encoding="utf-8") for p in sorted(folder.iterdir(), key=lambda p: p.name)
-            if p.name.endswith(".yaml")}
+    return {
+        p.name[: -len(".yaml")]: p.read_text(encoding="utf-8")
+        for p in sorted(folder.iterdir(), key=lambda p: p.name)
+        if p.name.endswith(".yaml")
+    }
 
 
-_TOP = {"name", "description", "root", "seeds", "budget", "set", "stage_set", "inits", "method_init", "methods", "method_set",
-        "compare", "tasks", "phantom", "qc_threshold"}
+_TOP = {
+    "name",
+    "description",
+    "root",
+    "seeds",
+    "budget",
+    "set",
+    "stage_set",
+    "inits",
+    "method_init",
+    "methods",
+    "method_set",
+    "compare",
+    "tasks",
+    "phantom",
+    "qc_threshold",
+}
 _INIT = {"id", "method", "budget", "set"}
 NO_INIT = "none"
 """``init: none``: the row trains from scratch."""
@@ -241,8 +259,10 @@ def _budget(w: _Where, where: str, value: Any) -> Mapping[str, int] | None:
         return None
     b = _keys(w, where, value, {"steps", "epochs"})
     if len(b) != 1:
-        raise w.fail(where, "a budget is exactly one of steps: N or epochs: N (wall-time budgets are not supported: they are not reproducible)")
-    (k, v), = b.items()
+        raise w.fail(
+            where, "a budget is exactly one of steps: N or epochs: N (wall-time budgets are not supported: they are not reproducible)"
+        )
+    ((k, v),) = b.items()
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
         raise w.fail(where, f"{k} must be a positive integer, got {v!r}")
     return {k: v}
@@ -275,8 +295,11 @@ def _inits(w: _Where, raw: Any) -> tuple[InitSpec, ...]:
         if name not in registry:
             raise w.fail(f"{where}.method", f"unknown method {name!r}; available: {', '.join(registry)}")
         if registry[name].uses_target_labels:
-            raise w.fail(f"{where}.method", f"{name} trains on target labels; an init is the source stage every adaptation "
-                         "row starts from, so it may not (an oracle row trains from scratch)")
+            raise w.fail(
+                f"{where}.method",
+                f"{name} trains on target labels; an init is the source stage every adaptation "
+                "row starts from, so it may not (an oracle row trains from scratch)",
+            )
         out.append(InitSpec(iid, name, _budget(w, f"{where}.budget", item["budget"]), _sets(w, f"{where}.set", item.get("set"))))
     ids = [i.id for i in out]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
@@ -297,8 +320,9 @@ def _init_ref(w: _Where, where: str, value: Any, inits: Sequence[InitSpec]) -> s
     return value
 
 
-def _methods(w: _Where, raw: Any, method_set: Mapping[str, Any], inits: Sequence[InitSpec] = (),
-             method_init: Mapping[str, Any] | None = None) -> tuple[MethodSpec, ...]:
+def _methods(
+    w: _Where, raw: Any, method_set: Mapping[str, Any], inits: Sequence[InitSpec] = (), method_init: Mapping[str, Any] | None = None
+) -> tuple[MethodSpec, ...]:
     from segshift.methods import available_methods
 
     registry = available_methods()
@@ -312,8 +336,9 @@ def _methods(w: _Where, raw: Any, method_set: Mapping[str, Any], inits: Sequence
         # by method name, else: oracles from scratch, every other row from the first init
         if name in by_name:
             if by_name[name] is not None and registry[name].uses_target_labels:
-                raise w.fail(where, f"{name} trains on target labels from scratch; it cannot be warm-started from a "
-                             f"source init (init: {NO_INIT})")
+                raise w.fail(
+                    where, f"{name} trains on target labels from scratch; it cannot be warm-started from a source init (init: {NO_INIT})"
+                )
             return by_name[name]
         return None if registry[name].uses_target_labels or not inits else inits[0].id
 
@@ -326,8 +351,9 @@ def _methods(w: _Where, raw: Any, method_set: Mapping[str, Any], inits: Sequence
     for i, item in enumerate(raw):
         where = f"methods[{i}]"
         if item == "all":  # every registered method, here in the list (variants may follow as entries)
-            out += [MethodSpec(n, n, _sets(w, f"method_set.{n}", method_set.get(n)), init=default_init(n, f"method_init.{n}"))
-                    for n in every]
+            out += [
+                MethodSpec(n, n, _sets(w, f"method_set.{n}", method_set.get(n)), init=default_init(n, f"method_init.{n}")) for n in every
+            ]
             continue
         if isinstance(item, str):
             item = {"name": item}
@@ -342,12 +368,23 @@ def _methods(w: _Where, raw: Any, method_set: Mapping[str, Any], inits: Sequence
         if "init" in item:
             init = _init_ref(w, f"{where}.init", item["init"], inits)
             if init is not None and registry[name].uses_target_labels:
-                raise w.fail(f"{where}.init", f"{name} trains on target labels from scratch; it cannot be warm-started "
-                             f"from a source init (init: {NO_INIT})")
+                raise w.fail(
+                    f"{where}.init",
+                    f"{name} trains on target labels from scratch; it cannot be warm-started from a source init (init: {NO_INIT})",
+                )
         else:
             init = default_init(name, where)
-        out.append(MethodSpec(str(item.get("id", name)), name, sets, _budget(w, f"{where}.budget", item.get("budget")),
-                              tuple(only) if only is not None else None, init, _tta(w, f"{where}.tta", item.get("tta"))))
+        out.append(
+            MethodSpec(
+                str(item.get("id", name)),
+                name,
+                sets,
+                _budget(w, f"{where}.budget", item.get("budget")),
+                tuple(only) if only is not None else None,
+                init,
+                _tta(w, f"{where}.tta", item.get("tta")),
+            )
+        )
     ids = [m.id for m in out]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
@@ -393,8 +430,10 @@ def _task(w: _Where, i: int, raw: Any, method_ids: set[str]) -> TaskSpec:
     for j, s in enumerate(srcs):
         s = _domain_entry(w, f"{where}.sources[{j}]", s, {"domain", "train_cases", "val_cases"})
         if j > 0 and (s.get("train_cases") is not None or s.get("val_cases") is not None):
-            raise w.fail(f"{where}.sources[{j}]", "explicit train_cases/val_cases apply to the first source only "
-                         "(the engine splits further sources by data.val_fraction)")
+            raise w.fail(
+                f"{where}.sources[{j}]",
+                "explicit train_cases/val_cases apply to the first source only (the engine splits further sources by data.val_fraction)",
+            )
         sources.append(SourceSpec(s["domain"], _selector(w, where, s.get("train_cases")), _selector(w, where, s.get("val_cases"))))
     target = None
     if t.get("target") is not None:
@@ -421,10 +460,21 @@ def _task(w: _Where, i: int, raw: Any, method_ids: set[str]) -> TaskSpec:
             raise w.fail(f"{where}.methods", f"expected a list of method ids, got {t['methods']!r}")
         unknown = sorted(set(t["methods"]) - method_ids)
         if unknown:
-            raise w.fail(f"{where}.methods", f"method id(s) {', '.join(unknown)} are not in the suite's methods ({', '.join(sorted(method_ids))})")
+            raise w.fail(
+                f"{where}.methods", f"method id(s) {', '.join(unknown)} are not in the suite's methods ({', '.join(sorted(method_ids))})"
+            )
         methods = tuple(t["methods"])
-    return TaskSpec(name, tuple(sources), target, tuple(tests), oracle, _sets(w, f"{where}.set", t.get("set")),
-                    _budget(w, f"{where}.budget", t.get("budget")), methods, bool(t.get("transductive", False)))
+    return TaskSpec(
+        name,
+        tuple(sources),
+        target,
+        tuple(tests),
+        oracle,
+        _sets(w, f"{where}.set", t.get("set")),
+        _budget(w, f"{where}.budget", t.get("budget")),
+        methods,
+        bool(t.get("transductive", False)),
+    )
 
 
 def parse_suite(text: str, path: Path, root: Path | None = None) -> Suite:
@@ -448,8 +498,12 @@ def parse_suite(text: str, path: Path, root: Path | None = None) -> Suite:
     seeds = top.get("seeds", [0])
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         seeds = [seeds]
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds) \
-            or len(set(seeds)) != len(seeds):
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+        or len(set(seeds)) != len(seeds)
+    ):
         raise w.fail("seeds", f"expected a list of distinct integers, got {seeds!r}")
     method_set = top.get("method_set") or {}
     if not isinstance(method_set, Mapping):
@@ -487,9 +541,23 @@ def parse_suite(text: str, path: Path, root: Path | None = None) -> Suite:
     qc_threshold = top.get("qc_threshold", DEFAULT_THRESHOLD)
     if isinstance(qc_threshold, bool) or not isinstance(qc_threshold, (int, float)) or not 0 < qc_threshold <= 1:
         raise w.fail("qc_threshold", f"expected a mean Dice in (0, 1] below which a test case counts as failed, got {qc_threshold!r}")
-    return Suite(str(top["name"]), path, Path(root), text, tuple(seeds), budget, _sets(w, "set", top.get("set")),
-                 methods, tasks, tuple(compare), phantom, str(top.get("description") or ""), inits,
-                 _sets(w, "stage_set", top.get("stage_set")), float(qc_threshold))
+    return Suite(
+        str(top["name"]),
+        path,
+        Path(root),
+        text,
+        tuple(seeds),
+        budget,
+        _sets(w, "set", top.get("set")),
+        methods,
+        tasks,
+        tuple(compare),
+        phantom,
+        str(top.get("description") or ""),
+        inits,
+        _sets(w, "stage_set", top.get("stage_set")),
+        float(qc_threshold),
+    )
 
 
 def load_suite(spec: str | Path, root: str | Path | None = None) -> Suite:

@@ -44,7 +44,17 @@ from typing import Any
 import numpy as np
 
 from segshift.errors import InputFileError
-from segshift.metrics.stats import csv_value, describe, finite_mean, gap_recovered, holm, is_defined, mean_of_all, nan_to_none, paired_comparison
+from segshift.metrics.stats import (
+    csv_value,
+    describe,
+    finite_mean,
+    gap_recovered,
+    holm,
+    is_defined,
+    mean_of_all,
+    nan_to_none,
+    paired_comparison,
+)
 from segshift.utils.atomic import write_json, write_text
 
 METRICS = ("dice", "jaccard", "assd_mm", "hd95_mm")
@@ -85,10 +95,22 @@ def collect_rows(out: str | Path) -> list[dict[str, Any]]:
             if not path.is_file():
                 raise InputFileError(path, "missing: the run is marked done but has no evaluation")
             for row in csv.DictReader(io.StringIO(path.read_text())):
-                rows.append({"task": r["task"], "test": test, "method_id": r["method_id"], "method": r["method"],
-                             "oracle": bool(r["oracle"]), "role": run_role(r), "init": r.get("init") or "",
-                             "seed": int(r["seed"]), "case": row["case"],
-                             "structure": row["structure"], **{m: _float(row[m]) for m in METRICS}, "status": row["status"]})
+                rows.append(
+                    {
+                        "task": r["task"],
+                        "test": test,
+                        "method_id": r["method_id"],
+                        "method": r["method"],
+                        "oracle": bool(r["oracle"]),
+                        "role": run_role(r),
+                        "init": r.get("init") or "",
+                        "seed": int(r["seed"]),
+                        "case": row["case"],
+                        "structure": row["structure"],
+                        **{m: _float(row[m]) for m in METRICS},
+                        "status": row["status"],
+                    }
+                )
     return rows
 
 
@@ -103,7 +125,7 @@ def per_case_csv(rows: Iterable[Mapping[str, Any]]) -> str:
 
 
 def _case_scores(rows: Sequence[Mapping[str, Any]], structures: Sequence[str]) -> dict[str, dict[str, dict[str, float]]]:
-    """structure (and MEAN) -> case -> metric -> seed-averaged score."""
+    """Structure (and MEAN) -> case -> metric -> seed-averaged score."""
     acc: dict[tuple[str, str, str], list[float]] = {}
     for r in rows:
         for m in METRICS:
@@ -112,8 +134,10 @@ def _case_scores(rows: Sequence[Mapping[str, Any]], structures: Sequence[str]) -
     for (s, c, m), vals in acc.items():
         out[s].setdefault(c, {})[m] = mean_of_all(vals)  # undefined in one seed: undefined (never a mean of fewer seeds)
     cases = sorted({c for s in structures for c in out[s]})
-    out[MEAN] = {c: {m: mean_of_all([out[s][c][m] for s in structures]) if all(c in out[s] for s in structures) else math.nan
-                     for m in METRICS} for c in cases}
+    out[MEAN] = {
+        c: {m: mean_of_all([out[s][c][m] for s in structures]) if all(c in out[s] for s in structures) else math.nan for m in METRICS}
+        for c in cases
+    }
     return out
 
 
@@ -127,8 +151,13 @@ def _run_meta(runs: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], dict[s
             continue
         init = r.get("init")
         meta[r["task"], r["method_id"]] = {
-            "role": run_role(r), "init": init, "label": run_label(r), "selection": r.get("selection"),
-            "steps": r.get("steps"), "init_steps": steps.get((r["task"], init, r["seed"])) if init else None}
+            "role": run_role(r),
+            "init": init,
+            "label": run_label(r),
+            "selection": r.get("selection"),
+            "steps": r.get("steps"),
+            "init_steps": steps.get((r["task"], init, r["seed"])) if init else None,
+        }
     return meta
 
 
@@ -142,13 +171,17 @@ def steps_text(m: Mapping[str, Any]) -> str:
 
 def _paired_delta(a: Mapping[str, Mapping[str, float]], b: Mapping[str, Mapping[str, float]], metric: str) -> float:
     """Mean over common cases (both finite) of ``a - b``."""
-    d = [a[c][metric] - b[c][metric] for c in sorted(set(a) & set(b))
-         if is_defined(a[c][metric]) and is_defined(b[c][metric])]
+    d = [a[c][metric] - b[c][metric] for c in sorted(set(a) & set(b)) if is_defined(a[c][metric]) and is_defined(b[c][metric])]
     return float(np.mean(d)) if d else math.nan
 
 
-def compute(rows: Sequence[Mapping[str, Any]], compare: Sequence[Sequence[str]] = (), n_boot: int = 10000,
-            level: float = 0.95, runs: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+def compute(
+    rows: Sequence[Mapping[str, Any]],
+    compare: Sequence[Sequence[str]] = (),
+    n_boot: int = 10000,
+    level: float = 0.95,
+    runs: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
     """Tables and tests from the long per-case rows (see the module docstring); the content of ``results.json``.
 
     Args:
@@ -168,9 +201,16 @@ def compute(rows: Sequence[Mapping[str, Any]], compare: Sequence[Sequence[str]] 
         key = (r["task"], r["method_id"])
         if key not in meta:
             role = r.get("role") or ("oracle" if r["oracle"] else "method")
-            meta[key] = {"method": r["method"], "oracle": bool(r["oracle"]), "role": role, "init": r.get("init") or None,
-                         "label": label(r["method_id"], bool(r["oracle"])) if role != "init" else f"{r['method']} (init)",
-                         "steps": None, "init_steps": None, "selection": None}
+            meta[key] = {
+                "method": r["method"],
+                "oracle": bool(r["oracle"]),
+                "role": role,
+                "init": r.get("init") or None,
+                "label": label(r["method_id"], bool(r["oracle"])) if role != "init" else f"{r['method']} (init)",
+                "steps": None,
+                "init_steps": None,
+                "selection": None,
+            }
             meta[key].update({k: v for k, v in meta_runs.get(key, {}).items() if v is not None})
         if r["structure"] not in structures:
             structures.append(r["structure"])
@@ -181,12 +221,13 @@ def compute(rows: Sequence[Mapping[str, Any]], compare: Sequence[Sequence[str]] 
         m_of = {i: meta[task, i] for i in ids}
         inits = [i for i in ids if m_of[i]["role"] == "init"]
         # stable: suite order within each group; without inits source-only leads, as before
-        ids.sort(key=lambda i: 0 if m_of[i]["role"] == "init" or (not inits and m_of[i]["method"] == BASELINE)
-                 else 2 if m_of[i]["oracle"] else 1)
+        ids.sort(
+            key=lambda i: 0 if m_of[i]["role"] == "init" or (not inits and m_of[i]["method"] == BASELINE) else 2 if m_of[i]["oracle"] else 1
+        )
         base = inits[0] if inits else next((i for i in ids if m_of[i]["method"] == BASELINE), None)
         oracle = next((i for i in ids if m_of[i]["oracle"]), None)
 
-        def reference(i: str) -> str | None:
+        def reference(i: str, base: str | None = base, m_of: dict[str, Any] = m_of, ids: Sequence[str] = ids) -> str | None:
             if i == base or m_of[i]["role"] == "init":
                 return None
             own = m_of[i]["init"]
@@ -198,30 +239,76 @@ def compute(rows: Sequence[Mapping[str, Any]], compare: Sequence[Sequence[str]] 
             st = {s: {m: describe([v[m] for v in scores[i][s].values()]) for m in METRICS} for s in [*structures, MEAN]}
             ref = reference(i)
             anchor = ref or (i if m_of[i]["role"] == "init" or i == base else None)  # an init's own gap is 0
-            gap = {m: (gap_recovered(st[MEAN][m]["mean"], methods_mean(scores, anchor, m), methods_mean(scores, oracle, m))
-                       if anchor and oracle else math.nan) for m in ("dice", "jaccard")}
-            delta = {s: {m: (_paired_delta(scores[i][s], scores[ref][s], m) if ref else math.nan) for m in ("dice", "jaccard")}
-                     for s in [*structures, MEAN]}
+            gap = {
+                m: (
+                    gap_recovered(st[MEAN][m]["mean"], methods_mean(scores, anchor, m), methods_mean(scores, oracle, m))
+                    if anchor and oracle
+                    else math.nan
+                )
+                for m in ("dice", "jaccard")
+            }
+            delta = {
+                s: {m: (_paired_delta(scores[i][s], scores[ref][s], m) if ref else math.nan) for m in ("dice", "jaccard")}
+                for s in [*structures, MEAN]
+            }
             seeds = sorted({r["seed"] for r in sel if r["method_id"] == i})
             per_seed = [finite_mean(r["dice"] for r in sel if r["method_id"] == i and r["seed"] == s) for s in seeds]
             m = m_of[i]
-            methods.append({"id": i, "method": m["method"], "oracle": m["oracle"], "role": m["role"], "init": m["init"],
-                            "label": m["label"], "reference": ref, "seeds": seeds, "n_cases": len(scores[i][MEAN]),
-                            "stats": st, "delta": delta, "gap_recovered": gap, "seed_mean_dice": per_seed,
-                            "steps": m["steps"], "init_steps": m["init_steps"], "steps_text": steps_text(m),
-                            "selection": m["selection"]})
-        out_units.append({"task": task, "test": test, "baseline": base, "inits": inits, "oracle": oracle, "methods": methods,
-                          "cases": sorted(scores[ids[0]][MEAN])})
+            methods.append(
+                {
+                    "id": i,
+                    "method": m["method"],
+                    "oracle": m["oracle"],
+                    "role": m["role"],
+                    "init": m["init"],
+                    "label": m["label"],
+                    "reference": ref,
+                    "seeds": seeds,
+                    "n_cases": len(scores[i][MEAN]),
+                    "stats": st,
+                    "delta": delta,
+                    "gap_recovered": gap,
+                    "seed_mean_dice": per_seed,
+                    "steps": m["steps"],
+                    "init_steps": m["init_steps"],
+                    "steps_text": steps_text(m),
+                    "selection": m["selection"],
+                }
+            )
+        out_units.append(
+            {
+                "task": task,
+                "test": test,
+                "baseline": base,
+                "inits": inits,
+                "oracle": oracle,
+                "methods": methods,
+                "cases": sorted(scores[ids[0]][MEAN]),
+            }
+        )
         pairs = [(i, reference(i)) for i in ids if reference(i)]
         pairs += [(a, b) for a, b in compare if a in ids and b in ids and (a, b) not in pairs]
         for a, b in pairs:
             cases = sorted(set(scores[a][MEAN]) & set(scores[b][MEAN]))
             for m in METRICS:
-                pc = paired_comparison([scores[a][MEAN][c][m] for c in cases], [scores[b][MEAN][c][m] for c in cases],
-                                       n_boot=n_boot, level=level)
-                tests.append({"task": task, "test": test, "a": a, "b": b, "a_oracle": m_of[a]["oracle"],
-                              "b_oracle": m_of[b]["oracle"], "a_label": m_of[a]["label"], "b_label": m_of[b]["label"],
-                              "vs_reference": reference(a) == b, "metric": m, **pc.to_dict()})
+                pc = paired_comparison(
+                    [scores[a][MEAN][c][m] for c in cases], [scores[b][MEAN][c][m] for c in cases], n_boot=n_boot, level=level
+                )
+                tests.append(
+                    {
+                        "task": task,
+                        "test": test,
+                        "a": a,
+                        "b": b,
+                        "a_oracle": m_of[a]["oracle"],
+                        "b_oracle": m_of[b]["oracle"],
+                        "a_label": m_of[a]["label"],
+                        "b_label": m_of[b]["label"],
+                        "vs_reference": reference(a) == b,
+                        "metric": m,
+                        **pc.to_dict(),
+                    }
+                )
     n_tests = {}
     for m in METRICS:
         fam = [t for t in tests if t["metric"] == m]
@@ -230,11 +317,19 @@ def compute(rows: Sequence[Mapping[str, Any]], compare: Sequence[Sequence[str]] 
                 t[f"{key}_holm"] = adj
         n_tests[m] = sum(1 for t in fam if is_defined(t["wilcoxon_p"]))
     has_inits = any(u["inits"] for u in out_units)
-    return {"format": "segshift-benchmark-results", "version": 2, "structures": structures, "metrics": list(METRICS),
-            "units": out_units, "comparisons": tests, "n_comparisons": n_tests, "bootstrap": {"n_boot": n_boot, "level": level},
-            "reference": "each row's init (rows from scratch and the oracle: the first init)" if has_inits else "source-only",
-            "std": "population standard deviation across test cases (ddof=0); seeds averaged per case first",
-            "correction": "Holm over all comparisons of one metric (n_comparisons)"}
+    return {
+        "format": "segshift-benchmark-results",
+        "version": 2,
+        "structures": structures,
+        "metrics": list(METRICS),
+        "units": out_units,
+        "comparisons": tests,
+        "n_comparisons": n_tests,
+        "bootstrap": {"n_boot": n_boot, "level": level},
+        "reference": "each row's init (rows from scratch and the oracle: the first init)" if has_inits else "source-only",
+        "std": "population standard deviation across test cases (ddof=0); seeds averaged per case first",
+        "correction": "Holm over all comparisons of one metric (n_comparisons)",
+    }
 
 
 def methods_mean(scores: Mapping[str, Any], mid: str | None, metric: str) -> float:
@@ -286,7 +381,12 @@ def table_rows(unit: Mapping[str, Any], structures: Sequence[str], metrics: Sequ
         row = [m.get("label") or label(m["id"], m["oracle"])] + [cell(m["stats"][s][k], k) for k in metrics for s in [*structures, MEAN]]
         if gap:
             delta = m.get("delta", {}).get(MEAN, {}).get("dice", math.nan)
-            row += ["—" if not m.get("reference") else _signed(delta), _num(m["gap_recovered"]["dice"], ".2f"), m.get("steps_text") or "n/a", m.get("selection") or "n/a"]
+            row += [
+                "—" if not m.get("reference") else _signed(delta),
+                _num(m["gap_recovered"]["dice"], ".2f"),
+                m.get("steps_text") or "n/a",
+                m.get("selection") or "n/a",
+            ]
         body.append(row)
     return head, body
 
@@ -297,13 +397,20 @@ def _signed(v: float | None, fmt: str = ".3f") -> str:
 
 def versus_rows(unit: Mapping[str, Any], results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of a unit's "against the init" table: Δ Dice per structure and of the mean
-    (bootstrap CI), the paired tests on the mean Dice (Holm-adjusted too), and the gap recovered."""
+    (bootstrap CI), the paired tests on the mean Dice (Holm-adjusted too), and the gap recovered.
+    """
     structures = results["structures"]
-    head = ["method", "vs"] + [f"Δ Dice {s}" for s in structures] + ["Δ Dice mean [95% CI]", "Wilcoxon p", "Holm", "t-test p",
-                                                                     "Holm", "gap recovered"]
+    head = (
+        ["method", "vs"]
+        + [f"Δ Dice {s}" for s in structures]
+        + ["Δ Dice mean [95% CI]", "Wilcoxon p", "Holm", "t-test p", "Holm", "gap recovered"]
+    )
     by_label = {m["id"]: m.get("label") or label(m["id"], m["oracle"]) for m in unit["methods"]}
-    tests = {(t["a"], t["b"]): t for t in results["comparisons"]
-             if t["task"] == unit["task"] and t["test"] == unit["test"] and t["metric"] == "dice"}
+    tests = {
+        (t["a"], t["b"]): t
+        for t in results["comparisons"]
+        if t["task"] == unit["task"] and t["test"] == unit["test"] and t["metric"] == "dice"
+    }
     body = []
     for m in unit["methods"]:
         ref = m.get("reference")
@@ -311,9 +418,13 @@ def versus_rows(unit: Mapping[str, Any], results: Mapping[str, Any]) -> tuple[li
             continue
         t = tests.get((m["id"], ref))
         ci = f"{_signed(t['mean_diff'])} [{_num(t['ci_low'])}, {_num(t['ci_high'])}]" if t else "n/a"
-        body.append([by_label[m["id"]], by_label[ref]] + [_signed(m["delta"][s]["dice"]) for s in structures] + [ci]
-                    + ([_p(t["wilcoxon_p"]), _p(t["wilcoxon_p_holm"]), _p(t["t_p"]), _p(t["t_p_holm"])] if t else ["n/a"] * 4)
-                    + [_num(m["gap_recovered"]["dice"], ".2f")])
+        body.append(
+            [by_label[m["id"]], by_label[ref]]
+            + [_signed(m["delta"][s]["dice"]) for s in structures]
+            + [ci]
+            + ([_p(t["wilcoxon_p"]), _p(t["wilcoxon_p_holm"]), _p(t["t_p"]), _p(t["t_p_holm"])] if t else ["n/a"] * 4)
+            + [_num(m["gap_recovered"]["dice"], ".2f")]
+        )
     return head, body
 
 
@@ -325,10 +436,22 @@ def comparison_rows(results: Mapping[str, Any]) -> tuple[list[str], list[list[st
         d = ".3f" if t["metric"] in ("dice", "jaccard") else ".2f"
         a = t.get("a_label") or label(t["a"], t["a_oracle"])
         b = t.get("b_label") or label(t["b"], t["b_oracle"])
-        body.append([t["task"], t["test"], f"{a} vs {b}", HEADERS[t["metric"]],
-                     str(t["n"]), _num(t["mean_a"], d), _num(t["mean_b"], d),
-                     f"{_num(t['mean_diff'], d)} [{_num(t['ci_low'], d)}, {_num(t['ci_high'], d)}]",
-                     _p(t["wilcoxon_p"]), _p(t["wilcoxon_p_holm"]), _p(t["t_p"]), _p(t["t_p_holm"])])
+        body.append(
+            [
+                t["task"],
+                t["test"],
+                f"{a} vs {b}",
+                HEADERS[t["metric"]],
+                str(t["n"]),
+                _num(t["mean_a"], d),
+                _num(t["mean_b"], d),
+                f"{_num(t['mean_diff'], d)} [{_num(t['ci_low'], d)}, {_num(t['ci_high'], d)}]",
+                _p(t["wilcoxon_p"]),
+                _p(t["wilcoxon_p_holm"]),
+                _p(t["t_p"]),
+                _p(t["t_p_holm"]),
+            ]
+        )
     return head, body
 
 
@@ -336,9 +459,20 @@ def runs_rows(runs: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[s
     """Header and rows of the runs table: init, steps, selection, wall seconds of training (all sessions), prediction, evaluation."""
     head = ["run", "init", "steps", "trained", "selection", "TTA", "train s", "predict s", "evaluate s"]
     fmt = lambda v: "n/a" if v is None else f"{float(v):.1f}"  # noqa: E731
-    return head, [[f"{r['key']}" + (" (ORACLE)" if r["oracle"] else " (INIT)" if run_role(r) == "init" else ""),
-                   r.get("init") or "", str(r.get("steps", "")), str(r.get("trained", "")), str(r.get("selection") or "n/a"),
-                   _tta_text(r.get("tta")), fmt(r.get("train_s")), fmt(r.get("predict_s")), fmt(r.get("evaluate_s"))] for r in runs]
+    return head, [
+        [
+            f"{r['key']}" + (" (ORACLE)" if r["oracle"] else " (INIT)" if run_role(r) == "init" else ""),
+            r.get("init") or "",
+            str(r.get("steps", "")),
+            str(r.get("trained", "")),
+            str(r.get("selection") or "n/a"),
+            _tta_text(r.get("tta")),
+            fmt(r.get("train_s")),
+            fmt(r.get("predict_s")),
+            fmt(r.get("evaluate_s")),
+        ]
+        for r in runs
+    ]
 
 
 def _tta_text(tta: Mapping[str, Any] | None) -> str:
@@ -351,16 +485,21 @@ def gap_note(unit: Mapping[str, Any]) -> str:
     """Why a task/test unit has no gap recovered ("" when it has one)."""
     ref = "an init" if unit.get("inits") else "a source-only"
     if unit["oracle"] is None:
-        return (f"Gap recovered needs {ref} and an oracle row; this test set has no oracle row "
-                "(an oracle is evaluated on its own domain only).")
-    return f"Gap recovered needs {ref} and an oracle row; this test set has no {ref.split(' ', 1)[1]} row." if unit["baseline"] is None else ""
+        return (
+            f"Gap recovered needs {ref} and an oracle row; this test set has no oracle row (an oracle is evaluated on its own domain only)."
+        )
+    return (
+        f"Gap recovered needs {ref} and an oracle row; this test set has no {ref.split(' ', 1)[1]} row." if unit["baseline"] is None else ""
+    )
 
 
 def reference_note(unit: Mapping[str, Any]) -> str:
     """How to read the Δ, the tests and the gap of a unit (one sentence)."""
     if unit.get("inits"):
-        return ("Δ, paired tests and gap recovered are against each row's init (rows trained from scratch, and the oracle, "
-                "against the first init, listed first); gap recovered = (row - init) / (oracle - init). Steps: init + stage.")
+        return (
+            "Δ, paired tests and gap recovered are against each row's init (rows trained from scratch, and the oracle, "
+            "against the first init, listed first); gap recovered = (row - init) / (oracle - init). Steps: init + stage."
+        )
     return "Δ, paired tests and gap recovered are against source-only; gap recovered = (row - source-only) / (oracle - source-only)."
 
 
@@ -375,16 +514,19 @@ def comparisons_sentence(results: Mapping[str, Any]) -> str:
     n = results["n_comparisons"]
     b = results["bootstrap"]
     ref = "its init (from-scratch rows and the oracle: the first init)" if results.get("reference", BASELINE) != BASELINE else "source-only"
-    return (f"Paired tests on per-case scores (mean over structures; seeds averaged per case): every row against "
-            f"{ref}, and the suite's chosen pairs. {n['dice']} comparisons per metric "
-            f"({', '.join(f'{HEADERS[m]} {k}' for m, k in n.items())}); Holm's correction over the comparisons of each metric. "
-            f"Wilcoxon signed-rank and paired t-test, two-sided; {int(b['level'] * 100)}% percentile bootstrap interval of the "
-            f"mean difference ({b['n_boot']} resamples).")
+    return (
+        f"Paired tests on per-case scores (mean over structures; seeds averaged per case): every row against "
+        f"{ref}, and the suite's chosen pairs. {n['dice']} comparisons per metric "
+        f"({', '.join(f'{HEADERS[m]} {k}' for m, k in n.items())}); Holm's correction over the comparisons of each metric. "
+        f"Wilcoxon signed-rank and paired t-test, two-sided; {int(b['level'] * 100)}% percentile bootstrap interval of the "
+        f"mean difference ({b['n_boot']} resamples)."
+    )
 
 
 def markdown(results: Mapping[str, Any], skipped: Sequence[Mapping[str, Any]] = ()) -> str:
     """``results.md``: per task and test set an overlap table, a distance table and the table against the init;
-    then every paired test, the QC validation, the runs and what was not run."""
+    then every paired test, the QC validation, the runs and what was not run.
+    """
     s = results["structures"]
     parts = ["# Benchmark results", ""]
     for u in results["units"]:
@@ -415,13 +557,20 @@ SUMMARY_COLUMNS = ("task", "test", "row", "label", "role", "method", "init", "re
 
 def summary_csv(results: Mapping[str, Any]) -> str:
     """Text of ``summary.csv``: one line per task, test set and row; every mean and std, the Δ against the
-    reference, the gap recovered, and the paired test of the mean Dice against the reference."""
+    reference, the gap recovered, and the paired test of the mean Dice against the reference.
+    """
     structures = [*results["structures"], MEAN]
     cols = list(SUMMARY_COLUMNS)
     cols += [f"{m}_{s}_{k}" for m in METRICS for s in structures for k in ("mean", "std")]
     cols += [f"delta_dice_{s}" for s in structures] + ["gap_recovered_dice", "gap_recovered_jaccard"]
-    cols += ["vs_reference_ci_low", "vs_reference_ci_high", "vs_reference_wilcoxon_p", "vs_reference_wilcoxon_p_holm",
-             "vs_reference_t_p", "vs_reference_t_p_holm"]
+    cols += [
+        "vs_reference_ci_low",
+        "vs_reference_ci_high",
+        "vs_reference_wilcoxon_p",
+        "vs_reference_wilcoxon_p_holm",
+        "vs_reference_t_p",
+        "vs_reference_t_p_holm",
+    ]
     tests = {(t["task"], t["test"], t["a"], t["b"]): t for t in results["comparisons"] if t["metric"] == "dice"}
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -429,9 +578,20 @@ def summary_csv(results: Mapping[str, Any]) -> str:
     for u in results["units"]:
         for m in u["methods"]:
             t = tests.get((u["task"], u["test"], m["id"], m.get("reference")), {})
-            vals = [u["task"], u["test"], m["id"], m.get("label", m["id"]), m.get("role", ""), m["method"], m.get("init") or "",
-                    m.get("reference") or "", " ".join(map(str, m["seeds"])), m["n_cases"], m.get("steps_text", ""),
-                    m.get("selection") or ""]
+            vals = [
+                u["task"],
+                u["test"],
+                m["id"],
+                m.get("label", m["id"]),
+                m.get("role", ""),
+                m["method"],
+                m.get("init") or "",
+                m.get("reference") or "",
+                " ".join(map(str, m["seeds"])),
+                m["n_cases"],
+                m.get("steps_text", ""),
+                m.get("selection") or "",
+            ]
             vals += [m["stats"][s][k][x] for k in METRICS for s in structures for x in ("mean", "std")]
             vals += [m.get("delta", {}).get(s, {}).get("dice", math.nan) for s in structures]
             vals += [m["gap_recovered"]["dice"], m["gap_recovered"]["jaccard"]]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,9 +12,9 @@ def attack_command(
     domain: Path = typer.Argument(..., help="A labelled domain folder (the probe scores Dice against its labels)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for attack.csv, summary.json and examples.png."),
     eps: str = typer.Option("0,0.01,0.02,0.05,0.1,0.2", help="Comma-separated perturbation sizes (z-scored intensity units)."),
-    cases: Optional[str] = typer.Option(None, help="Only these labelled cases (comma-separated)."),
+    cases: str | None = typer.Option(None, help="Only these labelled cases (comma-separated)."),
     checkpoint: str = typer.Option("best", help="best or last."),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda, ... [default: GPU if available]."),
+    device: str | None = typer.Option(None, help="cpu, cuda, ... [default: GPU if available]."),
     seed: int = typer.Option(0, min=0, help="Seed of the random-sign control."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
 ) -> None:
@@ -27,8 +26,17 @@ def attack_command(
         values = [float(e) for e in eps.split(",") if e.strip()]
     except ValueError:
         raise SegshiftError(f"--eps must be comma-separated numbers, got {eps!r}") from None
-    summary = attack_probe(run, domain, values, out, cases=cases.split(",") if cases else None, checkpoint=checkpoint,
-                           device=device, seed=seed, overwrite=overwrite)
+    summary = attack_probe(
+        run,
+        domain,
+        values,
+        out,
+        cases=cases.split(",") if cases else None,
+        checkpoint=checkpoint,
+        device=device,
+        seed=seed,
+        overwrite=overwrite,
+    )
     typer.echo(format_summary(summary))
     typer.echo(f"written to {out}")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -22,14 +21,14 @@ def speed_command(
     batch: int = typer.Option(16, min=1, help="Slices per training step."),
     iters: int = typer.Option(20, min=1, help="Timed steps (the median is reported)."),
     warmup: int = typer.Option(5, min=0, help="Untimed steps before them."),
-    threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads [default: torch's choice]."),
+    threads: int | None = typer.Option(None, min=1, help="torch CPU threads [default: torch's choice]."),
     compile_: bool = typer.Option(False, "--compile/--no-compile", help="Add the torch.compile variants."),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda, ... [default: GPU if available]."),
+    device: str | None = typer.Option(None, help="cpu, cuda, ... [default: GPU if available]."),
     slices: int = typer.Option(10, min=1, help="Slices per cine volume for the inference timing."),
     peak_size: int = typer.Option(2048, min=64, help="n of the n x n peak matmul."),
-    run: Optional[Path] = typer.Option(None, help="A run folder to time end to end (with --volume)."),
-    volume: Optional[Path] = typer.Option(None, help="A NIfTI volume for --run."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write every figure to this JSON file."),
+    run: Path | None = typer.Option(None, help="A run folder to time end to end (with --volume)."),
+    volume: Path | None = typer.Option(None, help="A NIfTI volume for --run."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write every figure to this JSON file."),
 ) -> None:
     """Training slices/s (fp32, bf16, bf16+channels_last[, +compile]), GFLOP/s vs peak, inference s/volume."""
     from segshift.bench.speed import format_report, run_speed_bench
@@ -63,26 +62,37 @@ def speed_command(
 def profile_command(
     method: str = typer.Option(..., "--method", "-m", help="Method name (see `segshift methods`)."),
     source: list[Path] = typer.Option([], "--source", "-s", help="Labelled source domain (repeatable)."),
-    target: Optional[Path] = typer.Option(None, "--target", "-t", help="Target domain (methods that adapt)."),
+    target: Path | None = typer.Option(None, "--target", "-t", help="Target domain (methods that adapt)."),
     steps: int = typer.Option(10, min=1, help="Counted training steps."),
     warmup: int = typer.Option(2, min=0, help="Steps run before them, not counted."),
     config: list[Path] = typer.Option([], "--config", "-c", help="YAML config file(s)."),
     set_: list[str] = typer.Option([], "--set", help="Override one value (repeatable), as for `segshift train`."),
     torch_profile: bool = typer.Option(False, "--torch-profile", help="Also run torch.profiler and list the top operators."),
-    trace: Optional[Path] = typer.Option(None, "--trace", help="With --torch-profile: write a Chrome trace here."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, ... [default: GPU if available]."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the profile to this JSON file."),
+    trace: Path | None = typer.Option(None, "--trace", help="With --torch-profile: write a Chrome trace here."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, ... [default: GPU if available]."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the profile to this JSON file."),
 ) -> None:
     """Where a training step's time goes: data, augmentation, each network's forward and backward,
-    the optimisers, validation and checkpoints (trains a few steps in a temporary folder)."""
+    the optimisers, validation and checkpoints (trains a few steps in a temporary folder).
+    """
     from segshift.bench.profile import format_profile, profile_method
     from segshift.errors import SegshiftError
     from segshift.utils.atomic import write_json
 
     if not source:
         raise SegshiftError("give at least one --source domain (e.g. one made by `segshift phantom`)")
-    result = profile_method(method, source, target, steps=steps, warmup=warmup, config_files=config, sets=set_,
-                            device=device, torch_profile=torch_profile or trace is not None, trace=trace)
+    result = profile_method(
+        method,
+        source,
+        target,
+        steps=steps,
+        warmup=warmup,
+        config_files=config,
+        sets=set_,
+        device=device,
+        torch_profile=torch_profile or trace is not None,
+        trace=trace,
+    )
     typer.echo(format_profile(result))
     if json_out is not None:
         write_json(json_out, result)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,8 +12,8 @@ from segshift.bench.suite import builtin_suites
 def benchmark_command(
     suite: str = typer.Argument(..., help=f"Suite YAML file, or a built-in suite: {', '.join(builtin_suites())}."),
     out: Path = typer.Option(..., "--out", "-o", help="Benchmark folder (re-run the same command to continue it)."),
-    root: Optional[Path] = typer.Option(None, "--root", help="Resolve relative domain paths against this folder."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 [default: GPU if available]."),
+    root: Path | None = typer.Option(None, "--root", help="Resolve relative domain paths against this folder."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 [default: GPU if available]."),
     plan: bool = typer.Option(False, "--plan", help="Check the suite and list its runs; train nothing."),
 ) -> None:
     """Train, predict and evaluate every run of SUITE not done yet, then write the tables (OUT/results/)."""

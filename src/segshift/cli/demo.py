@@ -17,11 +17,20 @@ def demo_command(
     seed: int = typer.Option(0, min=0, help="Random seed."),
 ) -> None:
     """Phantom domain shift: source-only (the init), an adaptation method warm-started from it, and the target oracle,
-    evaluated on held-out cases in mm, with the gap and how much of it adaptation recovers."""
+    evaluated on held-out cases in mm, with the gap and how much of it adaptation recovers.
+    """
     from segshift.bench.demo import DEMO_METHOD, run_demo
 
-    run_demo(out, cases=cases, test_cases=test_cases, steps=steps, adapt_steps=adapt_steps, method=method or DEMO_METHOD,
-             seed=seed, echo=typer.echo)
+    run_demo(
+        out,
+        cases=cases,
+        test_cases=test_cases,
+        steps=steps,
+        adapt_steps=adapt_steps,
+        method=method or DEMO_METHOD,
+        seed=seed,
+        echo=typer.echo,
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -22,18 +21,16 @@ def evaluate(
         ..., help="Folder of reference label maps, or a domain folder (its labels/ and domain.json are used)."
     ),
     out: Path = typer.Option(..., "--out", help="Folder to write per_case.csv and summary.json into."),
-    labels: Optional[str] = typer.Option(
+    labels: str | None = typer.Option(
         None,
         "--labels",
         help='Label names and ids, e.g. "LV=1,MYO=2,RV=3" (default: the domain\'s labels, else LV=1,MYO=2,RV=3).',
     ),
-    label_suffix: str = typer.Option(
-        "", "--label-suffix", help="Reference files are named <case><suffix>.nii.gz, e.g. _gt."
-    ),
+    label_suffix: str = typer.Option("", "--label-suffix", help="Reference files are named <case><suffix>.nii.gz, e.g. _gt."),
     allow_missing: bool = typer.Option(
         False, "--allow-missing", help="Score a reference without a prediction as an empty prediction instead of failing."
     ),
-    cases: Optional[str] = typer.Option(
+    cases: str | None = typer.Option(
         None, "--cases", help="Evaluate only these reference cases: a regex, or a comma-separated list of ids."
     ),
     empty_distance: EmptyDistance = typer.Option(
@@ -47,9 +44,8 @@ def evaluate(
     from rich.console import Console
 
     from segshift.data.domain import parse_label_names
-    from segshift.metrics.evaluate import evaluate_folders, format_table, write_evaluation
-
     from segshift.errors import SegshiftError
+    from segshift.metrics.evaluate import evaluate_folders, format_table, write_evaluation
     from segshift.utils.atomic import check_disjoint
 
     check_disjoint(out, [pred_dir, label_dir], "--out folder")
@@ -69,14 +65,10 @@ def evaluate(
     console = Console(width=max(Console().width, 110))  # keep the table unwrapped in logs and narrow terminals
     console.print(format_table(result.summary))
     if result.missing_predictions:
-        console.print(
-            f"missing predictions scored as empty ({len(result.missing_predictions)}): "
-            + ", ".join(result.missing_predictions)
-        )
+        console.print(f"missing predictions scored as empty ({len(result.missing_predictions)}): " + ", ".join(result.missing_predictions))
     if result.unmatched_predictions:
         console.print(
-            f"predictions without a reference, ignored ({len(result.unmatched_predictions)}): "
-            + ", ".join(result.unmatched_predictions)
+            f"predictions without a reference, ignored ({len(result.unmatched_predictions)}): " + ", ".join(result.unmatched_predictions)
         )
     if result.ignored_label_files:
         console.print(

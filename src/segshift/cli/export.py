@@ -9,7 +9,6 @@ Two forms::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -19,23 +18,31 @@ from segshift.errors import SegshiftError
 def export_command(
     first: str = typer.Argument(..., metavar="RUN|nnunet", help="A run folder (model export), or the word nnunet."),
     second: Path = typer.Argument(..., metavar="OUT|DOMAIN", help="Model export: the folder to write. nnunet: the domain."),
-    third: Optional[Path] = typer.Argument(None, metavar="[OUT]", help="nnunet: the nnUNet_raw folder to write "
-                                                                      "DatasetNNN_NAME into."),
-    fmt: Optional[str] = typer.Option(None, "--format", "-f", help="Model export: onnx | torchscript."),
+    third: Path | None = typer.Argument(None, metavar="[OUT]", help="nnunet: the nnUNet_raw folder to write DatasetNNN_NAME into."),
+    fmt: str | None = typer.Option(None, "--format", "-f", help="Model export: onnx | torchscript."),
     checkpoint: str = typer.Option("best", help="Model export: best (model selection) or last."),
-    target_domain: str = typer.Option("yes", "--target-domain", help="Model export: yes (default): the model is for "
-                                      "images of the run's target domain, so a translator (cyclegan, unetgan, attent) "
-                                      "and target batch-norm statistics are part of the graph where the method has them; "
-                                      "no: the segmenter alone, for images of any other domain."),
-    dataset_id: Optional[int] = typer.Option(None, "--id", help="nnunet: the dataset id (1-999)."),
-    name: Optional[str] = typer.Option(None, "--name", help="nnunet: the dataset name (DatasetNNN_NAME)."),
-    cases: Optional[str] = typer.Option(None, "--cases", help="nnunet: only these cases (a regex or a comma-separated list)."),
-    run: Optional[Path] = typer.Option(None, "--run", help="nnunet: take the train/validation split recorded in this "
-                                                          "run's run.json (default: segshift's split of the exported "
-                                                          "labelled cases with --val-fraction and --seed)."),
-    val_fraction: Optional[float] = typer.Option(None, "--val-fraction", min=0.0, max=0.9,
-                                                 help="nnunet: validation share (default: data.val_fraction of base.yaml)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="nnunet: split seed (default: seed of base.yaml)."),
+    target_domain: str = typer.Option(
+        "yes",
+        "--target-domain",
+        help="Model export: yes (default): the model is for "
+        "images of the run's target domain, so a translator (cyclegan, unetgan, attent) "
+        "and target batch-norm statistics are part of the graph where the method has them; "
+        "no: the segmenter alone, for images of any other domain.",
+    ),
+    dataset_id: int | None = typer.Option(None, "--id", help="nnunet: the dataset id (1-999)."),
+    name: str | None = typer.Option(None, "--name", help="nnunet: the dataset name (DatasetNNN_NAME)."),
+    cases: str | None = typer.Option(None, "--cases", help="nnunet: only these cases (a regex or a comma-separated list)."),
+    run: Path | None = typer.Option(
+        None,
+        "--run",
+        help="nnunet: take the train/validation split recorded in this "
+        "run's run.json (default: segshift's split of the exported "
+        "labelled cases with --val-fraction and --seed).",
+    ),
+    val_fraction: float | None = typer.Option(
+        None, "--val-fraction", min=0.0, max=0.9, help="nnunet: validation share (default: data.val_fraction of base.yaml)."
+    ),
+    seed: int | None = typer.Option(None, "--seed", help="nnunet: split seed (default: seed of base.yaml)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
 ) -> None:
     """Export a trained model (ONNX/TorchScript, with its preprocessing) or a domain as an nnU-Net dataset.
@@ -53,8 +60,10 @@ def export_command(
         _nnunet(second, third, dataset_id, name, cases, run, val_fraction, seed, overwrite)
         return
     if third is not None:
-        raise SegshiftError(f"usage: segshift export RUN --format onnx|torchscript OUT (got a third argument {third}; "
-                            "for a domain: segshift export nnunet DOMAIN OUT)")
+        raise SegshiftError(
+            f"usage: segshift export RUN --format onnx|torchscript OUT (got a third argument {third}; "
+            "for a domain: segshift export nnunet DOMAIN OUT)"
+        )
     given = [k for k, v in nn_opts.items() if v is not None]
     if given:
         raise SegshiftError(f"{', '.join(given)} belong to segshift export nnunet DOMAIN OUT, not to a model export")
@@ -64,14 +73,22 @@ def export_command(
         raise SegshiftError(f"--target-domain must be yes or no, got {target_domain!r}")
     from segshift.inference.export import export_model
 
-    report = export_model(Path(first), second, fmt=fmt, checkpoint=checkpoint, target_domain=target_domain == "yes",
-                          overwrite=overwrite)
+    report = export_model(Path(first), second, fmt=fmt, checkpoint=checkpoint, target_domain=target_domain == "yes", overwrite=overwrite)
     for line in report.lines():
         typer.echo(line)
 
 
-def _nnunet(domain_dir: Path, out: Path, dataset_id: int | None, name: str | None, cases: str | None, run: Path | None,
-            val_fraction: float | None, seed: int | None, overwrite: bool) -> None:
+def _nnunet(
+    domain_dir: Path,
+    out: Path,
+    dataset_id: int | None,
+    name: str | None,
+    cases: str | None,
+    run: Path | None,
+    val_fraction: float | None,
+    seed: int | None,
+    overwrite: bool,
+) -> None:
     from segshift.data.domain import Domain
     from segshift.data.nnunet import export_nnunet
     from segshift.engine.config import base_defaults

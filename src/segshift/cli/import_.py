@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -30,31 +29,38 @@ def _spacing(text: str | None) -> list[float] | None:
 def import_command(
     raw: Path = typer.Argument(..., help="Raw folder (the root that --images/--labels are relative to)."),
     out: Path = typer.Argument(..., help="Domain folder to create."),
-    preset: Optional[str] = typer.Option(None, help=f"Dataset preset: {', '.join(IMPORT_PRESETS)} (nnunet: RAW is an nnU-Net v2 raw dataset DatasetNNN_Name)."),
-    images: Optional[list[str]] = typer.Option(None, "--images", help="Image folder(s), relative to RAW [default: RAW itself]."),
-    labels: Optional[str] = typer.Option(None, "--labels", help="Label folder (may be the image folder)."),
-    unlabelled: Optional[list[str]] = typer.Option(None, "--unlabelled", help="Folder(s) of images that have no labels."),
-    image_pattern: Optional[str] = typer.Option(None, help="Regex with (?P<case>...) matched against image names."),
-    label_pattern: Optional[str] = typer.Option(None, help="Regex with (?P<case>...) matched against label names."),
-    label_suffix: Optional[str] = typer.Option(None, help="Label name = image name + suffix, e.g. _gt."),
-    case_template: Optional[str] = typer.Option(None, help="Output case id, e.g. 'patient{case:0>2}'."),
-    label_names: Optional[str] = typer.Option(None, help="Domain label set, e.g. 'LV=1,MYO=2,RV=3' [default: cardiac]."),
-    label_map: Optional[str] = typer.Option(None, help="Raw code -> label, e.g. '500=LV,200=MYO,600=RV'."),
-    frames: Optional[str] = typer.Option(None, help="Frames to keep from 4D images, e.g. '0,12'."),
-    spacing: Optional[str] = typer.Option(None, help="Voxel size in mm for NumPy/HDF5 arrays, e.g. '1.25,1.25,8'."),
-    key: Optional[str] = typer.Option(None, help="Array name inside .npz/HDF5 files."),
-    label_key: Optional[str] = typer.Option(None, help="Label array name inside the same .npz/HDF5 file."),
-    require_labels: Optional[bool] = typer.Option(None, "--require-labels/--allow-unlabelled", help="Every image must have a label."),
-    recursive: Optional[bool] = typer.Option(None, "--recursive/--flat", help="Search folders recursively."),
-    name: Optional[str] = typer.Option(None, help="Domain name [default: OUT's folder name]."),
-    sequence: Optional[str] = typer.Option(None, help="MR sequence, e.g. bSSFP or LGE."),
-    vendor: Optional[str] = typer.Option(None, help="Scanner vendor."),
-    centre: Optional[str] = typer.Option(None, help="Centre."),
-    channel: Optional[int] = typer.Option(None, "--channel", min=0, help="--preset nnunet: the channel to import "
-                                          "(files CASE_000K) of a multi-channel dataset."),
-    label_geometry: Optional[str] = typer.Option(None, "--label-geometry", help="strict (default): a label's affine must match "
-                                                 "its image's; image: a label with the image's shape and voxel sizes but "
-                                                 "another affine lies on the image's voxel grid (listed in the report)."),
+    preset: str | None = typer.Option(
+        None, help=f"Dataset preset: {', '.join(IMPORT_PRESETS)} (nnunet: RAW is an nnU-Net v2 raw dataset DatasetNNN_Name)."
+    ),
+    images: list[str] | None = typer.Option(None, "--images", help="Image folder(s), relative to RAW [default: RAW itself]."),
+    labels: str | None = typer.Option(None, "--labels", help="Label folder (may be the image folder)."),
+    unlabelled: list[str] | None = typer.Option(None, "--unlabelled", help="Folder(s) of images that have no labels."),
+    image_pattern: str | None = typer.Option(None, help="Regex with (?P<case>...) matched against image names."),
+    label_pattern: str | None = typer.Option(None, help="Regex with (?P<case>...) matched against label names."),
+    label_suffix: str | None = typer.Option(None, help="Label name = image name + suffix, e.g. _gt."),
+    case_template: str | None = typer.Option(None, help="Output case id, e.g. 'patient{case:0>2}'."),
+    label_names: str | None = typer.Option(None, help="Domain label set, e.g. 'LV=1,MYO=2,RV=3' [default: cardiac]."),
+    label_map: str | None = typer.Option(None, help="Raw code -> label, e.g. '500=LV,200=MYO,600=RV'."),
+    frames: str | None = typer.Option(None, help="Frames to keep from 4D images, e.g. '0,12'."),
+    spacing: str | None = typer.Option(None, help="Voxel size in mm for NumPy/HDF5 arrays, e.g. '1.25,1.25,8'."),
+    key: str | None = typer.Option(None, help="Array name inside .npz/HDF5 files."),
+    label_key: str | None = typer.Option(None, help="Label array name inside the same .npz/HDF5 file."),
+    require_labels: bool | None = typer.Option(None, "--require-labels/--allow-unlabelled", help="Every image must have a label."),
+    recursive: bool | None = typer.Option(None, "--recursive/--flat", help="Search folders recursively."),
+    name: str | None = typer.Option(None, help="Domain name [default: OUT's folder name]."),
+    sequence: str | None = typer.Option(None, help="MR sequence, e.g. bSSFP or LGE."),
+    vendor: str | None = typer.Option(None, help="Scanner vendor."),
+    centre: str | None = typer.Option(None, help="Centre."),
+    channel: int | None = typer.Option(
+        None, "--channel", min=0, help="--preset nnunet: the channel to import (files CASE_000K) of a multi-channel dataset."
+    ),
+    label_geometry: str | None = typer.Option(
+        None,
+        "--label-geometry",
+        help="strict (default): a label's affine must match "
+        "its image's; image: a label with the image's shape and voxel sizes but "
+        "another affine lies on the image's voxel grid (listed in the report).",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
 ) -> None:
     """Import NIfTI/DICOM/NumPy/HDF5 images (and labels) into a domain folder.

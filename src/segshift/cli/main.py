@@ -13,7 +13,21 @@ import typer
 
 from segshift.errors import SegshiftError
 
-COMMAND_MODULES = ("import_", "check", "phantom", "evaluate", "train", "predict", "testset", "attack", "bench", "demo", "benchmark", "report", "export")
+COMMAND_MODULES = (
+    "import_",
+    "check",
+    "phantom",
+    "evaluate",
+    "train",
+    "predict",
+    "testset",
+    "attack",
+    "bench",
+    "demo",
+    "benchmark",
+    "report",
+    "export",
+)
 
 
 def build_app() -> typer.Typer:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -14,27 +13,44 @@ def predict_command(
     inputs: Path = typer.Argument(..., help="A NIfTI file, a DICOM series folder, a domain folder, or a folder of volumes."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the masks (<case>.nii.gz, or <case>.dcm) and qc.csv."),
     checkpoint: str = typer.Option("best", help="best (model selection) or last."),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda, ... [default: GPU if available]."),
+    device: str | None = typer.Option(None, help="cpu, cuda, ... [default: GPU if available]."),
     batch_size: int = typer.Option(32, min=1, max=4096, help="Slices per forward pass."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
-    strict: bool = typer.Option(False, "--strict", help="Stop at the first bad input (default: predict the others, list the "
-                                                       "bad ones in failures.csv, exit non-zero)."),
-    cases: Optional[str] = typer.Option(None, "--cases", help="Only these cases: a regex, or a comma-separated list."),
-    fmt: str = typer.Option("nifti", "--format", help="Mask format: nifti (<case>.nii.gz, the input's header) | dicom-seg "
-                                                     "(<case>.dcm, a DICOM Segmentation referencing its source series: "
-                                                     "DICOM series inputs only; needs highdicom)."),
-    target_domain: str = typer.Option("auto", "--target-domain",
-                                      help="Whether the inputs are of the run's target domain: only then do domain-specific parts "
-                                           "apply (a translator of cyclegan/unetgan/attent, target batch-norm statistics). auto: a domain "
-                                           "folder is compared with the run's target; other inputs are taken to be of it (said on "
-                                           "screen); yes | no: say so."),
-    tta: str = typer.Option("none", "--tta", help="Test-time adaptation per volume: none | flip (softmax averaged over 4 "
-                                                  "mirrorings) | tent (entropy minimisation on the normalisation layers' "
-                                                  "scale and shift, reset for every volume; Wang et al. ICLR 2021)."),
+    strict: bool = typer.Option(
+        False,
+        "--strict",
+        help="Stop at the first bad input (default: predict the others, list the bad ones in failures.csv, exit non-zero).",
+    ),
+    cases: str | None = typer.Option(None, "--cases", help="Only these cases: a regex, or a comma-separated list."),
+    fmt: str = typer.Option(
+        "nifti",
+        "--format",
+        help="Mask format: nifti (<case>.nii.gz, the input's header) | dicom-seg "
+        "(<case>.dcm, a DICOM Segmentation referencing its source series: "
+        "DICOM series inputs only; needs highdicom).",
+    ),
+    target_domain: str = typer.Option(
+        "auto",
+        "--target-domain",
+        help="Whether the inputs are of the run's target domain: only then do domain-specific parts "
+        "apply (a translator of cyclegan/unetgan/attent, target batch-norm statistics). auto: a domain "
+        "folder is compared with the run's target; other inputs are taken to be of it (said on "
+        "screen); yes | no: say so.",
+    ),
+    tta: str = typer.Option(
+        "none",
+        "--tta",
+        help="Test-time adaptation per volume: none | flip (softmax averaged over 4 "
+        "mirrorings) | tent (entropy minimisation on the normalisation layers' "
+        "scale and shift, reset for every volume; Wang et al. ICLR 2021).",
+    ),
     tta_steps: int = typer.Option(10, "--tta-steps", help="TENT: Adam steps per volume (1-50)."),
     tta_lr: float = typer.Option(1e-3, "--tta-lr", help="TENT: learning rate (at most 0.01)."),
-    tta_alpha: float = typer.Option(0.5, "--tta-alpha", help="TENT: weight of the volume's own batch-norm statistics against "
-                                                             "the trained ones (0-1; 1: TENT's test-batch statistics)."),
+    tta_alpha: float = typer.Option(
+        0.5,
+        "--tta-alpha",
+        help="TENT: weight of the volume's own batch-norm statistics against the trained ones (0-1; 1: TENT's test-batch statistics).",
+    ),
 ) -> None:
     """Segment volumes with a trained run; masks keep each input's exact geometry."""
     from rich.console import Console
@@ -56,21 +72,40 @@ def predict_command(
     predictor = Predictor(run, checkpoint=checkpoint, device=device, batch_size=batch_size, target_domain=is_target, tta=tta_cfg)
     for w in predictor.warnings:
         typer.echo(f"warning: {w}", err=True)
-    parts = [p for p, on in (("translated to the source look", predictor.method.can_translate()),
-                             ("normalised with the target's batch-norm statistics", predictor.method.uses_target_norm())) if on]
+    parts = [
+        p
+        for p, on in (
+            ("translated to the source look", predictor.method.can_translate()),
+            ("normalised with the target's batch-norm statistics", predictor.method.uses_target_norm()),
+        )
+        if on
+    ]
     if parts and target_domain == "auto":
         target = predictor.run_info.get("target")
         if (inputs / "domain.json").is_file():
-            typer.echo(f"{inputs} is {'' if is_target else 'not '}the run's target domain ({target}): "
-                       f"{' and '.join(parts) if is_target else 'none of ' + ' / '.join(parts)} (--target-domain yes|no to say otherwise)",
-                       err=True)
+            typer.echo(
+                f"{inputs} is {'' if is_target else 'not '}the run's target domain ({target}): "
+                f"{' and '.join(parts) if is_target else 'none of ' + ' / '.join(parts)} (--target-domain yes|no to say otherwise)",
+                err=True,
+            )
         else:
-            typer.echo(f"inputs taken to be of the run's target domain ({target}): {' and '.join(parts)}; "
-                       "--target-domain no for images of any other domain", err=True)
+            typer.echo(
+                f"inputs taken to be of the run's target domain ({target}): {' and '.join(parts)}; "
+                "--target-domain no for images of any other domain",
+                err=True,
+            )
     console = Console(stderr=True)
     with console.status("predicting") as status:
-        rows = predict_paths(predictor, inputs, out, overwrite=overwrite, progress=lambda c: status.update(f"predicting {c}"),
-                             cases=(cases.split(",") if cases and "," in cases else cases), strict=strict, fmt=fmt)
+        rows = predict_paths(
+            predictor,
+            inputs,
+            out,
+            overwrite=overwrite,
+            progress=lambda c: status.update(f"predicting {c}"),
+            cases=(cases.split(",") if cases and "," in cases else cases),
+            strict=strict,
+            fmt=fmt,
+        )
     tag = " (ORACLE model: trained with target labels)" if predictor.oracle else ""
     secs = sum(r["seconds"] for r in rows)
     how = f" with TTA {tta_cfg.describe()}" if tta_cfg.mode != "none" else ""

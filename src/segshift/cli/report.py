@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 
 def report_command(
     folder: Path = typer.Argument(..., help="A benchmark folder written by `segshift benchmark`."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="The HTML file [default: FOLDER/report.html]."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="The HTML file [default: FOLDER/report.html]."),
 ) -> None:
     """Write the tables, box plots, overlays, method figures, training curves and configs as one HTML page."""
     from segshift.report.html import write_report

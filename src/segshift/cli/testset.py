@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -11,19 +10,24 @@ import typer
 def testset_command(
     run: Path = typer.Argument(..., help="Run folder written by `segshift train` (or a benchmark run's train/ folder)."),
     domain: Path = typer.Argument(..., help="A domain folder with labels (domain.json, images/, labels/)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for predictions/ (masks, qc.csv) and evaluation/ "
-                                                     "(per_case.csv, summary.json)."),
-    cases: Optional[str] = typer.Option(None, "--cases", help="Only these cases: a regex, or a comma-separated list "
-                                                              "(default: every labelled case)."),
-    target_domain: str = typer.Option("auto", "--target-domain",
-                                      help="Whether DOMAIN is the run's target domain, so that its translator and target "
-                                           "batch-norm statistics apply: auto (compare with the run's target), yes, no."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Folder for predictions/ (masks, qc.csv) and evaluation/ (per_case.csv, summary.json)."
+    ),
+    cases: str | None = typer.Option(
+        None, "--cases", help="Only these cases: a regex, or a comma-separated list (default: every labelled case)."
+    ),
+    target_domain: str = typer.Option(
+        "auto",
+        "--target-domain",
+        help="Whether DOMAIN is the run's target domain, so that its translator and target "
+        "batch-norm statistics apply: auto (compare with the run's target), yes, no.",
+    ),
     tta: str = typer.Option("none", "--tta", help="Test-time adaptation per volume: none | flip | tent (see `segshift predict`)."),
     tta_steps: int = typer.Option(10, "--tta-steps", help="TENT: Adam steps per volume (1-50)."),
     tta_lr: float = typer.Option(1e-3, "--tta-lr", help="TENT: learning rate (at most 0.01)."),
     tta_alpha: float = typer.Option(0.5, "--tta-alpha", help="TENT: weight of the volume's own batch-norm statistics (0-1)."),
     checkpoint: str = typer.Option("best", help="best (model selection) or last."),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda, ... [default: GPU if available]."),
+    device: str | None = typer.Option(None, help="cpu, cuda, ... [default: GPU if available]."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the files of an existing --out folder."),
 ) -> None:
     """Predict DOMAIN's labelled cases with RUN and score them (Dice, Jaccard, ASSD, HD95 in mm).
@@ -41,15 +45,28 @@ def testset_command(
         raise SegshiftError(f"--target-domain must be auto, yes or no, got {target_domain!r}")
     tta_cfg = TTAConfig(tta, tta_steps, tta_lr, tta_alpha)
     forced = None if target_domain == "auto" else target_domain == "yes"
-    res = predict_and_evaluate(run, domain, cases.split(",") if cases and "," in cases else cases, out,
-                               device=device, tta=tta_cfg if tta_cfg.mode != "none" else None, target_domain=forced,
-                               checkpoint=checkpoint, overwrite=overwrite)
+    res = predict_and_evaluate(
+        run,
+        domain,
+        cases.split(",") if cases and "," in cases else cases,
+        out,
+        device=device,
+        tta=tta_cfg if tta_cfg.mode != "none" else None,
+        target_domain=forced,
+        checkpoint=checkpoint,
+        overwrite=overwrite,
+    )
     Console(width=max(Console().width, 110)).print(format_table(res.summary))  # unwrapped in logs, as `segshift evaluate`
     how = f" with TTA {tta_cfg.describe()}" if tta_cfg.mode != "none" else ""
-    target = "its target domain: translator / target statistics applied where the method has them" if res.translate \
+    target = (
+        "its target domain: translator / target statistics applied where the method has them"
+        if res.translate
         else "not its target domain: segmented as source-like"
-    typer.echo(f"{len(res.test.cases)} case(s) of {res.test.domain} ({target}){how}: mean Dice {res.mean_dice:.3f}; "
-               f"wrote {out / 'predictions'} and {out / 'evaluation'}")
+    )
+    typer.echo(
+        f"{len(res.test.cases)} case(s) of {res.test.domain} ({target}){how}: mean Dice {res.mean_dice:.3f}; "
+        f"wrote {out / 'predictions'} and {out / 'evaluation'}"
+    )
 
 
 def register(app: typer.Typer) -> None:

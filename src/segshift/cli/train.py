@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -11,8 +10,10 @@ from segshift.errors import SegshiftError
 
 
 def methods_command(
-    config: Optional[str] = typer.Option(None, "--config", help="Print this method's full default config (YAML) instead."),
-    hparams: Optional[str] = typer.Option(None, "--hparams", help="Print this method's hyper-parameters: key, default, allowed values, meaning."),
+    config: str | None = typer.Option(None, "--config", help="Print this method's full default config (YAML) instead."),
+    hparams: str | None = typer.Option(
+        None, "--hparams", help="Print this method's hyper-parameters: key, default, allowed values, meaning."
+    ),
     markdown: bool = typer.Option(False, "--markdown", help="Print every method's hyper-parameters as Markdown (docs/hparams.md)."),
 ) -> None:
     """List every registered method with a one-line description and its paper."""
@@ -44,16 +45,24 @@ def methods_command(
 def train_command(
     method: str = typer.Option(..., "--method", "-m", help="Method name (see `segshift methods`)."),
     source: list[Path] = typer.Option([], "--source", "-s", help="Labelled source domain folder (repeatable)."),
-    target: Optional[Path] = typer.Option(None, "--target", "-t", help="Target domain folder (its labels are never read, except by oracle methods)."),
+    target: Path | None = typer.Option(
+        None, "--target", "-t", help="Target domain folder (its labels are never read, except by oracle methods)."
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder to create."),
     config: list[Path] = typer.Option([], "--config", "-c", help="YAML config file(s) overriding the defaults."),
     set_: list[str] = typer.Option([], "--set", help="Override one value, e.g. --set train.steps=200 (repeatable)."),
-    init: Optional[Path] = typer.Option(None, "--init", help="Warm start: a finished run whose networks (and preprocessing, "
-                                        "source split) this run starts from, e.g. a source-only run for an adaptation method."),
+    init: Path | None = typer.Option(
+        None,
+        "--init",
+        help="Warm start: a finished run whose networks (and preprocessing, "
+        "source split) this run starts from, e.g. a source-only run for an adaptation method.",
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
-    stop_after: Optional[int] = typer.Option(None, "--stop-after", min=1, help="Stop (with a checkpoint) after this step; --resume continues."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 [default: GPU if available]."),
+    stop_after: int | None = typer.Option(
+        None, "--stop-after", min=1, help="Stop (with a checkpoint) after this step; --resume continues."
+    ),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 [default: GPU if available]."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
 ) -> None:
     """Train METHOD on labelled SOURCE domain(s) and (for adaptation methods) an unlabelled TARGET."""
@@ -65,7 +74,9 @@ def train_command(
     cfg = resolve(method, config, set_)
     if init is not None:
         cfg["init"] = str(init)
-    summary = train(cfg, source, target, out, resume=resume, overwrite=overwrite, stop_after=stop_after, device=device, progress=not no_progress)
+    summary = train(
+        cfg, source, target, out, resume=resume, overwrite=overwrite, stop_after=stop_after, device=device, progress=not no_progress
+    )
     tag = " [ORACLE: uses target labels]" if summary["oracle"] else ""
     start = f" from {init}" if init is not None else ""
     typer.echo(

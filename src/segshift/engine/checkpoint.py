@@ -189,7 +189,7 @@ def load_weights(folder: str | Path, nets: Mapping[str, nn.Module], strict: bool
     tensors = _load_tensors(folder / "weights.safetensors")
     for name, net in nets.items():
         prefix = f"{name}."
-        sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        sd = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         try:
             _plain(net).load_state_dict(sd, strict=strict)
         except RuntimeError as exc:

@@ -140,7 +140,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "data.val_fraction": (0.0, 0.9),
     "train.steps": (1, 10**8),
     "train.batch_size": (1, 4096),
-    "train.lr": (0.0, 10.0),   # 0: nothing learns (a frozen stage)
+    "train.lr": (0.0, 10.0),  # 0: nothing learns (a frozen stage)
     "train.momentum": (0.0, 0.9999),
     "train.weight_decay": (0.0, 1.0),
     "train.poly_power": (1e-6, 100.0),

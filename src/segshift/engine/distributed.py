@@ -22,7 +22,7 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    device: torch.device = torch.device("cpu")
+    device: torch.device = torch.device("cpu")  # noqa: RUF009 - a torch.device is immutable
 
     @property
     def is_main(self) -> bool:
@@ -82,7 +82,8 @@ def all_gather_object(info: DistInfo, obj: object) -> list[object]:
 
 def sync_buffers(info: DistInfo, modules: Iterable[torch.nn.Module]) -> None:
     """Rank 0's buffers (batch-norm statistics) on every rank. DDP broadcasts them at each
-    forward; this makes the state after the last step agree too."""
+    forward; this makes the state after the last step agree too.
+    """
     if not info.enabled:
         return
     for module in modules:
@@ -92,15 +93,18 @@ def sync_buffers(info: DistInfo, modules: Iterable[torch.nn.Module]) -> None:
 
 def dump_replicas(info: DistInfo, modules: Mapping[str, torch.nn.Module], folder: Path) -> None:
     """Test hook: with ``SEGSHIFT_DUMP_RANK_WEIGHTS`` set, every rank writes its weights to
-    ``folder/rank_weights/rank<r>.safetensors`` so a test can compare the DDP replicas."""
+    ``folder/rank_weights/rank<r>.safetensors`` so a test can compare the DDP replicas.
+    """
     if not os.environ.get("SEGSHIFT_DUMP_RANK_WEIGHTS"):
         return
     from safetensors.torch import save_file
 
     out = folder / "rank_weights"
     out.mkdir(exist_ok=True)
-    save_file({f"{n}.{k}": v.detach().cpu().contiguous() for n, m in modules.items() for k, v in m.state_dict().items()},
-              str(out / f"rank{info.rank}.safetensors"))
+    save_file(
+        {f"{n}.{k}": v.detach().cpu().contiguous() for n, m in modules.items() for k, v in m.state_dict().items()},
+        str(out / f"rank{info.rank}.safetensors"),
+    )
 
 
 def all_agree(info: DistInfo, flag: bool) -> bool:

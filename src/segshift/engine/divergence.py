@@ -30,8 +30,10 @@ def check_finite(step: int, values: Mapping[str, float], kept: Path) -> None:
         kept: the checkpoint folder that is kept (named in the message).
     """
     if not all(math.isfinite(v) for v in values.values()):
-        raise TrainingDiverged(f"training diverged at step {step} ({', '.join(f'{k}={v:.4g}' for k, v in values.items())}); "
-                               f"the last good checkpoint is kept in {kept}")
+        raise TrainingDiverged(
+            f"training diverged at step {step} ({', '.join(f'{k}={v:.4g}' for k, v in values.items())}); "
+            f"the last good checkpoint is kept in {kept}"
+        )
 
 
 class DivergenceMonitor:
@@ -95,10 +97,12 @@ class DivergenceMonitor:
 
     def verdict(self, step: int, kept: Path, info: ddp.DistInfo) -> bool:
         """Rank 0's verdict on every rank: raises :class:`TrainingDiverged` if the run diverged,
-        else returns whether it is healthy (a ``last`` checkpoint may be written)."""
+        else returns whether it is healthy (a ``last`` checkpoint may be written).
+        """
         verdict = cast("tuple[str | None, bool, int | None]", ddp.broadcast_object(info, (self.diverged, self.healthy, self.onset)))
         diverged, healthy, onset = verdict
         if diverged:
-            raise TrainingDiverged(f"training diverged at step {step}: {diverged}; the last good checkpoint "
-                                   f"(written before step {onset}) is kept in {kept}")
+            raise TrainingDiverged(
+                f"training diverged at step {step}: {diverged}; the last good checkpoint (written before step {onset}) is kept in {kept}"
+            )
         return bool(healthy)

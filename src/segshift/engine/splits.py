@@ -98,6 +98,5 @@ def recorded_split(run: str | Path, domain_root: str | Path, identity: Mapping[s
                 key = folder
                 break
     if key not in train:
-        raise SegshiftError(f"{domain_root}: is not a labelled domain of the run {run} (its split covers "
-                            f"{', '.join(train) or 'nothing'})")
+        raise SegshiftError(f"{domain_root}: is not a labelled domain of the run {run} (its split covers {', '.join(train) or 'nothing'})")
     return list(train[key]), list(val.get(key) or [])

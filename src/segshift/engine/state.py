@@ -64,8 +64,9 @@ class TrainState:
     last_vals: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def create(cls, seed: int, batch_size: int, source_sizes: Sequence[int], target_size: int | None,
-               rank: int = 0, world_size: int = 1) -> TrainState:
+    def create(
+        cls, seed: int, batch_size: int, source_sizes: Sequence[int], target_size: int | None, rank: int = 0, world_size: int = 1
+    ) -> TrainState:
         """The state at step 0 of a run at ``seed``.
 
         Args:
@@ -80,13 +81,20 @@ class TrainState:
         per_src = [batch_size // n + (1 if i < batch_size % n else 0) for i in range(n)]
         sources = [BatchStream(size, max(1, b), seed + 101 * i, rank, world_size) for i, (size, b) in enumerate(zip(source_sizes, per_src))]
         target = BatchStream(target_size, batch_size, seed + 7919, rank, world_size) if target_size else None
-        return cls(sources, target, torch.Generator().manual_seed(seed * 1000 + rank),
-                   torch.Generator().manual_seed(seed * 1000 + rank + 7_919_000))
+        return cls(
+            sources,
+            target,
+            torch.Generator().manual_seed(seed * 1000 + rank),
+            torch.Generator().manual_seed(seed * 1000 + rank + 7_919_000),
+        )
 
     def rank_state(self) -> dict[str, Any]:
         """This process's random state (global RNGs and the augmentation generators)."""
-        return {"rng": ckpt.rng_state(), "augment_rng": self.augment_rng.get_state().tolist(),
-                "augment_rng_target": self.augment_rng_target.get_state().tolist()}
+        return {
+            "rng": ckpt.rng_state(),
+            "augment_rng": self.augment_rng.get_state().tolist(),
+            "augment_rng_target": self.augment_rng_target.get_state().tolist(),
+        }
 
     def state_dict(self, ranks: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
         """The JSON-able state (keys :data:`KEYS`).
@@ -101,8 +109,10 @@ class TrainState:
             "best": dict(self.best),
             "val": dict(self.last_vals),
             "ranks": {str(r): dict(s) for r, s in enumerate(ranks)},
-            "streams": {"source": [s.state_dict() for s in self.source_streams],
-                        "target": self.target_stream.state_dict() if self.target_stream is not None else None},
+            "streams": {
+                "source": [s.state_dict() for s in self.source_streams],
+                "target": self.target_stream.state_dict() if self.target_stream is not None else None,
+            },
         }
 
     def load_state_dict(self, doc: Mapping[str, Any], rank: int = 0) -> None:

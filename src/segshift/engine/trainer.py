@@ -75,6 +75,7 @@ from segshift.utils.atomic import check_disjoint, write_json, write_text
 
 __all__ = ["DivergenceMonitor", "Trainer", "TrainingDiverged", "resolve_select", "train"]  # the first two re-exported
 
+
 def _label_set(domains: Sequence[Domain]) -> dict[str, int]:
     labels = domains[0].spec.labels
     for d in domains[1:]:
@@ -173,8 +174,7 @@ class Trainer:
             if not (self.run / "config.yaml").is_file():
                 raise SegshiftError(f"{self.run}: nothing to resume (no config.yaml)")
             cfg = load_yaml(self.run / "config.yaml")
-            sources, target, self._moved = _resume_domains(self.run, json.loads((self.run / "run.json").read_text()),
-                                                           sources, target)
+            sources, target, self._moved = _resume_domains(self.run, json.loads((self.run / "run.json").read_text()), sources, target)
         elif self.dist.is_main:
             check_disjoint(self.run, [*sources, target, cfg.get("init")], "run folder")
             if self.run.exists() and any(self.run.iterdir()) and not overwrite:
@@ -187,8 +187,10 @@ class Trainer:
         self.method_cls = get_method(cfg["method_name"])
         self.augment = AugmentConfig.from_dict(cfg["augment"], spacing=cfg["data"]["preprocess"]["target_spacing"])
         if self.augment.enabled and self.augment.gin.uses_consistency and not self.method_cls.supports_view_consistency:
-            raise SegshiftError(f"augment.gin.consistency={self.augment.gin.consistency:g}: method {self.method_cls.name} has no "
-                                "GIN-IPA consistency term; set augment.gin.consistency=0 to use GIN's appearance randomisation alone")
+            raise SegshiftError(
+                f"augment.gin.consistency={self.augment.gin.consistency:g}: method {self.method_cls.name} has no "
+                "GIN-IPA consistency term; set augment.gin.consistency=0 to use GIN's appearance randomisation alone"
+            )
         self.sources = [Domain(s) for s in sources]
         self.target = Domain(target) if target is not None else None
         if not self.sources:
@@ -273,7 +275,8 @@ class Trainer:
     def _rehome_caches(self, old: Path, new: Path) -> None:
         """Point the caches built under ``old`` (the staging folder) at ``new`` (the run folder it
         was renamed to). A cache holds its folder, its index and lazily opened arrays, none of
-        them opened yet, so this re-reads nothing; caches in ``data.cache_dir`` stay where they are."""
+        them opened yet, so this re-reads nothing; caches in ``data.cache_dir`` stay where they are.
+        """
 
         def move(cache: SliceCache) -> SliceCache:
             try:
@@ -315,22 +318,29 @@ class Trainer:
 
     def on_train_start(self) -> None:
         """Build the method, read the data (staging a new run folder), wrap the networks for
-        compile/DDP, create or restore the :class:`TrainState`, open the logs."""
+        compile/DDP, create or restore the :class:`TrainState`, open the logs.
+        """
         _configure_torch(self.cfg)
         self.method = self._build_method()
         self._prepare_data()
         self._wrap_nets()
         self.total = self.method.total_steps()
         sizes = [len(c) for c in self.train_caches]
-        self.state = TrainState.create(int(self.cfg["seed"]), int(self.tcfg["batch_size"]), sizes,
-                                       len(self.target_cache) if self.target_cache is not None else None,
-                                       self.dist.rank, self.dist.world_size)
+        self.state = TrainState.create(
+            int(self.cfg["seed"]),
+            int(self.tcfg["batch_size"]),
+            sizes,
+            len(self.target_cache) if self.target_cache is not None else None,
+            self.dist.rank,
+            self.dist.world_size,
+        )
         if self.resume:
             self.load_checkpoint()
         start = self.state.step
         self.logger = RunLogger(self.run, self.dist.is_main, resume_step=start if self.resume else None)
-        self.monitor = DivergenceMonitor(float(self.tcfg["diverge_factor"]), int(self.tcfg["diverge_patience"]),
-                                         start + int(self.tcfg["diverge_warmup"]))
+        self.monitor = DivergenceMonitor(
+            float(self.tcfg["diverge_factor"]), int(self.tcfg["diverge_patience"]), start + int(self.tcfg["diverge_warmup"])
+        )
         self.progress_bar = ProgressBar(self.show_progress, self.total, start)
         self._running: dict[str, list[float]] = {}
         self._t0 = time.time()
@@ -338,7 +348,8 @@ class Trainer:
 
     def train_step(self, step: int) -> dict[str, float]:
         """One step: the next batch, the method's update, the schedulers, the divergence checks;
-        returns the method's logged values."""
+        returns the method's logged values.
+        """
         values = self.method.train_step(self._batch(), step)
         self.method.step_schedulers()
         check_finite(step, values, self.run / "checkpoints" / "last")
@@ -347,7 +358,8 @@ class Trainer:
 
     def on_step_end(self, step: int, values: dict[str, float]) -> None:
         """After a step: the divergence verdict, the log row (with validation when due), the
-        ``last`` checkpoint every ``train.checkpoint_every`` steps while the run is healthy."""
+        ``last`` checkpoint every ``train.checkpoint_every`` steps while the run is healthy.
+        """
         t = self.tcfg
         is_ckpt = step % int(t["checkpoint_every"]) == 0 or step == self.total or step == self.stop_after
         healthy = True
@@ -374,10 +386,14 @@ class Trainer:
 
     def validation_due(self, step: int) -> bool:
         """Validate every ``train.eval_every`` steps, at the end, and at the end of a stage that
-        validation covers (the method says which steps it covers)."""
+        validation covers (the method says which steps it covers).
+        """
         m = self.method
-        return bool(self.val_caches) and m.validation_due(step) and (
-            step % int(self.tcfg["eval_every"]) == 0 or step == self.total or not m.validation_due(step + 1))
+        return (
+            bool(self.val_caches)
+            and m.validation_due(step)
+            and (step % int(self.tcfg["eval_every"]) == 0 or step == self.total or not m.validation_due(step + 1))
+        )
 
     def validate(self, step: int) -> dict[str, float]:
         """Source-validation scores (rank 0 computes, every rank gets them); kept in the state."""
@@ -393,7 +409,8 @@ class Trainer:
 
     def select_final(self) -> None:
         """After the last step: the final model is ``best`` by rule (``last``) or for want of
-        validation; then (rank 0) the final networks and the method's figures."""
+        validation; then (rank 0) the final networks and the method's figures.
+        """
         if self.select == "last" or not self.val_caches or self.state.best["step"] is None:
             self.state.best = {"score": self.state.last_vals.get("mean") if self.select == "last" else None, "step": self.total}
             self.save_checkpoint("best")
@@ -428,13 +445,20 @@ class Trainer:
     def save_checkpoint(self, which: str) -> None:
         """Write ``checkpoints/<which>`` (``last``: everything a resume needs; ``best``: the
         method's checkpoint networks). Every rank calls it (the ranks' random states are gathered);
-        rank 0 writes."""
+        rank 0 writes.
+        """
         ranks = cast("list[dict[str, Any]]", ddp.all_gather_object(self.dist, self.state.rank_state()))
         if not self.dist.is_main:
             return
         m = self.method
-        doc = {**self.state.state_dict(ranks), "method": m.name, "oracle": m.uses_target_labels, "labels": self.labels,
-               "config": self.cfg, "preprocess": self.pre.to_dict()}
+        doc = {
+            **self.state.state_dict(ranks),
+            "method": m.name,
+            "oracle": m.uses_target_labels,
+            "labels": self.labels,
+            "config": self.cfg,
+            "preprocess": self.pre.to_dict(),
+        }
         folder = self.run / "checkpoints" / which
         if which == "last":
             ckpt.save_checkpoint(folder, m.nets, doc, m.optimizers, m.schedulers)
@@ -451,7 +475,8 @@ class Trainer:
     # -- the parts of on_train_start ----------------------------------------------------
     def _build_method(self) -> Method:
         """The method, built and warm-started before anything is written: an init whose
-        weights do not fit is refused with no run folder left behind."""
+        weights do not fit is refused with no run folder left behind.
+        """
         method: Method = self.method_cls(self.cfg, num_classes=len(self.labels), in_channels=1, device=self.dist.device)
         method.configure(ExecutionPolicy.from_config(self.tcfg, method.device))  # precision, channels_last, compile
         method.build()
@@ -491,7 +516,8 @@ class Trainer:
     def _stage(self) -> Preprocessor:
         """Rank 0 of a new run: fit the preprocessing and build the caches in the staging
         folder, write config, preprocessing and run.json there, and rename it to the run folder
-        (setting an existing run aside under ``--overwrite``). Returns the preprocessing."""
+        (setting an existing run aside under ``--overwrite``). Returns the preprocessing.
+        """
         stage = self.run.parent / f".{self.run.name}.staging"
         shutil.rmtree(stage, ignore_errors=True)
         try:
@@ -556,7 +582,8 @@ class Trainer:
 
     def _batch(self) -> Batch:
         """The next batch: each source stream's share (augmented with the source generator, then
-        GIN views if on), and the target stream's (augmented with the target generator)."""
+        GIN views if on), and the target stream's (augmented with the target generator).
+        """
         st, aug, dev = self.state, self.augment, self.method.device
         gen = st.augment_rng
         imgs, labs, doms = [], [], []
@@ -582,10 +609,12 @@ class Trainer:
 
     def _resumed_plan(self) -> dict[str, Any]:
         """The recorded plan; domains that moved (same identity, new folder) are re-keyed, and
-        run.json records their new folders."""
+        run.json records their new folders.
+        """
         info = json.loads((self.run / "run.json").read_text())
         plan = info["plan"]
         if self._moved:
+
             def move(keys: dict[str, Any]) -> dict[str, Any]:
                 return {self._moved.get(k, k): v for k, v in keys.items()}
 
@@ -604,8 +633,7 @@ class Trainer:
             "oracle": self.method_cls.uses_target_labels,
             "sources": [str(d.root.resolve()) for d in self.sources],
             "target": str(self.target.root.resolve()) if self.target else None,
-            "identity": {"sources": [d.identity() for d in self.sources],
-                         "target": self.target.identity() if self.target else None},
+            "identity": {"sources": [d.identity() for d in self.sources], "target": self.target.identity() if self.target else None},
             "labels": self.labels,
             "plan": plan,
             "selection": self.select if not self.method_cls.uses_target_labels else f"{self.select} (oracle: target labels)",
@@ -616,8 +644,9 @@ class Trainer:
         }
 
 
-def _resume_domains(run: Path, info: dict[str, Any], sources: Sequence[str | Path],
-                    target: str | Path | None) -> tuple[list[str], str | None, dict[str, str]]:
+def _resume_domains(
+    run: Path, info: dict[str, Any], sources: Sequence[str | Path], target: str | Path | None
+) -> tuple[list[str], str | None, dict[str, str]]:
     """The domains a resumed run continues with: the recorded folders, or the ``--source`` /
     ``--target`` given with ``--resume`` for a domain that moved.
 
@@ -628,26 +657,30 @@ def _resume_domains(run: Path, info: dict[str, Any], sources: Sequence[str | Pat
     rec_src, rec_tgt = list(info["sources"]), info["target"]
     ident = info.get("identity") or {}  # runs from before identities were recorded: paths only
     if sources and len(sources) != len(rec_src):
-        raise SegshiftError(f"{run}: --resume with --source: this run has {len(rec_src)} source domain(s) "
-                            f"({', '.join(rec_src)}); give all of them, in that order, or none")
+        raise SegshiftError(
+            f"{run}: --resume with --source: this run has {len(rec_src)} source domain(s) "
+            f"({', '.join(rec_src)}); give all of them, in that order, or none"
+        )
     if target is not None and rec_tgt is None:
         raise SegshiftError(f"{run}: --resume with --target: this run has no target domain")
-    pairs = [(r, str(Path(g).resolve()) if sources else r, i, "--source")
-             for i, (r, g) in enumerate(zip(rec_src, sources or rec_src))]
+    pairs = [(r, str(Path(g).resolve()) if sources else r, i, "--source") for i, (r, g) in enumerate(zip(rec_src, sources or rec_src))]
     if rec_tgt is not None:
         pairs.append((rec_tgt, str(Path(target).resolve()) if target is not None else rec_tgt, None, "--target"))
     moved: dict[str, str] = {}
     for recorded, now, i, flag in pairs:
         if not (Path(now) / "domain.json").is_file():
-            hint = (f"if it moved, give its new folder with {flag} along with --resume" if now == recorded
-                    else f"{now} is not a domain folder")
+            hint = (
+                f"if it moved, give its new folder with {flag} along with --resume" if now == recorded else f"{now} is not a domain folder"
+            )
             raise SegshiftError(f"{run}: cannot resume: the domain {recorded} recorded in run.json is gone; {hint}")
         want = ident.get("sources", [None] * len(rec_src))[i] if i is not None else ident.get("target")
         if want is not None:
             changes = identity_changes(want, Domain(now).identity())
             if changes:
-                raise SegshiftError(f"{run}: cannot resume: {now} is not the domain this run started with "
-                                    f"({'; '.join(changes)}); start a new run for changed data")
+                raise SegshiftError(
+                    f"{run}: cannot resume: {now} is not the domain this run started with "
+                    f"({'; '.join(changes)}); start a new run for changed data"
+                )
         if now != recorded:
             moved[recorded] = now
     return [moved.get(r, r) for r in rec_src], moved.get(rec_tgt, rec_tgt) if rec_tgt else None, moved
@@ -661,12 +694,16 @@ def _aside(run: Path) -> Path:
 def _set_aside(run: Path) -> None:
     """Move an existing run folder aside (``--overwrite``); it is deleted when the new run finishes,
     so an interrupted or failed replacement loses nothing finished. If a run is already aside,
-    ``run`` is itself an unfinished replacement and is deleted instead."""
+    ``run`` is itself an unfinished replacement and is deleted instead.
+    """
     aside = _aside(run)
     if aside.exists():
         shutil.rmtree(run)
-        print(f"note: {run} was an unfinished replacement and is deleted; the run it replaced is still kept at {aside} "
-              "until this one finishes", file=sys.stderr)
+        print(
+            f"note: {run} was an unfinished replacement and is deleted; the run it replaced is still kept at {aside} "
+            "until this one finishes",
+            file=sys.stderr,
+        )
     else:
         run.rename(aside)
         print(f"note: the previous {run} is kept at {aside} until this run finishes", file=sys.stderr)
@@ -690,7 +727,8 @@ def train(
     trainer_cls: type[Trainer] | None = None,
 ) -> dict[str, Any]:
     """Train a method; returns the run summary. See :class:`Trainer`; ``trainer_cls`` runs a
-    subclass of it instead."""
+    subclass of it instead.
+    """
     trainer = (trainer_cls or Trainer)(cfg, sources, target, out, resume=resume, overwrite=overwrite, device=device, progress=progress)
     try:
         return trainer.fit(stop_after=stop_after)

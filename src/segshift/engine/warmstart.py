@@ -103,8 +103,7 @@ def _differences(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str, skip: 
     return out
 
 
-def check_compatible(init: InitRun, cfg: Config, init_nets: Sequence[str], sources: Sequence[Path],
-                     labels: Mapping[str, int]) -> str:
+def check_compatible(init: InitRun, cfg: Config, init_nets: Sequence[str], sources: Sequence[Path], labels: Mapping[str, int]) -> str:
     """Refuse an init run this run cannot start from; returns how histogram matching is handled.
 
     Returns:
@@ -122,11 +121,15 @@ def check_compatible(init: InitRun, cfg: Config, init_nets: Sequence[str], sourc
     problems += _differences(pre_old, pre_new, "data.preprocess.", skip=("histmatch",))
     hm_new, hm_old = bool(pre_new.get("histmatch")), bool(pre_old.get("histmatch"))
     if hm_old and not hm_new:
-        problems.append("data.preprocess.histmatch: the init run's network was trained on histogram-matched images; "
-                        "this run switches histogram matching off")
+        problems.append(
+            "data.preprocess.histmatch: the init run's network was trained on histogram-matched images; "
+            "this run switches histogram matching off"
+        )
     if hm_old and hm_new and cfg["data"]["histmatch_reference"] != init.cfg["data"]["histmatch_reference"]:
-        problems.append(f"data.histmatch_reference: this run {cfg['data']['histmatch_reference']!r}, "
-                        f"init run {init.cfg['data']['histmatch_reference']!r}")
+        problems.append(
+            f"data.histmatch_reference: this run {cfg['data']['histmatch_reference']!r}, "
+            f"init run {init.cfg['data']['histmatch_reference']!r}"
+        )
     mine = [str(Path(s).resolve()) for s in sources]
     theirs = [str(s) for s in init.info.get("sources") or []]
     if mine != theirs:

@@ -123,15 +123,25 @@ def attack_probe(
                     for k in kinds:
                         rows.append({"eps": e, "kind": k, "case": case, **scores, "mean": float(np.mean(list(scores.values())))})
     names = list(pred.structures)
-    summary: dict[str, Any] = {"run": str(Path(run).resolve()), "domain": str(dom.root.resolve()), "cases": list(chosen),
-                               "eps": eps_list, "units": "preprocessed (z-scored) intensity", "method": pred.method.name,
-                               "oracle": pred.oracle}
+    summary: dict[str, Any] = {
+        "run": str(Path(run).resolve()),
+        "domain": str(dom.root.resolve()),
+        "cases": list(chosen),
+        "eps": eps_list,
+        "units": "preprocessed (z-scored) intensity",
+        "method": pred.method.name,
+        "oracle": pred.oracle,
+    }
     for kind in KINDS:
         summary[kind] = [float(np.mean([r["mean"] for r in rows if r["kind"] == kind and r["eps"] == e])) for e in eps_list]
-        summary[f"{kind}_per_structure"] = {n: [float(np.mean([r[n] for r in rows if r["kind"] == kind and r["eps"] == e])) for e in eps_list]
-                                           for n in names}
+        summary[f"{kind}_per_structure"] = {
+            n: [float(np.mean([r[n] for r in rows if r["kind"] == kind and r["eps"] == e])) for e in eps_list] for n in names
+        }
     header = ["eps", "kind", "case", *names, "mean"]
-    csv = "\n".join([",".join(header)] + [",".join(f"{r[h]:.6g}" if isinstance(r[h], float) else str(r[h]) for h in header) for r in rows]) + "\n"
+    csv = (
+        "\n".join([",".join(header)] + [",".join(f"{r[h]:.6g}" if isinstance(r[h], float) else str(r[h]) for h in header) for r in rows])
+        + "\n"
+    )
     with atomic_dir(out, overwrite=overwrite) as folder:
         write_text(folder / "attack.csv", csv)
         write_json(folder / "summary.json", summary)
@@ -146,16 +156,22 @@ def _examples_figure(examples: dict[float, tuple[np.ndarray, ...]], path: Path, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    chosen = sorted(examples)[: max(1, n)] if len(examples) <= n else [sorted(examples)[i] for i in np.linspace(0, len(examples) - 1, n).round().astype(int)]
+    chosen = (
+        sorted(examples)[: max(1, n)]
+        if len(examples) <= n
+        else [sorted(examples)[i] for i in np.linspace(0, len(examples) - 1, n).round().astype(int)]
+    )
     fig, axes = plt.subplots(len(chosen), 4, figsize=(8, 2.1 * len(chosen)), squeeze=False)
     for r, e in enumerate(chosen):
         img, delta, p, lab = examples[e]
-        for c, (a, title, kw) in enumerate([
-            (img + delta, f"eps {e:g}: perturbed", {"cmap": "gray"}),
-            (delta, "perturbation", {"cmap": "coolwarm", "vmin": -max(e, 1e-6), "vmax": max(e, 1e-6)}),
-            (p, "prediction", {"cmap": "viridis", "vmin": 0, "vmax": max(3, int(lab.max()))}),
-            (lab, "reference", {"cmap": "viridis", "vmin": 0, "vmax": max(3, int(lab.max()))}),
-        ]):
+        for c, (a, title, kw) in enumerate(
+            [
+                (img + delta, f"eps {e:g}: perturbed", {"cmap": "gray"}),
+                (delta, "perturbation", {"cmap": "coolwarm", "vmin": -max(e, 1e-6), "vmax": max(e, 1e-6)}),
+                (p, "prediction", {"cmap": "viridis", "vmin": 0, "vmax": max(3, int(lab.max()))}),
+                (lab, "reference", {"cmap": "viridis", "vmin": 0, "vmax": max(3, int(lab.max()))}),
+            ]
+        ):
             axes[r][c].imshow(a, interpolation="nearest", **kw)
             axes[r][c].set_title(title, fontsize=8)
             axes[r][c].axis("off")
@@ -170,4 +186,3 @@ def format_summary(summary: dict[str, Any]) -> str:
     for e, f, r in zip(summary["eps"], summary["fgsm"], summary["random"]):
         lines.append(f"{e:<10g} {f:<10.3f} {r:.3f}")
     return "\n".join(lines)
-

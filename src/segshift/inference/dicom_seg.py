@@ -46,31 +46,33 @@ def require_highdicom() -> None:
 
 
 def segment_descriptions(labels: Mapping[str, int], method: str, version: str) -> tuple[list, dict[int, int]]:
-    """highdicom segment descriptions of the foreground labels, and label id -> segment number."""
+    """Highdicom segment descriptions of the foreground labels, and label id -> segment number."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
-    algorithm = hd.AlgorithmIdentificationSequence(name=f"segshift {method}", version=version,
-                                                   family=codes.DCM.ArtificialIntelligence)
+    algorithm = hd.AlgorithmIdentificationSequence(name=f"segshift {method}", version=version, family=codes.DCM.ArtificialIntelligence)
     out, numbers = [], {}
     for number, (name, label_id) in enumerate(sorted(((k, v) for k, v in labels.items() if v != 0), key=lambda kv: kv[1]), 1):
         prop = getattr(codes.SCT, CARDIAC_CODES[name]) if name in CARDIAC_CODES else codes.SCT.Tissue
-        out.append(hd.seg.SegmentDescription(
-            segment_number=number,
-            segment_label=name,
-            segmented_property_category=codes.SCT.AnatomicalStructure,
-            segmented_property_type=prop,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=algorithm,
-            tracking_uid=hd.UID(),
-            tracking_id=f"segshift label {label_id}",
-        ))
+        out.append(
+            hd.seg.SegmentDescription(
+                segment_number=number,
+                segment_label=name,
+                segmented_property_category=codes.SCT.AnatomicalStructure,
+                segmented_property_type=prop,
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                algorithm_identification=algorithm,
+                tracking_uid=hd.UID(),
+                tracking_id=f"segshift label {label_id}",
+            )
+        )
         numbers[label_id] = number
     return out, numbers
 
 
-def write_dicom_seg(series: str | Path, mask: np.ndarray, labels: Mapping[str, int], dest: str | Path, method: str,
-                    version: str = "") -> None:
+def write_dicom_seg(
+    series: str | Path, mask: np.ndarray, labels: Mapping[str, int], dest: str | Path, method: str, version: str = ""
+) -> None:
     """Write ``mask`` (``(i, j, k)``, label ids of ``labels``) of the DICOM series folder ``series`` as a DICOM SEG.
 
     Raises:

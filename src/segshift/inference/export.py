@@ -60,16 +60,21 @@ class ExportReport:
         m = self.manifest
         what = "translator + segmenter" if m["translates"] else "segmenter"
         norm = ", target-domain batch-norm statistics" if m["target_norm"] else ""
-        written = f"wrote {self.folder / m['model_file']} ({m['format']}, {what}{norm}; {m['method']}, fp32), preprocess.json and manifest.json"
-        shapes = (f"input {m['input']['name']} {m['input']['shape']} at {m['spacing_mm']} mm in-plane; output {m['output']['name']} "
-                  f"{m['output']['shape']}, labels {m['labels']}; parity check: max |diff| {m['parity']['max_abs_diff']:.2e} "
-                  f"({m['parity']['runtime']})")
+        written = (
+            f"wrote {self.folder / m['model_file']} ({m['format']}, {what}{norm}; {m['method']}, fp32), preprocess.json and manifest.json"
+        )
+        shapes = (
+            f"input {m['input']['name']} {m['input']['shape']} at {m['spacing_mm']} mm in-plane; output {m['output']['name']} "
+            f"{m['output']['shape']}, labels {m['labels']}; parity check: max |diff| {m['parity']['max_abs_diff']:.2e} "
+            f"({m['parity']['runtime']})"
+        )
         return [written, shapes]
 
 
 class _Graph(nn.Module):
     """The prediction path of a method (a private copy), as one module: ``predict_logits`` without ``no_grad`` wrappers
-    mattering (the trace sees the operations either way)."""
+    mattering (the trace sees the operations either way).
+    """
 
     def __init__(self, method: Any, used: list[str]) -> None:
         super().__init__()
@@ -112,8 +117,9 @@ def _used_nets(method: Any, x: torch.Tensor) -> list[str]:
     return list(dict.fromkeys(called))
 
 
-def export_model(run: str | Path, out: str | Path, fmt: str, checkpoint: str = "best", target_domain: bool = True,
-                 overwrite: bool = False) -> ExportReport:
+def export_model(
+    run: str | Path, out: str | Path, fmt: str, checkpoint: str = "best", target_domain: bool = True, overwrite: bool = False
+) -> ExportReport:
     """Export the run's model as ONNX or TorchScript with its preprocessing and a manifest (see the module docstring)."""
     from segshift.inference.predictor import Predictor
 
@@ -146,8 +152,10 @@ def export_model(run: str | Path, out: str | Path, fmt: str, checkpoint: str = "
             _to_torchscript(graph, x, tmp / model_file)
         diff, runtime = _parity(tmp / model_file, fmt, x, reference)
         if not diff <= PARITY_TOL:
-            raise SegshiftError(f"{run}: the exported {fmt} graph's logits differ from PyTorch's by {diff:.3g} "
-                                f"(more than {PARITY_TOL:g}); nothing was written")
+            raise SegshiftError(
+                f"{run}: the exported {fmt} graph's logits differ from PyTorch's by {diff:.3g} "
+                f"(more than {PARITY_TOL:g}); nothing was written"
+            )
         pred.pre.save(tmp / "preprocess.json")
         manifest = {
             "kind": MANIFEST_KIND,
@@ -163,10 +171,17 @@ def export_model(run: str | Path, out: str | Path, fmt: str, checkpoint: str = "
             "target_domain": bool(target_domain),
             "target": pred.run_info.get("target"),
             "labels": dict(pred.labels),
-            "input": {"name": "image", "shape": ["batch", 1, h if pre.crop_size else "height", w if pre.crop_size else "width"],
-                      "dtype": "float32", "layout": "preprocessed slices (see preprocess.json), slice axis first"},
-            "output": {"name": "logits", "shape": ["batch", n_classes, h if pre.crop_size else "height",
-                                                   w if pre.crop_size else "width"], "dtype": "float32"},
+            "input": {
+                "name": "image",
+                "shape": ["batch", 1, h if pre.crop_size else "height", w if pre.crop_size else "width"],
+                "dtype": "float32",
+                "layout": "preprocessed slices (see preprocess.json), slice axis first",
+            },
+            "output": {
+                "name": "logits",
+                "shape": ["batch", n_classes, h if pre.crop_size else "height", w if pre.crop_size else "width"],
+                "dtype": "float32",
+            },
             "spacing_mm": pre.target_spacing,
             "crop_size": list(pre.crop_size) if pre.crop_size else None,
             "crop_center": pre.crop_center,
@@ -192,8 +207,17 @@ def _to_onnx(graph: nn.Module, x: torch.Tensor, path: Path, free_hw: bool) -> No
     axes = {0: "batch", 2: "height", 3: "width"} if free_hw else {0: "batch"}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation; tracer notes
-        torch.onnx.export(graph, (x,), str(path), dynamo=False, input_names=["image"], output_names=["logits"],
-                          dynamic_axes={"image": axes, "logits": axes}, opset_version=OPSET, do_constant_folding=True)
+        torch.onnx.export(
+            graph,
+            (x,),
+            str(path),
+            dynamo=False,
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes={"image": axes, "logits": axes},
+            opset_version=OPSET,
+            do_constant_folding=True,
+        )
 
 
 def _to_torchscript(graph: nn.Module, x: torch.Tensor, path: Path) -> None:

@@ -21,14 +21,14 @@ from segshift.errors import InputFileError, SegshiftError
 from segshift.inference.predictor import Predictor
 from segshift.utils.atomic import atomic_dir, check_disjoint, write_text
 
-
 OUTPUT_FORMATS = ("nifti", "dicom-seg")
 """Mask formats of ``segshift predict --format``."""
 
 
 def collect_inputs(path: str | Path) -> list[Path]:
     """The volumes under ``path``: one file, a DICOM series folder, a domain folder (its
-    ``images/``), or a folder of volume files and/or DICOM series folders."""
+    ``images/``), or a folder of volume files and/or DICOM series folders.
+    """
     path = Path(path)
     if not path.exists():
         raise InputFileError(path, "does not exist")
@@ -36,8 +36,11 @@ def collect_inputs(path: str | Path) -> list[Path]:
         return [path]
     if (path / "domain.json").is_file() and (path / "images").is_dir():
         path = path / "images"
-    items = [p for p in sorted(path.iterdir()) if not p.name.startswith(".") and (
-        (p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES)) or is_dicom_dir(p))]
+    items = [
+        p
+        for p in sorted(path.iterdir())
+        if not p.name.startswith(".") and ((p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES)) or is_dicom_dir(p))
+    ]
     if not items:
         raise InputFileError(path, "holds no volumes to predict (.nii/.nii.gz, .mha/.nrrd, DICOM series folders)")
     return items
@@ -110,8 +113,10 @@ def predict_paths(
 
         not_series = [i for i in items if not i.is_dir()]
         if not_series:
-            raise InputFileError(not_series[0], "--format dicom-seg needs DICOM series folders as input (a DICOM SEG references "
-                                                "the images it segments); this is not one")
+            raise InputFileError(
+                not_series[0],
+                "--format dicom-seg needs DICOM series folders as input (a DICOM SEG references the images it segments); this is not one",
+            )
         require_highdicom()
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -141,18 +146,33 @@ def predict_paths(
                     raise
                 failures.append({"case": case, "input": str(item), "reason": str(exc).replace("\n", " ")})
                 continue
-            rows.append({"case": case, "model": model, "input": str(item), "shape": "x".join(map(str, vol.shape)),
-                         "spacing_mm": "x".join(f"{s:.4g}" for s in vol.spacing), **pred.qc})
+            rows.append(
+                {
+                    "case": case,
+                    "model": model,
+                    "input": str(item),
+                    "shape": "x".join(map(str, vol.shape)),
+                    "spacing_mm": "x".join(f"{s:.4g}" for s in vol.spacing),
+                    **pred.qc,
+                }
+            )
         if not rows:
-            raise SegshiftError(f"{inputs}: none of the {len(items)} inputs could be predicted: "
-                                + "; ".join(f["reason"] for f in failures[:3]) + (" ..." if len(failures) > 3 else ""))
+            raise SegshiftError(
+                f"{inputs}: none of the {len(items)} inputs could be predicted: "
+                + "; ".join(f["reason"] for f in failures[:3])
+                + (" ..." if len(failures) > 3 else "")
+            )
         write_text(tmp / "qc.csv", _csv(rows))
         if failures:
             write_text(tmp / "failures.csv", _csv(failures))
     if failures:
-        raise PredictionFailures(f"{len(failures)} of {len(items)} input(s) could not be predicted (listed with the reason in "
-                                 f"{Path(out) / 'failures.csv'}); the {len(rows)} other mask(s) are in {out}. First: "
-                                 f"{failures[0]['reason']}", rows, failures)
+        raise PredictionFailures(
+            f"{len(failures)} of {len(items)} input(s) could not be predicted (listed with the reason in "
+            f"{Path(out) / 'failures.csv'}); the {len(rows)} other mask(s) are in {out}. First: "
+            f"{failures[0]['reason']}",
+            rows,
+            failures,
+        )
     return rows
 
 

@@ -79,8 +79,17 @@ class Predictor:
             (``*_before_tta``).
     """
 
-    def __init__(self, run: str | Path, checkpoint: str = "best", device: str | None = None, batch_size: int = 32, relocate_px: float = 8.0,
-                 target_domain: bool | None = None, translate: bool | None = None, tta: TTAConfig | None = None) -> None:
+    def __init__(
+        self,
+        run: str | Path,
+        checkpoint: str = "best",
+        device: str | None = None,
+        batch_size: int = 32,
+        relocate_px: float = 8.0,
+        target_domain: bool | None = None,
+        translate: bool | None = None,
+        tta: TTAConfig | None = None,
+    ) -> None:
         self.run = Path(run)
         if not (self.run / "config.yaml").is_file():
             raise InputFileError(self.run, "is not a segshift run folder (no config.yaml)")
@@ -104,8 +113,9 @@ class Predictor:
         folder = self.run / "checkpoints" / checkpoint
         names = self.method.checkpoint_nets() if checkpoint == "best" else list(self.method.nets)
         self.state = ckpt.load_weights(folder, {k: self.method.nets[k] for k in names if _in_checkpoint(folder, k)})
-        _check_recorded(self.run, self.state, {"config.yaml": self.cfg, "preprocess.json": self.pre.to_dict(),
-                                               "run.json (labels)": self.labels})
+        _check_recorded(
+            self.run, self.state, {"config.yaml": self.cfg, "preprocess.json": self.pre.to_dict(), "run.json (labels)": self.labels}
+        )
         self.method.to_device()
         self.method.train(False)
         self.target_domain = bool(target_domain if target_domain is not None else translate if translate is not None else True)
@@ -142,8 +152,13 @@ class Predictor:
             raise InputFileError(image.path or "<volume>", f"prediction needs a 3D volume, got shape {image.shape}")
         probs, prep = self.pre.predict(image, self._probs, self.relocate_px)
         mask, qc = self._mask_and_qc(probs, prep.geometry, image)
-        qc.update({"center_source": prep.geometry.center_source, "translated": bool(self.method.translate_at_predict),
-                   "target_norm": self.target_norm})
+        qc.update(
+            {
+                "center_source": prep.geometry.center_source,
+                "translated": bool(self.method.translate_at_predict),
+                "target_norm": self.target_norm,
+            }
+        )
         if self.tta.cfg.mode != "none":
             _, before = self._mask_and_qc(self._probs(prep.image, tta=False), prep.geometry, image)
             qc.update({"tta": self.tta.cfg.describe(), **{f"{k}_before_tta": v for k, v in before.items()}})
@@ -176,9 +191,13 @@ def _check_recorded(run: Path, state: dict[str, Any], files: dict[str, Any]) -> 
         if recorded[name] is None:
             continue  # (a checkpoint that predates the record)
         # through JSON and back first: tuples become lists and keys strings, as in state.json
-        if json.dumps(recorded[name], sort_keys=True, default=str) != json.dumps(json.loads(json.dumps(value, default=str)), sort_keys=True, default=str):
-            raise InputFileError(run / name.split(" ")[0], "differs from the copy recorded in the checkpoint at training "
-                                 "(edited after training?); restore it, or retrain")
+        if json.dumps(recorded[name], sort_keys=True, default=str) != json.dumps(
+            json.loads(json.dumps(value, default=str)), sort_keys=True, default=str
+        ):
+            raise InputFileError(
+                run / name.split(" ")[0],
+                "differs from the copy recorded in the checkpoint at training (edited after training?); restore it, or retrain",
+            )
 
 
 def _in_checkpoint(folder: Path, net: str) -> bool:
@@ -188,7 +207,7 @@ def _in_checkpoint(folder: Path, net: str) -> bool:
     if not net.endswith(TARGET_NORM):
         return True
     with safe_open(str(folder / "weights.safetensors"), framework="pt") as f:
-        return any(k.startswith(f"{net}.") for k in f.keys())
+        return any(k.startswith(f"{net}.") for k in f)
 
 
 def is_run_target(run_info: dict[str, Any], domain_root: str | Path) -> bool:

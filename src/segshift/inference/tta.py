@@ -65,7 +65,9 @@ class TTAConfig:
             raise SegshiftError(f"--tta-alpha must be in [0, 1], got {self.alpha!r}")
 
     def describe(self) -> str:
-        return {"none": "none", "flip": "flip (4 mirrorings)", "tent": f"tent ({self.steps} steps, lr {self.lr:g}, alpha {self.alpha:g})"}[self.mode]
+        return {"none": "none", "flip": "flip (4 mirrorings)", "tent": f"tent ({self.steps} steps, lr {self.lr:g}, alpha {self.alpha:g})"}[
+            self.mode
+        ]
 
 
 def norm_affine_parameters(modules: list[nn.Module]) -> list[nn.Parameter]:
@@ -87,15 +89,19 @@ class TTA:
         if cfg.mode == "tent":
             self.params = norm_affine_parameters(self.nets)
             if not self.params:
-                raise SegshiftError(f"--tta tent adapts the affine parameters of normalisation layers, and the segmenter of "
-                                    f"method {method.name} ({', '.join(method.tta_nets)}) has none; use --tta flip or none")
+                raise SegshiftError(
+                    f"--tta tent adapts the affine parameters of normalisation layers, and the segmenter of "
+                    f"method {method.name} ({', '.join(method.tta_nets)}) has none; use --tta flip or none"
+                )
             self._initial = [copy.deepcopy(n.state_dict()) for n in self.nets]
         self.last_entropy: tuple[float | None, float] | None = None
 
     def warnings(self, cfg: dict) -> list[str]:
         if self.cfg.mode == "flip" and not cfg.get("augment", {}).get("flip", False):
-            return ["--tta flip: this run was trained without flips (augment.flip: false), so mirrored slices show hearts "
-                    "of the other handedness, which it never saw"]
+            return [
+                "--tta flip: this run was trained without flips (augment.flip: false), so mirrored slices show hearts "
+                "of the other handedness, which it never saw"
+            ]
         return []
 
     # -- the two modes ------------------------------------------------------------------

@@ -29,7 +29,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SOURCE_LABEL", "TARGET_LABEL", "bce_with_logits", "d_loss", "frozen", "g_loss", "gan_losses", "lsgan_d_loss", "lsgan_g_loss", "set_requires_grad"]
+__all__ = [
+    "SOURCE_LABEL",
+    "TARGET_LABEL",
+    "bce_with_logits",
+    "d_loss",
+    "frozen",
+    "g_loss",
+    "gan_losses",
+    "lsgan_d_loss",
+    "lsgan_g_loss",
+    "set_requires_grad",
+]
 
 SOURCE_LABEL = 1.0
 """Discriminator label of source inputs ("real")."""

@@ -83,9 +83,7 @@ def one_hot(target: torch.Tensor, num_classes: int) -> torch.Tensor:
     return F.one_hot(target.long(), num_classes).movedim(-1, 1).float()
 
 
-def cross_entropy(
-    logits: torch.Tensor, target: torch.Tensor, weight: Sequence[float] | torch.Tensor | None = None
-) -> torch.Tensor:
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: Sequence[float] | torch.Tensor | None = None) -> torch.Tensor:
     """Mean voxel-wise softmax cross-entropy, eq. (1) of Wang et al. 2019.
 
     Args:
@@ -261,9 +259,7 @@ class HybridLoss(nn.Module):
         ['ce', 'jaccard']
     """
 
-    def __init__(
-        self, weights: Mapping[str, float], options: Mapping[str, Mapping[str, object]] | None = None
-    ) -> None:
+    def __init__(self, weights: Mapping[str, float], options: Mapping[str, Mapping[str, object]] | None = None) -> None:
         super().__init__()
         if not weights:
             raise ValueError(f"HybridLoss needs at least one component; choose from {', '.join(LOSSES)}")

@@ -86,7 +86,14 @@ def _signed_pow(v: torch.Tensor, e: float) -> torch.Tensor:
 
 
 def ssim_map(
-    x: torch.Tensor, y: torch.Tensor, alpha: float = 1.0, beta: float = 1.0, gamma: float = 1.0, data_range: float = 1.0, window: int = 11, sigma: float = 1.5
+    x: torch.Tensor,
+    y: torch.Tensor,
+    alpha: float = 1.0,
+    beta: float = 1.0,
+    gamma: float = 1.0,
+    data_range: float = 1.0,
+    window: int = 11,
+    sigma: float = 1.5,
 ) -> torch.Tensor:
     """``l^alpha c^beta s^gamma`` per pixel (see the module docstring for the clamping)."""
     lum, con, struct = ssim_components(x, y, data_range, window, sigma)
@@ -113,7 +120,9 @@ class StructureSSIMLoss(nn.Module):
         True
     """
 
-    def __init__(self, alpha: float = 0.1, beta: float = 0.1, gamma: float = 1.0, data_range: float = 4.0, window: int = 11, sigma: float = 1.5) -> None:
+    def __init__(
+        self, alpha: float = 0.1, beta: float = 0.1, gamma: float = 1.0, data_range: float = 4.0, window: int = 11, sigma: float = 1.5
+    ) -> None:
         super().__init__()
         for name, v in (("alpha", alpha), ("beta", beta), ("gamma", gamma), ("data_range", data_range), ("sigma", sigma)):
             if not math.isfinite(v) or v < 0 or (name in ("data_range", "sigma") and v == 0):

@@ -126,9 +126,12 @@ class AdaNet(AdversarialMethod):
         "gfrm_channels": integer(16, "channels per level after GFRM's 1x1 convolution (a multiple of the groups)"),
         "gfrm_groups": integer(None, "GFRM groups; null: the number of classes", nullable=True),
         "gfrm_reduction": integer(2, "GFRM's channel-attention bottleneck ratio"),
-        "fda_downsample": integer(1, "D_f's input at 1/k of full resolution: GFRM fuses there (without GFRM the deepest "
-                                     "feature is upsampled to it); 1: full resolution (the paper's reading); 2 or 4 cut "
-                                     "GFRM's and D_f's cost (segshift's, accuracy not measured)"),
+        "fda_downsample": integer(
+            1,
+            "D_f's input at 1/k of full resolution: GFRM fuses there (without GFRM the deepest "
+            "feature is upsampled to it); 1: full resolution (the paper's reading); 2 or 4 cut "
+            "GFRM's and D_f's cost (segshift's, accuracy not measured)",
+        ),
         "seg_lr_floor": number(0.1, "floor of the segmenter's lr schedule, a fraction of train.lr (paper: 0.01 -> 0.001)", high=1.0),
         **SCHEDULE_HPARAMS,
     }
@@ -154,14 +157,21 @@ class AdaNet(AdversarialMethod):
             raise SegshiftError(f"adanet needs a segmenter with forward_features; {type(seg).__name__} has none")
         out: dict[str, AdversarialAlignment] = {}
         if hp["mda"]:  # D_m on softmax maps
-            out["d_mask"] = self.align("d_mask", {"d_mask": self.discriminator(self.num_classes)},
-                                       lambda_g=float(hp["lambda_g_mask"]), lambda_d=float(hp["lambda_d_mask"]))
+            out["d_mask"] = self.align(
+                "d_mask",
+                {"d_mask": self.discriminator(self.num_classes)},
+                lambda_g=float(hp["lambda_g_mask"]),
+                lambda_d=float(hp["lambda_d_mask"]),
+            )
         if hp["fda"]:  # D_f on features: GFRM(all levels), or the deepest level alone
             chans = self.feature_channels()
             if hp["gfrm"]:  # (GFRM only feeds D_f: without FDA it is not built)
                 groups = int(hp["gfrm_groups"] or self.num_classes)
                 gfrm = GroupFeatureRecalibration(
-                    chans, channels=int(hp["gfrm_channels"]), groups=groups, reduction=int(hp["gfrm_reduction"]),
+                    chans,
+                    channels=int(hp["gfrm_channels"]),
+                    groups=groups,
+                    reduction=int(hp["gfrm_reduction"]),
                     spatial_dims=getattr(seg, "spatial_dims", 2),
                 )
                 path = {"gfrm": gfrm, "d_feat": self.discriminator(gfrm.out_channels)}
@@ -203,7 +213,8 @@ class AdaNet(AdversarialMethod):
     # -- forward passes ------------------------------------------------------------------
     def feature_input(self, feats: list[torch.Tensor]) -> Tensors:
         """What D_f's path receives: all levels (for GFRM), or the deepest one upsampled, at
-        1/``fda_downsample`` of the finest level's size (levels finer than that downsampled)."""
+        1/``fda_downsample`` of the finest level's size (levels finer than that downsampled).
+        """
         k = int(self.hp["fda_downsample"])
         size = [max(1, s // k) for s in feats[-1].shape[2:]]
         if "gfrm" in self.nets:  # GFRM fuses at its largest input size

@@ -40,7 +40,9 @@ MODES = ("adversarial", "minent")
 class Advent(AdaptSeg):
     name = "advent"
     paper = "Vu et al. CVPR 2019 (ADVENT); li2021 entropy-space alignment"
-    summary = "Entropy-space alignment: a PatchGAN on self-information maps (mode adversarial) or target entropy minimisation (mode minent)."
+    summary = (
+        "Entropy-space alignment: a PatchGAN on self-information maps (mode adversarial) or target entropy minimisation (mode minent)."
+    )
     hparams = {
         "mode": choice("adversarial", MODES, "adversarial: D on per-class self-information maps | minent: minimise target entropy"),
         "lambda_adv": number(0.001, "adversarial mode: weight of BCE(D(I_target), source label)"),

@@ -73,16 +73,25 @@ Tensors = torch.Tensor | list[torch.Tensor]
 """A discriminator path's input: one tensor, or a list of multi-level features (GFRM)."""
 
 SCHEDULE_HPARAMS: dict[str, HParam] = {
-    "d_warmup_steps": integer(50, "alignment schedule (segshift's, not the papers'): the first steps of the stage train only "
-                              "the discriminator(s) (adversarial weight 0)", low=0),
-    "ramp_steps": integer(100, "then the adversarial weight ramps up as exp(-5 (1-t)^2) (Laine & Aila 2017) over this many "
-                          "steps to its full value (0 and 0: the papers' full weight from step 1)", low=0),
+    "d_warmup_steps": integer(
+        50,
+        "alignment schedule (segshift's, not the papers'): the first steps of the stage train only "
+        "the discriminator(s) (adversarial weight 0)",
+        low=0,
+    ),
+    "ramp_steps": integer(
+        100,
+        "then the adversarial weight ramps up as exp(-5 (1-t)^2) (Laine & Aila 2017) over this many "
+        "steps to its full value (0 and 0: the papers' full weight from step 1)",
+        low=0,
+    ),
 }
 """Hyper-parameters of :class:`AlignmentSchedule`, part of every adversarial and translation method's ``hparams``."""
 
 
-def discriminator_hparams(lr: float = 0.0001, weight_decay: float = 0.0,
-                          channels: Sequence[int] = (64, 128, 256, 256, 1)) -> dict[str, HParam]:
+def discriminator_hparams(
+    lr: float = 0.0001, weight_decay: float = 0.0, channels: Sequence[int] = (64, 128, 256, 256, 1)
+) -> dict[str, HParam]:
     """The discriminator keys of an :class:`AdversarialMethod` (``d_lr``, ``d_betas``, ``d_weight_decay``, ``d_channels``)."""
     return {
         "d_lr": number(lr, "discriminator Adam learning rate (constant)"),
@@ -110,7 +119,7 @@ class AlignmentSchedule:
     ramp_steps: int = SCHEDULE_HPARAMS["ramp_steps"].default
 
     @classmethod
-    def from_hparams(cls, hp: Mapping[str, Any]) -> "AlignmentSchedule":
+    def from_hparams(cls, hp: Mapping[str, Any]) -> AlignmentSchedule:
         """The schedule of a checked ``method:`` section."""
         return cls(int(hp["d_warmup_steps"]), int(hp["ramp_steps"]))
 
@@ -151,7 +160,8 @@ def same_input(a: Tensors, b: Tensors) -> bool:
     """Whether two (detached) inputs are views of the same memory, element for element."""
     ta, tb = _tensors(a), _tensors(b)
     return len(ta) == len(tb) and all(
-        x.data_ptr() == y.data_ptr() and x.shape == y.shape and x.stride() == y.stride() and x.dtype == y.dtype for x, y in zip(ta, tb))
+        x.data_ptr() == y.data_ptr() and x.shape == y.shape and x.stride() == y.stride() and x.dtype == y.dtype for x, y in zip(ta, tb)
+    )
 
 
 class AdversarialAlignment:
@@ -175,8 +185,18 @@ class AdversarialAlignment:
         (['d'], ['d'])
     """
 
-    def __init__(self, method: Method, name: str, nets: Mapping[str, nn.Module], *, lambda_g: float, lambda_d: float = 1.0,
-                 lr: float, betas: Sequence[float] = (0.9, 0.99), weight_decay: float = 0.0) -> None:
+    def __init__(
+        self,
+        method: Method,
+        name: str,
+        nets: Mapping[str, nn.Module],
+        *,
+        lambda_g: float,
+        lambda_d: float = 1.0,
+        lr: float,
+        betas: Sequence[float] = (0.9, 0.99),
+        weight_decay: float = 0.0,
+    ) -> None:
         if not nets:
             raise ValueError("an alignment needs at least one network")
         self.method = method
@@ -187,21 +207,25 @@ class AdversarialAlignment:
         for n, module in nets.items():
             method.nets[n] = module
         params = [p for module in nets.values() for p in module.parameters()]
-        method.optimizers[name] = torch.optim.Adam(params, lr=float(lr), betas=tuple(float(b) for b in betas),
-                                                   weight_decay=float(weight_decay))
+        method.optimizers[name] = torch.optim.Adam(
+            params, lr=float(lr), betas=tuple(float(b) for b in betas), weight_decay=float(weight_decay)
+        )
         self._shared: tuple[torch.Tensor, Tensors, bool] | None = None  # step 1's target scores (D live), their input, linked
 
     def shares_target_pass(self) -> bool:
         """Whether step 2 reuses step 1's target scores: not under DDP (step 2 goes through the
-        wrapped networks, step 1 through the plain ones) nor with batch norm in the path."""
+        wrapped networks, step 1 through the plain ones) nor with batch norm in the path.
+        """
         m = self.method
         return not any(n in m._wrapped for n in self.net_names) and not any(
-            isinstance(mod, nn.modules.batchnorm._BatchNorm) for net in self.modules for mod in net.modules())
+            isinstance(mod, nn.modules.batchnorm._BatchNorm) for net in self.modules for mod in net.modules()
+        )
 
     @property
     def holds_graph(self) -> bool:
         """Whether step 1's shared target scores hang on the segmenter's graph: the segmenter's
-        backward must then keep the graph for step 2 (``retain_graph``)."""
+        backward must then keep the graph for step 2 (``retain_graph``).
+        """
         return self._shared is not None and self._shared[2]
 
     @property
@@ -294,8 +318,16 @@ class AdversarialMethod(SourceOnly):
 
     def align(self, name: str, nets: Mapping[str, nn.Module], lambda_g: float, lambda_d: float = 1.0) -> AdversarialAlignment:
         """An alignment with this method's discriminator optimiser settings (``d_lr``, ``d_betas``, ``d_weight_decay``)."""
-        return AdversarialAlignment(self, name, nets, lambda_g=lambda_g, lambda_d=lambda_d, lr=float(self.hp["d_lr"]),
-                                    betas=self.hp["d_betas"], weight_decay=float(self.hp["d_weight_decay"]))
+        return AdversarialAlignment(
+            self,
+            name,
+            nets,
+            lambda_g=lambda_g,
+            lambda_d=lambda_d,
+            lr=float(self.hp["d_lr"]),
+            betas=self.hp["d_betas"],
+            weight_decay=float(self.hp["d_weight_decay"]),
+        )
 
     def discriminator(self, in_channels: int) -> PatchDiscriminator:
         """A PatchGAN with ``method.d_channels`` widths (last entry: score channels)."""
@@ -311,7 +343,9 @@ class AdversarialMethod(SourceOnly):
     def needs_target(self) -> bool:
         return bool(self.alignments)
 
-    def forward_passes(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, tuple[Tensors, Tensors]]]:  # pragma: no cover
+    def forward_passes(
+        self, batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, tuple[Tensors, Tensors]]]:  # pragma: no cover
         """``(source_logits, target_logits or None, {alignment: (source_input, target_input)})``."""
         raise NotImplementedError
 

@@ -92,8 +92,12 @@ class AttENT(TranslationMethod):
         super().build_optimizers()  # supervised loss, optimisers, and the translator's discriminators
         if self.hp["entropy"]:  # D_E (training only): an alignment on normalised entropy maps (one channel)
             self.d_e = AdversarialAlignment(
-                self, "d_e", {"d_e": PatchDiscriminator.from_widths(1, self.hp["e_d_channels"])},
-                lambda_g=float(self.hp["lambda_ent"]), lr=float(self.hp["e_d_lr"]), betas=self.hp["e_d_betas"],
+                self,
+                "d_e",
+                {"d_e": PatchDiscriminator.from_widths(1, self.hp["e_d_channels"])},
+                lambda_g=float(self.hp["lambda_ent"]),
+                lr=float(self.hp["e_d_lr"]),
+                betas=self.hp["e_d_betas"],
             )
 
     @property
@@ -106,8 +110,12 @@ class AttENT(TranslationMethod):
     def segments_test_images(self) -> bool:
         return bool(self.hp["entropy"])
 
-    def segmenter_terms(self, logits: torch.Tensor, test_logits: torch.Tensor | None, step: int,
-                        ) -> tuple[dict[str, tuple[torch.Tensor | None, Any]], dict[str, Any]]:
+    def segmenter_terms(
+        self,
+        logits: torch.Tensor,
+        test_logits: torch.Tensor | None,
+        step: int,
+    ) -> tuple[dict[str, tuple[torch.Tensor | None, Any]], dict[str, Any]]:
         """``w * lambda_ent * L_DE(E_xt, 1)`` with ``D_E`` frozen; keeps both entropy maps for ``D_E``."""
         if not self.hp["entropy"]:
             return {}, {}

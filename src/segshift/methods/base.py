@@ -94,7 +94,7 @@ from segshift.methods.hparams import HParam
 from segshift.methods.hparams import defaults as hp_defaults
 from segshift.methods.hparams import validate as hp_validate
 
-REGISTRY: dict[str, type["Method"]] = {}
+REGISTRY: dict[str, type[Method]] = {}
 
 NORM_STATS = ("auto", "domain", "joint", "frozen", "separate")
 """Batch-norm policies (``train.norm_stats``, see the module docstring); ``auto`` is ``domain``."""
@@ -115,9 +115,9 @@ def resolve_norm_stats(cfg: Mapping[str, Any]) -> str:
     return policy
 
 
-def register(cls: type["Method"]) -> type["Method"]:
+def register(cls: type[Method]) -> type[Method]:
     """Class decorator: make a method available by its ``name``."""
-    if not cls.name or cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
+    if not cls.name or (cls.name in REGISTRY and REGISTRY[cls.name] is not cls):
         raise ValueError(f"method name {cls.name!r} is empty or already registered")
     REGISTRY[cls.name] = cls
     return cls
@@ -281,7 +281,7 @@ class Method:
     @contextlib.contextmanager
     def target_norm(self, net: str = "seg") -> Iterator[None]:
         """Within: the batch-norm layers of ``net`` use (and in train mode update) the target statistics."""
-        store = self.nets[net + TARGET_NORM] if net + TARGET_NORM in self.nets else None
+        store = self.nets.get(net + TARGET_NORM, None)
         if store is None:
             yield
             return
@@ -293,7 +293,7 @@ class Method:
 
     def uses_target_norm(self) -> bool:
         """Whether target-domain inputs are normalised with statistics of their own at prediction."""
-        store = self.nets["seg" + TARGET_NORM] if "seg" + TARGET_NORM in self.nets else None
+        store = self.nets.get("seg" + TARGET_NORM, None)
         return store is not None and store.trained()
 
     def configure(self, policy: ExecutionPolicy) -> None:
@@ -412,7 +412,8 @@ class Method:
     @torch.no_grad()
     def predict_logits(self, image: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, C, H, W)`` of preprocessed images ``(B, 1, H, W)`` (float32 out):
-        :meth:`segmenter_logits` of :meth:`prediction_input`."""
+        :meth:`segmenter_logits` of :meth:`prediction_input`.
+        """
         return self.segmenter_logits(self.prediction_input(image))
 
     # the two halves of prediction (TENT, segshift.inference.tta, adapts the second) -------------

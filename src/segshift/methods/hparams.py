@@ -177,9 +177,13 @@ def table(specs: Mapping[str, HParam]) -> list[tuple[str, str, str, str]]:
 
 def markdown(methods: Mapping[str, Any]) -> str:
     """The hyper-parameter reference of ``methods`` (name -> method class) as Markdown (``docs/hparams.md``)."""
-    out = ["# Method hyper-parameters", "",
-           "Generated from the specs in `src/segshift/methods/` by `segshift methods --markdown` (a test keeps it in step).",
-           "Set any of them with `--set method.<key>=<value>`; `segshift methods --config NAME` prints a method's full config.", ""]
+    out = [
+        "# Method hyper-parameters",
+        "",
+        "Generated from the specs in `src/segshift/methods/` by `segshift methods --markdown` (a test keeps it in step).",
+        "Set any of them with `--set method.<key>=<value>`; `segshift methods --config NAME` prints a method's full config.",
+        "",
+    ]
     for name, cls in methods.items():
         out += [f"## `{name}`", "", cls.describe(), ""]
         rows = table(cls.hparams)

@@ -81,16 +81,22 @@ class SDNetMethod(Method):
         "focal_gamma": number(2.0, "focal loss exponent (Lin et al. 2017 default)"),
         "anatomy_channels": integer(8, "binary anatomy factor channels"),
         "z_dim": integer(8, "modality factor size"),
-        "anatomy_features": ints([16, 32, 64, 128, 256], "anatomy U-Net widths (4 down/up stages); the paper gives none, "
-                                 "SDNet used 64-1024", min_length=2),
+        "anatomy_features": ints(
+            [16, 32, 64, 128, 256], "anatomy U-Net widths (4 down/up stages); the paper gives none, SDNet used 64-1024", min_length=2
+        ),
         "modality_channels": ints([16, 32], "the two 4x4 stride-2 convolutions of the modality encoder", length=2),
         "segmentor_width": integer(64, "the segmentor's two 3x3 convolutions"),
         "decoder_width": integer(32, "the AdaIN decoder's three 3x3 convolutions"),
-        "decoder_output": choice("identity", ("identity", "tanh"), "images are z-scored, not in [0, 1]: no tanh "
-                                 "(tanh: the paper's, for [-1, 1] images)"),
+        "decoder_output": choice(
+            "identity", ("identity", "tanh"), "images are z-scored, not in [0, 1]: no tanh (tanh: the paper's, for [-1, 1] images)"
+        ),
         "modality_sees_anatomy": flag(True, "modality encoder input: image + anatomy factor (original SDNet); false: image only"),
-        "binarise": choice("onehot", BINARISE, "straight-through binarisation: onehot (argmax of the softmax) | round "
-                           "(the paper's literal rounding; stalls from the near-uniform softmax at initialisation) | none (ablation)"),
+        "binarise": choice(
+            "onehot",
+            BINARISE,
+            "straight-through binarisation: onehot (argmax of the softmax) | round "
+            "(the paper's literal rounding; stalls from the near-uniform softmax at initialisation) | none (ablation)",
+        ),
     }
 
     # -- construction -----------------------------------------------------------------
@@ -196,22 +202,26 @@ class SDNetMethod(Method):
     # -- figures (save_figures hook) ---------------------------------------------------------------
     def save_figures(self, folder: Path, samples: FigureSamples) -> list[Path]:
         """``anatomy.png`` (image, label, prediction and the anatomy channels of a case) and
-        ``factor_grid.png`` (one anatomy decoded with the modality factor of every sample)."""
+        ``factor_grid.png`` (one anatomy decoded with the modality factor of every sample).
+        """
         from segshift.report.sdnet_figures import sdnet_anatomy_figure, sdnet_factor_grid
 
         src = torch.as_tensor(np.asarray(samples.source_image, dtype=np.float32))[:, None]
-        pool = src if samples.target_image is None else torch.cat(
-            [src, torch.as_tensor(np.asarray(samples.target_image, dtype=np.float32))[:, None]])
+        pool = (
+            src
+            if samples.target_image is None
+            else torch.cat([src, torch.as_tensor(np.asarray(samples.target_image, dtype=np.float32))[:, None]])
+        )
         names = ["source"] * len(src) + ["target"] * (len(pool) - len(src))
         a = self.anatomy(src[:1])
         pred = self.predict_logits(src[:1]).argmax(1)
         decoded = self.decode(a.expand(len(pool), -1, -1, -1), pool)
         folder = Path(folder)
         return [
-            sdnet_anatomy_figure(src[0, 0].numpy(), np.asarray(samples.source_label[0]), pred[0].cpu().numpy(),
-                                 a[0].cpu().numpy(), folder / "anatomy.png"),
-            sdnet_factor_grid(src[0, 0].numpy(), pool[:, 0].numpy(), decoded[:, 0].cpu().numpy(), names,
-                              folder / "factor_grid.png"),
+            sdnet_anatomy_figure(
+                src[0, 0].numpy(), np.asarray(samples.source_label[0]), pred[0].cpu().numpy(), a[0].cpu().numpy(), folder / "anatomy.png"
+            ),
+            sdnet_factor_grid(src[0, 0].numpy(), pool[:, 0].numpy(), decoded[:, 0].cpu().numpy(), names, folder / "factor_grid.png"),
         ]
 
 
@@ -226,11 +236,15 @@ class SDNetSemiSupervised(SDNetMethod):
 @register
 class SDNetFactorAugmentation(SDNetSemiSupervised):
     name = "sdnet-fa"
-    summary = ("SS SDNet + factor-based augmentation: pretrain, then train on labelled images re-decoded with modality "
-               "factors of other domains (target included); one run, two stages.")
+    summary = (
+        "SS SDNet + factor-based augmentation: pretrain, then train on labelled images re-decoded with modality "
+        "factors of other domains (target included); one run, two stages."
+    )
     hparams = {
         **SDNetMethod.hparams,
-        "pretrain_steps": integer(1000, "stage 1 (SS SDNet pretraining; from scratch only); the paper pretrains to convergence (50 epochs)"),
+        "pretrain_steps": integer(
+            1000, "stage 1 (SS SDNet pretraining; from scratch only); the paper pretrains to convergence (50 epochs)"
+        ),
         "fa_fraction": number(0.5, "share of each labelled batch replaced by FA images in stage 2 (not given in the paper)", high=1.0),
     }
 
@@ -263,8 +277,9 @@ class SDNetFactorAugmentation(SDNetSemiSupervised):
         self.nets["fa"].eval()
 
     @torch.no_grad()
-    def factor_augment(self, image: torch.Tensor, label: torch.Tensor, domain: torch.Tensor,
-                       pool: torch.Tensor, pool_domain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def factor_augment(
+        self, image: torch.Tensor, label: torch.Tensor, domain: torch.Tensor, pool: torch.Tensor, pool_domain: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """FA images (section 2.1, Fig. 1(b)) and their labels.
 
         Image ``i`` keeps its anatomy factor and label; its modality factor is the posterior

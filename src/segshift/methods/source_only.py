@@ -37,8 +37,13 @@ class SourceOnly(Method):
         """The image the segmenter sees (subclasses perturb it)."""
         return batch.source_image
 
-    def segmenter_update(self, logits: torch.Tensor, labels: torch.Tensor, batch: Batch | None = None,
-                         terms: Mapping[str, tuple[torch.Tensor | None, Any]] | None = None) -> dict[str, float]:
+    def segmenter_update(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        batch: Batch | None = None,
+        terms: Mapping[str, tuple[torch.Tensor | None, Any]] | None = None,
+    ) -> dict[str, float]:
         """One update of the segmenter (every method of this family makes it the same way).
 
         The loss is ``train.loss`` on ``(logits, labels)``, plus GIN-IPA's view consistency
@@ -67,7 +72,8 @@ class SourceOnly(Method):
 
     def segmenter_keeps_graph(self) -> bool:
         """Whether a later update of this step back-propagates through a forward pass of the
-        segmenter update's terms (a discriminator sharing its target scores; none here)."""
+        segmenter update's terms (a discriminator sharing its target scores; none here).
+        """
         return False
 
     def train_step(self, batch: Batch, step: int) -> dict[str, Any]:

@@ -18,6 +18,6 @@ from segshift.methods.source_only import SourceOnly
 @register
 class TargetOracle(SourceOnly):
     name = "target-oracle"
-    paper = "upper bound of wang2019, li2021 (\"supervised on target\")"
+    paper = 'upper bound of wang2019, li2021 ("supervised on target")'
     summary = "ORACLE: train on labelled target data (upper bound; uses target labels)."
     uses_target_labels = True

@@ -87,8 +87,9 @@ from segshift.nets.blocks import NORMS
 DIRECTIONS = ("target_to_source", "source_to_target")
 
 TRANSLATION_HPARAMS: dict[str, HParam] = {
-    "direction": choice("target_to_source", DIRECTIONS, "target_to_source: segment G_T2S(x_t) | source_to_target: train on "
-                        "G_S2T(x_s), segment x_t as is"),
+    "direction": choice(
+        "target_to_source", DIRECTIONS, "target_to_source: segment G_T2S(x_t) | source_to_target: train on G_S2T(x_s), segment x_t as is"
+    ),
     "seg_on_source": flag(True, "source_to_target only: also train the segmenter on untranslated source images"),
     "gan_loss": choice("lsgan", ("lsgan", "bce"), "lsgan (CycleGAN's least squares) | bce (non-saturating)"),
     "lambda_gan": number(1.0, "the generators' adversarial weight"),
@@ -134,8 +135,14 @@ class CycleTranslator:
         """``(G_T2S(G_S2T(x_s)), G_S2T(G_T2S(x_t)))`` of the current generator update (``lambda_cycle > 0``), for ``extra`` terms."""
         for name in self.GENERATORS:
             method.nets[name] = ResnetGenerator(
-                method.in_channels, method.in_channels, ngf=int(hp["g_ngf"]), n_down=int(hp["g_down"]),
-                n_blocks=int(hp["g_blocks"]), norm=str(hp["g_norm"]), attention=attention, residual=hp["g_residual"],
+                method.in_channels,
+                method.in_channels,
+                ngf=int(hp["g_ngf"]),
+                n_down=int(hp["g_down"]),
+                n_blocks=int(hp["g_blocks"]),
+                norm=str(hp["g_norm"]),
+                attention=attention,
+                residual=hp["g_residual"],
             )
 
     def build_optimizers(self) -> None:
@@ -154,12 +161,17 @@ class CycleTranslator:
 
     def shares_fake_pass(self) -> bool:
         """Whether update 2 reuses update 1's scores of the translated images (no batch norm in D_S, D_T)."""
-        return not any(isinstance(mod, torch.nn.modules.batchnorm._BatchNorm)
-                       for n in self.DISCRIMINATORS for mod in self.method.nets[n].modules())
+        return not any(
+            isinstance(mod, torch.nn.modules.batchnorm._BatchNorm) for n in self.DISCRIMINATORS for mod in self.method.nets[n].modules()
+        )
 
-    def generator_step(self, xs: torch.Tensor, xt: torch.Tensor, weight: float = 1.0,
-                       extra: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], Terms] | None = None,
-                       ) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+    def generator_step(
+        self,
+        xs: torch.Tensor,
+        xt: torch.Tensor,
+        weight: float = 1.0,
+        extra: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], Terms] | None = None,
+    ) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
         """Update 1: the generators, with D_S and D_T frozen.
 
         Args:
@@ -225,9 +237,13 @@ class CycleTranslator:
         opt.step()
         return {"loss_d_s": float(ld_s.detach()), "loss_d_t": float(ld_t.detach())}
 
-    def step(self, xs: torch.Tensor, xt: torch.Tensor, weight: float = 1.0,
-             extra: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], Terms] | None = None,
-             ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    def step(
+        self,
+        xs: torch.Tensor,
+        xt: torch.Tensor,
+        weight: float = 1.0,
+        extra: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], Terms] | None = None,
+    ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
         """Both updates; returns the logged values and the detached translations ``{"s2t": ..., "t2s": ...}``."""
         values, fake_t, fake_s = self.generator_step(xs, xt, weight, extra)
         values.update(self.discriminator_step(xs, xt, fake_t, fake_s))
@@ -339,10 +355,15 @@ class TranslationMethod(SourceOnly):
         """Whether the segmenter step also segments the test-side images (for a target term)."""
         return False
 
-    def segmenter_terms(self, logits: torch.Tensor, test_logits: torch.Tensor | None, step: int,
-                        ) -> tuple[dict[str, tuple[torch.Tensor | None, Any]], dict[str, Any]]:
+    def segmenter_terms(
+        self,
+        logits: torch.Tensor,
+        test_logits: torch.Tensor | None,
+        step: int,
+    ) -> tuple[dict[str, tuple[torch.Tensor | None, Any]], dict[str, Any]]:
         """A method's own segmenter terms: ``({name: (weighted term or None, value to log)}, state for
-        discriminator_updates)`` (see :meth:`~segshift.methods.source_only.SourceOnly.segmenter_update`)."""
+        discriminator_updates)`` (see :meth:`~segshift.methods.source_only.SourceOnly.segmenter_update`).
+        """
         return {}, {}
 
     def discriminator_updates(self, state: dict[str, Any]) -> dict[str, float]:

@@ -99,8 +99,9 @@ class UnetGAN(TranslationMethod):
     def build_optimizers(self) -> None:
         super().build_optimizers()
         hp = self.hp
-        self.ssim_loss = StructureSSIMLoss(float(hp["ssim_alpha"]), float(hp["ssim_beta"]), float(hp["ssim_gamma"]),
-                                           float(hp["ssim_data_range"]))
+        self.ssim_loss = StructureSSIMLoss(
+            float(hp["ssim_alpha"]), float(hp["ssim_beta"]), float(hp["ssim_gamma"]), float(hp["ssim_data_range"])
+        )
         # the segmenter's schedule spans stage 1 only (none when stage 1 was the init run's)
         if self.seg_steps:
             self.schedulers["seg"] = make_schedule(self.optimizers["seg"], self.cfg["train"], self.seg_steps)

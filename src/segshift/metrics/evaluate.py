@@ -102,8 +102,7 @@ class EvaluationResult:
                 "labels": self.labels,
                 "empty_distance": self.empty_distance,
                 "empty_distance_meaning": (
-                    "structures present in only one of prediction/reference get ASSD = HD95 = "
-                    "the volume diagonal in mm"
+                    "structures present in only one of prediction/reference get ASSD = HD95 = the volume diagonal in mm"
                     if self.empty_distance == "diagonal"
                     else "structures present in only one of prediction/reference get ASSD = HD95 = NaN, "
                     "excluded from mean/std and counted in n_nan"
@@ -125,9 +124,7 @@ def _nifti_files(folder: Path, what: str) -> list[Path]:
     if not folder.is_dir():
         raise InputFileError(folder, f"{what} folder is not a folder")
     files = [
-        p
-        for p in sorted(folder.iterdir())
-        if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith((".nii.gz", ".nii"))
+        p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith((".nii.gz", ".nii"))
     ]
     if not files:
         raise InputFileError(folder, f"{what} folder holds no .nii/.nii.gz files")
@@ -191,9 +188,7 @@ def evaluate_folders(
             problems are :class:`~segshift.errors.InputFileError` naming the file.
     """
     if empty_distance not in EMPTY_DISTANCE_POLICIES:
-        raise SegshiftError(
-            f"empty distance policy must be one of {', '.join(EMPTY_DISTANCE_POLICIES)}, got {empty_distance!r}"
-        )
+        raise SegshiftError(f"empty distance policy must be one of {', '.join(EMPTY_DISTANCE_POLICIES)}, got {empty_distance!r}")
     pred_dir = Path(pred_dir)
     label_dir = Path(label_dir)
     label_set = parse_label_names(labels) if labels is not None else None
@@ -202,13 +197,9 @@ def evaluate_folders(
     if (label_dir / "domain.json").is_file():
         domain = Domain(label_dir)
         if label_suffix:
-            raise SegshiftError(
-                f"{label_dir}: is a domain folder; its labels/ are named like its images, so no label suffix applies"
-            )
+            raise SegshiftError(f"{label_dir}: is a domain folder; its labels/ are named like its images, so no label suffix applies")
         if label_set is not None and label_set != domain.spec.labels:
-            raise SegshiftError(
-                f"labels {label_set} differ from {label_dir / 'domain.json'} labels {domain.spec.labels}"
-            )
+            raise SegshiftError(f"labels {label_set} differ from {label_dir / 'domain.json'} labels {domain.spec.labels}")
         label_set = dict(domain.spec.labels)
         # every labelled case has a label path; the walrus narrows Path | None for the type checker
         references: dict[str, Path] = {c: p for c in domain.labelled_cases if (p := domain.label_path(c)) is not None}
@@ -248,9 +239,7 @@ def evaluate_folders(
             pred_path = predictions[case]
             pred = _read_label_map(pred_path, label_set, "prediction")
             if pred.shape != ref.shape:
-                raise InputFileError(
-                    pred_path, f"shape {pred.shape} differs from its reference {references[case]} shape {ref.shape}"
-                )
+                raise InputFileError(pred_path, f"shape {pred.shape} differs from its reference {references[case]} shape {ref.shape}")
             if not same_geometry(pred, ref):
                 raise InputFileError(
                     pred_path,
@@ -326,7 +315,7 @@ def _cell(stats: Mapping[str, Any], digits: int) -> str:
     return text
 
 
-def format_table(summary: Mapping[str, Any]) -> "Table":
+def format_table(summary: Mapping[str, Any]) -> Table:
     """A rich table of a summary: one row per structure and one overall row.
 
     Args:

@@ -65,8 +65,12 @@ def describe(values: Iterable[float]) -> dict[str, Any]:
     """
     vals = list(values)
     ok = finite(vals)
-    return {"mean": float(ok.mean()) if ok.size else math.nan, "std": float(ok.std(ddof=0)) if ok.size else math.nan,
-            "n": int(ok.size), "n_nan": int(len(vals) - ok.size)}
+    return {
+        "mean": float(ok.mean()) if ok.size else math.nan,
+        "std": float(ok.std(ddof=0)) if ok.size else math.nan,
+        "n": int(ok.size),
+        "n_nan": int(len(vals) - ok.size),
+    }
 
 
 def finite_mean(values: Iterable[float]) -> float:

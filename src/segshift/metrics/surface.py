@@ -82,9 +82,7 @@ def check_empty_distance(empty_distance: str) -> str:
         ValueError: for any other value.
     """
     if empty_distance not in EMPTY_DISTANCE_POLICIES:
-        raise ValueError(
-            f"empty_distance must be one of {', '.join(EMPTY_DISTANCE_POLICIES)}, got {empty_distance!r}"
-        )
+        raise ValueError(f"empty_distance must be one of {', '.join(EMPTY_DISTANCE_POLICIES)}, got {empty_distance!r}")
     return empty_distance
 
 
@@ -118,9 +116,7 @@ def _surface(mask: np.ndarray) -> np.ndarray:
     return surface
 
 
-def surface_distances(
-    pred_mask: np.ndarray, ref_mask: np.ndarray, spacing: Sequence[float]
-) -> tuple[np.ndarray, np.ndarray]:
+def surface_distances(pred_mask: np.ndarray, ref_mask: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """Directed surface distances between two non-empty binary masks.
 
     Args:
@@ -301,7 +297,7 @@ def summarise(rows: Sequence[Mapping[str, Any]], labels: Mapping[str, int]) -> d
     def entry(selected: Sequence[Mapping[str, Any]], values: Mapping[str, Sequence[float]], n_cases: int) -> dict[str, Any]:
         out: dict[str, Any] = {metric: describe(values[metric]) for metric in METRICS}
         out["n_cases"] = n_cases
-        counts = {status: 0 for status in STATUSES}
+        counts = dict.fromkeys(STATUSES, 0)
         for row in selected:
             counts[row["status"]] = counts.get(row["status"], 0) + 1
         out["status_counts"] = counts

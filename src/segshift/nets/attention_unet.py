@@ -84,8 +84,7 @@ class AttentionUNet(nn.Module):
         self.depth = len(self.features) - 1
         f = self.features
         self.encoders = nn.ModuleList(
-            DoubleConv(spatial_dims, in_channels if i == 0 else f[i - 1], f[i], norm=norm, act=act)
-            for i in range(self.depth)
+            DoubleConv(spatial_dims, in_channels if i == 0 else f[i - 1], f[i], norm=norm, act=act) for i in range(self.depth)
         )
         self.pool = layer_type("maxpool", spatial_dims)(2)
         self.bottleneck = nn.Sequential(
@@ -104,9 +103,7 @@ class AttentionUNet(nn.Module):
         """Channels of the :meth:`forward_features` features, deep to shallow."""
         return list(reversed(self.features))
 
-    def _run(
-        self, x: torch.Tensor, keep_attention: bool
-    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    def _run(self, x: torch.Tensor, keep_attention: bool) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         check_input(x, self.spatial_dims, 2**self.depth, "AttentionUNet")
         skips: list[torch.Tensor] = []
         for encoder in self.encoders:

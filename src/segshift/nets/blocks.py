@@ -275,9 +275,7 @@ class DoubleConv(nn.Sequential):
             raise ValueError(f"dilations must have two values, got {dilations!r}")
         super().__init__(
             ConvNormAct(spatial_dims, in_channels, out_channels, dilation=dilations[0], norm=norm, act=act),
-            ConvNormAct(
-                spatial_dims, out_channels, out_channels, dilation=dilations[1], norm=norm, act=act, dropout=dropout
-            ),
+            ConvNormAct(spatial_dims, out_channels, out_channels, dilation=dilations[1], norm=norm, act=act, dropout=dropout),
         )
 
 
@@ -313,16 +311,12 @@ class ResidualBlock(nn.Module):
         dilation: int = 1,
     ) -> None:
         super().__init__()
-        self.conv1 = ConvNormAct(
-            spatial_dims, in_channels, out_channels, stride=stride, dilation=dilation, norm=norm, act=act
-        )
+        self.conv1 = ConvNormAct(spatial_dims, in_channels, out_channels, stride=stride, dilation=dilation, norm=norm, act=act)
         self.conv2 = ConvNormAct(spatial_dims, out_channels, out_channels, dilation=dilation, norm=norm, act="none")
         if stride == 1 and in_channels == out_channels:
             self.shortcut: nn.Module = nn.Identity()
         else:
-            self.shortcut = ConvNormAct(
-                spatial_dims, in_channels, out_channels, kernel_size=1, stride=stride, norm=norm, act="none"
-            )
+            self.shortcut = ConvNormAct(spatial_dims, in_channels, out_channels, kernel_size=1, stride=stride, norm=norm, act="none")
         self.act = act_layer(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -377,9 +371,7 @@ class AttentionGate(nn.Module):
         gated = resize_to(self.phi(g), x.shape[2:])
         return torch.sigmoid(self.psi(F.relu(self.theta(x) + gated)))
 
-    def forward(
-        self, x: torch.Tensor, g: torch.Tensor, return_attention: bool = False
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, g: torch.Tensor, return_attention: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Gate the skip feature.
 
         Args:
@@ -448,9 +440,7 @@ class PyramidPooling(nn.Module):
             for b in bins
         )
         out = out_channels if out_channels is not None else in_channels
-        self.fuse = ConvNormAct(
-            spatial_dims, in_channels + branch * len(bins), out, kernel_size=1, norm=norm, act=act
-        )
+        self.fuse = ConvNormAct(spatial_dims, in_channels + branch * len(bins), out, kernel_size=1, norm=norm, act=act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the module to ``x`` (B, in_channels, *spatial); the spatial size is kept."""

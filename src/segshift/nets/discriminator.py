@@ -51,7 +51,7 @@ class PatchDiscriminator(nn.Module):
     """
 
     @classmethod
-    def from_widths(cls, in_channels: int, channels: Sequence[int], norm: str = "none") -> "PatchDiscriminator":
+    def from_widths(cls, in_channels: int, channels: Sequence[int], norm: str = "none") -> PatchDiscriminator:
         """A PatchGAN with the given widths and the paper's stride pattern: 2 everywhere but the last two layers (1)."""
         chans = tuple(int(c) for c in channels)
         strides = (2,) * (len(chans) - 2) + (1, 1) if len(chans) >= 3 else (2,) * (len(chans) - 1) + (1,)
@@ -73,9 +73,7 @@ class PatchDiscriminator(nn.Module):
         channels = tuple(int(c) for c in channels)
         strides = tuple(int(s) for s in strides)
         if not channels or len(channels) != len(strides):
-            raise ValueError(
-                f"PatchDiscriminator: channels and strides need the same non-zero length, got {channels} and {strides}"
-            )
+            raise ValueError(f"PatchDiscriminator: channels and strides need the same non-zero length, got {channels} and {strides}")
         layers: list[nn.Module] = []
         cin = in_channels
         last = len(channels) - 1

@@ -36,8 +36,13 @@ class _ResBlock(nn.Module):
         super().__init__()
         pad, conv = layer_type("reflectionpad", spatial_dims), layer_type("conv", spatial_dims)
         self.body = nn.Sequential(
-            pad(1), conv(channels, channels, 3, bias=norm == "none"), norm_layer(norm, spatial_dims, channels), nn.ReLU(inplace=True),
-            pad(1), conv(channels, channels, 3, bias=norm == "none"), norm_layer(norm, spatial_dims, channels),
+            pad(1),
+            conv(channels, channels, 3, bias=norm == "none"),
+            norm_layer(norm, spatial_dims, channels),
+            nn.ReLU(inplace=True),
+            pad(1),
+            conv(channels, channels, 3, bias=norm == "none"),
+            norm_layer(norm, spatial_dims, channels),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,7 +94,8 @@ class ResnetGenerator(nn.Module):
         chans = [ngf * 2**i for i in range(n_down + 1)]
         self.stem = ConvNormAct(spatial_dims, in_channels, ngf, kernel_size=7, norm=norm, act="relu")
         self.downs = nn.ModuleList(
-            ConvNormAct(spatial_dims, chans[i], chans[i + 1], kernel_size=3, stride=2, padding=1, norm=norm, act="relu") for i in range(n_down)
+            ConvNormAct(spatial_dims, chans[i], chans[i + 1], kernel_size=3, stride=2, padding=1, norm=norm, act="relu")
+            for i in range(n_down)
         )
         self.blocks = nn.Sequential(*(_ResBlock(spatial_dims, chans[-1], norm) for _ in range(n_blocks)))
         self.ups = nn.ModuleList()

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from segshift.nets.blocks import ResidualBlock, check_features, check_input, encoder_decoder_pass, check_spatial_dims, layer_type
+from segshift.nets.blocks import ResidualBlock, check_features, check_input, check_spatial_dims, encoder_decoder_pass, layer_type
 
 
 class ResidualUNet(nn.Module):
@@ -74,9 +74,7 @@ class ResidualUNet(nn.Module):
         f = self.features
         enc = tuple(int(n) for n in encoder_blocks)
         if len(enc) != len(f) or any(n < 1 for n in enc):
-            raise ValueError(
-                f"ResidualUNet: encoder_blocks needs one positive count per level ({len(f)}), got {encoder_blocks!r}"
-            )
+            raise ValueError(f"ResidualUNet: encoder_blocks needs one positive count per level ({len(f)}), got {encoder_blocks!r}")
         dec = (int(decoder_blocks),) * self.depth if isinstance(decoder_blocks, int) else tuple(decoder_blocks)
         if len(dec) != self.depth or any(int(n) < 1 for n in dec):
             raise ValueError(
@@ -88,27 +86,21 @@ class ResidualUNet(nn.Module):
         n_blocks = sum(enc)
         sel = tuple(sorted({int(b) for b in feature_blocks}))
         if not sel or sel[0] < 1 or sel[-1] > n_blocks:
-            raise ValueError(
-                f"ResidualUNet: feature_blocks must be encoder block numbers in 1..{n_blocks}, got {feature_blocks!r}"
-            )
+            raise ValueError(f"ResidualUNet: feature_blocks must be encoder block numbers in 1..{n_blocks}, got {feature_blocks!r}")
         self.feature_blocks = sel
 
         self.encoders = nn.ModuleList()
         for i, (width, n) in enumerate(zip(f, enc)):
             cin = in_channels if i == 0 else f[i - 1]
             self.encoders.append(
-                nn.Sequential(
-                    *(ResidualBlock(spatial_dims, cin if j == 0 else width, width, norm=norm, act=act) for j in range(n))
-                )
+                nn.Sequential(*(ResidualBlock(spatial_dims, cin if j == 0 else width, width, norm=norm, act=act) for j in range(n)))
             )
         self.pool = layer_type("maxpool", spatial_dims)(2)
         up = layer_type("convtranspose", spatial_dims)
         levels = list(reversed(range(self.depth)))  # decoder stage k works at level depth-1-k
         self.ups = nn.ModuleList(up(f[i + 1], f[i], kernel_size=2, stride=2) for i in levels)
         self.decoders = nn.ModuleList(
-            nn.Sequential(
-                *(ResidualBlock(spatial_dims, 2 * f[i] if j == 0 else f[i], f[i], norm=norm, act=act) for j in range(n))
-            )
+            nn.Sequential(*(ResidualBlock(spatial_dims, 2 * f[i] if j == 0 else f[i], f[i], norm=norm, act=act) for j in range(n)))
             for i, n in zip(levels, self.decoder_blocks)
         )
         self.head = layer_type("conv", spatial_dims)(f[0], out_channels, kernel_size=1)

@@ -45,7 +45,8 @@ def round_ste(x: torch.Tensor) -> torch.Tensor:
 def onehot_ste(p: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """Straight-through one-hot of the argmax along ``dim``: the rounding of a channel softmax
     where every pixel keeps exactly one active channel (``round`` leaves a pixel all-zero
-    when no channel exceeds 0.5, as at initialisation, where the softmax is near uniform)."""
+    when no channel exceeds 0.5, as at initialisation, where the softmax is near uniform).
+    """
     hard = torch.zeros_like(p).scatter_(dim, p.argmax(dim, keepdim=True), 1.0)
     return p + (hard - p).detach()
 
@@ -64,14 +65,15 @@ class AnatomyEncoder(nn.Module):
             ``"onehot"`` (:func:`onehot_ste`) or ``"none"`` (the soft factor, for ablations).
     """
 
-    def __init__(self, in_channels: int = 1, anatomy_channels: int = 8, features: Sequence[int] = (16, 32, 64, 128, 256),
-                 binarise: str = "onehot") -> None:
+    def __init__(
+        self, in_channels: int = 1, anatomy_channels: int = 8, features: Sequence[int] = (16, 32, 64, 128, 256), binarise: str = "onehot"
+    ) -> None:
         super().__init__()
         if binarise not in BINARISE:
             raise ValueError(f"binarise must be one of {', '.join(BINARISE)}, got {binarise!r}")
         self.unet = UNet(in_channels, anatomy_channels, features=features, norm="batch", act="relu")
         self.binarise = binarise
-        self.multiple = 2 ** self.unet.depth
+        self.multiple = 2**self.unet.depth
 
     def soft(self, x: torch.Tensor) -> torch.Tensor:
         """The channel softmax before rounding."""
@@ -96,14 +98,19 @@ class ModalityEncoder(nn.Module):
     in Liu et al. 2020, Fig. 1(a)).
     """
 
-    def __init__(self, in_channels: int = 1, anatomy_channels: int = 8, z_dim: int = 8, channels: Sequence[int] = (16, 32),
-                 hidden: int = 32) -> None:
+    def __init__(
+        self, in_channels: int = 1, anatomy_channels: int = 8, z_dim: int = 8, channels: Sequence[int] = (16, 32), hidden: int = 32
+    ) -> None:
         super().__init__()
         c1, c2 = (int(c) for c in channels)
         self.anatomy_channels = anatomy_channels
         self.convs = nn.Sequential(
-            nn.Conv2d(in_channels + anatomy_channels, c1, 4, stride=2, padding=1), nn.BatchNorm2d(c1), nn.LeakyReLU(0.2),
-            nn.Conv2d(c1, c2, 4, stride=2, padding=1), nn.BatchNorm2d(c2), nn.LeakyReLU(0.2),
+            nn.Conv2d(in_channels + anatomy_channels, c1, 4, stride=2, padding=1),
+            nn.BatchNorm2d(c1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(c1, c2, 4, stride=2, padding=1),
+            nn.BatchNorm2d(c2),
+            nn.LeakyReLU(0.2),
         )
         self.mlp = nn.Sequential(nn.Linear(c2, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 2 * z_dim))
         self.z_dim = z_dim
@@ -125,8 +132,12 @@ class Segmentor(nn.Module):
     def __init__(self, anatomy_channels: int = 8, num_classes: int = 4, width: int = 64) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(anatomy_channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-            nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.Conv2d(anatomy_channels, width, 3, padding=1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
             nn.Conv2d(width, num_classes, 1),
         )
 

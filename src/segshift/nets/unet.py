@@ -1,5 +1,6 @@
 """The plain U-Net (Ronneberger, Fischer and Brox, "U-Net: Convolutional Networks for
-Biomedical Image Segmentation", MICCAI 2015), 2D or 3D."""
+Biomedical Image Segmentation", MICCAI 2015), 2D or 3D.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from segshift.nets.blocks import DoubleConv, check_features, encoder_decoder_pass, check_input, check_spatial_dims, layer_type
+from segshift.nets.blocks import DoubleConv, check_features, check_input, check_spatial_dims, encoder_decoder_pass, layer_type
 
 
 class UNet(nn.Module):
@@ -70,9 +71,7 @@ class UNet(nn.Module):
         up = layer_type("convtranspose", spatial_dims)
         # Decoder stages from deep to shallow: stage k maps level depth-k to level depth-k-1.
         self.ups = nn.ModuleList(up(f[i + 1], f[i], kernel_size=2, stride=2) for i in reversed(range(self.depth)))
-        self.decoders = nn.ModuleList(
-            DoubleConv(spatial_dims, 2 * f[i], f[i], norm=norm, act=act) for i in reversed(range(self.depth))
-        )
+        self.decoders = nn.ModuleList(DoubleConv(spatial_dims, 2 * f[i], f[i], norm=norm, act=act) for i in reversed(range(self.depth)))
         self.head = layer_type("conv", spatial_dims)(f[0], out_channels, kernel_size=1)
 
     @property

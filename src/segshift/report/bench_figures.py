@@ -19,6 +19,8 @@ import io
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +28,7 @@ from segshift.metrics.stats import finite
 from segshift.report.figures import _STRUCTURE_COLOURS, _normalise
 
 
-def _plt():
+def _plt() -> ModuleType:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -35,7 +37,7 @@ def _plt():
     return plt
 
 
-def _png(fig) -> bytes:
+def _png(fig: Any) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     _plt().close(fig)
@@ -67,8 +69,14 @@ def box_plots(scores: Mapping[str, Mapping[str, Sequence[float]]], metric_name: 
     return _png(fig)
 
 
-def overlay_panels(images: Sequence[np.ndarray], references: Sequence[np.ndarray], predictions: Sequence[np.ndarray],
-                   titles: Sequence[str], labels: Mapping[str, int], suptitle: str) -> bytes:
+def overlay_panels(
+    images: Sequence[np.ndarray],
+    references: Sequence[np.ndarray],
+    predictions: Sequence[np.ndarray],
+    titles: Sequence[str],
+    labels: Mapping[str, int],
+    suptitle: str,
+) -> bytes:
     """One panel per (image, reference, prediction) triple (3D arrays, slice axis last)."""
     plt = _plt()
     fig, axes = plt.subplots(1, len(images), figsize=(3.3 * len(images), 3.6), squeeze=False)
@@ -85,7 +93,7 @@ def overlay_panels(images: Sequence[np.ndarray], references: Sequence[np.ndarray
         else:
             i0, j0, i1, j1 = 0, 0, ref.shape[0], ref.shape[1]
         ax.imshow(_normalise(img[i0:i1, j0:j1, k].astype(float)).T, cmap="gray", origin="lower")
-        for c, (name, idx) in enumerate(structures):
+        for c, (_name, idx) in enumerate(structures):
             colour = _STRUCTURE_COLOURS[c % len(_STRUCTURE_COLOURS)]
             for arr, style in ((ref, "--"), (pred, "-")):
                 mask = (arr[i0:i1, j0:j1, k] == idx).astype(float).T
@@ -182,16 +190,23 @@ def stage_curves(rows: Sequence[tuple[str, Sequence[tuple[str, Mapping[str, list
         for c, group in enumerate(groups):
             ax = axes[r][c]
             drawn = False
-            for k, (seed_name, cols) in enumerate(seeds):
+            for k, (_seed_name, cols) in enumerate(seeds):
                 step = np.asarray(cols.get("step", []), dtype=float)
                 for j, key in enumerate(curve_columns(cols).get(group, [])):
                     v = np.asarray(cols[key], dtype=float)
                     ok = np.isfinite(v) & np.isfinite(step)
                     if not ok.any():
                         continue
-                    ax.plot(step[ok], v[ok], color=f"C{j % 10}", lw=1.0, ls="-" if k == 0 else "--",
-                            marker="o" if group == "source validation Dice" else None, ms=2,
-                            label=key if k == 0 else None)
+                    ax.plot(
+                        step[ok],
+                        v[ok],
+                        color=f"C{j % 10}",
+                        lw=1.0,
+                        ls="-" if k == 0 else "--",
+                        marker="o" if group == "source validation Dice" else None,
+                        ms=2,
+                        label=key if k == 0 else None,
+                    )
                     drawn = True
             if drawn:
                 ax.legend(fontsize=5.5, loc="best", frameon=False)
@@ -218,8 +233,9 @@ def stage_curves(rows: Sequence[tuple[str, Sequence[tuple[str, Mapping[str, list
     return buf.getvalue()
 
 
-def qc_scatter(cases: Sequence[Mapping[str, object]], scores: Sequence[str], threshold: float, title: str,
-               stats: Mapping[str, str] | None = None) -> bytes:
+def qc_scatter(
+    cases: Sequence[Mapping[str, object]], scores: Sequence[str], threshold: float, title: str, stats: Mapping[str, str] | None = None
+) -> bytes:
     """Scatter plots of QC scores against per-case Dice.
 
     Args:

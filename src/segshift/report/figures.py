@@ -32,7 +32,7 @@ def _mid_slice(label: np.ndarray | None, n_slices: int) -> int:
     return n_slices // 2
 
 
-def _view_window(img: "Volume", label: np.ndarray | None, k: int, half_mm: float) -> tuple[tuple[float, float], tuple[float, float]]:
+def _view_window(img: Volume, label: np.ndarray | None, k: int, half_mm: float) -> tuple[tuple[float, float], tuple[float, float]]:
     """x/y limits (mm, display coordinates) of a square window around the heart (or the centre)."""
     sx, sy = img.spacing[0], img.spacing[1]
     nx, ny = img.array.shape[:2]
@@ -45,7 +45,7 @@ def _view_window(img: "Volume", label: np.ndarray | None, k: int, half_mm: float
 
 
 def domain_comparison_figure(
-    domains: Sequence["Domain"],
+    domains: Sequence[Domain],
     out_png: str | Path,
     n_cases: int = 3,
     window_mm: float = 180.0,
@@ -129,7 +129,7 @@ def domain_comparison_figure(
             if lb is not None:
                 xs = (np.arange(lb.shape[0]) + 0.5) * (extent[1] / lb.shape[0])
                 ys = (np.arange(lb.shape[1]) + 0.5) * (extent[2] / lb.shape[1])
-                for idx, (name, value) in enumerate(structures.items()):
+                for idx, value in enumerate(structures.values()):
                     mask = (lb == value).astype(float)
                     if mask.any():
                         ax.contour(xs, ys, mask.T, levels=[0.5], colors=[_STRUCTURE_COLOURS[idx % 6]], linewidths=0.8)
@@ -144,8 +144,13 @@ def domain_comparison_figure(
         for idx, (name, parts) in enumerate(hist_struct.items()):
             if parts and sum(p.size for p in parts):
                 ax.hist(
-                    np.concatenate(parts), bins=bins, density=True, histtype="step",
-                    color=_STRUCTURE_COLOURS[idx % 6], lw=0.9, label=name,
+                    np.concatenate(parts),
+                    bins=bins,
+                    density=True,
+                    histtype="step",
+                    color=_STRUCTURE_COLOURS[idx % 6],
+                    lw=0.9,
+                    label=name,
                 )
         ax.set_xlim(0, 1)
         ax.set_yticks([])
@@ -161,7 +166,9 @@ def domain_comparison_figure(
     return out_png
 
 
-def image_grid(rows: Sequence[tuple[str, np.ndarray]], out_png: str | Path, title: str = "", col_titles: Sequence[str] | None = None) -> Path:
+def image_grid(
+    rows: Sequence[tuple[str, np.ndarray]], out_png: str | Path, title: str = "", col_titles: Sequence[str] | None = None
+) -> Path:
     """A grid of 2D images: one row per ``(name, images (N, H, W))``, the same N in every row.
 
     Each image is shown with its own 1st-99th percentile window (the figure is about

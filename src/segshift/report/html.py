@@ -72,8 +72,23 @@ def _read_json(path: Path) -> Any:
         raise InputFileError(path, f"is not valid JSON ({exc})") from exc
 
 
-_FLOAT_KEYS = {"mean", "std", "dice", "jaccard", "mean_a", "mean_b", "mean_diff", "ci_low", "ci_high", "t_p", "wilcoxon_p",
-               "t_p_holm", "wilcoxon_p_holm", "spearman", "auc"}
+_FLOAT_KEYS = {
+    "mean",
+    "std",
+    "dice",
+    "jaccard",
+    "mean_a",
+    "mean_b",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "t_p",
+    "wilcoxon_p",
+    "t_p_holm",
+    "wilcoxon_p_holm",
+    "spearman",
+    "auc",
+}
 
 
 def build_report(folder: str | Path) -> str:
@@ -90,17 +105,21 @@ def build_report(folder: str | Path) -> str:
     structures = results["structures"]
     rows = T.collect_rows(folder)
     runs = [r for r in bench["runs"] if r["state"] in ("ran", "done")]
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>segshift benchmark: {html.escape(bench['suite'])}</title>"
-             f"<style>{_CSS}</style></head><body>",
-             f"<h1>segshift benchmark: {html.escape(bench['suite'])}</h1>",
-             f"<p class='note'>{len(runs)} runs; suite file {html.escape(str(bench['suite_file']))}; report written "
-             f"{_dt.datetime.now().isoformat(timespec='seconds')}. Rows marked ORACLE trained on target labels (an upper bound).</p>"]
+    parts = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>segshift benchmark: {html.escape(bench['suite'])}</title>"
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>segshift benchmark: {html.escape(bench['suite'])}</h1>",
+        f"<p class='note'>{len(runs)} runs; suite file {html.escape(str(bench['suite_file']))}; report written "
+        f"{_dt.datetime.now().isoformat(timespec='seconds')}. Rows marked ORACLE trained on target labels (an upper bound).</p>",
+    ]
 
     parts.append("<h2>Results</h2>")
     for u in results["units"]:
         seeds = sorted({s for m in u["methods"] for s in m["seeds"]})
-        parts.append(f"<h3>Task {html.escape(u['task'])}, test set {html.escape(u['test'])} "
-                     f"({len(u['cases'])} cases; seeds {', '.join(map(str, seeds))})</h3>")
+        parts.append(
+            f"<h3>Task {html.escape(u['task'])}, test set {html.escape(u['test'])} "
+            f"({len(u['cases'])} cases; seeds {', '.join(map(str, seeds))})</h3>"
+        )
         oracle = [m["oracle"] for m in u["methods"]]
         parts.append(_table(*T.table_rows(u, structures, ("dice", "jaccard"), gap=True), oracle_rows=oracle))
         parts.append(_table(*T.table_rows(u, structures, ("assd_mm", "hd95_mm"), gap=False), oracle_rows=oracle))
@@ -114,8 +133,14 @@ def build_report(folder: str | Path) -> str:
             parts.append(f"<p class='note'>{html.escape(T.gap_note(u))}</p>")
     parts += ["<h2>Paired tests</h2>", f"<p>{html.escape(T.comparisons_sentence(results))}</p>", _table(*T.comparison_rows(results))]
     if results.get("skipped"):
-        parts.append("<h3>Not run</h3><ul>" + "".join(
-            f"<li>{html.escape(r['method_id'])} on {html.escape(r['task'])}: {html.escape(r['skipped'])}</li>" for r in results["skipped"]) + "</ul>")
+        parts.append(
+            "<h3>Not run</h3><ul>"
+            + "".join(
+                f"<li>{html.escape(r['method_id'])} on {html.escape(r['task'])}: {html.escape(r['skipped'])}</li>"
+                for r in results["skipped"]
+            )
+            + "</ul>"
+        )
 
     parts += _qc_section(results.get("qc"))
 
@@ -128,8 +153,12 @@ def build_report(folder: str | Path) -> str:
                 sc = T._case_scores([r for r in sel if r["method_id"] == m["id"]], structures)
                 for s in [*structures, T.MEAN]:
                     data.setdefault(s, {})[m.get("label") or T.label(m["id"], m["oracle"])] = [v[metric] for v in sc[s].values()]
-            parts.append(_figure(F.box_plots(data, name, f"{u['task']} / {u['test']}: {name} per case"),
-                                 f"Box plots of per-case {name}, task {u['task']}, test set {u['test']} (seeds averaged per case)"))
+            parts.append(
+                _figure(
+                    F.box_plots(data, name, f"{u['task']} / {u['test']}: {name} per case"),
+                    f"Box plots of per-case {name}, task {u['task']}, test set {u['test']} (seeds averaged per case)",
+                )
+            )
 
     parts.append("<h2>Best, median and worst cases</h2>")
     parts += _overlays(folder, results, rows, runs)
@@ -148,9 +177,11 @@ def build_report(folder: str | Path) -> str:
         parts.append("<p class='note'>No method wrote figures (RUN/figures/*.png) in these runs.</p>")
 
     parts.append("<h2>Training curves</h2>")
-    parts.append("<p class='note'>Per task, one row per table row (the init first, then every adaptation stage, the oracle last), "
-                 "one column per kind of term logged in logs/train.csv; a warm-started run's steps count from the start of "
-                 "its own stage. Later seeds dashed.</p>")
+    parts.append(
+        "<p class='note'>Per task, one row per table row (the init first, then every adaptation stage, the oracle last), "
+        "one column per kind of term logged in logs/train.csv; a warm-started run's steps count from the start of "
+        "its own stage. Later seeds dashed.</p>"
+    )
     for task in dict.fromkeys(r["task"] for r in runs):
         order = {"init": 0, "method": 1, "oracle": 2}
         task_runs = sorted((r for r in runs if r["task"] == task), key=lambda r: order.get(T.run_role(r), 1))  # stable: suite order
@@ -163,8 +194,12 @@ def build_report(folder: str | Path) -> str:
                 name = T.run_label(r) + (f"\nfrom {r['init']}" if r.get("init") else "")
                 rows.setdefault(name, []).append((f"seed {r['seed']}", F.read_curve(csv_path)))
         if rows:
-            parts.append(_figure(F.stage_curves(list(rows.items()), f"task {task}: training logs of every stage"),
-                                 f"Training curves, task {task}: init and adaptation stages (logs/train.csv)"))
+            parts.append(
+                _figure(
+                    F.stage_curves(list(rows.items()), f"task {task}: training logs of every stage"),
+                    f"Training curves, task {task}: init and adaptation stages (logs/train.csv)",
+                )
+            )
 
     parts.append("<h2>Runs: configuration, versions, code revision</h2>")
     parts.append(_table(*T.runs_rows(runs)))
@@ -174,10 +209,12 @@ def build_report(folder: str | Path) -> str:
         versions = ", ".join(f"{k} {v}" for k, v in (info.get("versions") or {}).items())
         cfg = (run / "config.yaml").read_text(encoding="utf-8")
         what = " (INIT)" if T.run_role(r) == "init" else " (ORACLE)" if r["oracle"] else f" (init: {r['init']})" if r.get("init") else ""
-        parts.append(f"<details><summary>{html.escape(r['key'] + what)}: code revision "
-                     f"{html.escape(str(info.get('git_revision')))}; {html.escape(versions)}</summary>"
-                     f"<p>sources: {html.escape(', '.join(info['sources']))}; target: {html.escape(str(info['target']))}</p>"
-                     f"<pre>{html.escape(cfg)}</pre></details>")
+        parts.append(
+            f"<details><summary>{html.escape(r['key'] + what)}: code revision "
+            f"{html.escape(str(info.get('git_revision')))}; {html.escape(versions)}</summary>"
+            f"<p>sources: {html.escape(', '.join(info['sources']))}; target: {html.escape(str(info['target']))}</p>"
+            f"<pre>{html.escape(cfg)}</pre></details>"
+        )
     suite_text = (folder / "suite.yaml").read_text(encoding="utf-8") if (folder / "suite.yaml").is_file() else ""
     parts.append(f"<h3>Suite</h3><pre>{html.escape(suite_text)}</pre></body></html>")
     return "\n".join(parts)
@@ -197,10 +234,12 @@ def _qc_section(qc: Mapping[str, Any] | None) -> list[str]:
         head, body = QC.table_rows(qc, task, test)
         out.append(_table(head, body, oracle_rows=["(ORACLE)" in r[0] for r in body]))
         cases = QC.unit_cases(qc["cases"], task, test)
-        pooled = {v["score"]: v for v in qc["validation"]
-                  if v["task"] == task and v["test"] == test and v["method_id"] == QC.POOLED}
-        stats = {s: f"pooled rho {_num(pooled[s]['spearman'], '+.2f')}, AUC {_num(pooled[s]['auc'], '.2f')} (n {pooled[s]['n']})"
-                 for s in qc["main_scores"] if s in pooled}
+        pooled = {v["score"]: v for v in qc["validation"] if v["task"] == task and v["test"] == test and v["method_id"] == QC.POOLED}
+        stats = {
+            s: f"pooled rho {_num(pooled[s]['spearman'], '+.2f')}, AUC {_num(pooled[s]['auc'], '.2f')} (n {pooled[s]['n']})"
+            for s in qc["main_scores"]
+            if s in pooled
+        }
         caption = f"QC scores against Dice, {QC.unit_title(task, test)} (one point per run and case)"
         title = f"{task} / {'all test sets' if test == QC.ALL_TESTS else test}: QC score vs Dice"
         out.append(_figure(F.qc_scatter(cases, qc["main_scores"], qc["threshold"], title, stats), caption))
@@ -232,7 +271,11 @@ def _overlays(folder: Path, results: Mapping[str, Any], rows: Sequence[Mapping[s
             run = next((r for r in runs if r["task"] == u["task"] and r["method_id"] == m["id"] and r["seed"] == m["seeds"][0]), None)
             if run is None:
                 continue
-            sel = [r for r in rows if r["task"] == u["task"] and r["test"] == u["test"] and r["method_id"] == m["id"] and r["seed"] == run["seed"]]
+            sel = [
+                r
+                for r in rows
+                if r["task"] == u["task"] and r["test"] == u["test"] and r["method_id"] == m["id"] and r["seed"] == run["seed"]
+            ]
             per_case = {c: float(np.mean([r["dice"] for r in sel if r["case"] == c])) for c in dict.fromkeys(r["case"] for r in sel)}
             order = sorted(per_case, key=lambda c: (per_case[c], c))
             picks = [("best", order[-1]), ("median", order[len(order) // 2]), ("worst", order[0])]

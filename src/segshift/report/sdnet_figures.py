@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
 
-def _plt():
+def _plt() -> ModuleType:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -39,15 +40,21 @@ def sdnet_anatomy_figure(image: np.ndarray, label: np.ndarray, prediction: np.nd
         ax.axis("off")
     for ax, (title, arr, cmap) in zip(axes.flat, panels):
         vmax = max(1, int(label.max())) if cmap == "viridis" else None
-        ax.imshow(arr, cmap=cmap, vmin=0 if cmap != "gray" or title.startswith("anatomy") else None,
-                  vmax=vmax if cmap == "viridis" else (1 if title.startswith("anatomy") else None), interpolation="nearest")
+        ax.imshow(
+            arr,
+            cmap=cmap,
+            vmin=0 if cmap != "gray" or title.startswith("anatomy") else None,
+            vmax=vmax if cmap == "viridis" else (1 if title.startswith("anatomy") else None),
+            interpolation="nearest",
+        )
         ax.set_title(title, fontsize=8)
     fig.tight_layout()
     return _save(fig, Path(out_png))
 
 
-def sdnet_factor_grid(anatomy_image: np.ndarray, modality_images: np.ndarray, decoded: np.ndarray, names: Sequence[str],
-                      out_png: str | Path) -> Path:
+def sdnet_factor_grid(
+    anatomy_image: np.ndarray, modality_images: np.ndarray, decoded: np.ndarray, names: Sequence[str], out_png: str | Path
+) -> Path:
     """Top row: the images giving modality factors; bottom row: ``anatomy_image``'s anatomy decoded with each."""
     plt = _plt()
     n = len(modality_images)

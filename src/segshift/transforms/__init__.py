@@ -1,5 +1,5 @@
 """Deterministic preprocessing as one serialisable pipeline (:class:`Preprocessor`)."""
 
-from segshift.transforms.preprocess import PreprocessConfig, Prepared, Preprocessor
+from segshift.transforms.preprocess import Prepared, PreprocessConfig, Preprocessor
 
-__all__ = ["PreprocessConfig", "Prepared", "Preprocessor"]
+__all__ = ["Prepared", "PreprocessConfig", "Preprocessor"]

@@ -25,8 +25,8 @@ import torch.nn.functional as F
 
 from segshift.errors import SegshiftError
 from segshift.transforms.bigaug import BigAugConfig
-from segshift.transforms.ops import _blur, _uniform
 from segshift.transforms.gin import GinConfig
+from segshift.transforms.ops import _blur, _uniform
 
 
 @dataclasses.dataclass
@@ -60,12 +60,11 @@ class AugmentConfig:
             raise SegshiftError(f"augment.resolution must be [min_mm, max_mm] with 0 < min <= max (or null), got {list(r)}")
         if self.spacing is None or not self.spacing > 0:
             raise SegshiftError(
-                "augment.resolution needs a fixed preprocessed pixel size: set data.preprocess.target_spacing "
-                f"(got {self.spacing!r})"
+                f"augment.resolution needs a fixed preprocessed pixel size: set data.preprocess.target_spacing (got {self.spacing!r})"
             )
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], spacing: float | None = None) -> "AugmentConfig":
+    def from_dict(cls, d: Mapping[str, Any], spacing: float | None = None) -> AugmentConfig:
         """From the ``augment:`` section; ``spacing`` is ``data.preprocess.target_spacing``."""
         kw = dict(d)
         kw["gin"] = GinConfig.from_dict(kw.get("gin"))
@@ -97,8 +96,9 @@ def spatial_params(n: int, cfg: AugmentConfig, gen: torch.Generator) -> torch.Te
     return theta
 
 
-def warp(image: torch.Tensor, theta: torch.Tensor, label: torch.Tensor | None = None,
-         displacement: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def warp(
+    image: torch.Tensor, theta: torch.Tensor, label: torch.Tensor | None = None, displacement: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Apply per-sample affine warps; outside the image, images take their minimum, labels 0.
 
     ``displacement`` ``(B, H, W, 2)`` (grid units, x then y) is added to the affine grid
@@ -111,7 +111,11 @@ def warp(image: torch.Tensor, theta: torch.Tensor, label: torch.Tensor | None = 
     out = F.grid_sample(image - floor, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + floor
     lab = None
     if label is not None:
-        lab = F.grid_sample(label[:, None].to(image.dtype), grid, mode="nearest", padding_mode="zeros", align_corners=False)[:, 0].round().to(label.dtype)
+        lab = (
+            F.grid_sample(label[:, None].to(image.dtype), grid, mode="nearest", padding_mode="zeros", align_corners=False)[:, 0]
+            .round()
+            .to(label.dtype)
+        )
     return out, lab
 
 

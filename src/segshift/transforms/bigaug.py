@@ -59,10 +59,12 @@ class BigAugConfig:
         if self.scale[0] <= 0 or self.gamma[0] <= 0:
             raise SegshiftError("augment.bigaug: scale and gamma ranges must be > 0")
         if self.elastic_grid < 2 or self.elastic_px < 0:
-            raise SegshiftError(f"augment.bigaug: elastic_grid must be >= 2 and elastic_px >= 0, got {self.elastic_grid}, {self.elastic_px}")
+            raise SegshiftError(
+                f"augment.bigaug: elastic_grid must be >= 2 and elastic_px >= 0, got {self.elastic_grid}, {self.elastic_px}"
+            )
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> "BigAugConfig":
+    def from_dict(cls, d: Mapping[str, Any] | None) -> BigAugConfig:
         kw = dict(d or {})
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = set(kw) - set(fields)
@@ -93,8 +95,9 @@ def _sharpen(x: torch.Tensor, sigma: float, alpha: float) -> torch.Tensor:
     return b + alpha * (b - _blur(b, 0.5))
 
 
-def bigaug_batch(image: torch.Tensor, label: torch.Tensor | None, cfg: BigAugConfig,
-                 gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+def bigaug_batch(
+    image: torch.Tensor, label: torch.Tensor | None, cfg: BigAugConfig, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The nine stacked transforms on a CPU batch ``(B, 1, H, W)`` (labels ``(B, H, W)`` follow the warp)."""
     n, _, h, w = image.shape
     x = image

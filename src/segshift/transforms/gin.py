@@ -80,7 +80,7 @@ class GinConfig:
             raise SegshiftError("augment.gin: " + "; ".join(problems))
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> "GinConfig":
+    def from_dict(cls, d: Mapping[str, Any] | None) -> GinConfig:
         kw = dict(d or {})
         unknown = set(kw) - {f.name for f in dataclasses.fields(cls)}
         if unknown:

@@ -123,8 +123,9 @@ class Preprocessor:
         self.reference = None if reference is None else np.asarray(list(reference), dtype=np.float64)
 
     # -- fitting --------------------------------------------------------------------
-    def fit_histogram_reference(self, volumes: Iterable[Volume | np.ndarray]) -> "Preprocessor":
+    def fit_histogram_reference(self, volumes: Iterable[Volume | np.ndarray]) -> Preprocessor:
         """Fit the histogram-matching reference on the volumes of a reference domain."""
+
         def clipped() -> Iterable[np.ndarray]:
             for v in volumes:
                 yield self._clip(v.array if isinstance(v, Volume) else np.asarray(v))
@@ -197,8 +198,9 @@ class Preprocessor:
         )
         return Prepared(image=np.ascontiguousarray(img, dtype=np.float32), label=lab, geometry=geom)
 
-    def predict(self, image: Volume, probabilities: Callable[[np.ndarray], np.ndarray],
-                relocate_px: float = 8.0) -> tuple[np.ndarray, "Prepared"]:
+    def predict(
+        self, image: Volume, probabilities: Callable[[np.ndarray], np.ndarray], relocate_px: float = 8.0
+    ) -> tuple[np.ndarray, Prepared]:
         """Preprocess ``image`` and return the per-class probabilities ``(C, Z, H, W)`` that
         ``probabilities`` gives for its slices ``(Z, H, W)``, with the :class:`Prepared` volume.
 
@@ -223,7 +225,8 @@ class Preprocessor:
     def invert_argmax(self, probs: np.ndarray, geometry: GeometryRecord) -> np.ndarray:
         """The label mask ``(i, j, k)`` (uint8) of per-class probabilities ``(C, Z, H, W)`` on the
         input grid: :meth:`invert`, then the argmax over classes (taken before the axes are
-        reordered, where it is contiguous and fast)."""
+        reordered, where it is contiguous and fast).
+        """
         native = self._invert_probs(probs, geometry)  # (C, Z, h, w)
         return np.ascontiguousarray(np.transpose(native.argmax(0).astype(np.uint8), (1, 2, 0)))
 
@@ -266,7 +269,7 @@ class Preprocessor:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], where: str = "preprocess") -> "Preprocessor":
+    def from_dict(cls, d: Mapping[str, Any], where: str = "preprocess") -> Preprocessor:
         if not isinstance(d, Mapping) or d.get("kind") != KIND:
             raise SegshiftError(f"{where}: not a segshift preprocessing document")
         if int(d.get("version", 0)) > VERSION:
@@ -286,7 +289,7 @@ class Preprocessor:
         write_json(path, self.to_dict())
 
     @classmethod
-    def load(cls, path: str | Path) -> "Preprocessor":
+    def load(cls, path: str | Path) -> Preprocessor:
         path = Path(path)
         try:
             d = json.loads(path.read_text(encoding="utf-8"))

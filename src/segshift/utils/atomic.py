@@ -63,8 +63,9 @@ def check_disjoint(out: str | Path, inputs: Iterable[str | Path | None], what: s
         i = Path(item).resolve()
         how = "is" if o == i else "contains" if o in i.parents else "lies inside" if i in o.parents else None
         if how:
-            raise SegshiftError(f"{out}: the {what} {how} the input {item}; write it somewhere else "
-                                "(--overwrite would replace the input with it)")
+            raise SegshiftError(
+                f"{out}: the {what} {how} the input {item}; write it somewhere else (--overwrite would replace the input with it)"
+            )
 
 
 @contextlib.contextmanager
