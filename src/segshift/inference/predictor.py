@@ -207,7 +207,7 @@ def _in_checkpoint(folder: Path, net: str) -> bool:
     if not net.endswith(TARGET_NORM):
         return True
     with safe_open(str(folder / "weights.safetensors"), framework="pt") as f:
-        return any(k.startswith(f"{net}.") for k in f)
+        return any(k.startswith(f"{net}.") for k in f.keys())  # noqa: SIM118 - safe_open is not iterable
 
 
 def is_run_target(run_info: dict[str, Any], domain_root: str | Path) -> bool:

@@ -281,7 +281,7 @@ class Method:
     @contextlib.contextmanager
     def target_norm(self, net: str = "seg") -> Iterator[None]:
         """Within: the batch-norm layers of ``net`` use (and in train mode update) the target statistics."""
-        store = self.nets.get(net + TARGET_NORM, None)
+        store = self.nets[net + TARGET_NORM] if net + TARGET_NORM in self.nets else None  # noqa: SIM401 - ModuleDict has no get
         if store is None:
             yield
             return
@@ -293,7 +293,7 @@ class Method:
 
     def uses_target_norm(self) -> bool:
         """Whether target-domain inputs are normalised with statistics of their own at prediction."""
-        store = self.nets.get("seg" + TARGET_NORM, None)
+        store = self.nets["seg" + TARGET_NORM] if "seg" + TARGET_NORM in self.nets else None  # noqa: SIM401 - ModuleDict has no get
         return store is not None and store.trained()
 
     def configure(self, policy: ExecutionPolicy) -> None:
