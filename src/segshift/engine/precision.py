@@ -71,7 +71,7 @@ class ExecutionPolicy:
             raise SegshiftError(f"an execution policy's precision is fp32 or bf16 (resolved), got {self.precision!r}")
 
     @classmethod
-    def from_config(cls, train: Mapping[str, Any], device: torch.device | str) -> "ExecutionPolicy":
+    def from_config(cls, train: Mapping[str, Any], device: torch.device | str) -> ExecutionPolicy:
         """The policy of a run's ``train`` section (``precision`` resolved for ``device``)."""
         return cls(resolve_precision(train["precision"], device), bool(train["channels_last"]), bool(train.get("compile", False)))
 
