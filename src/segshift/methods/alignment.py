@@ -237,7 +237,8 @@ class AdversarialAlignment:
         """Raw discriminator scores of ``x`` (each network through :meth:`~segshift.methods.base.Method.call`).
 
         ``wrapped`` uses the DDP-wrapped networks (the discriminator update, whose gradients
-        are averaged across processes); the generator side uses the plain modules, frozen.
+        are averaged across processes); the generator side uses the plain modules (frozen, or
+        live with its backward restricted to the segmenter when step 2 shares the pass).
         """
         m = self.method
         for n in self.net_names:
