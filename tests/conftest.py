@@ -91,9 +91,13 @@ def tiny_suite_text(qc_threshold: float = 0.5) -> str:
     from segshift.bench.suite import builtin_suites
 
     text = builtin_suites()["phantom-tiny"]
-    for old, new in (("budget: {steps: 40}}", "budget: {steps: 6}}"), ("budget: {steps: 20}", "budget: {steps: 4}"),
-                     ("train.eval_every=10", "train.eval_every=3"), ("train.checkpoint_every=10", "train.checkpoint_every=3"),
-                     ("train.log_every=5", "train.log_every=1")):
+    for old, new in (
+        ("budget: {steps: 40}}", "budget: {steps: 6}}"),
+        ("budget: {steps: 20}", "budget: {steps: 4}"),
+        ("train.eval_every=10", "train.eval_every=3"),
+        ("train.checkpoint_every=10", "train.checkpoint_every=3"),
+        ("train.log_every=5", "train.log_every=1"),
+    ):
         assert old in text, old
         text = text.replace(old, new)
     return text + f"qc_threshold: {qc_threshold}\n"
