@@ -206,6 +206,20 @@ def test_compute_qc_on_a_hand_made_folder(tmp_path, monkeypatch):
 
 
 # -- the tiny phantom benchmark (tests/conftest.py): the tables, the report's table and figure ---------------------------
+def test_a_missing_source_domain_leaves_the_volume_scores_undefined(tmp_path):
+    out = tmp_path / "bench"
+    gone = tmp_path / "moved-away"
+    rows_qc = [{"case": f"c{i}", "mean_entropy": 0.1 * i, "fg_entropy": 0.2, "LV_ml": 10.0, "RV_ml": 5.0} for i in range(6)]
+    run = _run(out, "t1/m/seed0", [gone], {gone: ["case0", "case1"]}, rows_qc, False)
+    rows = [
+        {"task": "t1", "test": "t", "method_id": "m", "seed": 0, "case": f"c{i}", "structure": "LV", "dice": d} for i, d in enumerate(DICE)
+    ]
+    res = QC.compute_qc(out, rows, [run], ["LV", "RV"])
+    assert res["references"]["t1/m/seed0"]["structures"] is None
+    assert res["references"]["t1/m/seed0"]["from"].startswith("source labels unreadable")
+    assert all(math.isnan(c["volume_z_max"]) for c in res["cases"]) and res["cases"][1]["mean_entropy"] == pytest.approx(0.1)
+
+
 def test_tiny_benchmark_writes_the_qc_tables(tiny_benchmark):
     from segshift.bench.tables import collect_rows
     from segshift.metrics.stats import roc_auc, spearman

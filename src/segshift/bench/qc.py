@@ -55,6 +55,7 @@ from typing import Any
 
 import numpy as np
 
+from segshift.errors import SegshiftError
 from segshift.metrics.stats import csv_value, is_defined, mean_of_all, roc_auc, spearman
 
 DEFAULT_THRESHOLD = 0.7
@@ -235,7 +236,7 @@ def compute_qc(
                 if (dom, c) not in vol_cache:
                     vol_cache[dom, c] = label_volumes(dom, c, structures)
                 vols.append(vol_cache[dom, c])
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, SegshiftError) as exc:  # a moved or changed source domain: no volume scores, said so
             return None, f"source labels unreadable ({exc})"
         return volume_reference(vols, structures), f"{len(cases)} source training labels of {donor['key']}"
 
