@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from segshift.data.phantom import FAST_SETTINGS
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CARDIAC = Path(os.environ.get("SEGSHIFT_SHARED_CARDIAC", REPO.parent / "shared" / "data" / "cardiac"))
 
@@ -52,15 +54,9 @@ def toy() -> tuple[np.ndarray, np.ndarray]:
     return toy_case()
 
 
-# fast training settings for phantom tests: 2.5 mm pixels, 80x80 crops (200 mm field of view), a narrow U-Net
-FAST = [
-    "data.preprocess.crop_size=[80,80]",
-    "data.preprocess.target_spacing=2.5",
-    "model.kwargs={features: [8,16,32,64]}",
-    "train.lr=0.003",
-    "train.warmup_steps=10",
-    "train.log_every=10",
-]
+# fast training settings for phantom tests: 2.5 mm pixels, 80x80 crops (200 mm field of view), a narrow U-Net;
+# a list, so that the tests' idiom FAST + ["train.steps=4"] works
+FAST: list[str] = list(FAST_SETTINGS)
 
 
 @pytest.fixture(scope="session")
