@@ -1,14 +1,22 @@
-"""Shared fixtures: the real data location and small hand-made volumes."""
+"""Shared fixtures and helpers: the real data location, small hand-made volumes, the phantom and its FAST settings,
+``segshift train`` argument lists (torchrun included)."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
 from segshift.data.phantom import FAST_SETTINGS
+
+if TYPE_CHECKING:
+    import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CARDIAC = Path(os.environ.get("SEGSHIFT_SHARED_CARDIAC", REPO.parent / "shared" / "data" / "cardiac"))
@@ -57,6 +65,45 @@ def toy() -> tuple[np.ndarray, np.ndarray]:
 # fast training settings for phantom tests: 2.5 mm pixels, 80x80 crops (200 mm field of view), a narrow U-Net;
 # a list, so that the tests' idiom FAST + ["train.steps=4"] works
 FAST: list[str] = list(FAST_SETTINGS)
+
+
+def set_args(sets: Iterable[str]) -> list[str]:
+    """``--set S`` for each of ``sets``, in order (a later value of a key wins, as on the command line)."""
+    return [a for s in sets for a in ("--set", s)]
+
+
+def train_argv(
+    method: str,
+    source: Path,
+    out: Path,
+    *options: str,
+    target: Path | None = None,
+    sets: Iterable[str] = (),
+    progress: bool = False,
+) -> list[str]:
+    """``segshift train`` arguments: ``method`` from ``source`` (adapting to ``target``) into ``out``, then
+    ``options``, ``--no-progress`` unless ``progress``, and ``--set`` for each of ``sets``, in order."""
+    argv = ["train", "-m", method, "-s", str(source)]
+    if target is not None:
+        argv += ["-t", str(target)]
+    argv += ["-o", str(out), *options]
+    if not progress:
+        argv.append("--no-progress")
+    return argv + set_args(sets)
+
+
+def torchrun_train(
+    method: str, source: Path, out: Path, *, target: Path | None = None, sets: Iterable[str] = ()
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """:func:`train_argv` run by torchrun as two CPU processes that dump their final weights: rank 0's and rank 1's."""
+    from safetensors.torch import load_file
+
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "segshift"]
+    args += train_argv(method, source, out, target=target, sets=sets)
+    env = {**os.environ, "SEGSHIFT_DUMP_RANK_WEIGHTS": "1", "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return load_file(str(out / "rank_weights" / "rank0.safetensors")), load_file(str(out / "rank_weights" / "rank1.safetensors"))
 
 
 @pytest.fixture(scope="session")

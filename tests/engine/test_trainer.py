@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -15,6 +12,7 @@ from segshift.cli.main import main
 from segshift.engine.config import resolve
 from segshift.engine.trainer import Trainer, train
 from segshift.errors import SegshiftError
+from tests.conftest import torchrun_train
 from tests.engine.conftest import FAST, run_folder_plan
 
 
@@ -48,30 +46,8 @@ def test_resume_equals_uninterrupted(phantom, tmp_path):
 
 @pytest.mark.slow  # torchrun; make test keeps one: tests/methods/test_adversarial.py::test_adanet_under_torchrun_keeps_identical_replicas
 def test_torchrun_two_processes_keep_identical_replicas(phantom, tmp_path):
-    args = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "segshift",
-        "train",
-        "-m",
-        "source-only",
-        "-s",
-        str(phantom["bssfp"]),
-        "-o",
-        str(tmp_path / "ddp"),
-        "--no-progress",
-    ]
-    for s in FAST + ["train.steps=6", "train.batch_size=4", "train.eval_every=3", "train.checkpoint_every=3"]:
-        args += ["--set", s]
-    env = {**os.environ, "SEGSHIFT_DUMP_RANK_WEIGHTS": "1", "OMP_NUM_THREADS": "1"}
-    res = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
-    assert res.returncode == 0, res.stderr[-3000:]
-    w0 = load_file(str(tmp_path / "ddp" / "rank_weights" / "rank0.safetensors"))
-    w1 = load_file(str(tmp_path / "ddp" / "rank_weights" / "rank1.safetensors"))
+    sets = FAST + ["train.steps=6", "train.batch_size=4", "train.eval_every=3", "train.checkpoint_every=3"]
+    w0, w1 = torchrun_train("source-only", phantom["bssfp"], tmp_path / "ddp", sets=sets)
     assert w0.keys() == w1.keys() and len(w0) > 10
     for k in w0:
         assert w0[k].equal(w1[k]), k

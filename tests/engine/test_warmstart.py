@@ -21,7 +21,7 @@ from segshift.engine.config import resolve
 from segshift.engine.trainer import Trainer, train
 from segshift.errors import SegshiftError
 from segshift.methods import get_method
-from tests.conftest import FAST
+from tests.conftest import FAST, train_argv
 
 BASE = FAST + ["model.kwargs={features: [4,8,16,32]}", "train.eval_every=4", "train.checkpoint_every=100", "train.log_every=1"]
 
@@ -113,34 +113,17 @@ def test_unfinished_missing_or_differently_split_init_is_refused(init_run, phant
             tmp_path / "b",
             progress=False,
         )
-    assert (
-        main(
-            [
-                "train",
-                "-m",
-                "adaptseg",
-                "-s",
-                str(phantom["bssfp"]),
-                "-t",
-                str(phantom["lge"]),
-                "-o",
-                str(tmp_path / "c"),
-                "--init",
-                str(tmp_path / "nowhere"),
-            ]
-        )
-        == 2
+    argv = train_argv(
+        "adaptseg", phantom["bssfp"], tmp_path / "c", "--init", str(tmp_path / "nowhere"), target=phantom["lge"], progress=True
     )
+    assert main(argv) == 2
     assert "nowhere: init run: no such run folder" in capsys.readouterr().err
     assert not any((tmp_path / n).exists() for n in "abc")
 
 
 def test_cli_init_and_resume_exclusive(init_run, phantom, tmp_path, capsys):
     out = tmp_path / "cli"
-    args = ["train", "-m", "source-only", "-s", str(phantom["bssfp"]), "-o", str(out), "--init", str(init_run), "--no-progress"]
-    for s in BASE + ["train.steps=2"]:
-        args += ["--set", s]
-    assert main(args) == 0
+    assert main(train_argv("source-only", phantom["bssfp"], out, "--init", str(init_run), sets=BASE + ["train.steps=2"])) == 0
     assert f"from {init_run}" in capsys.readouterr().out
     assert json.loads((out / "run.json").read_text())["init"]["method"] == "source-only"
     assert main(["train", "-m", "source-only", "-o", str(out), "--resume", "--init", str(init_run)]) == 2
