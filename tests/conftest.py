@@ -1,9 +1,10 @@
 """Shared fixtures and helpers: the real data location, small hand-made volumes, the phantom and its FAST settings,
-``segshift train`` argument lists (torchrun included)."""
+``segshift train`` argument lists (torchrun included), target domains whose labels must not be read."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -104,6 +105,17 @@ def torchrun_train(
     res = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     return load_file(str(out / "rank_weights" / "rank0.safetensors")), load_file(str(out / "rank_weights" / "rank1.safetensors"))
+
+
+def garbage_labels_copy(domain: Path, dest: Path, unreadable: bool = False) -> Path:
+    """A copy of ``domain`` at ``dest`` whose label files are garbage (and mode 0 if ``unreadable``): any read
+    of one fails loudly."""
+    shutil.copytree(domain, dest)
+    for p in (dest / "labels").iterdir():
+        p.write_bytes(b"not a nifti: a target label was read")
+        if unreadable:
+            os.chmod(p, 0)
+    return dest
 
 
 @pytest.fixture(scope="session")
