@@ -25,19 +25,11 @@ import numpy as np
 
 from segshift.bench.pipeline import RunTester, TestSet
 from segshift.data.domain import Domain
-from segshift.data.phantom import generate_phantom
+from segshift.data.phantom import FAST_SETTINGS, generate_phantom
 from segshift.engine.config import resolve
 from segshift.engine.trainer import train
 from segshift.methods.attent import ABLATIONS
 
-FAST = [
-    "data.preprocess.crop_size=[80,80]",
-    "data.preprocess.target_spacing=2.5",
-    "model.kwargs={features: [8,16,32,64]}",
-    "train.lr=0.003",
-    "train.warmup_steps=10",
-    "train.log_every=10",
-]
 RESUNET = ["model.name=resunet", "model.kwargs={features: [8,16,32,64], encoder_blocks: [1,2,3,3]}"]
 NARROW_SDNET = [
     "method.anatomy_features=[8,16,32,64,128]",
@@ -104,7 +96,7 @@ def main(argv: list[str]) -> None:
         cfg = resolve(
             method,
             sets=[
-                *FAST,
+                *FAST_SETTINGS,
                 f"train.steps={a.steps}",
                 f"train.eval_every={a.steps}",
                 f"train.checkpoint_every={10 * a.steps}",

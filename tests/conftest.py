@@ -1,12 +1,23 @@
-"""Shared fixtures: the real data location and small hand-made volumes."""
+"""Shared fixtures and helpers: the real data location, small hand-made volumes, the phantom and its FAST settings,
+``segshift train`` argument lists (torchrun included), target domains whose labels must not be read."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+
+from segshift.data.phantom import FAST_SETTINGS
+
+if TYPE_CHECKING:
+    import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CARDIAC = Path(os.environ.get("SEGSHIFT_SHARED_CARDIAC", REPO.parent / "shared" / "data" / "cardiac"))
@@ -52,15 +63,59 @@ def toy() -> tuple[np.ndarray, np.ndarray]:
     return toy_case()
 
 
-# fast training settings for phantom tests: 2.5 mm pixels, 80x80 crops (200 mm field of view), a narrow U-Net
-FAST = [
-    "data.preprocess.crop_size=[80,80]",
-    "data.preprocess.target_spacing=2.5",
-    "model.kwargs={features: [8,16,32,64]}",
-    "train.lr=0.003",
-    "train.warmup_steps=10",
-    "train.log_every=10",
-]
+# fast training settings for phantom tests: 2.5 mm pixels, 80x80 crops (200 mm field of view), a narrow U-Net;
+# a list, so that the tests' idiom FAST + ["train.steps=4"] works
+FAST: list[str] = list(FAST_SETTINGS)
+
+
+def set_args(sets: Iterable[str]) -> list[str]:
+    """``--set S`` for each of ``sets``, in order (a later value of a key wins, as on the command line)."""
+    return [a for s in sets for a in ("--set", s)]
+
+
+def train_argv(
+    method: str,
+    source: Path,
+    out: Path,
+    *options: str,
+    target: Path | None = None,
+    sets: Iterable[str] = (),
+    progress: bool = False,
+) -> list[str]:
+    """``segshift train`` arguments: ``method`` from ``source`` (adapting to ``target``) into ``out``, then
+    ``options``, ``--no-progress`` unless ``progress``, and ``--set`` for each of ``sets``, in order."""
+    argv = ["train", "-m", method, "-s", str(source)]
+    if target is not None:
+        argv += ["-t", str(target)]
+    argv += ["-o", str(out), *options]
+    if not progress:
+        argv.append("--no-progress")
+    return argv + set_args(sets)
+
+
+def torchrun_train(
+    method: str, source: Path, out: Path, *, target: Path | None = None, sets: Iterable[str] = ()
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """:func:`train_argv` run by torchrun as two CPU processes that dump their final weights: rank 0's and rank 1's."""
+    from safetensors.torch import load_file
+
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "segshift"]
+    args += train_argv(method, source, out, target=target, sets=sets)
+    env = {**os.environ, "SEGSHIFT_DUMP_RANK_WEIGHTS": "1", "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return load_file(str(out / "rank_weights" / "rank0.safetensors")), load_file(str(out / "rank_weights" / "rank1.safetensors"))
+
+
+def garbage_labels_copy(domain: Path, dest: Path, unreadable: bool = False) -> Path:
+    """A copy of ``domain`` at ``dest`` whose label files are garbage (and mode 0 if ``unreadable``): any read
+    of one fails loudly."""
+    shutil.copytree(domain, dest)
+    for p in (dest / "labels").iterdir():
+        p.write_bytes(b"not a nifti: a target label was read")
+        if unreadable:
+            os.chmod(p, 0)
+    return dest
 
 
 @pytest.fixture(scope="session")

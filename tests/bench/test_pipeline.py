@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -76,6 +77,11 @@ def test_predict_and_evaluate_writes_both_folders_and_refuses_what_it_cannot_sco
     assert not (tmp_path / "u").exists()
 
 
+def _segshift_test_case009(run: Path, domain: Path, out: Path, *options: str) -> int:
+    """``segshift test`` of ``run`` on case009 of ``domain`` into ``out`` (overwritten), on the CPU, with ``options``."""
+    return main(["test", str(run), str(domain), "--out", str(out), "--cases", "case009", "--overwrite", *options, "--device", "cpu"])
+
+
 def test_cli_test_command(adabn_run, phantom, tmp_path, capsys):
     out = tmp_path / "cli"
     assert main(["test", str(adabn_run), str(phantom["bssfp"]), "--out", str(out), "--cases", "case008,case009", "--device", "cpu"]) == 0
@@ -87,46 +93,10 @@ def test_cli_test_command(adabn_run, phantom, tmp_path, capsys):
     assert s["summary"]["overall"]["dice"]["mean"] == pytest.approx(direct.summary["overall"]["dice"]["mean"])
     assert main(["test", str(adabn_run), str(phantom["bssfp"]), "--out", str(out)]) == 2  # not empty, no --overwrite
     assert "exists and is not empty" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "test",
-                str(adabn_run),
-                str(phantom["lge"]),
-                "--out",
-                str(out),
-                "--cases",
-                "case009",
-                "--overwrite",
-                "--target-domain",
-                "no",
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )
+    assert _segshift_test_case009(adabn_run, phantom["lge"], out, "--target-domain", "no") == 0
     assert "not its target domain" in capsys.readouterr().out
     assert [r["target_norm"] for r in _qc(out / "predictions")] == ["False"]
-    assert (
-        main(
-            [
-                "test",
-                str(adabn_run),
-                str(phantom["lge"]),
-                "--out",
-                str(out),
-                "--cases",
-                "case009",
-                "--overwrite",
-                "--tta",
-                "flip",
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )  # TTA options reach the predictor
+    assert _segshift_test_case009(adabn_run, phantom["lge"], out, "--tta", "flip") == 0  # TTA options reach the predictor
     assert "with TTA flip" in capsys.readouterr().out
     qc = _qc(out / "predictions")
     assert qc[0]["target_norm"] == "True" and "mean_entropy_before_tta" in qc[0]

@@ -7,7 +7,7 @@ import torch
 from segshift.bench.profile import format_profile, profile_method
 from segshift.cli.main import main
 from segshift.engine import trainer as trainer_module
-from tests.conftest import FAST
+from tests.conftest import FAST, set_args
 
 TINY = [*FAST, "method.d_channels=[8, 16, 1]"]
 
@@ -42,9 +42,8 @@ def test_the_profile_command_lists_the_source_only_parts_and_torch_operators(pha
         "--torch-profile",
         "--json",
         str(tmp_path / "p.json"),
+        *set_args(FAST),
     ]
-    for s in FAST:
-        args += ["--set", s]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "forward seg" in out and "optimizer seg" in out and "forward d" not in out

@@ -18,7 +18,7 @@ import pytest
 from segshift.cli.main import main
 from segshift.data.domain import Domain
 from segshift.data.volume import read_volume, write_nifti
-from tests.conftest import FAST, oblique_affine, toy_case
+from tests.conftest import FAST, oblique_affine, toy_case, train_argv
 
 
 def _digest(path: Path) -> str:
@@ -34,25 +34,8 @@ def _digest(path: Path) -> str:
 @pytest.fixture(scope="module")
 def tiny_run(phantom, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("bad") / "run"
-    args = [
-        "train",
-        "-m",
-        "source-only",
-        "-s",
-        str(phantom["bssfp"]),
-        "-o",
-        str(run),
-        "--no-progress",
-        "--set",
-        "train.steps=2",
-        "--set",
-        "train.eval_every=2",
-        "--set",
-        "train.checkpoint_every=2",
-    ]
-    for s in FAST:
-        args += ["--set", s]
-    assert main(args) == 0
+    sets = ["train.steps=2", "train.eval_every=2", "train.checkpoint_every=2", *FAST]
+    assert main(train_argv("source-only", phantom["bssfp"], run, sets=sets)) == 0
     return run
 
 
@@ -250,23 +233,8 @@ def test_a_duplicate_case_is_refused_by_check_as_by_predict(phantom, tmp_path, c
 
 
 def test_target_equal_to_source_warns(phantom, tmp_path, capsys):
-    args = [
-        "train",
-        "-m",
-        "adabn",
-        "-s",
-        str(phantom["bssfp"]),
-        "-t",
-        str(phantom["bssfp"]),
-        "-o",
-        str(tmp_path / "r"),
-        "--no-progress",
-        "--set",
-        "train.steps=1",
-        "--set",
-        "train.eval_every=1",
-    ] + [a for s in FAST for a in ("--set", s)]
-    assert main(args) == 0
+    sets = ["train.steps=1", "train.eval_every=1", *FAST]
+    assert main(train_argv("adabn", phantom["bssfp"], tmp_path / "r", target=phantom["bssfp"], sets=sets)) == 0
     assert "warning: the target" in capsys.readouterr().err
 
 
@@ -351,8 +319,7 @@ def test_resume_after_kill_9_with_relative_paths_from_another_folder(phantom, tm
 
 
 def _train_args(src: Path, run: Path, *extra: str) -> list[str]:
-    sets = [a for s in FAST + ["train.steps=2", "train.eval_every=2", "train.checkpoint_every=1"] for a in ("--set", s)]
-    return ["train", "-m", "source-only", "-s", str(src), "-o", str(run), "--no-progress", *sets, *extra]
+    return train_argv("source-only", src, run, *extra, sets=FAST + ["train.steps=2", "train.eval_every=2", "train.checkpoint_every=1"])
 
 
 def test_resume_finds_a_moved_domain_only_where_told_and_only_if_it_is_the_same(phantom, tmp_path, capsys):

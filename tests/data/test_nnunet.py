@@ -16,7 +16,7 @@ from segshift.data.nnunet import export_nnunet, nnunet_import_config, splits_of
 from segshift.data.volume import read_volume, write_nifti
 from segshift.engine.splits import split
 from segshift.errors import InputFileError
-from tests.conftest import FAST, oblique_affine, toy_case
+from tests.conftest import FAST, oblique_affine, toy_case, train_argv
 
 AFF = oblique_affine()
 
@@ -224,12 +224,8 @@ def test_export_refuses_bad_arguments_and_keeps_what_exists(phantom, tmp_path, c
 @pytest.fixture(scope="module")
 def split_run(phantom, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("nnunet") / "run"
-    args = ["train", "-m", "source-only", "-s", str(phantom["bssfp"]), "-o", str(run), "--no-progress", "--set", "seed=5",
-            "--set", "data.val_fraction=0.3", "--set", "train.steps=1", "--set", "train.eval_every=1",
-            "--set", "train.checkpoint_every=1"]
-    for s in FAST:
-        args += ["--set", s]
-    assert main(args) == 0
+    sets = ["seed=5", "data.val_fraction=0.3", "train.steps=1", "train.eval_every=1", "train.checkpoint_every=1", *FAST]
+    assert main(train_argv("source-only", phantom["bssfp"], run, sets=sets)) == 0
     return run
 
 

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -15,7 +12,8 @@ from segshift.cli.main import main
 from segshift.engine.config import resolve
 from segshift.engine.trainer import Trainer, train
 from segshift.errors import SegshiftError
-from tests.engine.conftest import FAST
+from tests.conftest import torchrun_train
+from tests.engine.conftest import FAST, run_folder_plan
 
 
 @pytest.mark.slow  # 300 steps; the same check on the session's shared run: tests/engine/test_learns.py
@@ -25,21 +23,8 @@ def test_source_only_learns_the_phantom(phantom, tmp_path):
     # in-domain validation Dice on held-out phantom patients; an untrained or broken model scores < 0.4
     assert summary["finished"] and summary["best_val_mean_dice"] > 0.8, summary
     assert summary["selection"] == "source validation Dice"
-    run = tmp_path / "run"
-    for f in (
-        "config.yaml",
-        "run.json",
-        "preprocess.json",
-        "summary.json",
-        "logs/train.csv",
-        "checkpoints/best/weights.safetensors",
-        "checkpoints/last/optim.safetensors",
-    ):
-        assert (run / f).exists(), f
-    info = json.loads((run / "run.json").read_text())
-    train_cases, val_cases = next(iter(info["plan"]["train"].values())), next(iter(info["plan"]["val"].values()))
+    train_cases, val_cases = run_folder_plan(tmp_path / "run")
     assert len(val_cases) == 2 and len(train_cases) == 8 and not set(train_cases) & set(val_cases)
-    assert (run / "logs" / "tb").is_dir()
 
 
 def test_resume_equals_uninterrupted(phantom, tmp_path):
@@ -61,30 +46,8 @@ def test_resume_equals_uninterrupted(phantom, tmp_path):
 
 @pytest.mark.slow  # torchrun; make test keeps one: tests/methods/test_adversarial.py::test_adanet_under_torchrun_keeps_identical_replicas
 def test_torchrun_two_processes_keep_identical_replicas(phantom, tmp_path):
-    args = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "segshift",
-        "train",
-        "-m",
-        "source-only",
-        "-s",
-        str(phantom["bssfp"]),
-        "-o",
-        str(tmp_path / "ddp"),
-        "--no-progress",
-    ]
-    for s in FAST + ["train.steps=6", "train.batch_size=4", "train.eval_every=3", "train.checkpoint_every=3"]:
-        args += ["--set", s]
-    env = {**os.environ, "SEGSHIFT_DUMP_RANK_WEIGHTS": "1", "OMP_NUM_THREADS": "1"}
-    res = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
-    assert res.returncode == 0, res.stderr[-3000:]
-    w0 = load_file(str(tmp_path / "ddp" / "rank_weights" / "rank0.safetensors"))
-    w1 = load_file(str(tmp_path / "ddp" / "rank_weights" / "rank1.safetensors"))
+    sets = FAST + ["train.steps=6", "train.batch_size=4", "train.eval_every=3", "train.checkpoint_every=3"]
+    w0, w1 = torchrun_train("source-only", phantom["bssfp"], tmp_path / "ddp", sets=sets)
     assert w0.keys() == w1.keys() and len(w0) > 10
     for k in w0:
         assert w0[k].equal(w1[k]), k

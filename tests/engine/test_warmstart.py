@@ -21,7 +21,7 @@ from segshift.engine.config import resolve
 from segshift.engine.trainer import Trainer, train
 from segshift.errors import SegshiftError
 from segshift.methods import get_method
-from tests.conftest import FAST
+from tests.conftest import FAST, garbage_labels_copy, train_argv
 
 BASE = FAST + ["model.kwargs={features: [4,8,16,32]}", "train.eval_every=4", "train.checkpoint_every=100", "train.log_every=1"]
 
@@ -113,34 +113,17 @@ def test_unfinished_missing_or_differently_split_init_is_refused(init_run, phant
             tmp_path / "b",
             progress=False,
         )
-    assert (
-        main(
-            [
-                "train",
-                "-m",
-                "adaptseg",
-                "-s",
-                str(phantom["bssfp"]),
-                "-t",
-                str(phantom["lge"]),
-                "-o",
-                str(tmp_path / "c"),
-                "--init",
-                str(tmp_path / "nowhere"),
-            ]
-        )
-        == 2
+    argv = train_argv(
+        "adaptseg", phantom["bssfp"], tmp_path / "c", "--init", str(tmp_path / "nowhere"), target=phantom["lge"], progress=True
     )
+    assert main(argv) == 2
     assert "nowhere: init run: no such run folder" in capsys.readouterr().err
     assert not any((tmp_path / n).exists() for n in "abc")
 
 
 def test_cli_init_and_resume_exclusive(init_run, phantom, tmp_path, capsys):
     out = tmp_path / "cli"
-    args = ["train", "-m", "source-only", "-s", str(phantom["bssfp"]), "-o", str(out), "--init", str(init_run), "--no-progress"]
-    for s in BASE + ["train.steps=2"]:
-        args += ["--set", s]
-    assert main(args) == 0
+    assert main(train_argv("source-only", phantom["bssfp"], out, "--init", str(init_run), sets=BASE + ["train.steps=2"])) == 0
     assert f"from {init_run}" in capsys.readouterr().out
     assert json.loads((out / "run.json").read_text())["init"]["method"] == "source-only"
     assert main(["train", "-m", "source-only", "-o", str(out), "--resume", "--init", str(init_run)]) == 2
@@ -231,15 +214,6 @@ SDNET = [
 ]
 
 
-def _garbage_target(phantom, tmp_path):
-    """A copy of the phantom target whose label files are garbage: any read of a target label fails loudly."""
-    dom = tmp_path / "lge"
-    shutil.copytree(phantom["lge"], dom)
-    for p in (dom / "labels").iterdir():
-        p.write_bytes(b"not a nifti: a target label was read")
-    return dom
-
-
 @pytest.fixture(scope="module")
 def sdnet_init(phantom, tmp_path_factory):
     run = tmp_path_factory.mktemp("init") / "sdnet"
@@ -256,7 +230,7 @@ def test_every_method_warm_starts_predicts_and_resumes(name, init_run, sdnet_ini
     cls = get_method(name)
     sdnet = cls.init_nets == ("sdnet",)
     init = sdnet_init if sdnet else init_run
-    target = phantom["lge"] if cls.uses_target_labels else _garbage_target(phantom, tmp_path)
+    target = phantom["lge"] if cls.uses_target_labels else garbage_labels_copy(phantom["lge"], tmp_path / "lge")
     sets = ["train.steps=4", "train.eval_every=2", f"data.cache_dir={tmp_path / 'cache'}", *(SDNET if sdnet else TINY.get(name, []))]
     if cls.uses_target_labels:
         sets.append("data.val_cases=[case008,case009]")

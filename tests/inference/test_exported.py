@@ -25,7 +25,7 @@ from segshift.errors import InputFileError
 from segshift.inference.export import export_model
 from segshift.inference.exported import ExportedModel, softmax
 from segshift.inference.predictor import Predictor
-from tests.conftest import FAST
+from tests.conftest import FAST, train_argv
 
 pytest.importorskip("onnx", reason="ONNX export needs the onnx package (pip install 'segshift[export]')")
 pytest.importorskip("onnxruntime", reason="running ONNX exports needs onnxruntime (pip install 'segshift[export]')")
@@ -36,29 +36,9 @@ CASES = ("case000", "case005")
 
 def _train(phantom, root: Path, method: str, steps: int, extra=()) -> Path:
     run = root / method
-    args = [
-        "train",
-        "-m",
-        method,
-        "-s",
-        str(phantom["bssfp"]),
-        "-o",
-        str(run),
-        "--no-progress",
-        "--set",
-        f"train.steps={steps}",
-        "--set",
-        f"train.eval_every={steps}",
-        "--set",
-        f"train.checkpoint_every={steps}",
-        "--set",
-        "train.precision=fp32",
-    ]
-    if method != "source-only":
-        args += ["-t", str(phantom["lge"])]
-    for s in [*FAST, *extra]:
-        args += ["--set", s]
-    assert main(args) == 0
+    target = None if method == "source-only" else phantom["lge"]
+    sets = [f"train.steps={steps}", f"train.eval_every={steps}", f"train.checkpoint_every={steps}", "train.precision=fp32", *FAST, *extra]
+    assert main(train_argv(method, phantom["bssfp"], run, target=target, sets=sets)) == 0
     return run
 
 

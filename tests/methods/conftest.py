@@ -1,12 +1,16 @@
 """Phantom fixtures live in tests/conftest.py; FAST is re-exported for the tests of this folder,
-with the helpers that build a method and a random batch for the unit tests of one step."""
+with the helpers that build a method and a random batch for the unit tests of one step, and the guard
+that fails a test on any read of a target label."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
+import pytest
 import torch
 
+from segshift.data.domain import Domain
 from segshift.engine.config import resolve
 from segshift.methods import get_method
 from segshift.methods.base import Batch
@@ -37,3 +41,15 @@ def random_batch(n: int = 4, size: int = 32, seed: int = 0, domains: Sequence[in
         dom,
         torch.randn(n, 1, size, size, generator=g) * 2 + 1,
     )
+
+
+def refuse_label_reads(monkeypatch: pytest.MonkeyPatch, target: Path, who: str) -> None:
+    """Make ``Domain.load_label`` raise (an AssertionError naming ``who``) for the domain at ``target``, for the test's duration."""
+    load_label = Domain.load_label
+
+    def guarded(self: Domain, case: str, image: object = None) -> object:
+        if self.root.resolve() == target.resolve():
+            raise AssertionError(f"{who} read the target label of {case}")
+        return load_label(self, case, image)
+
+    monkeypatch.setattr(Domain, "load_label", guarded)

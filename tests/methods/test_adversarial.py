@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -34,6 +31,7 @@ from segshift.methods import available_methods, get_method
 from segshift.methods.adanet import ABLATIONS
 from segshift.methods.base import Batch
 from segshift.nets import GroupFeatureRecalibration
+from tests.conftest import torchrun_train
 from tests.methods.conftest import FAST, built_method, random_batch
 
 # small discriminators for CPU tests (the paper's widths are the defaults)
@@ -370,32 +368,8 @@ def test_adanet_under_torchrun_keeps_identical_replicas(phantom, tmp_path):
     """DDP: the segmenter is wrapped through forward_features, GFRM and both discriminators too; the run
     records its world size and saves rank 0's final state. (make test's one torchrun test: the
     source-only one, tests/engine/test_trainer.py, is marked slow.)"""
-    args = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "segshift",
-        "train",
-        "-m",
-        "adanet",
-        "-s",
-        str(phantom["bssfp"]),
-        "-t",
-        str(phantom["lge"]),
-        "-o",
-        str(tmp_path / "ddp"),
-        "--no-progress",
-    ]
-    for s in FAST + SMALL_D + ["train.steps=3", "train.batch_size=4", "train.eval_every=3", "method.gfrm_channels=8"]:
-        args += ["--set", s]
-    env = {**os.environ, "SEGSHIFT_DUMP_RANK_WEIGHTS": "1", "OMP_NUM_THREADS": "1"}
-    res = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
-    assert res.returncode == 0, res.stderr[-3000:]
-    r0 = load_file(str(tmp_path / "ddp" / "rank_weights" / "rank0.safetensors"))
-    r1 = load_file(str(tmp_path / "ddp" / "rank_weights" / "rank1.safetensors"))
+    sets = FAST + SMALL_D + ["train.steps=3", "train.batch_size=4", "train.eval_every=3", "method.gfrm_channels=8"]
+    r0, r1 = torchrun_train("adanet", phantom["bssfp"], tmp_path / "ddp", target=phantom["lge"], sets=sets)
     assert {k.split(".")[0] for k in r0} == {"seg", "seg_target_norm", "gfrm", "d_feat", "d_mask"} and r0.keys() == r1.keys()
     assert all(r0[k].equal(r1[k]) for k in r0)
     assert json.loads((tmp_path / "ddp" / "run.json").read_text())["world_size"] == 2

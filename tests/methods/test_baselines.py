@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 
 import numpy as np
 import pytest
@@ -16,6 +14,7 @@ from segshift.engine.trainer import train
 from segshift.methods import available_methods, get_method
 from segshift.methods.base import Batch
 from segshift.transforms import Preprocessor
+from tests.conftest import garbage_labels_copy
 from tests.methods.conftest import FAST
 
 
@@ -42,18 +41,9 @@ def test_noise_aug_perturbs_the_source_input():
     assert get_method("source-only")({**cfg, "method": {}}, num_classes=4).source_input(b) is x
 
 
-def _unreadable_labels(dom, tmp_path):
-    copy = tmp_path / "target"
-    shutil.copytree(dom, copy)
-    for p in (copy / "labels").iterdir():
-        p.write_bytes(b"not a nifti")  # any read would fail loudly
-        os.chmod(p, 0)
-    return copy
-
-
 @pytest.mark.parametrize("method", ["source-only", "noise-aug", "histmatch", "gin-ipa", "bigaug"])
 def test_target_labels_are_never_read(phantom, tmp_path, method):
-    target = _unreadable_labels(phantom["lge"], tmp_path)
+    target = garbage_labels_copy(phantom["lge"], tmp_path / "target", unreadable=True)
     sets = FAST + ["train.steps=4", "train.eval_every=2", "data.histmatch_reference=target"]
     cfg = resolve(method, sets=sets)
     summary = train(cfg, [phantom["bssfp"]], target, tmp_path / "run", progress=False)

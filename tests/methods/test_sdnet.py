@@ -27,7 +27,7 @@ from segshift.errors import SegshiftError
 from segshift.methods import get_method
 from segshift.methods.base import Batch
 from segshift.transforms import Preprocessor
-from tests.methods.conftest import FAST
+from tests.methods.conftest import FAST, refuse_label_reads
 
 # narrow SDNet for CPU tests (the YAML holds the defaults)
 SMALL = [
@@ -101,20 +101,9 @@ def test_reconstruction_improves_in_a_short_run():
     assert np.mean(rec[-5:]) < 0.6 * np.mean(rec[:5]), (rec[:5], rec[-5:])
 
 
-def _no_target_labels(monkeypatch, target_root):
-    orig = Domain.load_label
-
-    def guarded(self, case, image=None):
-        if self.root.resolve() == target_root.resolve():
-            raise AssertionError(f"target label read: {case}")
-        return orig(self, case, image)
-
-    monkeypatch.setattr(Domain, "load_label", guarded)
-
-
 @pytest.mark.parametrize(("name", "sets"), [("sdnet-ss", ["train.steps=3"]), ("sdnet-fa", ["method.pretrain_steps=2", "train.steps=2"])])
 def test_semi_supervised_modes_never_read_target_labels(phantom, tmp_path, monkeypatch, name, sets):
-    _no_target_labels(monkeypatch, phantom["lge"])
+    refuse_label_reads(monkeypatch, phantom["lge"], name)
     cfg = _cfg(name, [*sets, "train.eval_every=2"])
     summary = train(cfg, [phantom["bssfp"]], phantom["lge"], tmp_path / "run", progress=False)
     assert summary["finished"] and not summary["oracle"]

@@ -28,11 +28,11 @@ from typing import ClassVar
 
 import pytest
 
-from segshift.data.domain import Domain
 from segshift.engine.config import resolve
 from segshift.engine.trainer import train
 from segshift.methods import available_methods, get_method
-from tests.methods.conftest import FAST
+from tests.conftest import garbage_labels_copy
+from tests.methods.conftest import FAST, refuse_label_reads
 
 
 def _adapting_methods() -> list[str]:
@@ -109,14 +109,6 @@ def opened_under(folder: Path) -> Iterator[list[str]]:
         _Opens.watched.remove((prefixes, seen))
 
 
-def _garbage_labels(dom: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "target"
-    shutil.copytree(dom, copy)
-    for p in (copy / "labels").iterdir():
-        p.write_bytes(b"not a nifti: a target label was read")
-    return copy
-
-
 def _train(method: str, source: Path, target: Path, run: Path) -> dict:
     cfg = resolve(method, sets=[*BASE, *TINY.get(method, [])])
     return train(cfg, [source], target, run, progress=False)
@@ -130,15 +122,8 @@ def test_every_adapting_method_is_checked():
 
 @pytest.mark.parametrize("method", _adapting_methods())
 def test_target_labels_are_never_opened_in_training(method, phantom, tmp_path, monkeypatch):
-    target = _garbage_labels(phantom["lge"], tmp_path)
-    load_label = Domain.load_label
-
-    def guarded(self, case, image=None):
-        if self.root.resolve() == target.resolve():
-            raise AssertionError(f"{method} read the target label of {case}")
-        return load_label(self, case, image)
-
-    monkeypatch.setattr(Domain, "load_label", guarded)
+    target = garbage_labels_copy(phantom["lge"], tmp_path / "target")
+    refuse_label_reads(monkeypatch, target, method)
     with opened_under(target / "labels") as labels, opened_under(target / "images") as images:
         summary = _train(method, phantom["bssfp"], target, tmp_path / "run")
     assert labels == [], f"{method} opened target label files: {sorted(set(labels))}"

@@ -305,6 +305,18 @@ PRESETS: dict[str, DomainPreset] = {
 }
 """The named domain presets (see the module docstring)."""
 
+FAST_SETTINGS: tuple[str, ...] = (
+    "data.preprocess.crop_size=[80,80]",
+    "data.preprocess.target_spacing=2.5",
+    "model.kwargs={features: [8,16,32,64]}",
+    "train.lr=0.003",
+    "train.warmup_steps=10",
+    "train.log_every=10",
+)
+"""The "FAST settings" of phantom runs on a CPU (``--set`` values): 2.5 mm pixels, 80x80 crops (200 mm field
+of view), a narrow U-Net. The tests train with them (``tests/conftest.py``), and so do the phantom tables of
+docs/translation.md and docs/training.md (``scripts/phantom_table.py``)."""
+
 
 def get_preset(preset: DomainPreset | str) -> DomainPreset:
     """Return a preset by name (or the preset itself).
