@@ -292,13 +292,10 @@ def profile_method(
     cfg = resolve(method, config_files, run_sets)
     cls = type("Profiling", (ProfilingTrainer,), {"warmup": warmup, "torch_profile": torch_profile})
     with tempfile.TemporaryDirectory(prefix="segshift-profile-") as tmp:
-        trainer = cls(cfg, list(sources), target, Path(tmp) / "run", device=device, progress=False)
-        try:
+        with cls(cfg, list(sources), target, Path(tmp) / "run", device=device, progress=False) as trainer:
             t0 = time.perf_counter()
             trainer.fit(stop_after=total)  # staged methods (unetgan, sdnet-fa) count their stages beyond train.steps
             wall = time.perf_counter() - t0
-        finally:
-            trainer_module.ddp.shutdown(trainer.dist)
         out = _rows(trainer, user)
         out.update(
             {

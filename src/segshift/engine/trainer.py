@@ -124,7 +124,9 @@ def _configure_torch(cfg: Config) -> None:
 
 
 class Trainer:
-    """One training run (see the module docstring). Use :func:`train`.
+    """One training run (see the module docstring). Use :func:`train`, or a subclass as a
+    context manager (``with cls(...) as trainer: trainer.fit()``), which leaves the DDP
+    process group however training ends.
 
     The design follows nnU-Net v2's ``nnUNetTrainer``: :meth:`fit` is a short loop over hooks
     that a subclass may override, and one object (:class:`~segshift.engine.state.TrainState`)
@@ -289,6 +291,13 @@ class Trainer:
         self.target_cache = move(self.target_cache) if self.target_cache is not None else None
 
     # -- the loop and its hooks ---------------------------------------------------------
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Leave the process group (under torchrun), however training ended."""
+        ddp.shutdown(self.dist)
+
     def fit(self, stop_after: int | None = None) -> dict[str, Any]:
         """Train to ``train.steps`` (or up to ``stop_after``); returns the run summary.
 
@@ -729,8 +738,7 @@ def train(
     """Train a method; returns the run summary. See :class:`Trainer`; ``trainer_cls`` runs a
     subclass of it instead.
     """
-    trainer = (trainer_cls or Trainer)(cfg, sources, target, out, resume=resume, overwrite=overwrite, device=device, progress=progress)
-    try:
+    with (trainer_cls or Trainer)(
+        cfg, sources, target, out, resume=resume, overwrite=overwrite, device=device, progress=progress
+    ) as trainer:
         return trainer.fit(stop_after=stop_after)
-    finally:
-        ddp.shutdown(trainer.dist)
