@@ -156,6 +156,37 @@ def test_bf16_autocast_is_not_baked_into_the_export(fp32_run, tmp_path, monkeypa
     assert report.manifest["precision"] == "fp32" and report.manifest["parity"]["max_abs_diff"] <= 1e-4
 
 
+def test_predict_precision_fp32_reproduces_the_export_of_a_bf16_run(phantom, inputs, tmp_path, monkeypatch, capsys):
+    """A run trained in bf16 is predicted in bf16 by default; ``--precision fp32`` gives its fp32 export's masks and logits."""
+    from segshift.engine import precision
+
+    run = _train(phantom, tmp_path, "source-only", 2, ["train.precision=bf16"])
+    assert Predictor(run).method.execution.precision == "bf16"
+    assert Predictor(run, precision="fp32").method.execution.precision == "fp32"
+    for native, expected in [(True, "bf16"), (False, "fp32")]:  # auto: the machine decides, as in training
+        monkeypatch.setattr(precision, "native_bf16", lambda *_a, native=native: native)
+        assert Predictor(run, precision="auto").method.execution.precision == expected
+    monkeypatch.undo()
+    export_model(run, tmp_path / "x", fmt="onnx")
+    model = ExportedModel(tmp_path / "x")
+    slices = Predictor(run).pre.apply(read_volume(inputs / f"{CASES[0]}.nii.gz")).image
+    x = torch.from_numpy(slices)[:, None]
+    ours = model.logits(slices)
+    as_run = Predictor(run).method.predict_logits(x).float().numpy()
+    as_fp32 = Predictor(run, precision="fp32").method.predict_logits(x).numpy()
+    assert np.abs(as_run - ours).max() > 1e-3  # bf16 rounding: the default does not reproduce the export...
+    np.testing.assert_allclose(as_fp32, ours, atol=1e-4, rtol=0)  # ...--precision fp32 does
+    assert main(["predict", str(run), str(inputs), "--out", str(tmp_path / "p"), "--precision", "fp32"]) == 0
+    for case in CASES:
+        mask = model.predict_file(inputs / f"{case}.nii.gz", tmp_path / f"e_{case}.nii.gz")
+        np.testing.assert_array_equal(read_volume(tmp_path / "p" / f"{case}.nii.gz").array, mask)
+    capsys.readouterr()
+    assert main(["predict", str(run), str(inputs), "--out", str(tmp_path / "q"), "--precision", "fp16"]) == 2
+    err = capsys.readouterr().err
+    assert "--precision must be run, auto, fp32 or bf16, got 'fp16'" in err and "Traceback" not in err
+    assert not (tmp_path / "q").exists()
+
+
 def _run_exported(args: list[str], block_torch: bool) -> list[str]:
     """``segshift.inference.exported.main(args)`` in a fresh interpreter; returns the segshift/torch modules it imported."""
     code = (

@@ -37,6 +37,12 @@ def predict_command(
         "folder is compared with the run's target; other inputs are taken to be of it (said on "
         "screen); yes | no: say so.",
     ),
+    precision: str = typer.Option(
+        "run",
+        "--precision",
+        help="run (the run's train.precision, resolved for this machine) | auto | fp32 | bf16: "
+        "fp32 reproduces an fp32 export (segshift export) to 1e-4; bf16 where the CPU has it is faster.",
+    ),
     tta: str = typer.Option(
         "none",
         "--tta",
@@ -69,7 +75,17 @@ def predict_command(
             is_target = is_run_target(json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else {}, inputs)
         else:
             is_target = True
-    predictor = Predictor(run, checkpoint=checkpoint, device=device, batch_size=batch_size, target_domain=is_target, tta=tta_cfg)
+    if precision not in ("run", "auto", "fp32", "bf16"):
+        raise SegshiftError(f"--precision must be run, auto, fp32 or bf16, got {precision!r}")
+    predictor = Predictor(
+        run,
+        checkpoint=checkpoint,
+        device=device,
+        batch_size=batch_size,
+        target_domain=is_target,
+        tta=tta_cfg,
+        precision=None if precision == "run" else precision,
+    )
     for w in predictor.warnings:
         typer.echo(f"warning: {w}", err=True)
     parts = [

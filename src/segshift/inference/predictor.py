@@ -77,6 +77,8 @@ class Predictor:
         tta: test-time adaptation or augmentation per volume (:mod:`segshift.inference.tta`);
             the QC row then also holds the plain prediction's entropy and volumes
             (``*_before_tta``).
+        precision: ``auto`` | ``fp32`` | ``bf16`` instead of the run's ``train.precision``
+            (``None``); ``fp32`` reproduces an fp32 export (:mod:`segshift.inference.export`).
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class Predictor:
         target_domain: bool | None = None,
         translate: bool | None = None,
         tta: TTAConfig | None = None,
+        precision: str | None = None,
     ) -> None:
         self.run = Path(run)
         if not (self.run / "config.yaml").is_file():
@@ -106,8 +109,9 @@ class Predictor:
         self.device = pick_device(0, device)
         cls = get_method(self.cfg["method_name"])
         self.method = cls(self.cfg, num_classes=len(self.labels), in_channels=1, device=self.device)
-        # the run's precision and memory format (no compile: prediction runs each network a few times only)
-        self.method.configure(dataclasses.replace(ExecutionPolicy.from_config(self.cfg["train"], self.device), compile=False))
+        # the run's precision (or ``precision``) and memory format (no compile: prediction runs each network a few times only)
+        train = dict(self.cfg["train"]) if precision is None else {**self.cfg["train"], "precision": precision}
+        self.method.configure(dataclasses.replace(ExecutionPolicy.from_config(train, self.device), compile=False))
         self.method.build_nets()  # networks only: prediction needs no optimiser, loss or discriminator
         self.method.add_domain_norm()
         folder = self.run / "checkpoints" / checkpoint
