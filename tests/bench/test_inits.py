@@ -279,6 +279,20 @@ def test_a_row_of_another_network_family_is_refused_at_plan_time(tmp_path, phant
     assert plans["a/other-family/seed0"].init is plans["a/init-o/seed0"]
 
 
+def test_a_row_whose_networks_cannot_be_built_is_refused_at_plan_time(tmp_path, phantom):
+    """adanet's D_f at 1/4 of an 80 px crop: refused when planned, before any run trains (it used to fail at its first step)."""
+    path = tmp_path / "fda.yaml"
+    rows = "set: [model.name=unet, 'data.preprocess.crop_size=[80,80]']\nmethods: [source-only, {name: adanet, id: adanet-fda4, set: [method.fda_downsample=4]}]"
+    path.write_text(_text(phantom, **{"methods: [source-only, adaptseg, target-oracle]": rows}))
+    out = tmp_path / "out"
+    with pytest.raises(SegshiftError) as err:
+        Benchmark(load_suite(path), out).plan()
+    assert f"{path}: task a: method adanet-fda4: adanet: D_f sees 20x20 (crop 80x80 / 4), too small" in str(err.value)
+    assert not out.exists()
+    path.write_text(path.read_text().replace("fda_downsample=4", "fda_downsample=2"))
+    assert "a/adanet-fda4/seed1" in {p.key for p in Benchmark(load_suite(path), out).plan()}
+
+
 @pytest.mark.parametrize(
     ("row_set", "problem"),
     [

@@ -48,12 +48,13 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from segshift.data.domain import Domain
+    from segshift.methods.base import Method
 
 from segshift.bench.pipeline import TestSet
 from segshift.bench.suite import PHANTOM_PREFIX, InitSpec, MethodSpec, Suite, TaskSpec
@@ -205,6 +206,7 @@ class Benchmark:
     def __init__(self, suite: Suite, out: str | Path, device: str | None = None, echo: Callable[[str], None] = print) -> None:
         self.suite, self.out, self.device, self.echo = suite, Path(out), device, echo
         self.phantom_root = self.out / "phantom"
+        self._built: set[tuple[str, str, int]] = set()  # the configs _check_buildable has built
 
     # -- planning ---------------------------------------------------------------------
     def _domain(self, ref: str, task: str, role: str) -> Domain:
@@ -335,6 +337,16 @@ class Benchmark:
             return dict(task.budget or self.suite.budget)
         return dict(self.suite.inits[0].budget)
 
+    def _check_buildable(self, cls: type[Method], cfg: Mapping[str, Any], num_classes: int) -> None:
+        """Build a row's method (networks, optimisers; no data) once per config, so that a setting
+        that only fails when its networks exist (a discriminator too deep for its input) stops the
+        suite at planning, not at that row's first step after the rows before it have trained.
+        """
+        key = (cls.name, json.dumps({k: v for k, v in cfg.items() if k != "seed"}, sort_keys=True, default=str), num_classes)
+        if key not in self._built:
+            cls(dict(cfg), num_classes=num_classes, in_channels=1).build()
+            self._built.add(key)
+
     def _plan_run(
         self, ctx: _TaskContext, m: MethodSpec, seed: int, role: str | None = None, label: str = "", init: RunPlan | None = None
     ) -> RunPlan:
@@ -391,6 +403,7 @@ class Benchmark:
         sets = list(self.suite.sets) + list(task.sets) + stage + list(m.sets) + [f"seed={seed}"]
         try:
             cfg = resolve(m.name, sets=sets)
+            self._check_buildable(cls, cfg, len(sources[0].spec.labels))
         except SegshiftError as exc:
             raise SegshiftError(f"{where}: {exc}") from exc
         vf = float(cfg["data"]["val_fraction"])

@@ -159,12 +159,13 @@ class AdaNet(AdversarialMethod):
         if hp["mda"]:  # D_m on softmax maps
             out["d_mask"] = self.align(
                 "d_mask",
-                {"d_mask": self.discriminator(self.num_classes)},
+                {"d_mask": self.discriminator(self.num_classes, "D_m")},
                 lambda_g=float(hp["lambda_g_mask"]),
                 lambda_d=float(hp["lambda_d_mask"]),
             )
         if hp["fda"]:  # D_f on features: GFRM(all levels), or the deepest level alone
             chans = self.feature_channels()
+            k, hint = int(hp["fda_downsample"]), ", a smaller method.fda_downsample"  # D_f sees the finest level / k
             if hp["gfrm"]:  # (GFRM only feeds D_f: without FDA it is not built)
                 groups = int(hp["gfrm_groups"] or self.num_classes)
                 gfrm = GroupFeatureRecalibration(
@@ -174,9 +175,9 @@ class AdaNet(AdversarialMethod):
                     reduction=int(hp["gfrm_reduction"]),
                     spatial_dims=getattr(seg, "spatial_dims", 2),
                 )
-                path = {"gfrm": gfrm, "d_feat": self.discriminator(gfrm.out_channels)}
+                path = {"gfrm": gfrm, "d_feat": self.discriminator(gfrm.out_channels, "D_f", k, hint)}
             else:
-                path = {"d_feat": self.discriminator(chans[0])}
+                path = {"d_feat": self.discriminator(chans[0], "D_f", k, hint)}
             out["d_feat"] = self.align("d_feat", path, lambda_g=float(hp["lambda_g_feat"]), lambda_d=float(hp["lambda_d_feat"]))
         return out
 

@@ -63,6 +63,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from segshift.errors import SegshiftError
 from segshift.losses.adversarial import d_loss, frozen, g_loss
 from segshift.methods.base import Batch, Method
 from segshift.methods.hparams import HParam, integer, ints, number, numbers
@@ -287,6 +288,25 @@ class AdversarialAlignment:
         return {f"loss_{self.name}": float(loss.detach()), f"acc_{self.name}": float(acc)}
 
 
+def fitted(d: PatchDiscriminator, method: Method, what: str, downsample: int = 1, hint: str = "") -> PatchDiscriminator:
+    """``d`` if the crop (``data.preprocess.crop_size``, divided by ``downsample``) leaves it a
+    non-empty score map; otherwise a :class:`SegshiftError` naming the sizes, when the method is
+    built, not at its first step.
+    """
+    crop = [int(c) for c in method.cfg["data"]["preprocess"]["crop_size"]]
+    size = [max(1, c // downsample) for c in crop]
+    if any(s < 1 for s in d.output_size(size)):
+        seen = (
+            f"{'x'.join(map(str, size))} (crop {'x'.join(map(str, crop))} / {downsample})" if downsample > 1 else "x".join(map(str, size))
+        )
+        raise SegshiftError(
+            f"{method.name}: {what} sees {seen}, too small for its PatchGAN ({len(d.strides)} layers, strides "
+            f"{', '.join(map(str, d.strides))}, kernel {d.kernel_size}): use a larger data.preprocess.crop_size"
+            f"{hint} or fewer layers"
+        )
+    return d
+
+
 def softmax(logits: torch.Tensor) -> torch.Tensor:
     """Class probabilities in float32 (the mask discriminator's input)."""
     return torch.softmax(logits.float(), dim=1)
@@ -330,9 +350,11 @@ class AdversarialMethod(SourceOnly):
             weight_decay=float(self.hp["d_weight_decay"]),
         )
 
-    def discriminator(self, in_channels: int) -> PatchDiscriminator:
-        """A PatchGAN with ``method.d_channels`` widths (last entry: score channels)."""
-        return PatchDiscriminator.from_widths(in_channels, self.hp["d_channels"])
+    def discriminator(self, in_channels: int, what: str = "the discriminator", downsample: int = 1, hint: str = "") -> PatchDiscriminator:
+        """A PatchGAN with ``method.d_channels`` widths (last entry: score channels), checked to fit
+        its input (the crop, divided by ``downsample``; :func:`fitted`).
+        """
+        return fitted(PatchDiscriminator.from_widths(in_channels, self.hp["d_channels"]), self, what, downsample, hint)
 
     def discriminator_nets(self) -> list[nn.Module]:
         return [m for al in self.alignments.values() for m in al.modules]

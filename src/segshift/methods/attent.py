@@ -52,7 +52,7 @@ import torch
 
 from segshift.errors import SegshiftError
 from segshift.losses import entropy_map
-from segshift.methods.alignment import AdversarialAlignment
+from segshift.methods.alignment import AdversarialAlignment, fitted
 from segshift.methods.base import register
 from segshift.methods.hparams import flag, ints, number, numbers
 from segshift.methods.translation import TRANSLATION_HPARAMS, TranslationMethod
@@ -94,7 +94,7 @@ class AttENT(TranslationMethod):
             self.d_e = AdversarialAlignment(
                 self,
                 "d_e",
-                {"d_e": PatchDiscriminator.from_widths(1, self.hp["e_d_channels"])},
+                {"d_e": fitted(PatchDiscriminator.from_widths(1, self.hp["e_d_channels"]), self, "D_E")},
                 lambda_g=float(self.hp["lambda_ent"]),
                 lr=float(self.hp["e_d_lr"]),
                 betas=self.hp["e_d_betas"],

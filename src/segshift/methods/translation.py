@@ -77,7 +77,7 @@ import torch.nn.functional as F
 
 from segshift.errors import SegshiftError
 from segshift.losses.adversarial import frozen, gan_losses
-from segshift.methods.alignment import SCHEDULE_HPARAMS, AlignmentSchedule, same_input
+from segshift.methods.alignment import SCHEDULE_HPARAMS, AlignmentSchedule, fitted, same_input
 from segshift.methods.base import Batch, FigureSamples, Method
 from segshift.methods.hparams import HParam, choice, flag, integer, ints, number, numbers
 from segshift.methods.source_only import SourceOnly
@@ -149,7 +149,8 @@ class CycleTranslator:
         """The image discriminators (training only) and the two optimisers."""
         method, hp = self.method, self.hp
         for name in self.DISCRIMINATORS:
-            method.nets[name] = PatchDiscriminator.from_widths(method.in_channels, hp["d_channels"], norm=str(hp["d_norm"]))
+            d = PatchDiscriminator.from_widths(method.in_channels, hp["d_channels"], norm=str(hp["d_norm"]))
+            method.nets[name] = fitted(d, method, f"the image discriminator {name}")
         betas = tuple(float(b) for b in hp["betas"])
         g_params = [p for n in self.GENERATORS for p in method.nets[n].parameters()]
         d_params = [p for n in self.DISCRIMINATORS for p in method.nets[n].parameters()]
