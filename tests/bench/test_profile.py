@@ -9,6 +9,7 @@ from segshift.bench.profile import format_profile, profile_method
 from segshift.cli.main import main
 from segshift.engine import trainer as trainer_module
 from segshift.engine.divergence import TrainingDiverged
+from segshift.errors import SegshiftError
 from tests.conftest import FAST, set_args
 
 TINY = [*FAST, "method.d_channels=[8, 16, 1]"]
@@ -72,3 +73,10 @@ def test_a_profiled_run_that_fails_leaves_nothing_patched(phantom, monkeypatch):
     assert torch.autograd.backward is backward
     assert trainer_module.augment_batch is augment and trainer_module.gin_views is gin
     assert not torch.autograd._profiler_enabled()  # the torch profiler was stopped too
+
+
+def test_the_profile_needs_a_counted_step(phantom, capsys):
+    with pytest.raises(SegshiftError, match="at least 1 counted step"):
+        profile_method("source-only", [phantom["bssfp"]], None, steps=0)
+    assert main(["bench", "profile", "-m", "source-only", "-s", str(phantom["bssfp"]), "--steps", "0"]) == 2
+    assert "--steps" in capsys.readouterr().err

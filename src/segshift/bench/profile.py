@@ -45,6 +45,7 @@ from torch import nn
 from segshift.engine import trainer as trainer_module
 from segshift.engine.config import Config, resolve
 from segshift.engine.trainer import Trainer
+from segshift.errors import SegshiftError
 from segshift.utils.machine import bf16_report, cpu_model
 
 __all__ = ["ProfilingTrainer", "format_profile", "profile_method"]
@@ -308,6 +309,10 @@ def profile_method(
     count, validation and checkpoint frequency are changed so that the profiled run validates
     and checkpoints once; the amortised figures use the configured frequencies.
     """
+    if steps < 1:
+        raise SegshiftError(f"the profile needs at least 1 counted step (steps={steps})")
+    if warmup < 0:
+        raise SegshiftError(f"warmup steps cannot be negative (warmup={warmup})")
     user = resolve(method, config_files, sets)
     total = warmup + steps
     run_sets = [*sets, f"train.steps={total}", f"train.eval_every={total}", f"train.checkpoint_every={total}", f"train.log_every={total}"]
