@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from segshift.bench.profile import format_profile, profile_method
 from segshift.cli.main import main
 from segshift.engine import trainer as trainer_module
+from segshift.engine.divergence import TrainingDiverged
+from segshift.errors import SegshiftError
 from tests.conftest import FAST, set_args
 
 TINY = [*FAST, "method.d_channels=[8, 16, 1]"]
@@ -49,3 +52,31 @@ def test_the_profile_command_lists_the_source_only_parts_and_torch_operators(pha
     assert "forward seg" in out and "optimizer seg" in out and "forward d" not in out
     assert "top operators" in out and "aten::" in out
     assert (tmp_path / "p.json").is_file()
+
+
+def test_a_profiled_run_that_fails_leaves_nothing_patched(phantom, monkeypatch):
+    """fit skips on_train_end when training raises; the trainer's __exit__ must still restore what it patched."""
+    backward, augment, gin = torch.autograd.backward, trainer_module.augment_batch, trainer_module.gin_views
+    engine_step = trainer_module.Trainer.train_step
+    seen = []
+
+    def failing_step(self, step):
+        seen.append(torch.autograd.backward is not backward and trainer_module.augment_batch is not augment)
+        if step == 3:  # after a warm-up step and a counted, torch-profiled one
+            raise TrainingDiverged(f"training diverged at step {step} (made up by the test)")
+        return engine_step(self, step)
+
+    monkeypatch.setattr(trainer_module.Trainer, "train_step", failing_step)
+    with pytest.raises(TrainingDiverged, match="made up by the test"):
+        profile_method("source-only", [phantom["bssfp"]], None, steps=3, warmup=1, sets=FAST, torch_profile=True)
+    assert seen == [True, True, True]  # the failure came while instrumented
+    assert torch.autograd.backward is backward
+    assert trainer_module.augment_batch is augment and trainer_module.gin_views is gin
+    assert not torch.autograd._profiler_enabled()  # the torch profiler was stopped too
+
+
+def test_the_profile_needs_a_counted_step(phantom, capsys):
+    with pytest.raises(SegshiftError, match="at least 1 counted step"):
+        profile_method("source-only", [phantom["bssfp"]], None, steps=0)
+    assert main(["bench", "profile", "-m", "source-only", "-s", str(phantom["bssfp"]), "--steps", "0"]) == 2
+    assert "--steps" in capsys.readouterr().err

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from segshift.data.volume import read_volume
 from segshift.errors import InputFileError
 from segshift.inference.export import export_model
 from segshift.inference.exported import ExportedModel, softmax
+from segshift.inference.exported import main as exported_main
 from segshift.inference.predictor import Predictor
 from tests.conftest import FAST, train_argv
 
@@ -224,6 +226,48 @@ def test_exported_module_needs_no_training_code(fp32_run, inputs, tmp_path):
     assert not [m for m in modules if m.startswith("torch")]
     agree = (read_volume(tmp_path / "b.nii.gz").array == reference).mean()
     assert agree > 0.9999, agree
+
+
+def _one_error(capsys, *needles: str) -> None:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert all(n in err for n in needles), (needles, err)
+
+
+def test_exported_module_overwrites_nothing_unasked(fp32_run, inputs, tmp_path, capsys):
+    """Like `segshift predict`: the mask never replaces the input image, nor an existing file without --overwrite."""
+    export_model(fp32_run, tmp_path / "exp", fmt="onnx")
+    exp = str(tmp_path / "exp")
+    image = tmp_path / "scan.nii.gz"
+    shutil.copy(inputs / "case000.nii.gz", image)
+    original = image.read_bytes()
+    (tmp_path / "link.nii.gz").symlink_to(image)
+    os.link(image, tmp_path / "hard.nii.gz")
+    for dest in (image, tmp_path / "." / "scan.nii.gz", tmp_path / "link.nii.gz", tmp_path / "hard.nii.gz"):
+        for extra in ([], ["--overwrite"]):
+            assert exported_main([exp, str(image), str(dest), *extra]) == 2
+            _one_error(capsys, f"{dest}: is the input image")
+            assert image.read_bytes() == original
+    model = ExportedModel(exp)
+    with pytest.raises(InputFileError, match="is the input image"):
+        model.predict_file(image, image, overwrite=True)
+    assert exported_main([exp, str(image), str(tmp_path)]) == 2
+    _one_error(capsys, "is a folder")
+    assert image.read_bytes() == original
+
+    mask = tmp_path / "mask.nii.gz"
+    mask.write_bytes(b"an earlier mask")
+    assert exported_main([exp, str(image), str(mask)]) == 2
+    _one_error(capsys, f"{mask}: exists", "--overwrite")
+    with pytest.raises(InputFileError, match="exists"):
+        model.predict_file(image, mask)
+    assert mask.read_bytes() == b"an earlier mask" and image.read_bytes() == original
+    assert exported_main([exp, str(image), str(mask), "--overwrite"]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {mask}")
+    np.testing.assert_array_equal(read_volume(mask).array, model.predict_file(image))
+    assert image.read_bytes() == original
+    assert exported_main([exp, str(image), str(mask), "--overwrit"]) == 2  # a mistyped flag is not a path
+    assert capsys.readouterr().err.startswith("usage: ")
 
 
 def test_bad_export_arguments_are_one_clear_error(fp32_run, tmp_path, capsys):

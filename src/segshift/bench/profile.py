@@ -45,6 +45,7 @@ from torch import nn
 from segshift.engine import trainer as trainer_module
 from segshift.engine.config import Config, resolve
 from segshift.engine.trainer import Trainer
+from segshift.errors import SegshiftError
 from segshift.utils.machine import bf16_report, cpu_model
 
 __all__ = ["ProfilingTrainer", "format_profile", "profile_method"]
@@ -195,10 +196,17 @@ class ProfilingTrainer(Trainer):
         return wrapper
 
     def _uninstrument(self) -> None:
-        for h in self._handles:
+        """Remove the hooks and restore ``torch.autograd.backward`` and the trainer module's
+        ``augment_batch``/``gin_views``; safe to call again, or before (or part way through)
+        :meth:`_instrument`.
+        """
+        handles, self._handles = getattr(self, "_handles", []), []
+        for h in handles:
             h.remove()
-        torch.autograd.backward = self._backward
-        for attr, fn in self._patched.items():
+        backward = self.__dict__.pop("_backward", None)
+        if backward is not None:
+            torch.autograd.backward = backward
+        for attr, fn in self.__dict__.pop("_patched", {}).items():
             setattr(trainer_module, attr, fn)
 
     # -- the timed hooks ------------------------------------------------------------------
@@ -230,11 +238,26 @@ class ProfilingTrainer(Trainer):
         with self.clock.time(f"checkpoint {which}", always=True):
             super().save_checkpoint(which)
 
+    def _stop_profiler(self) -> None:
+        profiler = getattr(self, "profiler", None)
+        if profiler is not None and not getattr(self, "_profiler_stopped", False):
+            self._profiler_stopped = True
+            profiler.__exit__(None, None, None)
+
     def on_train_end(self) -> dict[str, Any]:
-        if self.profiler is not None:
-            self.profiler.__exit__(None, None, None)
+        self._stop_profiler()
         self._uninstrument()
         return super().on_train_end()
+
+    def __exit__(self, *exc: object) -> None:
+        """Restore what :meth:`_instrument` patched (``fit`` skips :meth:`on_train_end` when
+        training raises), then leave as the engine's trainer does.
+        """
+        try:
+            self._stop_profiler()
+        finally:
+            self._uninstrument()
+            super().__exit__(*exc)
 
 
 def _rows(trainer: ProfilingTrainer, cfg: Config) -> dict[str, Any]:
@@ -286,6 +309,10 @@ def profile_method(
     count, validation and checkpoint frequency are changed so that the profiled run validates
     and checkpoints once; the amortised figures use the configured frequencies.
     """
+    if steps < 1:
+        raise SegshiftError(f"the profile needs at least 1 counted step (steps={steps})")
+    if warmup < 0:
+        raise SegshiftError(f"warmup steps cannot be negative (warmup={warmup})")
     user = resolve(method, config_files, sets)
     total = warmup + steps
     run_sets = [*sets, f"train.steps={total}", f"train.eval_every={total}", f"train.checkpoint_every={total}", f"train.log_every={total}"]

@@ -17,7 +17,8 @@ Example:
     >>> model = ExportedModel("exports/lge-cyclegan")              # doctest: +SKIP
     >>> mask = model.predict_file("patient01.nii.gz", "patient01_mask.nii.gz")   # doctest: +SKIP
 
-or from a shell: ``python -m segshift.inference.exported EXPORT_DIR INPUT.nii.gz MASK.nii.gz``.
+or from a shell: ``python -m segshift.inference.exported EXPORT_DIR INPUT.nii.gz MASK.nii.gz [--overwrite]``
+(the mask may not be the input, and an existing mask file is replaced only with ``--overwrite``).
 """
 
 from __future__ import annotations
@@ -83,6 +84,23 @@ def softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
+def check_dest(source: str | Path, dest: str | Path, overwrite: bool = False) -> None:
+    """Refuse a mask path that is the input image itself, a folder, or (without ``overwrite``) an existing file."""
+    source, dest = Path(source), Path(dest)
+    same = dest.resolve() == source.resolve()
+    if not same and dest.exists() and source.exists():
+        try:
+            same = dest.samefile(source)  # a hard link
+        except OSError:
+            same = False
+    if same:
+        raise InputFileError(dest, f"is the input image {source}: writing the mask there would destroy it; choose another output path")
+    if dest.is_dir():
+        raise InputFileError(dest, "is a folder: give the mask's file name (e.g. mask.nii.gz)")
+    if (dest.exists() or dest.is_symlink()) and not overwrite:
+        raise InputFileError(dest, "exists: replaced only with --overwrite (overwrite=True from Python)")
+
+
 class ExportedModel:
     """An export folder, ready to segment volumes.
 
@@ -132,8 +150,15 @@ class ExportedModel:
         probs, geometry = self.probabilities(image)
         return self.pre.invert_argmax(probs, geometry)
 
-    def predict_file(self, source: str | Path, dest: str | Path | None = None) -> np.ndarray:
-        """Segment a NIfTI (or any volume segshift reads); write the mask with the input's affine to ``dest`` if given."""
+    def predict_file(self, source: str | Path, dest: str | Path | None = None, overwrite: bool = False) -> np.ndarray:
+        """Segment a NIfTI (or any volume segshift reads); write the mask with the input's affine to ``dest`` if given.
+
+        Nothing is overwritten without being asked: ``dest`` may not be ``source`` (by any path
+        or link), and an existing ``dest`` is replaced only with ``overwrite=True``. Both are
+        checked before anything is read or written (:class:`~segshift.errors.InputFileError`).
+        """
+        if dest is not None:
+            check_dest(source, dest, overwrite)
         vol = read_volume(source)
         check_volume(vol)
         mask = self.predict_volume(vol)
@@ -142,15 +167,24 @@ class ExportedModel:
         return mask
 
 
+USAGE = "usage: python -m segshift.inference.exported EXPORT_DIR INPUT.nii.gz MASK.nii.gz [--overwrite]"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m segshift.inference.exported EXPORT_DIR INPUT MASK``."""
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 3:
-        print("usage: python -m segshift.inference.exported EXPORT_DIR INPUT.nii.gz MASK.nii.gz", file=sys.stderr)
+    """``python -m segshift.inference.exported EXPORT_DIR INPUT MASK [--overwrite]``.
+
+    ``MASK`` may not be ``INPUT``; an existing ``MASK`` is replaced only with ``--overwrite``.
+    """
+    given = sys.argv[1:] if argv is None else argv
+    overwrite = "--overwrite" in given
+    args = [a for a in given if a != "--overwrite"]
+    if len(args) != 3 or any(a.startswith("--") for a in args):
+        print(USAGE, file=sys.stderr)
         return 2
     try:
+        check_dest(args[1], args[2], overwrite)  # before loading the model: refuse at once
         model = ExportedModel(args[0])
-        mask = model.predict_file(args[1], args[2])
+        mask = model.predict_file(args[1], args[2], overwrite=overwrite)
     except (SegshiftError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
