@@ -49,3 +49,29 @@ def test_check_finite_names_the_step_and_values(bad):
     check_finite(3, {"loss": 0.4, "loss_seg": 0.2}, Path("kept"))
     with pytest.raises(TrainingDiverged, match=r"at step 3 \(loss=0\.4, loss_d=.*\); the last good checkpoint is kept in kept"):
         check_finite(3, {"loss": 0.4, "loss_d": bad}, Path("kept"))
+
+
+def test_a_nan_in_another_process_stops_every_process_at_the_same_step(monkeypatch):
+    from segshift.engine import divergence
+
+    info = DistInfo(rank=0, world_size=2)
+    monkeypatch.setattr(divergence.ddp, "all_agree", lambda _info, flag: False)  # another rank had a NaN
+    with pytest.raises(TrainingDiverged, match=r"step 7 in another process .*kept in ckpt"):
+        check_finite(7, {"loss": 0.3}, Path("ckpt"), info)
+    with pytest.raises(TrainingDiverged, match=r"step 7 \(loss=nan\)"):  # this rank's own NaN names the values
+        check_finite(7, {"loss": float("nan")}, Path("ckpt"), info)
+    monkeypatch.setattr(divergence.ddp, "all_agree", lambda _info, flag: flag)
+    check_finite(7, {"loss": 0.3}, Path("ckpt"), info)
+
+
+def test_the_monitor_state_round_trips_and_starts_healthy():
+    mon = DivergenceMonitor(factor=5.0, patience=3, warmup=0)
+    for step, loss in enumerate([0.4, 0.3, 0.2], start=1):
+        mon.update(step, {"loss_seg": loss})
+    other = DivergenceMonitor(factor=5.0, patience=3, warmup=0)
+    other.load_state_dict(mon.state_dict())
+    assert other.state_dict() == mon.state_dict() and other.ema == mon.ema and other.healthy
+    fresh = DivergenceMonitor(factor=5.0, patience=3, warmup=0)
+    assert fresh.state_dict() == {"ema": None, "lowest": None}
+    fresh.load_state_dict({})  # a checkpoint from before the monitor was kept
+    assert fresh.ema is None and fresh.lowest == float("inf")

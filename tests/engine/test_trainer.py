@@ -220,3 +220,70 @@ def test_caches_in_a_cache_dir_stay_there(phantom, tmp_path):
     assert trainer.fit()["finished"]
     roots = {c.root.parent for c in [*trainer.train_caches, *trainer.val_caches]}
     assert roots == {tmp_path / "caches"} and not (tmp_path / "run" / "cache").exists()
+
+
+def test_compile_keeps_the_networks_and_their_batch_norm_stores(phantom, tmp_path, monkeypatch):
+    """``train.compile`` compiles every network in place: a target-norm method trains, checkpoints and predicts.
+
+    (``torch.compile`` replaced the networks by wrappers whose module names start with ``_orig_mod.``,
+    so the target batch-norm store's swap raised a KeyError at the first target pass.) The
+    ``eager`` backend keeps dynamo's wrapping without inductor's minutes of code generation.
+    """
+    import functools
+
+    from segshift.inference.predictor import Predictor
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    sets = [
+        *FAST,
+        "train.steps=2",
+        "train.eval_every=2",
+        "train.compile=true",
+        "train.norm_stats=domain",
+        "method.d_channels=[8,16,16,16,1]",
+    ]
+    with Trainer(resolve("adaptseg", sets=sets), [phantom["bssfp"]], phantom["lge"], tmp_path / "run", progress=False) as trainer:
+        summary = trainer.fit()
+        assert summary["finished"] and trainer.method.nets["seg"]._compiled_call_impl is not None
+        assert trainer.method.uses_target_norm() and trainer.method.nets["seg_target_norm"].passes > 0
+    keys = load_file(str(tmp_path / "run" / "checkpoints" / "last" / "weights.safetensors")).keys()
+    assert keys and not any("_orig_mod" in k for k in keys)
+    assert Predictor(tmp_path / "run").method.uses_target_norm()
+
+
+def test_torchrun_refusal_of_a_method_comes_before_anything_is_written(phantom, tmp_path, monkeypatch):
+    from segshift.engine import trainer as trainer_module
+    from segshift.engine.distributed import DistInfo
+
+    monkeypatch.setattr(trainer_module.ddp, "init", lambda device=None: DistInfo(rank=0, world_size=2))  # as under torchrun
+    for method in ("cyclegan", "attent", "unetgan"):
+        with pytest.raises(SegshiftError, match=f"{method} does not run under torchrun/DDP yet"):
+            Trainer(resolve(method, sets=FAST), [phantom["bssfp"]], phantom["lge"], tmp_path / method, progress=False)
+        assert not (tmp_path / method).exists() and not list(tmp_path.glob(f".{method}*"))
+
+
+def test_a_new_best_writes_last_too_so_a_resume_knows_it(phantom, tmp_path):
+    """With validation more frequent than checkpoints, ``last`` is written at every new best."""
+    saved: list[tuple[int, str]] = []
+
+    class Recording(Trainer):
+        def save_checkpoint(self, which):
+            saved.append((self.state.step, which))
+            super().save_checkpoint(which)
+
+    cfg = resolve("source-only", sets=[*FAST, "train.steps=8", "train.eval_every=2", "train.checkpoint_every=100"])
+    train(cfg, [phantom["bssfp"]], None, tmp_path / "run", progress=False, trainer_cls=Recording)
+    bests = [s for s, w in saved if w == "best" and s < 8]
+    assert bests and all((s, "last") in saved for s in bests), saved
+    state = json.loads((tmp_path / "run" / "checkpoints" / "last" / "state.json").read_text())
+    assert state["best"] == json.loads((tmp_path / "run" / "checkpoints" / "best" / "state.json").read_text())["best"]
+
+
+def test_resume_restores_the_divergence_monitor(phantom, tmp_path):
+    cfg = resolve("source-only", sets=[*FAST, "train.steps=6", "train.eval_every=100", "train.diverge_warmup=2"])
+    train(cfg, [phantom["bssfp"]], None, tmp_path / "run", stop_after=4, progress=False)
+    kept = json.loads((tmp_path / "run" / "checkpoints" / "last" / "state.json").read_text())["monitor"]
+    assert kept["ema"] > 0 and 0 < kept["lowest"] < 10
+    with Trainer(None, [], None, tmp_path / "run", resume=True, progress=False) as trainer:
+        trainer.on_train_start()
+        assert trainer.state.step == 4 and trainer.monitor.state_dict() == kept and trainer.monitor.warmup == 2

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from segshift.engine import distributed as ddp
 from segshift.errors import SegshiftError
@@ -21,15 +21,22 @@ class TrainingDiverged(SegshiftError):
     """A loss became NaN/Inf or the supervised loss ran away; the last good checkpoint is kept."""
 
 
-def check_finite(step: int, values: Mapping[str, float], kept: Path) -> None:
+def check_finite(step: int, values: Mapping[str, float], kept: Path, info: ddp.DistInfo | None = None) -> None:
     """Raise :class:`TrainingDiverged` if any of a step's logged ``values`` is NaN or infinite.
 
     Args:
         step: the step that produced ``values``.
         values: the method's logged values of that step.
         kept: the checkpoint folder that is kept (named in the message).
+        info: under DDP, the ranks agree (one all-reduce), so every rank stops at the same step
+            instead of the others waiting in the next step's collective.
     """
-    if not all(math.isfinite(v) for v in values.values()):
+    finite = all(math.isfinite(v) for v in values.values())
+    if info is not None and not ddp.all_agree(info, finite) and finite:
+        raise TrainingDiverged(
+            f"training diverged at step {step} in another process (a NaN/inf value); the last good checkpoint is kept in {kept}"
+        )
+    if not finite:
         raise TrainingDiverged(
             f"training diverged at step {step} ({', '.join(f'{k}={v:.4g}' for k, v in values.items())}); "
             f"the last good checkpoint is kept in {kept}"
@@ -64,6 +71,18 @@ class DivergenceMonitor:
         self.bad_steps = 0
         self.onset: int | None = None
         self.diverged: str | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The running mean and its lowest value (JSON-able; ``inf`` as null); what a resume restores."""
+        return {"ema": self.ema, "lowest": None if math.isinf(self.lowest) else self.lowest}
+
+    def load_state_dict(self, doc: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` ({}: nothing kept, start afresh). A checkpoint is only written
+        while the run is healthy, so there are no unhealthy steps to restore.
+        """
+        self.ema = None if doc.get("ema") is None else float(doc["ema"])
+        self.lowest = math.inf if doc.get("lowest") is None else float(doc["lowest"])
+        self.bad_steps, self.onset = 0, None
 
     @property
     def healthy(self) -> bool:

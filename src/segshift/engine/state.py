@@ -32,7 +32,7 @@ from segshift.data.sampling import BatchStream
 from segshift.engine import checkpoint as ckpt
 from segshift.errors import SegshiftError
 
-KEYS = ("step", "best", "val", "ranks", "streams")
+KEYS = ("step", "best", "val", "monitor", "ranks", "streams")
 
 
 def no_best() -> dict[str, Any]:
@@ -53,6 +53,8 @@ class TrainState:
         step: the last step done (0 before training).
         best: the model-selection record (:func:`no_best` before any validation).
         last_vals: the latest validation scores ({} before any validation).
+        monitor: the divergence monitor's state
+            (:meth:`~segshift.engine.divergence.DivergenceMonitor.state_dict`; {} before any step).
     """
 
     source_streams: list[BatchStream]
@@ -62,6 +64,7 @@ class TrainState:
     step: int = 0
     best: dict[str, Any] = dataclasses.field(default_factory=no_best)
     last_vals: dict[str, float] = dataclasses.field(default_factory=dict)
+    monitor: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def create(
@@ -108,6 +111,7 @@ class TrainState:
             "step": self.step,
             "best": dict(self.best),
             "val": dict(self.last_vals),
+            "monitor": dict(self.monitor),
             "ranks": {str(r): dict(s) for r, s in enumerate(ranks)},
             "streams": {
                 "source": [s.state_dict() for s in self.source_streams],
@@ -125,6 +129,7 @@ class TrainState:
         self.step = int(doc["step"])
         self.best = dict(doc["best"])
         self.last_vals = dict(doc.get("val") or {})
+        self.monitor = dict(doc.get("monitor") or {})  # {} in checkpoints from before it was kept
         ranks = doc["ranks"]
         rs = ranks.get(str(rank), ranks["0"])
         ckpt.set_rng_state(rs["rng"])

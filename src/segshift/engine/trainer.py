@@ -187,6 +187,11 @@ class Trainer:
         self.resume = resume
         _check_train_values(cfg)
         self.method_cls = get_method(cfg["method_name"])
+        if self.dist.enabled and not self.method_cls.supports_ddp:  # before anything is written
+            raise SegshiftError(
+                f"{self.method_cls.name} does not run under torchrun/DDP yet (each generator is called twice per update); "
+                "train it in one process"
+            )
         self.augment = AugmentConfig.from_dict(cfg["augment"], spacing=cfg["data"]["preprocess"]["target_spacing"])
         if self.augment.enabled and self.augment.gin.uses_consistency and not self.method_cls.supports_view_consistency:
             raise SegshiftError(
@@ -348,8 +353,12 @@ class Trainer:
         start = self.state.step
         self.logger = RunLogger(self.run, self.dist.is_main, resume_step=start if self.resume else None)
         self.monitor = DivergenceMonitor(
-            float(self.tcfg["diverge_factor"]), int(self.tcfg["diverge_patience"]), start + int(self.tcfg["diverge_warmup"])
+            float(self.tcfg["diverge_factor"]), int(self.tcfg["diverge_patience"]), int(self.tcfg["diverge_warmup"])
         )
+        if self.resume and self.state.monitor:  # as if never interrupted (older checkpoints: a fresh warm-up from here)
+            self.monitor.load_state_dict(self.state.monitor)
+        elif self.resume:
+            self.monitor.warmup = start + self.monitor.warmup
         self.progress_bar = ProgressBar(self.show_progress, self.total, start)
         self._running: dict[str, list[float]] = {}
         self._t0 = time.time()
@@ -361,7 +370,7 @@ class Trainer:
         """
         values = self.method.train_step(self._batch(), step)
         self.method.step_schedulers()
-        check_finite(step, values, self.run / "checkpoints" / "last")
+        check_finite(step, values, self.run / "checkpoints" / "last", self.dist)
         self.monitor.update(step, values)
         return values
 
@@ -377,6 +386,7 @@ class Trainer:
         for k, v in values.items():
             self._running.setdefault(k, []).append(v)
         do_eval = self.validation_due(step)
+        self._best_saved = False
         if step % int(t["log_every"]) == 0 or step == self.total or do_eval:
             row = {k: float(np.mean(v)) for k, v in self._running.items()}
             opts = self.method.optimizers
@@ -389,7 +399,7 @@ class Trainer:
                 row.update({f"val_{k}": v for k, v in vals.items()})
             self.logger.log(step, row)
             self.progress_bar.update(step, row)
-        if is_ckpt and healthy:
+        if (is_ckpt or self._best_saved) and healthy:
             self.save_checkpoint("last")
             ddp.barrier(self.dist)
 
@@ -415,6 +425,7 @@ class Trainer:
         if self.select == "source_val" and vals["mean"] > self.state.best["score"]:
             self.state.best = {"score": vals["mean"], "step": step}
             self.save_checkpoint("best")
+            self._best_saved = True  # on_step_end writes `last` too, so a resume knows this best
 
     def select_final(self) -> None:
         """After the last step: the final model is ``best`` by rule (``last``) or for want of
@@ -456,6 +467,7 @@ class Trainer:
         method's checkpoint networks). Every rank calls it (the ranks' random states are gathered);
         rank 0 writes.
         """
+        self.state.monitor = self.monitor.state_dict() if getattr(self, "monitor", None) is not None else {}
         ranks = cast("list[dict[str, Any]]", ddp.all_gather_object(self.dist, self.state.rank_state()))
         if not self.dist.is_main:
             return
@@ -547,9 +559,9 @@ class Trainer:
 
     def _wrap_nets(self) -> None:
         """``train.compile`` (the method's execution policy) and, under torchrun, DDP (checkpoints unwrap both)."""
-        if self.method.execution.compile:
-            for name in list(self.method.nets.keys()):
-                self.method.nets[name] = torch.compile(self.method.nets[name])
+        if self.method.execution.compile:  # in place (Module.compile): same objects and state-dict keys, so
+            for net in self.method.nets.values():  # batch-norm stores and methods holding a network keep working
+                net.compile()
         if self.dist.enabled:
             self.method.wrap(ddp.wrap_ddp(self.dist))
 

@@ -210,6 +210,8 @@ class Method:
     supports_view_consistency: ClassVar[bool] = False
     """Whether :meth:`train_step` adds GIN-IPA's consistency loss over ``Batch.source_views``
     (:meth:`view_consistency`); the engine refuses ``augment.gin.consistency > 0`` otherwise."""
+    supports_ddp: ClassVar[bool] = True
+    """Whether the method trains under torchrun/DDP; the engine refuses it otherwise, before it writes anything."""
 
     def __init__(self, cfg: Mapping[str, Any], num_classes: int, in_channels: int = 1, device: torch.device | str = "cpu") -> None:
         self.cfg = cfg

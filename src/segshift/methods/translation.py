@@ -262,6 +262,7 @@ class TranslationMethod(SourceOnly):
 
     uses_target = True
     supports_view_consistency = False  # its segmenter step has no GIN-IPA consistency term (GIN appearance only)
+    supports_ddp = False  # each generator runs twice per update (translation, then cycle): see wrap
     attention: bool = False  # attention-gated generator skips (AttENT)
 
     hparams = TRANSLATION_HPARAMS
