@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -287,3 +288,33 @@ def test_resume_restores_the_divergence_monitor(phantom, tmp_path):
     with Trainer(None, [], None, tmp_path / "run", resume=True, progress=False) as trainer:
         trainer.on_train_start()
         assert trainer.state.step == 4 and trainer.monitor.state_dict() == kept and trainer.monitor.warmup == 2
+
+
+def test_the_logged_learning_rate_is_the_one_the_step_used(phantom, tmp_path):
+    sets = [
+        *FAST,
+        "train.steps=4",
+        "train.log_every=1",
+        "train.eval_every=100",
+        "train.schedule=constant",
+        "train.warmup_steps=4",
+        "train.lr=0.001",
+    ]
+    train(resolve("source-only", sets=sets), [phantom["bssfp"]], None, tmp_path / "run", progress=False)
+    lines = (tmp_path / "run" / "logs" / "train.csv").read_text().splitlines()
+    head = lines[0].split(",")
+    rows = [dict(zip(head, r.split(","))) for r in lines[1:]]
+    assert [(int(r["step"]), float(r["lr"])) for r in rows] == [(1, 0.00025), (2, 0.0005), (3, 0.00075), (4, 0.001)]
+
+
+def test_a_finished_run_deletes_only_the_run_it_replaced(phantom, tmp_path, capsys):
+    """``.RUN.replaced`` is deleted by the run that set it aside (--overwrite), never by another run of that name."""
+    cfg = resolve("source-only", sets=[*FAST, "train.steps=2", "train.eval_every=2"])
+    kept = tmp_path / ".run.replaced"  # e.g. a replacement interrupted, its unfinished run removed by hand
+    kept.mkdir()
+    (kept / "summary.json").write_text("{}")
+    train(cfg, [phantom["bssfp"]], None, tmp_path / "run", progress=False)
+    assert (kept / "summary.json").is_file() and "replaces" not in json.loads((tmp_path / "run" / "run.json").read_text())
+    shutil.rmtree(kept)
+    train(cfg, [phantom["bssfp"]], None, tmp_path / "run", overwrite=True, progress=False)  # replaces the first: kept aside, then deleted
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["replaces"] == ".run.replaced" and not kept.exists()

@@ -169,14 +169,34 @@ class Trainer:
         progress: bool = True,
     ) -> None:
         self.dist = ddp.init(device)
+        try:
+            self._setup(cfg, sources, target, out, resume, overwrite, progress)
+        except BaseException:  # a refused run leaves the process group too (under torchrun)
+            ddp.shutdown(self.dist)
+            raise
+
+    def _setup(
+        self,
+        cfg: Config,
+        sources: Sequence[str | Path],
+        target: str | Path | None,
+        out: str | Path,
+        resume: bool,
+        overwrite: bool,
+        progress: bool,
+    ) -> None:
+        """The checks and the state of :meth:`__init__` (no file is written here)."""
         self.run = Path(out)
         self.show_progress = progress and self.dist.is_main
         self._moved: dict[str, str] = {}  # resume: recorded domain folder -> where it is now
+        self._replaces = False  # this run replaces one (--overwrite) kept aside until it finishes
         if resume:
             if not (self.run / "config.yaml").is_file():
                 raise SegshiftError(f"{self.run}: nothing to resume (no config.yaml)")
             cfg = load_yaml(self.run / "config.yaml")
-            sources, target, self._moved = _resume_domains(self.run, json.loads((self.run / "run.json").read_text()), sources, target)
+            recorded = json.loads((self.run / "run.json").read_text())
+            sources, target, self._moved = _resume_domains(self.run, recorded, sources, target)
+            self._replaces = bool(recorded.get("replaces"))
         elif self.dist.is_main:
             check_disjoint(self.run, [*sources, target, cfg.get("init")], "run folder")
             if self.run.exists() and any(self.run.iterdir()) and not overwrite:
@@ -361,6 +381,7 @@ class Trainer:
             self.monitor.warmup = start + self.monitor.warmup
         self.progress_bar = ProgressBar(self.show_progress, self.total, start)
         self._running: dict[str, list[float]] = {}
+        self._step_lr = 0.0
         self._t0 = time.time()
         self.method.train(True)
 
@@ -369,6 +390,8 @@ class Trainer:
         returns the method's logged values.
         """
         values = self.method.train_step(self._batch(), step)
+        opts = self.method.optimizers
+        self._step_lr = float(next(iter(opts.values())).param_groups[0]["lr"]) if opts else 0.0  # the rate this step used
         self.method.step_schedulers()
         check_finite(step, values, self.run / "checkpoints" / "last", self.dist)
         self.monitor.update(step, values)
@@ -389,8 +412,7 @@ class Trainer:
         self._best_saved = False
         if step % int(t["log_every"]) == 0 or step == self.total or do_eval:
             row = {k: float(np.mean(v)) for k, v in self._running.items()}
-            opts = self.method.optimizers
-            row["lr"] = float(next(iter(opts.values())).param_groups[0]["lr"]) if opts else 0.0
+            row["lr"] = self._step_lr
             row["elapsed_s"] = time.time() - self._t0
             self._running = {}
             if do_eval:
@@ -436,7 +458,8 @@ class Trainer:
             self.save_checkpoint("best")
         if self.dist.is_main:
             self._finish()
-            shutil.rmtree(_aside(self.run), ignore_errors=True)  # the run this one replaced (--overwrite)
+            if self._replaces:  # the run this one replaced (--overwrite); never another folder of that name
+                shutil.rmtree(_aside(self.run), ignore_errors=True)
 
     def on_train_end(self) -> dict[str, Any]:
         """Agree on the final buffers across ranks, write ``summary.json`` if finished, return the summary."""
@@ -546,10 +569,12 @@ class Trainer:
             self._caches(self.plan, pre, self._cache_root(stage))
             if self.run.exists():  # only reached with --overwrite (checked in __init__)
                 _set_aside(self.run)
+                self._replaces = True
             (stage / "checkpoints").mkdir(parents=True, exist_ok=True)
             write_text(stage / "config.yaml", dump(self.cfg))
             pre.save(stage / "preprocess.json")
-            write_json(stage / "run.json", self._run_info(self.plan))
+            info = self._run_info(self.plan)
+            write_json(stage / "run.json", {**info, "replaces": _aside(self.run).name} if self._replaces else info)
             stage.rename(self.run)
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
