@@ -381,7 +381,8 @@ class Trainer:
             self.monitor.warmup = start + self.monitor.warmup
         self.progress_bar = ProgressBar(self.show_progress, self.total, start)
         self._running: dict[str, list[float]] = {}
-        self._step_lr = 0.0
+        self._step_lr = 0.0  # the learning rate of the last step (logged)
+        self._best_saved = False  # a new best in this step: write `last` too
         self._t0 = time.time()
         self.method.train(True)
 
