@@ -169,73 +169,62 @@ class Trainer:
         progress: bool = True,
     ) -> None:
         self.dist = ddp.init(device)
-        try:
-            self._setup(cfg, sources, target, out, resume, overwrite, progress)
+        try:  # checks and state only: no file is written here
+            self.run = Path(out)
+            self.show_progress = progress and self.dist.is_main
+            self._moved: dict[str, str] = {}  # resume: recorded domain folder -> where it is now
+            self._replaces = False  # this run replaces one (--overwrite) kept aside until it finishes
+            if resume:
+                if not (self.run / "config.yaml").is_file():
+                    raise SegshiftError(f"{self.run}: nothing to resume (no config.yaml)")
+                cfg = load_yaml(self.run / "config.yaml")
+                recorded = json.loads((self.run / "run.json").read_text())
+                sources, target, self._moved = _resume_domains(self.run, recorded, sources, target)
+                self._replaces = bool(recorded.get("replaces"))
+            elif self.dist.is_main:
+                check_disjoint(self.run, [*sources, target, cfg.get("init")], "run folder")
+                if self.run.exists() and any(self.run.iterdir()) and not overwrite:
+                    raise SegshiftError(f"{self.run}: run folder exists and is not empty (use --resume to continue it or --overwrite)")
+                if target is not None and any(Path(s).resolve() == Path(target).resolve() for s in sources):
+                    print(f"warning: the target {target} is also a source: nothing is adapted to another domain", file=sys.stderr)
+            self.cfg, self.tcfg = cfg, cfg["train"]
+            self.resume = resume
+            _check_train_values(cfg)
+            self.method_cls = get_method(cfg["method_name"])
+            if self.dist.enabled and not self.method_cls.supports_ddp:  # before anything is written
+                raise SegshiftError(
+                    f"{self.method_cls.name} does not run under torchrun/DDP yet (each generator is called twice per update); "
+                    "train it in one process"
+                )
+            self.augment = AugmentConfig.from_dict(cfg["augment"], spacing=cfg["data"]["preprocess"]["target_spacing"])
+            if self.augment.enabled and self.augment.gin.uses_consistency and not self.method_cls.supports_view_consistency:
+                raise SegshiftError(
+                    f"augment.gin.consistency={self.augment.gin.consistency:g}: method {self.method_cls.name} has no "
+                    "GIN-IPA consistency term; set augment.gin.consistency=0 to use GIN's appearance randomisation alone"
+                )
+            self.sources = [Domain(s) for s in sources]
+            self.target = Domain(target) if target is not None else None
+            if not self.sources:
+                raise SegshiftError("at least one --source domain is needed")
+            if self.method_cls.uses_target and self.target is None:
+                raise SegshiftError(f"method {self.method_cls.name} adapts to a target domain: give --target")
+            if self.method_cls.uses_target_labels and self.target is None:
+                raise SegshiftError(f"method {self.method_cls.name} trains on target labels: give --target")
+            domains = self.sources + ([self.target] if self.target is not None else [])
+            self.labels = _label_set(domains)
+            self.structures = {k: v for k, v in self.labels.items() if v != 0}
+            self.select = resolve_select(cfg)
+            self.init: InitRun | None = None
+            self.init_histmatch = "none"
+            if cfg.get("init") and not resume:  # a resumed run has everything in its own checkpoint
+                self.init = open_init(cfg["init"])
+                cfg["init"] = str(self.init.path)
+                self.init_histmatch = check_compatible(
+                    self.init, cfg, self.method_cls.init_nets, [d.root for d in self.sources], self.labels
+                )
         except BaseException:  # a refused run leaves the process group too (under torchrun)
             ddp.shutdown(self.dist)
             raise
-
-    def _setup(
-        self,
-        cfg: Config,
-        sources: Sequence[str | Path],
-        target: str | Path | None,
-        out: str | Path,
-        resume: bool,
-        overwrite: bool,
-        progress: bool,
-    ) -> None:
-        """The checks and the state of :meth:`__init__` (no file is written here)."""
-        self.run = Path(out)
-        self.show_progress = progress and self.dist.is_main
-        self._moved: dict[str, str] = {}  # resume: recorded domain folder -> where it is now
-        self._replaces = False  # this run replaces one (--overwrite) kept aside until it finishes
-        if resume:
-            if not (self.run / "config.yaml").is_file():
-                raise SegshiftError(f"{self.run}: nothing to resume (no config.yaml)")
-            cfg = load_yaml(self.run / "config.yaml")
-            recorded = json.loads((self.run / "run.json").read_text())
-            sources, target, self._moved = _resume_domains(self.run, recorded, sources, target)
-            self._replaces = bool(recorded.get("replaces"))
-        elif self.dist.is_main:
-            check_disjoint(self.run, [*sources, target, cfg.get("init")], "run folder")
-            if self.run.exists() and any(self.run.iterdir()) and not overwrite:
-                raise SegshiftError(f"{self.run}: run folder exists and is not empty (use --resume to continue it or --overwrite)")
-            if target is not None and any(Path(s).resolve() == Path(target).resolve() for s in sources):
-                print(f"warning: the target {target} is also a source: nothing is adapted to another domain", file=sys.stderr)
-        self.cfg, self.tcfg = cfg, cfg["train"]
-        self.resume = resume
-        _check_train_values(cfg)
-        self.method_cls = get_method(cfg["method_name"])
-        if self.dist.enabled and not self.method_cls.supports_ddp:  # before anything is written
-            raise SegshiftError(
-                f"{self.method_cls.name} does not run under torchrun/DDP yet (each generator is called twice per update); "
-                "train it in one process"
-            )
-        self.augment = AugmentConfig.from_dict(cfg["augment"], spacing=cfg["data"]["preprocess"]["target_spacing"])
-        if self.augment.enabled and self.augment.gin.uses_consistency and not self.method_cls.supports_view_consistency:
-            raise SegshiftError(
-                f"augment.gin.consistency={self.augment.gin.consistency:g}: method {self.method_cls.name} has no "
-                "GIN-IPA consistency term; set augment.gin.consistency=0 to use GIN's appearance randomisation alone"
-            )
-        self.sources = [Domain(s) for s in sources]
-        self.target = Domain(target) if target is not None else None
-        if not self.sources:
-            raise SegshiftError("at least one --source domain is needed")
-        if self.method_cls.uses_target and self.target is None:
-            raise SegshiftError(f"method {self.method_cls.name} adapts to a target domain: give --target")
-        if self.method_cls.uses_target_labels and self.target is None:
-            raise SegshiftError(f"method {self.method_cls.name} trains on target labels: give --target")
-        domains = self.sources + ([self.target] if self.target is not None else [])
-        self.labels = _label_set(domains)
-        self.structures = {k: v for k, v in self.labels.items() if v != 0}
-        self.select = resolve_select(cfg)
-        self.init: InitRun | None = None
-        self.init_histmatch = "none"
-        if cfg.get("init") and not resume:  # a resumed run has everything in its own checkpoint
-            self.init = open_init(cfg["init"])
-            cfg["init"] = str(self.init.path)
-            self.init_histmatch = check_compatible(self.init, cfg, self.method_cls.init_nets, [d.root for d in self.sources], self.labels)
 
     # -- data -----------------------------------------------------------------------
     def _plan(self) -> dict[str, Any]:
