@@ -61,6 +61,7 @@ def predict_command(
     """Segment volumes with a trained run; masks keep each input's exact geometry."""
     from rich.console import Console
 
+    from segshift.engine.precision import PRECISIONS
     from segshift.errors import SegshiftError
     from segshift.inference.predict_files import predict_paths
     from segshift.inference.predictor import Predictor, is_run_target
@@ -75,8 +76,8 @@ def predict_command(
             is_target = is_run_target(json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else {}, inputs)
         else:
             is_target = True
-    if precision not in ("run", "auto", "fp32", "bf16"):
-        raise SegshiftError(f"--precision must be run, auto, fp32 or bf16, got {precision!r}")
+    if precision != "run" and precision not in PRECISIONS:
+        raise SegshiftError(f"--precision must be run, {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}, got {precision!r}")
     predictor = Predictor(
         run,
         checkpoint=checkpoint,

@@ -371,7 +371,6 @@ class Trainer:
         self.progress_bar = ProgressBar(self.show_progress, self.total, start)
         self._running: dict[str, list[float]] = {}
         self._step_lr = 0.0  # the learning rate of the last step (logged)
-        self._best_saved = False  # a new best in this step: write `last` too
         self._t0 = time.time()
         self.method.train(True)
 
@@ -399,7 +398,6 @@ class Trainer:
         for k, v in values.items():
             self._running.setdefault(k, []).append(v)
         do_eval = self.validation_due(step)
-        self._best_saved = False
         if step % int(t["log_every"]) == 0 or step == self.total or do_eval:
             row = {k: float(np.mean(v)) for k, v in self._running.items()}
             row["lr"] = self._step_lr
@@ -411,7 +409,8 @@ class Trainer:
                 row.update({f"val_{k}": v for k, v in vals.items()})
             self.logger.log(step, row)
             self.progress_bar.update(step, row)
-        if (is_ckpt or self._best_saved) and healthy:
+        new_best = do_eval and self.state.best["step"] == step  # `last` too, so a resume knows this best
+        if (is_ckpt or new_best) and healthy:
             self.save_checkpoint("last")
             ddp.barrier(self.dist)
 
@@ -437,7 +436,6 @@ class Trainer:
         if self.select == "source_val" and vals["mean"] > self.state.best["score"]:
             self.state.best = {"score": vals["mean"], "step": step}
             self.save_checkpoint("best")
-            self._best_saved = True  # on_step_end writes `last` too, so a resume knows this best
 
     def select_final(self) -> None:
         """After the last step: the final model is ``best`` by rule (``last``) or for want of

@@ -110,7 +110,7 @@ class Predictor:
         cls = get_method(self.cfg["method_name"])
         self.method = cls(self.cfg, num_classes=len(self.labels), in_channels=1, device=self.device)
         # the run's precision (or ``precision``) and memory format (no compile: prediction runs each network a few times only)
-        train = dict(self.cfg["train"]) if precision is None else {**self.cfg["train"], "precision": precision}
+        train = self.cfg["train"] if precision is None else {**self.cfg["train"], "precision": precision}
         self.method.configure(dataclasses.replace(ExecutionPolicy.from_config(train, self.device), compile=False))
         self.method.build_nets()  # networks only: prediction needs no optimiser, loss or discriminator
         self.method.add_domain_norm()
