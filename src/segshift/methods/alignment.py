@@ -69,6 +69,7 @@ from segshift.methods.base import Batch, Method
 from segshift.methods.hparams import HParam, integer, ints, number, numbers
 from segshift.methods.source_only import SourceOnly
 from segshift.nets import PatchDiscriminator
+from segshift.nets.blocks import has_batch_norm
 
 Tensors = torch.Tensor | list[torch.Tensor]
 """A discriminator path's input: one tensor, or a list of multi-level features (GFRM)."""
@@ -218,9 +219,7 @@ class AdversarialAlignment:
         wrapped networks, step 1 through the plain ones) nor with batch norm in the path.
         """
         m = self.method
-        return not any(n in m._wrapped for n in self.net_names) and not any(
-            isinstance(mod, nn.modules.batchnorm._BatchNorm) for net in self.modules for mod in net.modules()
-        )
+        return not any(n in m._wrapped for n in self.net_names) and not has_batch_norm(*self.modules)
 
     @property
     def holds_graph(self) -> bool:

@@ -82,7 +82,7 @@ from segshift.methods.base import Batch, FigureSamples, Method
 from segshift.methods.hparams import HParam, choice, flag, integer, ints, number, numbers
 from segshift.methods.source_only import SourceOnly
 from segshift.nets import PatchDiscriminator, ResnetGenerator
-from segshift.nets.blocks import NORMS
+from segshift.nets.blocks import NORMS, has_batch_norm
 
 DIRECTIONS = ("target_to_source", "source_to_target")
 
@@ -162,9 +162,7 @@ class CycleTranslator:
 
     def shares_fake_pass(self) -> bool:
         """Whether update 2 reuses update 1's scores of the translated images (no batch norm in D_S, D_T)."""
-        return not any(
-            isinstance(mod, torch.nn.modules.batchnorm._BatchNorm) for n in self.DISCRIMINATORS for mod in self.method.nets[n].modules()
-        )
+        return not has_batch_norm(*(self.method.nets[n] for n in self.DISCRIMINATORS))
 
     def generator_step(
         self,

@@ -155,6 +155,11 @@ def act_layer(act: str, negative_slope: float = 0.2) -> nn.Module:
     raise ValueError(f"unknown act {act!r}; choose one of {', '.join(ACTS)}")
 
 
+def has_batch_norm(*nets: nn.Module) -> bool:
+    """Whether any of ``nets`` holds a batch-norm layer (its output then depends on the batch it runs on)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for net in nets for m in net.modules())
+
+
 def check_input(x: torch.Tensor, spatial_dims: int, multiple: int, net: str) -> None:
     """Check that ``x`` is (B, C, *spatial) with every spatial size a multiple of ``multiple``.
 
