@@ -31,6 +31,7 @@ TINY_UNET = ["model.kwargs={features: [4,8,16,32]}"]
 TINY_GAN = ["method.g_ngf=4", "method.g_blocks=1", "method.d_channels=[8,16,1]", "method.g_batch=0"]
 CASES = {
     "source-only": TINY_UNET,
+    "self-train": [*TINY_UNET, "method.tau=0"],  # every pseudo-label counts
     "adaptseg": [*TINY_UNET, "method.d_channels=[8,16,16,16,1]"],
     "adanet": [*TINY_UNET, "method.d_channels=[8,16,16,16,1]", "method.gfrm_channels=8"],
     "cyclegan": [*TINY_UNET, *TINY_GAN, "method.lambda_identity=0.5"],
