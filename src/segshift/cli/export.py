@@ -74,6 +74,8 @@ def export_command(
     from segshift.inference.export import export_model
 
     report = export_model(Path(first), second, fmt=fmt, checkpoint=checkpoint, target_domain=target_domain == "yes", overwrite=overwrite)
+    for w in report.warnings:
+        typer.echo(f"warning: {w}", err=True)
     for line in report.lines():
         typer.echo(line)
 
