@@ -257,10 +257,15 @@ class Domain:
         h = hashlib.sha256(json.dumps([self.name, self.spec.labels, files], sort_keys=True).encode())
         return {"name": self.name, "labels": dict(self.spec.labels), "sha256": h.hexdigest()[:20], "files": files}
 
-    def validate(self) -> list[str]:
-        """Read every case and check the whole contract; returns a list of human-readable facts."""
+    def validate(self, cases: Sequence[str] | None = None) -> list[str]:
+        """Read every case (or only ``cases``) and check the whole contract; returns a list of human-readable facts.
+
+        Raises:
+            InputFileError: the first file that breaks the contract (NaN, an undeclared label id, ...), named.
+        """
+        cases = self.cases if cases is None else [self._check(c) for c in cases]
         spacings = []
-        for case in self.cases:
+        for case in cases:
             img, _ = self.load(case)
             spacings.append(img.spacing)
         sp = np.asarray(spacings)
