@@ -14,7 +14,7 @@ from segshift.data.domain import Domain, DomainSpec, DomainWriter
 from segshift.data.importer import run_import
 from segshift.data.nnunet import export_nnunet, nnunet_import_config, splits_of
 from segshift.data.volume import read_volume, write_nifti
-from segshift.engine.splits import split
+from segshift.engine.splits import group_of, split
 from segshift.errors import InputFileError
 from tests.conftest import FAST, oblique_affine, toy_case, train_argv
 
@@ -173,7 +173,7 @@ def test_round_trip_on_the_phantom_is_voxel_for_voxel(phantom, tmp_path):
 def test_split_without_run_is_segshifts_split_of_the_labelled_cases(phantom, tmp_path):
     src = Domain(_with_unlabelled(phantom["bssfp"], tmp_path / "b"))
     assert main(["export", "nnunet", str(src.root), str(tmp_path / "raw"), "--id", "7", "--name", "B", "--seed", "4"]) == 0
-    (fold,) = splits_of(tmp_path / "raw" / "Dataset007_B" / "splits_final.json")
+    fold = splits_of(tmp_path / "raw" / "Dataset007_B" / "splits_final.json")[0]
     train, val = split(src.labelled_cases, 0.2, 4)
     assert fold == {"train": train, "val": val} and len(val) == 2
     assert "case008" not in fold["train"] + fold["val"]  # unlabelled cases are not nnU-Net training cases
@@ -235,7 +235,8 @@ def test_split_with_run_equals_the_runs_plan(phantom, split_run, tmp_path, capsy
     assert main(["export", "nnunet", str(phantom["bssfp"]), str(tmp_path / "raw"), "--id", "20", "--name", "B",
                  "--run", str(split_run)]) == 0
     ds = tmp_path / "raw" / "Dataset020_B"
-    assert splits_of(ds / "splits_final.json") == [{"train": plan["train"][key], "val": plan["val"][key]}]
+    folds = splits_of(ds / "splits_final.json")
+    assert folds[0] == {"train": plan["train"][key], "val": plan["val"][key]} and len(folds) == 5
     assert len(plan["val"][key]) == 3  # the run's own val_fraction and seed, not the defaults
     assert "run.json plan" in json.loads((ds / "dataset.json").read_text())["segshift"]["split"]
     # a copy of the domain (another folder, same identity) finds the run's split too
@@ -250,3 +251,39 @@ def test_split_with_run_equals_the_runs_plan(phantom, split_run, tmp_path, capsy
     assert main(["export", "nnunet", str(phantom["bssfp"]), str(tmp_path / "raw"), "--id", "23", "--name", "B",
                  "--run", str(split_run), "--seed", "1"]) == 2
     assert "drop --val-fraction/--seed" in capsys.readouterr().err
+
+
+def test_five_folds_grouped_by_patient_with_segshifts_split_as_fold_0(tmp_path, capsys):
+    """ACDC-like cases (two frames per patient, one patient with one): nnU-Net's five folds never split a patient."""
+    root = tmp_path / "acdc"
+    w = DomainWriter(root, DomainSpec(name="acdc"))
+    cases = [f"patient{p:03d}_frame{f:02d}" for p in range(1, 9) for f in (1, 12) if (p, f) != (8, 12)]
+    for n, case in enumerate(cases):
+        img, lab = toy_case(shape=(24, 24, 2), seed=n, scale=0.4)
+        w.add(case, img, AFF, lab)
+    w.close()
+    assert main(["export", "nnunet", str(root), str(tmp_path / "raw"), "--id", "27", "--name", "ACDC", "--seed", "3"]) == 0
+    assert "splits_final.json: 5 fold(s); fold 0 = segshift's split" in capsys.readouterr().out
+    ds = tmp_path / "raw" / "Dataset027_ACDC"
+    folds = splits_of(ds / "splits_final.json")
+    assert len(folds) == 5
+    train, val = split(cases, 0.2, 3)
+    assert folds[0] == {"train": train, "val": val}  # segshift's own split, as a run with seed 3 makes it
+    for fold in folds:
+        assert sorted(fold["train"] + fold["val"]) == sorted(cases)  # every case once per fold
+        assert {group_of(c) for c in fold["train"]}.isdisjoint({group_of(c) for c in fold["val"]})  # no patient on both sides
+        assert fold["val"]
+    validated = sorted(c for fold in folds[1:] for c in fold["val"])
+    assert validated == sorted(cases)  # folds 1-4: each case validated exactly once
+    sizes = [len(f["val"]) for f in folds[1:]]
+    assert max(sizes) - min(sizes) <= 2  # balanced to within one patient
+    assert "group_folds(k=4, seed=3)" in json.loads((ds / "dataset.json").read_text())["segshift"]["folds"]
+    # fewer patients than folds: one fold per patient; one patient: none
+    from segshift.engine.splits import group_folds
+
+    assert [v for _, v in group_folds(["a_frame01", "a_frame02", "b"], 4, 0)] in (
+        [["a_frame01", "a_frame02"], ["b"]],
+        [["b"], ["a_frame01", "a_frame02"]],
+    )
+    assert group_folds(["a_frame01", "a_frame02"], 4, 0) == []
+

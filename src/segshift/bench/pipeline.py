@@ -68,6 +68,8 @@ class TestResult:
     predict_s: float
     evaluate_s: float
     qc: list[dict[str, Any]] = dataclasses.field(default_factory=list, repr=False)
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    """The predictor's lines for stderr (a run that has not finished training, a TTA caveat)."""
 
     @property
     def rows(self) -> list[dict[str, Any]]:
@@ -170,7 +172,9 @@ class RunTester:
         res = evaluate_folders(predictions, test.domain, cases=list(test.cases))
         if evaluation is not None:
             write_evaluation(res, evaluation)
-        return TestResult(test, translate, predictions, res, t1 - t0, time.perf_counter() - t1, qc)
+        return TestResult(
+            test, translate, predictions, res, t1 - t0, time.perf_counter() - t1, qc, list(self.predictor(translate).warnings)
+        )
 
 
 def predict_and_evaluate(

@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segshift.engine.distributed import pick_device
 from segshift.errors import SegshiftError
 from segshift.utils.machine import bf16_report, cpu_model
 
@@ -97,12 +98,10 @@ def parse_variant(name: str) -> Variant:
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` if given, else the first GPU if there is one, else the CPU."""
+    """``device`` if given (checked: :func:`~segshift.engine.distributed.parse_device`), else the first GPU if any, else the CPU."""
     if isinstance(device, torch.device):
         return device
-    if device:
-        return torch.device(device)
-    return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    return pick_device(0, device)
 
 
 def synchronize(device: torch.device) -> None:

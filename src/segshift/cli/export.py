@@ -42,14 +42,15 @@ def export_command(
     val_fraction: float | None = typer.Option(
         None, "--val-fraction", min=0.0, max=0.9, help="nnunet: validation share (default: data.val_fraction of base.yaml)."
     ),
-    seed: int | None = typer.Option(None, "--seed", help="nnunet: split seed (default: seed of base.yaml)."),
+    seed: int | None = typer.Option(None, "--seed", help="nnunet: seed of the split and of folds 1-4 (default: seed of base.yaml)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
 ) -> None:
     """Export a trained model (ONNX/TorchScript, with its preprocessing) or a domain as an nnU-Net dataset.
 
     segshift export RUN --format onnx|torchscript OUT: the prediction path as one fp32 graph (docs/export.md).
 
-    segshift export nnunet DOMAIN OUT --id N --name NAME: OUT/DatasetNNN_NAME with splits_final.json.
+    segshift export nnunet DOMAIN OUT --id N --name NAME: OUT/DatasetNNN_NAME with splits_final.json (five folds
+    grouped by patient; fold 0 is segshift's split).
     """
     nn_opts = {"--id": dataset_id, "--name": name, "--cases": cases, "--run": run, "--val-fraction": val_fraction, "--seed": seed}
     if first == "nnunet":
@@ -74,6 +75,8 @@ def export_command(
     from segshift.inference.export import export_model
 
     report = export_model(Path(first), second, fmt=fmt, checkpoint=checkpoint, target_domain=target_domain == "yes", overwrite=overwrite)
+    for w in report.warnings:
+        typer.echo(f"warning: {w}", err=True)
     for line in report.lines():
         typer.echo(line)
 
@@ -92,27 +95,39 @@ def _nnunet(
     from segshift.data.domain import Domain
     from segshift.data.nnunet import export_nnunet
     from segshift.engine.config import base_defaults
-    from segshift.engine.splits import recorded_split, select, split
+    from segshift.engine.splits import group_folds, recorded_split, select, split
 
     if dataset_id is None or name is None:
         raise SegshiftError("segshift export nnunet needs --id N and --name NAME (the dataset becomes DatasetNNN_NAME)")
     domain = Domain(domain_dir)
     chosen = select(domain.cases, cases.split(",") if cases and "," in cases else cases, "--cases")
     labelled = [c for c in chosen if domain.label_path(c) is not None]
+    base = base_defaults()
+    sd = int(base["seed"]) if seed is None else seed
     if run is not None:
         if val_fraction is not None or seed is not None:
             raise SegshiftError("--run takes the run's recorded split: drop --val-fraction/--seed")
         parts = recorded_split(run, domain.root, domain.identity())
         source = f"run {Path(run).resolve()} (run.json plan)"
     elif labelled:
-        base = base_defaults()
         vf = float(base["data"]["val_fraction"]) if val_fraction is None else val_fraction
-        sd = int(base["seed"]) if seed is None else seed
         parts = split(labelled, vf, sd, what=domain.name)
         source = f"segshift.engine.splits.split(val_fraction={vf:g}, seed={sd})"
     else:
         parts, source = None, ""
-    report = export_nnunet(domain, out, dataset_id, name, cases=chosen, split=parts, split_source=source, overwrite=overwrite)
+    folds = group_folds(labelled, 4, sd) if parts is not None else []
+    report = export_nnunet(
+        domain,
+        out,
+        dataset_id,
+        name,
+        cases=chosen,
+        split=parts,
+        split_source=source,
+        overwrite=overwrite,
+        folds=folds,
+        folds_source=f"folds 1-{len(folds)}: segshift.engine.splits.group_folds(k=4, seed={sd})" if folds else "",
+    )
     for line in report.lines():
         typer.echo(line)
 

@@ -50,12 +50,13 @@ def predict_command(
         "mirrorings) | tent (entropy minimisation on the normalisation layers' "
         "scale and shift, reset for every volume; Wang et al. ICLR 2021).",
     ),
-    tta_steps: int = typer.Option(10, "--tta-steps", help="TENT: Adam steps per volume (1-50)."),
-    tta_lr: float = typer.Option(1e-3, "--tta-lr", help="TENT: learning rate (at most 0.01)."),
-    tta_alpha: float = typer.Option(
-        0.5,
+    tta_steps: int | None = typer.Option(None, "--tta-steps", help="TENT: Adam steps per volume (1-50) [default: 10]."),
+    tta_lr: float | None = typer.Option(None, "--tta-lr", help="TENT: learning rate (at most 0.01) [default: 0.001]."),
+    tta_alpha: float | None = typer.Option(
+        None,
         "--tta-alpha",
-        help="TENT: weight of the volume's own batch-norm statistics against the trained ones (0-1; 1: TENT's test-batch statistics).",
+        help="TENT: weight of the volume's own batch-norm statistics against the trained ones "
+        "(0-1; 1: TENT's test-batch statistics) [default: 0.5].",
     ),
 ) -> None:
     """Segment volumes with a trained run; masks keep each input's exact geometry."""
@@ -69,7 +70,7 @@ def predict_command(
 
     if target_domain not in ("auto", "yes", "no"):
         raise SegshiftError(f"--target-domain must be auto, yes or no, got {target_domain!r}")
-    tta_cfg = TTAConfig(tta, tta_steps, tta_lr, tta_alpha)
+    tta_cfg = TTAConfig.from_options(tta, tta_steps, tta_lr, tta_alpha)
     is_target = target_domain == "yes"
     if target_domain == "auto":
         if (inputs / "domain.json").is_file():

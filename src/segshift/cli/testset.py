@@ -23,9 +23,11 @@ def testset_command(
         "batch-norm statistics apply: auto (compare with the run's target), yes, no.",
     ),
     tta: str = typer.Option("none", "--tta", help="Test-time adaptation per volume: none | flip | tent (see `segshift predict`)."),
-    tta_steps: int = typer.Option(10, "--tta-steps", help="TENT: Adam steps per volume (1-50)."),
-    tta_lr: float = typer.Option(1e-3, "--tta-lr", help="TENT: learning rate (at most 0.01)."),
-    tta_alpha: float = typer.Option(0.5, "--tta-alpha", help="TENT: weight of the volume's own batch-norm statistics (0-1)."),
+    tta_steps: int | None = typer.Option(None, "--tta-steps", help="TENT: Adam steps per volume (1-50) [default: 10]."),
+    tta_lr: float | None = typer.Option(None, "--tta-lr", help="TENT: learning rate (at most 0.01) [default: 0.001]."),
+    tta_alpha: float | None = typer.Option(
+        None, "--tta-alpha", help="TENT: weight of the volume's own batch-norm statistics (0-1) [default: 0.5]."
+    ),
     checkpoint: str = typer.Option("best", help="best (model selection) or last."),
     device: str | None = typer.Option(None, help="cpu, cuda, ... [default: GPU if available]."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the files of an existing --out folder."),
@@ -43,7 +45,7 @@ def testset_command(
 
     if target_domain not in ("auto", "yes", "no"):
         raise SegshiftError(f"--target-domain must be auto, yes or no, got {target_domain!r}")
-    tta_cfg = TTAConfig(tta, tta_steps, tta_lr, tta_alpha)
+    tta_cfg = TTAConfig.from_options(tta, tta_steps, tta_lr, tta_alpha)
     forced = None if target_domain == "auto" else target_domain == "yes"
     res = predict_and_evaluate(
         run,
@@ -56,6 +58,8 @@ def testset_command(
         checkpoint=checkpoint,
         overwrite=overwrite,
     )
+    for w in res.warnings:
+        typer.echo(f"warning: {w}", err=True)
     Console(width=max(Console().width, 110)).print(format_table(res.summary))  # unwrapped in logs, as `segshift evaluate`
     how = f" with TTA {tta_cfg.describe()}" if tta_cfg.mode != "none" else ""
     target = (

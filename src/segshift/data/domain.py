@@ -27,13 +27,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from segshift.data.volume import Volume, check_volume, read_volume, same_geometry, write_nifti
+from segshift.data.volume import Volume, broken_link, check_volume, read_volume, same_geometry, write_nifti
 from segshift.errors import InputFileError, SegshiftError
 from segshift.utils.atomic import write_json
 
@@ -121,9 +121,12 @@ class DomainSpec:
 
 
 def _by_case(folder: Path) -> dict[str, Path]:
-    """The NIfTI files of a folder by case id; two files of one case (``x.nii`` and ``x.nii.gz``) are refused."""
+    """The NIfTI files of a folder by case id; two files of one case (``x.nii`` and ``x.nii.gz``), or a broken
+    symbolic link named as a NIfTI file, are refused."""
     out: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
+        if p.name.endswith((".nii.gz", ".nii")) and not p.name.startswith(".") and (err := broken_link(p)) is not None:
+            raise err
         if _is_nifti(p):
             case = _case_of(p)
             if case in out:
@@ -254,10 +257,15 @@ class Domain:
         h = hashlib.sha256(json.dumps([self.name, self.spec.labels, files], sort_keys=True).encode())
         return {"name": self.name, "labels": dict(self.spec.labels), "sha256": h.hexdigest()[:20], "files": files}
 
-    def validate(self) -> list[str]:
-        """Read every case and check the whole contract; returns a list of human-readable facts."""
+    def validate(self, cases: Sequence[str] | None = None) -> list[str]:
+        """Read every case (or only ``cases``) and check the whole contract; returns a list of human-readable facts.
+
+        Raises:
+            InputFileError: the first file that breaks the contract (NaN, an undeclared label id, ...), named.
+        """
+        cases = self.cases if cases is None else [self._check(c) for c in cases]
         spacings = []
-        for case in self.cases:
+        for case in cases:
             img, _ = self.load(case)
             spacings.append(img.spacing)
         sp = np.asarray(spacings)

@@ -28,7 +28,16 @@ from typing import Any
 import numpy as np
 
 from segshift.data.domain import CARDIAC_LABELS, DomainSpec, DomainWriter, to_label_array, validate_labels
-from segshift.data.volume import VOLUME_SUFFIXES, Volume, check_volume, is_dicom_dir, read_volume, same_geometry, strip_suffix
+from segshift.data.volume import (
+    VOLUME_SUFFIXES,
+    Volume,
+    broken_volume_link,
+    check_volume,
+    is_dicom_dir,
+    read_volume,
+    same_geometry,
+    strip_suffix,
+)
 from segshift.errors import InputFileError, SegshiftError
 from segshift.utils.atomic import atomic_dir, check_disjoint
 
@@ -90,6 +99,11 @@ class ImportConfig:
     description: str | None = None
 
     def compiled_label_pattern(self) -> re.Pattern[str] | None:
+        if self.label_suffix == "":
+            raise SegshiftError(
+                "--label-suffix is empty: a label file is named as its image plus the suffix (e.g. _gt); for labels "
+                "named exactly as their images, in a folder of their own, use --labels DIR --label-pattern '(?P<case>.+)'"
+            )
         if self.label_pattern and self.label_suffix:
             raise SegshiftError("give either a label pattern or a label suffix, not both")
         if self.label_suffix:
@@ -167,7 +181,10 @@ def _compile(pattern: str, what: str) -> re.Pattern[str]:
 
 
 def _candidates(folder: Path, recursive: bool) -> list[Path]:
-    """Volume files and DICOM series folders in ``folder``, sorted (sorting is for stable output only)."""
+    """Volume files and DICOM series folders in ``folder``, sorted (sorting is for stable output only).
+
+    A broken symbolic link named like one (a volume suffix, or none: a series folder) is refused by name.
+    """
     if not folder.is_dir():
         raise InputFileError(folder, "is not a folder")
     out: list[Path] = []
@@ -175,6 +192,8 @@ def _candidates(folder: Path, recursive: bool) -> list[Path]:
     for p in walker:
         if p.name.startswith("."):
             continue
+        if (err := broken_volume_link(p)) is not None:
+            raise err
         if p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES):
             out.append(p)
         elif p.is_dir() and is_dicom_dir(p):

@@ -22,7 +22,11 @@ are refused.
 Export (:func:`export_nnunet`) writes a domain the other way: labelled cases to
 ``imagesTr``/``labelsTr``, unlabelled ones to ``imagesTs``, ``dataset.json`` (with a
 ``segshift`` block holding the domain's metadata and original label ids, which the import
-restores), and, given a train/validation split, ``splits_final.json`` with it as fold 0.
+restores), and, given a train/validation split, ``splits_final.json`` with it as fold 0 and
+any further folds after it (``segshift export nnunet`` adds a four-fold cross-validation
+grouped by patient as folds 1-4, so nnU-Net's five folds never split a patient). Every case is
+checked against the domain contract first (:meth:`Domain.validate`): NaN intensities or a
+label id that ``domain.json`` does not declare are refused before anything is written.
 nnU-Net wants consecutive label ids (0, 1, 2, ...); a domain whose ids have gaps is written
 with its ids renumbered in order (said in the report), and re-imported with the original ids.
 """
@@ -172,13 +176,18 @@ class NnunetExport:
     labels: dict[str, int]
     split: dict[str, list[str]] | None
     notes: list[str]
+    folds: list[dict[str, list[str]]] = dataclasses.field(default_factory=list)
+    """Every fold of ``splits_final.json``: ``split`` (fold 0), then the further folds."""
 
     def lines(self) -> list[str]:
         out = [(f"wrote {self.dataset}: {len(self.training)} training case(s) (imagesTr, labelsTr), "
                 f"{len(self.test)} unlabelled (imagesTs); labels {self.labels}")]
         if self.split is not None:
-            out.append(f"splits_final.json: fold 0 = {len(self.split['train'])} train / {len(self.split['val'])} val "
-                       "(copy it to nnUNet_preprocessed/" + self.dataset.name + "/ after planning)")
+            more = (f"; folds 1-{len(self.folds) - 1}: cross-validation grouped by patient, each case validated once"
+                    if len(self.folds) > 1 else "")
+            out.append(f"splits_final.json: {len(self.folds)} fold(s); fold 0 = segshift's split, {len(self.split['train'])} "
+                       f"train / {len(self.split['val'])} val{more} (copy it to nnUNet_preprocessed/{self.dataset.name}/ "
+                       "after planning)")
         return out + self.notes
 
 
@@ -200,6 +209,8 @@ def export_nnunet(
     split: tuple[Sequence[str], Sequence[str]] | None = None,
     split_source: str = "",
     overwrite: bool = False,
+    folds: Sequence[tuple[Sequence[str], Sequence[str]]] = (),
+    folds_source: str = "",
 ) -> NnunetExport:
     """Write ``domain`` (or its ``cases``) as the nnU-Net v2 raw dataset ``out/DatasetNNN_NAME``.
 
@@ -212,6 +223,11 @@ def export_nnunet(
         split: ``(train, val)`` labelled case ids for ``splits_final.json`` (fold 0); cases
             outside the export are left out of it.
         split_source: where the split comes from, recorded in ``dataset.json``.
+        folds: further ``(train, val)`` folds (1, 2, ...) after ``split``, each covering
+            every exported labelled case; ``folds_source`` says where they come from.
+
+    Raises:
+        InputFileError: an exported case breaks the domain contract (checked before writing).
     """
     out = Path(out)
     folder = out / dataset_folder_name(dataset_id, name)
@@ -238,6 +254,7 @@ def export_nnunet(
         notes.append(f"label ids renumbered to be consecutive, as nnU-Net requires: {labels} -> {new_ids} "
                      "(segshift import restores them)")
     fold = None
+    all_folds: list[dict[str, list[str]]] = []
     if split is not None:
         train_ids = [c for c in split[0] if c in set(training)]
         val_ids = [c for c in split[1] if c in set(training)]
@@ -251,6 +268,16 @@ def export_nnunet(
         if not val_ids:
             notes.append("the validation side of the split is empty; nnU-Net needs at least one validation case")
         fold = {"train": train_ids, "val": val_ids}
+        all_folds = [fold]
+        for i, (tr, va) in enumerate(folds, start=1):
+            if sorted([*tr, *va]) != sorted(training):
+                raise SegshiftError(f"fold {i} ({folds_source or 'given'}) does not split exactly the exported labelled cases")
+            all_folds.append({"train": list(tr), "val": list(va)})
+        if len(all_folds) < 5:
+            notes.append(f"splits_final.json has {len(all_folds)} fold(s), not nnU-Net's 5: train folds 0-{len(all_folds) - 1} only")
+    elif folds:
+        raise SegshiftError("folds after fold 0 need fold 0 (split)")
+    domain.validate(chosen)  # NaN, undeclared label ids, label geometry: refused before anything is written
     spec = domain.spec
     meta: dict[str, Any] = {
         "name": name,
@@ -264,6 +291,7 @@ def export_nnunet(
             "labels": labels,
             "source": str(domain.root.resolve()),
             "split": split_source or None,
+            "folds": folds_source or None,
         },
     }
     with atomic_dir(folder, overwrite=overwrite) as tmp:
@@ -281,8 +309,8 @@ def export_nnunet(
                     write_nifti(tmp / "labelsTr" / f"{case}.nii.gz", lut[vol.array], vol.affine)
         write_json(tmp / "dataset.json", meta)
         if fold is not None:
-            write_json(tmp / "splits_final.json", [fold])
-    return NnunetExport(dataset=folder, training=training, test=test, labels=new_ids, split=fold, notes=notes)
+            write_json(tmp / "splits_final.json", all_folds)
+    return NnunetExport(dataset=folder, training=training, test=test, labels=new_ids, split=fold, notes=notes, folds=all_folds)
 
 
 def _copy_volume(src: Path, dest: Path) -> None:

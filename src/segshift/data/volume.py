@@ -18,6 +18,7 @@ Readers (:func:`read_volume`):
 from __future__ import annotations
 
 import dataclasses
+import os
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -78,6 +79,26 @@ def affine_from_spacing(spacing: Sequence[float]) -> np.ndarray:
     return np.diag(spacing + (1.0,))
 
 
+def broken_link(path: Path) -> InputFileError | None:
+    """The error for ``path`` if it is a symbolic link that leads nowhere (a missing target, or a loop), else ``None``."""
+    if not path.is_symlink():
+        return None
+    try:
+        path.stat()
+    except FileNotFoundError:
+        why = f"its target {os.readlink(path)} does not exist"
+    except OSError as exc:
+        why = f"it cannot be followed ({exc.strerror or exc})"
+    else:
+        return None
+    return InputFileError(path, f"is a broken symbolic link: {why}; restore the target or remove the link")
+
+
+def broken_volume_link(path: Path) -> InputFileError | None:
+    """:func:`broken_link` for a link named like an input volume (a volume suffix, or none: a DICOM series folder)."""
+    return broken_link(path) if path.name.lower().endswith(VOLUME_SUFFIXES) or "." not in path.name else None
+
+
 def is_dicom_dir(path: Path) -> bool:
     """True when ``path`` is a folder that holds at least one DICOM file."""
     if not path.is_dir():
@@ -112,6 +133,8 @@ def read_volume(
         key: dataset name inside an ``.npz``/HDF5 file (optional when it holds one array).
     """
     path = Path(path)
+    if (err := broken_link(path)) is not None:
+        raise err
     if not path.exists():
         raise InputFileError(path, "does not exist")
     name = path.name.lower()
@@ -154,6 +177,7 @@ def _read_nifti(path: Path) -> Volume:
     import nibabel as nib
 
     img = nib.load(str(path))
+    check_voxel_count(path, img.shape)  # from the header, before any data is read
     array = np.asanyarray(img.dataobj)  # forces decompression: truncated files fail here
     affine = np.asarray(img.affine, dtype=np.float64)
     notes: list[str] = []
@@ -188,7 +212,11 @@ def _sitk_to_volume(image) -> Volume:  # noqa: ANN001 - SimpleITK.Image
 def _read_itk_file(path: Path) -> Volume:
     import SimpleITK as sitk
 
-    return _sitk_to_volume(sitk.ReadImage(str(path)))
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()  # the header only
+    check_voxel_count(path, reader.GetSize())
+    return _sitk_to_volume(reader.Execute())
 
 
 def dicom_series_files(path: str | Path) -> list[str]:
@@ -262,10 +290,15 @@ def check_volume(vol: Volume) -> None:
     if bad:
         raise InputFileError(where, f"voxel size {'x'.join(f'{float(s):.4g}' for s in vol.spacing)} mm is outside "
                                     f"{lo:g}-{hi:g} mm (a header in other units, or a broken pixdim); fix the header")
-    if int(np.prod(vol.array.shape, dtype=np.int64)) > MAX_VOXELS:
-        raise InputFileError(where, f"has {int(np.prod(vol.array.shape, dtype=np.int64))} voxels (shape {vol.array.shape}), "
-                                    f"more than the {MAX_VOXELS} a volume may have")
+    check_voxel_count(where, vol.array.shape)
     check_finite(vol)
+
+
+def check_voxel_count(path: str | Path, shape: Sequence[int]) -> None:
+    """Raise if a volume of ``shape`` (read from a header, or an array's) has more than :data:`MAX_VOXELS` voxels."""
+    n = int(np.prod([int(d) for d in shape], dtype=object))
+    if n > MAX_VOXELS:
+        raise InputFileError(path, f"has {n} voxels (shape {tuple(int(d) for d in shape)}), more than the {MAX_VOXELS} a volume may have")
 
 
 def check_finite(vol: Volume) -> None:

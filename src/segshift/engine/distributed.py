@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from segshift.errors import SegshiftError
+
 
 @dataclasses.dataclass(frozen=True)
 class DistInfo:
@@ -33,10 +35,44 @@ class DistInfo:
         return self.world_size > 1
 
 
+def available_devices() -> list[str]:
+    """The devices of this machine that ``--device`` may name: ``cpu``, each CUDA GPU (``cuda:0``, ...), ``mps``."""
+    out = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0)]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        out.append("mps")
+    return out
+
+
+def parse_device(device: str) -> torch.device:
+    """``--device`` (``cpu``, ``cuda``, ``cuda:1``, ``mps``) as a device of this machine.
+
+    Raises:
+        SegshiftError: a name PyTorch does not know, or a device this machine lacks; the
+            message lists the devices it has.
+    """
+    here = available_devices()
+    hint = f"devices here: {', '.join(here)}"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise SegshiftError(f"--device {device}: not a device name (cpu, cuda, cuda:1, mps); {hint}") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        if f"cuda:{dev.index or 0}" in here:
+            return dev
+        what = "no CUDA GPU on this machine (or PyTorch built without CUDA)" if "cuda:0" not in here else "no such GPU"
+        raise SegshiftError(f"--device {device}: {what}; {hint}")
+    if dev.type == "mps" and "mps" in here:
+        return dev
+    raise SegshiftError(f"--device {device}: not available on this machine; {hint}")
+
+
 def pick_device(local_rank: int = 0, device: str | None = None) -> torch.device:
-    """``device`` if given (``cpu``, ``cuda``, ``cuda:1``), else the local GPU if any, else CPU."""
+    """``device`` if given (checked by :func:`parse_device`), else the local GPU if any, else CPU."""
     if device:
-        return torch.device(device)
+        return parse_device(device)
     if torch.cuda.is_available():
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device("cpu")

@@ -74,6 +74,29 @@ def split(
     return train, val
 
 
+def group_folds(cases: Sequence[str], k: int, seed: int) -> list[tuple[list[str], list[str]]]:
+    """``(train, val)`` folds of a cross-validation grouped by patient: every case is validated in exactly one fold.
+
+    The patients (:func:`group_of`) are shuffled with ``seed`` and each is given to the fold with
+    the fewest validation cases so far (ties: the lower fold), so folds differ by at most one
+    patient's cases. With fewer than ``k`` patients there is one fold per patient; with fewer
+    than two, none.
+    """
+    cases = sorted(cases)
+    groups = sorted({group_of(c) for c in cases})
+    k = min(k, len(groups))
+    if k < 2:
+        return []
+    size = {g: sum(group_of(c) == g for c in cases) for g in groups}
+    val_groups: list[set[str]] = [set() for _ in range(k)]
+    counts = [0] * k
+    for g in np.random.default_rng(seed).permutation(groups).tolist():
+        i = counts.index(min(counts))
+        val_groups[i].add(g)
+        counts[i] += size[g]
+    return [([c for c in cases if group_of(c) not in vg], [c for c in cases if group_of(c) in vg]) for vg in val_groups]
+
+
 def recorded_split(run: str | Path, domain_root: str | Path, identity: Mapping[str, Any] | None = None) -> tuple[list[str], list[str]]:
     """The ``(train, val)`` cases a run's ``run.json`` plan recorded for one of its labelled domains.
 

@@ -55,6 +55,8 @@ class ExportReport:
 
     folder: Path
     manifest: dict[str, Any]
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    """Lines for stderr (the predictor's: a run that has not finished training)."""
 
     def lines(self) -> list[str]:
         m = self.manifest
@@ -190,10 +192,14 @@ def export_model(
             "parity": {"max_abs_diff": diff, "runtime": runtime, "tolerance": PARITY_TOL},
             "run": str(run.resolve()),
             "checkpoint": checkpoint,
+            "step": pred.state.get("step"),
+            "steps_done": pred.progress.step,
+            "steps_total": pred.progress.steps_total,
+            "finished": pred.progress.finished,
             "versions": {"torch": torch.__version__, **_versions()},
         }
         write_json(tmp / "manifest.json", manifest)
-    return ExportReport(folder=out, manifest=manifest)
+    return ExportReport(folder=out, manifest=manifest, warnings=list(pred.warnings))
 
 
 def _require(module: str, what: str) -> None:

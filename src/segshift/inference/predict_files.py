@@ -16,7 +16,17 @@ from pathlib import Path
 
 import numpy as np
 
-from segshift.data.volume import NIFTI_SUFFIXES, VOLUME_SUFFIXES, check_volume, is_dicom_dir, read_volume, strip_suffix, write_nifti
+from segshift.data.volume import (
+    NIFTI_SUFFIXES,
+    VOLUME_SUFFIXES,
+    broken_link,
+    broken_volume_link,
+    check_volume,
+    is_dicom_dir,
+    read_volume,
+    strip_suffix,
+    write_nifti,
+)
 from segshift.errors import InputFileError, SegshiftError
 from segshift.inference.predictor import Predictor
 from segshift.utils.atomic import atomic_dir, check_disjoint, write_text
@@ -30,6 +40,8 @@ def collect_inputs(path: str | Path) -> list[Path]:
     ``images/``), or a folder of volume files and/or DICOM series folders.
     """
     path = Path(path)
+    if (err := broken_link(path)) is not None:
+        raise err
     if not path.exists():
         raise InputFileError(path, "does not exist")
     if path.is_file() or is_dicom_dir(path):
@@ -39,7 +51,8 @@ def collect_inputs(path: str | Path) -> list[Path]:
     items = [
         p
         for p in sorted(path.iterdir())
-        if not p.name.startswith(".") and ((p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES)) or is_dicom_dir(p))
+        if not p.name.startswith(".")
+        and ((p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES)) or is_dicom_dir(p) or broken_volume_link(p) is not None)
     ]
     if not items:
         raise InputFileError(path, "holds no volumes to predict (.nii/.nii.gz, .mha/.nrrd, DICOM series folders)")

@@ -54,6 +54,44 @@ from segshift.methods.base import TARGET_NORM
 from segshift.transforms import Preprocessor
 
 
+@dataclasses.dataclass(frozen=True)
+class RunProgress:
+    """How far a run's training got: ``step`` of ``steps_total`` (its ``last`` checkpoint), and whether it finished."""
+
+    step: int | None
+    steps_total: int
+    finished: bool
+
+    @classmethod
+    def of(cls, run: str | Path, steps_total: int) -> RunProgress:
+        """Read from the run folder: ``summary.json`` (written when training finishes) and ``checkpoints/last/state.json``."""
+        run = Path(run)
+
+        def read(path: Path) -> dict[str, Any]:
+            try:
+                doc = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return {}
+            return doc if isinstance(doc, dict) else {}
+
+        step = read(run / "checkpoints" / "last" / "state.json").get("step")
+        return cls(int(step) if isinstance(step, int) else None, steps_total, read(run / "summary.json").get("finished") is True)
+
+    def warning(self, run: str | Path, method: str, checkpoint: str, checkpoint_step: int | None) -> str | None:
+        """One line for a run that has not finished training (``None`` once it has)."""
+        if self.finished:
+            return None
+        reached = (
+            f"stopped at step {self.step} of {self.steps_total}"
+            if self.step is not None
+            else f"{self.steps_total} steps planned, no last checkpoint"
+        )
+        return (
+            f"{run} has not finished training ({reached}; segshift train --resume -m {method} -o {run} continues it): "
+            f"using its {checkpoint} checkpoint, of step {checkpoint_step}"
+        )
+
+
 @dataclasses.dataclass
 class Prediction:
     """A mask on the input grid plus its quality-control row."""
@@ -79,6 +117,10 @@ class Predictor:
             (``*_before_tta``).
         precision: ``auto`` | ``fp32`` | ``bf16`` instead of the run's ``train.precision``
             (``None``); ``fp32`` reproduces an fp32 export (:mod:`segshift.inference.export`).
+
+    Attributes:
+        progress: how far the run's training got (:class:`RunProgress`).
+        warnings: lines a command shows on stderr: a run that has not finished training, a TTA caveat.
     """
 
     def __init__(
@@ -128,7 +170,9 @@ class Predictor:
         self.batch_size = batch_size
         self.relocate_px = relocate_px
         self.tta = TTA(self.method, tta or TTAConfig())
-        self.warnings = self.tta.warnings(self.cfg)
+        self.progress = RunProgress.of(self.run, self.method.total_steps())
+        unfinished = self.progress.warning(self.run, self.method.name, checkpoint, self.state.get("step"))
+        self.warnings = [*([unfinished] if unfinished else []), *self.tta.warnings(self.cfg)]
 
     @property
     def target_norm(self) -> bool:

@@ -64,6 +64,24 @@ class TTAConfig:
         if not (math.isfinite(self.alpha) and 0 <= self.alpha <= 1):
             raise SegshiftError(f"--tta-alpha must be in [0, 1], got {self.alpha!r}")
 
+    @classmethod
+    def from_options(cls, mode: str, steps: int | None = None, lr: float | None = None, alpha: float | None = None) -> TTAConfig:
+        """The configuration of ``--tta MODE [--tta-steps N] [--tta-lr LR] [--tta-alpha A]`` (``None``: not given).
+
+        The TENT settings are refused with any other mode, where they would change nothing.
+        """
+        defaults = cls()
+        cfg = cls(
+            mode,
+            defaults.steps if steps is None else steps,
+            defaults.lr if lr is None else lr,
+            defaults.alpha if alpha is None else alpha,
+        )
+        given = [flag for flag, v in (("--tta-steps", steps), ("--tta-lr", lr), ("--tta-alpha", alpha)) if v is not None]
+        if given and mode != "tent":
+            raise SegshiftError(f"{', '.join(given)} set TENT and do nothing with --tta {mode}: add --tta tent, or drop {', '.join(given)}")
+        return cfg
+
     def describe(self) -> str:
         return {"none": "none", "flip": "flip (4 mirrorings)", "tent": f"tent ({self.steps} steps, lr {self.lr:g}, alpha {self.alpha:g})"}[
             self.mode
