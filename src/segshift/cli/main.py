@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "phantom",
     "evaluate",
     "train",
+    "adapt",
     "predict",
     "testset",
     "attack",

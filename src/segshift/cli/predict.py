@@ -9,7 +9,7 @@ import typer
 
 
 def predict_command(
-    run: Path = typer.Argument(..., help="Run folder written by `segshift train`."),
+    run: Path = typer.Argument(..., help="Run folder written by `segshift train`, or a recipe folder written by `segshift adapt`."),
     inputs: Path = typer.Argument(..., help="A NIfTI file, a DICOM series folder, a domain folder, or a folder of volumes."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the masks (<case>.nii.gz, or <case>.dcm) and qc.csv."),
     checkpoint: str = typer.Option("best", help="best (model selection) or last."),
@@ -43,12 +43,13 @@ def predict_command(
         help="run (the run's train.precision, resolved for this machine) | auto | fp32 | bf16: "
         "fp32 reproduces an fp32 export (segshift export) to 1e-4; bf16 where the CPU has it is faster.",
     ),
-    tta: str = typer.Option(
-        "none",
+    tta: str | None = typer.Option(
+        None,
         "--tta",
         help="Test-time adaptation per volume: none | flip (softmax averaged over 4 "
         "mirrorings) | tent (entropy minimisation on the normalisation layers' "
-        "scale and shift, reset for every volume; Wang et al. ICLR 2021).",
+        "scale and shift, reset for every volume; Wang et al. ICLR 2021) "
+        "[default: a recipe folder's recorded policy, else none].",
     ),
     tta_steps: int | None = typer.Option(None, "--tta-steps", help="TENT: Adam steps per volume (1-50) [default: 10]."),
     tta_lr: float | None = typer.Option(None, "--tta-lr", help="TENT: learning rate (at most 0.01) [default: 0.001]."),
@@ -62,6 +63,7 @@ def predict_command(
     """Segment volumes with a trained run; masks keep each input's exact geometry."""
     from rich.console import Console
 
+    from segshift.bench.recipe import is_recipe, model_folder
     from segshift.engine.precision import PRECISIONS
     from segshift.errors import SegshiftError
     from segshift.inference.predict_files import predict_paths
@@ -70,7 +72,13 @@ def predict_command(
 
     if target_domain not in ("auto", "yes", "no"):
         raise SegshiftError(f"--target-domain must be auto, yes or no, got {target_domain!r}")
-    tta_cfg = TTAConfig.from_options(tta, tta_steps, tta_lr, tta_alpha)
+    recorded: dict = {}
+    if is_recipe(run):  # segshift adapt's folder: its model, with its recorded prediction policy unless --tta says otherwise
+        run, recorded = model_folder(run)
+    tta_cfg = TTAConfig.from_options(tta if tta is not None else recorded.get("mode", "none"), tta_steps, tta_lr, tta_alpha)
+    if tta is None and recorded:  # the recorded settings, where no option overrides them
+        given = {k: v for k, v in (("steps", tta_steps), ("lr", tta_lr), ("alpha", tta_alpha)) if v is not None}
+        tta_cfg = TTAConfig(**{**recorded, **given})
     is_target = target_domain == "yes"
     if target_domain == "auto":
         if (inputs / "domain.json").is_file():
