@@ -18,14 +18,16 @@ def test_demo_runs_end_to_end(tmp_path):
         ("source-only (init)", "lge (target)", "6"),
         ("source-only, continued (from the init)", "lge (target)", "6 + 4"),
         (f"{DEMO_METHOD} (from the init)", "lge (target)", "6 + 4"),
+        ("segshift adapt (recipe)", "lge (target)", "6 + 4"),
         ("target-oracle (ORACLE)", "lge (target)", "6"),
     ]
     assert all(0 <= r["dice_mean"] <= 1 for r in res["rows"])
-    so_src, so_tgt, continued, adapted, oracle = (r["dice_mean"] for r in res["rows"])
+    so_src, so_tgt, continued, adapted, recipe_dice, oracle = (r["dice_mean"] for r in res["rows"])
     assert res["domain_gap"] == pytest.approx(so_src - so_tgt) and res["gap"] == pytest.approx(oracle - so_tgt)
     if oracle > so_tgt:
         assert res["gap_recovered"] == pytest.approx((adapted - so_tgt) / (oracle - so_tgt))
         assert res["gap_recovered_continued"] == pytest.approx((continued - so_tgt) / (oracle - so_tgt))
+        assert res["gap_recovered_recipe"] == pytest.approx((recipe_dice - so_tgt) / (oracle - so_tgt))
     doc = json.loads((out / "results.json").read_text())
     assert doc["test_cases"] == ["case005", "case006", "case007"] and doc["method"] == DEMO_METHOD
     # the adapted run started from the init's networks and adapted to the non-test target images only
@@ -34,6 +36,12 @@ def test_demo_runs_end_to_end(tmp_path):
     assert info["plan"]["target_pool"] == ["case000", "case001", "case002", "case003", "case004"]
     cont = json.loads((out / "runs" / "source-only-continued" / "run.json").read_text())
     assert cont["init"]["run"] == info["init"]["run"] and cont["selection"] == info["selection"] == "last"
+    # segshift adapt's recipe: its target stage adapted to the same non-test target images, warm-started from its source stage
+    rec = json.loads((out / "adapt" / "recipe.json").read_text())
+    assert rec["finished"] and [s["steps"] for s in rec["stages"]] == [6, 4]
+    st = json.loads((out / "adapt" / rec["model"] / "run.json").read_text())
+    assert st["plan"]["target_pool"] == info["plan"]["target_pool"] and st["init"]["run"] == str((out / "adapt" / "1-source").resolve())
+    assert (out / "adapt" / "target" / "report.md").is_file()
     assert (out / "phantom_domains.png").stat().st_size > 20_000
     md = (out / "results.md").read_text()
     assert "| target-oracle (ORACLE) | lge (target) | 6 |" in md and "gap recovered" in md
