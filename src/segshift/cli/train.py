@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -79,11 +81,17 @@ def train_command(
     )
     tag = " [ORACLE: uses target labels]" if summary["oracle"] else ""
     start = f" from {init}" if init is not None else ""
-    typer.echo(
-        f"{summary['method']}{tag}{start}: {summary['steps_done']}/{summary['steps_total']} steps; "
-        f"best step {summary['best_step']} (selection: {summary['selection']}), val mean Dice {summary['best_val_mean_dice']}"
-    )
+    typer.echo(f"{summary['method']}{tag}{start}: {summary['steps_done']}/{summary['steps_total']} steps; {_selected(summary)}")
     typer.echo(f"run folder: {out}")
+
+
+def _selected(summary: dict[str, Any]) -> str:
+    """The summary's model selection in words: the best step and its validation Dice, or that there is none yet."""
+    if summary["best_step"] is None:
+        return "no validation yet, so no best model (--resume continues; predict with --checkpoint last meanwhile)"
+    score = summary["best_val_mean_dice"]
+    dice = f", val mean Dice {score:.4f}" if isinstance(score, float) and math.isfinite(score) else ""
+    return f"best step {summary['best_step']} (selection: {summary['selection']}){dice}"
 
 
 def register(app: typer.Typer) -> None:

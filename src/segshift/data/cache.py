@@ -8,10 +8,11 @@
     labels.npy   uint8   (N, H, W)   only when built with labels
     index.json   case and slice of every row, per-case geometry records, the key inputs
 
-Arrays are filled through ``numpy.lib.format.open_memmap``, one volume at a time, so
-building never holds the dataset in memory, and readers open them memory-mapped (pages
-come from disk as needed: a dataset larger than RAM streams) or load them whole
-(``in_memory=True``). The folder is built under a temporary name and renamed when complete.
+Arrays are written front to back, one volume at a time, with ordinary writes, so building
+never holds the dataset in memory and a full disk is an :class:`OSError` naming the file
+(never a memory-mapped write that the system can only answer with SIGBUS). Readers open them
+memory-mapped (pages come from disk as needed: a dataset larger than RAM streams) or load them
+whole (``in_memory=True``). The folder is built under a temporary name and renamed when complete.
 
 The key hashes the preprocessing, the case list, whether labels were read, and each
 source file's path, size and modification time, so a changed input is never served stale.
@@ -20,10 +21,11 @@ Unlabelled use (a target domain) builds with ``with_labels=False`` and never ope
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,7 @@ import numpy as np
 from segshift.data.domain import Domain
 from segshift.errors import InputFileError, SegshiftError
 from segshift.transforms.preprocess import Preprocessor
-from segshift.utils.atomic import atomic_dir, write_json
+from segshift.utils.atomic import atomic_dir, oserror_names, write_json
 
 
 def _nifti_slices(path: Path) -> int:
@@ -47,6 +49,39 @@ def _nifti_slices(path: Path) -> int:
     if len(shape) != 3:
         raise InputFileError(path, f"domain images must be 3D, got shape {shape}")
     return int(shape[2])
+
+
+@contextlib.contextmanager
+def _npy_writer(path: Path, dtype: type, shape: tuple[int, int, int]) -> Iterator[Callable[[np.ndarray], None]]:
+    """An ``.npy`` file of ``shape`` written front to back: yields ``append(rows)``; every row must be appended.
+
+    A failed write (a full disk) is an :class:`OSError` naming ``path``.
+    """
+    dt = np.dtype(dtype)
+    done = 0
+
+    def append(rows: np.ndarray) -> None:
+        nonlocal done
+        block = np.ascontiguousarray(rows, dtype=dt)
+        if block.shape[1:] != shape[1:] or done + len(block) > shape[0]:
+            raise ValueError(f"{path}: rows of shape {block.shape} do not fit an array of {shape} at row {done}")
+        with oserror_names(path):
+            f.write(block.tobytes())
+        done += len(block)
+
+    with oserror_names(path):
+        f = open(path, "wb")  # noqa: SIM115 - closed below, on success and on error
+    try:
+        with oserror_names(path):
+            np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(dt), "fortran_order": False, "shape": shape})
+        yield append
+        if done != shape[0]:
+            raise ValueError(f"{path}: {done} of {shape[0]} rows written")
+        with oserror_names(path):
+            f.close()
+    finally:
+        with contextlib.suppress(OSError):
+            f.close()
 
 
 @dataclasses.dataclass
@@ -149,31 +184,25 @@ class SliceCache:
         counts = [_nifti_slices(domain.image_path(c)) for c in cases]
         n = int(sum(counts))
         h, w = pre.config.crop_size
-        with atomic_dir(root, overwrite=True) as tmp:
-            imgs = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.float32, shape=(n, h, w))
-            labs = np.lib.format.open_memmap(tmp / "labels.npy", mode="w+", dtype=np.uint8, shape=(n, h, w)) if with_labels else None
+        with atomic_dir(root, overwrite=True) as tmp, contextlib.ExitStack() as files:
+            add_images = files.enter_context(_npy_writer(tmp / "images.npy", np.float32, (n, h, w)))
+            add_labels = files.enter_context(_npy_writer(tmp / "labels.npy", np.uint8, (n, h, w))) if with_labels else None
             rows: list[tuple[str, int]] = []
             geometry: dict[str, dict[str, Any]] = {}
-            start = 0
             for case, z in zip(cases, counts):
                 if progress:
                     progress(case)
                 image = domain.load_image(case)
                 label = domain.load_label(case, image) if with_labels else None
                 prep = pre.apply(image, label)
-                imgs[start : start + z] = prep.image
-                if labs is not None:
+                add_images(prep.image)
+                if add_labels is not None:
                     if prep.label.max(initial=0) > 255:
                         raise SegshiftError(f"{domain.label_path(case)}: label ids above 255 are not supported by the slice cache")
-                    labs[start : start + z] = prep.label
+                    add_labels(prep.label)
                 rows += [(case, k) for k in range(z)]
                 geometry[case] = prep.geometry.to_dict()
-                start += z
-            imgs.flush()
-            del imgs
-            if labs is not None:
-                labs.flush()
-                del labs
+            files.close()  # both arrays complete and closed before the index is written
             write_json(
                 tmp / "index.json",
                 {

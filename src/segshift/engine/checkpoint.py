@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from segshift.errors import InputFileError
-from segshift.utils.atomic import atomic_dir, write_json
+from segshift.utils.atomic import atomic_dir, oserror_names, write_json
 
 FORMAT = "segshift-checkpoint"
 VERSION = 1
@@ -44,6 +44,19 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _save_tensors(tensors: Mapping[str, torch.Tensor], path: Path) -> str:
+    """Write ``tensors`` as a safetensors file with ordinary writes; returns its SHA-256.
+
+    A write that fails (a full disk) is an :class:`OSError` naming ``path``.
+    """
+    from safetensors.torch import save
+
+    data = save(dict(tensors))
+    with oserror_names(path), open(path, "wb") as f:
+        f.write(data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def _split_optimizer(name: str, opt_state: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -100,14 +113,11 @@ def save_checkpoint(
     schedulers: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a checkpoint folder atomically (replacing an existing one)."""
-    from safetensors.torch import save_file
-
     folder = Path(folder)
     weights = {f"{n}.{k}": v.detach().cpu().contiguous() for n, net in nets.items() for k, v in _plain(net).state_dict().items()}
     doc: dict[str, Any] = {"format": FORMAT, "version": VERSION, **state}
     with atomic_dir(folder, overwrite=True) as tmp:
-        save_file(weights, str(tmp / "weights.safetensors"))
-        files = {"weights.safetensors": _sha256(tmp / "weights.safetensors")}
+        files = {"weights.safetensors": _save_tensors(weights, tmp / "weights.safetensors")}
         if optimizers:
             tensors: dict[str, torch.Tensor] = {}
             doc["optimizers"] = {}
@@ -115,8 +125,7 @@ def save_checkpoint(
                 t, meta = _split_optimizer(name, opt.state_dict())
                 tensors.update(t)
                 doc["optimizers"][name] = meta
-            save_file(tensors, str(tmp / "optim.safetensors"))
-            files["optim.safetensors"] = _sha256(tmp / "optim.safetensors")
+            files["optim.safetensors"] = _save_tensors(tensors, tmp / "optim.safetensors")
         if schedulers:
             doc["schedulers"] = {name: s.state_dict() for name, s in schedulers.items()}
         doc["files"] = files
@@ -131,8 +140,6 @@ def replace_weights(folder: str | Path, nets: Mapping[str, nn.Module], **state: 
     """
     import shutil
 
-    from safetensors.torch import save_file
-
     folder = Path(folder)
     doc = read_state(folder)
     tensors = _load_tensors(folder / "weights.safetensors")
@@ -145,8 +152,7 @@ def replace_weights(folder: str | Path, nets: Mapping[str, nn.Module], **state: 
         for other in folder.iterdir():
             if other.name not in ("weights.safetensors", "state.json") and other.is_file():
                 shutil.copy2(other, tmp / other.name)
-        save_file(tensors, str(tmp / "weights.safetensors"))
-        doc["files"]["weights.safetensors"] = _sha256(tmp / "weights.safetensors")
+        doc["files"]["weights.safetensors"] = _save_tensors(tensors, tmp / "weights.safetensors")
         write_json(tmp / "state.json", doc)
     return folder
 

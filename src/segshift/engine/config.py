@@ -5,11 +5,15 @@ run folder). Every key a user sets must exist in the defaults, so a typo is an e
 than a silently ignored setting; values given with ``--set key.sub=value`` are parsed as
 YAML (``--set train.steps=20``, ``--set data.val_cases=[patient16,patient17]``) and must keep
 the type of the default (an int where an int is expected; ``null`` defaults accept anything).
+Every YAML here is read by one loader that takes each float form as a number, ``1e-3`` included
+(YAML 1.1, which PyYAML follows, reads a float without a dot as a string).
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import re
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
@@ -22,9 +26,30 @@ from segshift.errors import InputFileError, SegshiftError
 Config = dict[str, Any]
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading floats as YAML 1.2 does: ``1e-3``, ``1.5e3``, ``.5E+2`` and ``-2e4`` are numbers."""
+
+
+class _Dumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, quoting a string that :class:`_Loader` would read as a float (``'1e-3'``)."""
+
+
+for _cls in (_Loader, _Dumper):
+    _cls.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+        list("-+.0123456789"),
+    )
+
+
+def parse_yaml(text: str) -> Any:
+    """One YAML document, read safely (no code runs) with every float form a number."""
+    return yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader: no code runs
+
+
 def _load_packaged(name: str) -> Config:
     text = resources.files("segshift.configs").joinpath(name).read_text(encoding="utf-8")
-    return yaml.safe_load(text) or {}
+    return parse_yaml(text) or {}
 
 
 def base_defaults() -> Config:
@@ -36,13 +61,13 @@ def method_defaults(method: str) -> Config:
     path = resources.files("segshift.configs").joinpath("methods").joinpath(f"{method}.yaml")
     if not path.is_file():
         return {}
-    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return parse_yaml(path.read_text(encoding="utf-8")) or {}
 
 
 def load_yaml(path: str | Path) -> Config:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = parse_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise InputFileError(path, "does not exist") from exc
     except yaml.YAMLError as exc:
@@ -117,7 +142,7 @@ def parse_set(items: Iterable[str]) -> Config:
         if not key or any(not part for part in key.split(".")):
             raise SegshiftError(f"--set: bad key {key!r}")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = parse_yaml(raw) if raw.strip() else ""
         except yaml.YAMLError as exc:
             raise SegshiftError(f"--set {key}: value {raw!r} is not valid YAML ({exc})") from exc
         node = out
@@ -211,5 +236,25 @@ def get(cfg: Mapping[str, Any], dotted: str) -> Any:
     return node
 
 
+def changes(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Every setting that differs between two configs, as ``key: old -> new`` (dotted keys,
+    values compared as JSON: a list by its items, NaN equal to NaN).
+    """
+    unset = object()
+
+    def show(v: Any) -> str:
+        return "(unset)" if v is unset else repr(v)
+
+    out: list[str] = []
+    for key in [*old, *(k for k in new if k not in old)]:
+        full = f"{prefix}{key}"
+        a, b = old.get(key, unset), new.get(key, unset)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += changes(a, b, f"{full}.")
+        elif a is unset or b is unset or json.dumps(a, sort_keys=True, default=str) != json.dumps(b, sort_keys=True, default=str):
+            out.append(f"{full}: {show(a)} -> {show(b)}")
+    return out
+
+
 def dump(cfg: Mapping[str, Any]) -> str:
-    return yaml.safe_dump(dict(cfg), sort_keys=False)
+    return yaml.dump(dict(cfg), Dumper=_Dumper, sort_keys=False)

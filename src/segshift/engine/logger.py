@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from segshift.utils.atomic import oserror_names
+
 
 class RunLogger:
     """Appends rows to ``logs/train.csv`` and scalars to TensorBoard (rank 0 only).
@@ -50,6 +52,13 @@ class RunLogger:
         if not self.enabled:
             return
         row = {"step": step, "time": round(time.time(), 3), **{k: f"{v:.6g}" for k, v in values.items()}}
+        with oserror_names(self.path):
+            self._append(row)
+        if self.tb is not None:
+            for k, v in values.items():
+                self.tb.add_scalar(k, v, step)
+
+    def _append(self, row: dict[str, Any]) -> None:
         if self.fields is None or not self.path.exists():
             self.fields = list(row)
             self._rewrite([row])
@@ -63,9 +72,6 @@ class RunLogger:
             else:
                 with open(self.path, "a", newline="") as f:
                     csv.DictWriter(f, fieldnames=self.fields).writerow(row)
-        if self.tb is not None:
-            for k, v in values.items():
-                self.tb.add_scalar(k, v, step)
 
     def close(self) -> None:
         if self.tb is not None:

@@ -55,7 +55,7 @@ from segshift.data.cache import SliceCache
 from segshift.data.domain import Domain, identity_changes
 from segshift.engine import checkpoint as ckpt
 from segshift.engine import distributed as ddp
-from segshift.engine.config import Config, dump, load_yaml
+from segshift.engine.config import Config, changes, dump, load_yaml
 from segshift.engine.divergence import DivergenceMonitor, TrainingDiverged, check_finite
 from segshift.engine.logger import RunLogger
 from segshift.engine.precision import ExecutionPolicy
@@ -65,13 +65,13 @@ from segshift.engine.splits import select, split
 from segshift.engine.state import TrainState
 from segshift.engine.validate import validate
 from segshift.engine.warmstart import InitRun, adopt_split, check_compatible, init_record, load_init_weights, open_init
-from segshift.errors import SegshiftError
+from segshift.errors import InputFileError, SegshiftError
 from segshift.methods import get_method
 from segshift.methods.base import Batch, FigureSamples, Method, resolve_norm_stats
 from segshift.transforms import PreprocessConfig, Preprocessor
 from segshift.transforms.augment import AugmentConfig, augment_batch
 from segshift.transforms.gin import gin_views
-from segshift.utils.atomic import check_disjoint, write_json, write_text
+from segshift.utils.atomic import check_disjoint, remove_temporaries, write_json, write_text
 
 __all__ = ["DivergenceMonitor", "Trainer", "TrainingDiverged", "resolve_select", "train"]  # the first two re-exported
 
@@ -175,9 +175,11 @@ class Trainer:
             self._moved: dict[str, str] = {}  # resume: recorded domain folder -> where it is now
             self._replaces = False  # this run replaces one (--overwrite) kept aside until it finishes
             if resume:
+                if overwrite:
+                    raise SegshiftError("--resume continues a run in place and --overwrite replaces it with a new one: give one of them")
                 if not (self.run / "config.yaml").is_file():
                     raise SegshiftError(f"{self.run}: nothing to resume (no config.yaml)")
-                cfg = load_yaml(self.run / "config.yaml")
+                cfg = _resumable_config(self.run, cfg)
                 recorded = json.loads((self.run / "run.json").read_text())
                 sources, target, self._moved = _resume_domains(self.run, recorded, sources, target)
                 self._replaces = bool(recorded.get("replaces"))
@@ -469,6 +471,7 @@ class Trainer:
         }
         if self.dist.is_main and self.finished:
             write_json(self.run / "summary.json", summary)
+        self._remove_temporaries()
         ddp.barrier(self.dist)
         return summary
 
@@ -529,6 +532,7 @@ class Trainer:
         """
         info, root = self.dist, self._cache_root(self.run)
         if self.resume:
+            self._remove_temporaries()
             self.plan = self._resumed_plan()
             self.pre = Preprocessor.load(self.run / "preprocess.json")
             if info.is_main:
@@ -579,6 +583,17 @@ class Trainer:
             self.method.wrap(ddp.wrap_ddp(self.dist))
 
     # -- helpers --------------------------------------------------------------------------
+    def _remove_temporaries(self) -> None:
+        """Rank 0: delete the temporaries a killed process left in the run folder and its subfolders
+        (a checkpoint's ``checkpoints/.last.*.tmp``, a cache's, a file's); a shared ``data.cache_dir`` is left alone.
+        """
+        if not self.dist.is_main:
+            return
+        remove_temporaries(self.run)
+        for sub in self.run.iterdir():
+            if sub.is_dir() and not sub.is_symlink():
+                remove_temporaries(sub)
+
     def _selection(self) -> str:
         """The model-selection rule in words (tables and reports print it)."""
         if self.select == "last":
@@ -676,6 +691,28 @@ class Trainer:
             "crop_center": self.cfg["data"]["preprocess"]["crop_center"],
             **provenance(self.dist.world_size),
         }
+
+
+def _resumable_config(run: Path, given: Config | None) -> Config:
+    """The config a resumed run continues with: its ``config.yaml``, refused if it was edited since
+    the last checkpoint (which records the config it was trained with), or if ``given`` (the
+    command line's) names another method.
+    """
+    saved = load_yaml(run / "config.yaml")
+    last = run / "checkpoints" / "last"
+    if (last / "state.json").is_file():
+        recorded = ckpt.read_state(last).get("config")
+        edited = changes(recorded, saved) if recorded is not None else []
+        if edited:
+            raise InputFileError(
+                run / "config.yaml",
+                f"differs from the config this run was trained with ({'; '.join(edited)}); a resumed run keeps its "
+                "config: restore these values to resume, or train a new run with the new ones",
+            )
+    name, want = saved.get("method_name"), (given or {}).get("method_name")
+    if want is not None and want != name:
+        raise SegshiftError(f"{run}: this run trains {name}, not {want}: resume it with -m {name}, or train {want} into a new run folder")
+    return saved
 
 
 def _resume_domains(

@@ -157,6 +157,12 @@ class Predictor:
         self.method.build_nets()  # networks only: prediction needs no optimiser, loss or discriminator
         self.method.add_domain_norm()
         folder = self.run / "checkpoints" / checkpoint
+        if checkpoint == "best" and not (folder / "state.json").is_file() and (self.run / "checkpoints" / "last" / "state.json").is_file():
+            raise InputFileError(
+                folder,
+                "missing: the run stopped before its first validation, so no model is selected yet; "
+                "use --checkpoint last for its latest weights, or finish it with segshift train --resume",
+            )
         names = self.method.checkpoint_nets() if checkpoint == "best" else list(self.method.nets)
         self.state = ckpt.load_weights(folder, {k: self.method.nets[k] for k in names if _in_checkpoint(folder, k)})
         _check_recorded(

@@ -39,9 +39,24 @@ def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def oserror_names(path: str | Path) -> Iterator[None]:
+    """Re-raise an :class:`OSError` that names no file as one that names ``path``.
+
+    A failed ``write`` or ``close`` (a full disk: ``ENOSPC``) names no file; wrapped in this,
+    the CLI's one error line says which file could not be written.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None or exc.errno is None:
+            raise
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+
+
 def write_text(dest: str | Path, text: str) -> None:
     """Write ``text`` to ``dest`` atomically (UTF-8)."""
-    with atomic_path(dest) as tmp:
+    with atomic_path(dest) as tmp, oserror_names(dest):
         tmp.write_text(text, encoding="utf-8")
 
 
@@ -100,3 +115,24 @@ def atomic_dir(dest: str | Path, overwrite: bool = False) -> Iterator[Path]:
     os.replace(tmp, dest)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporaries that :func:`atomic_path` and :func:`atomic_dir` leave in ``folder``
+    when their process is killed (``.NAME.*.tmp*`` files and folders, ``.NAME.old-PID`` folders);
+    returns what was deleted. Only for a folder no other process is writing into.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [
+        p
+        for p in folder.iterdir()
+        if p.name.startswith(".") and (p.name.endswith(".tmp") or ".tmp." in p.name or ".old-" in p.name) and not p.is_symlink()
+    ]
+    for p in stale:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return stale
