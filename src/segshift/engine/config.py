@@ -193,6 +193,12 @@ def check_ranges(cfg: Mapping[str, Any]) -> None:
 def check_values(cfg: Mapping[str, Any]) -> None:
     """:func:`check_ranges`, then the rules that tie engine settings together."""
     check_ranges(cfg)
+    train = cfg.get("train") or {}
+    if train.get("dice_background") and not (train.get("loss") or {}).get("dice"):
+        raise SegshiftError(
+            f"config train.dice_background: true needs a dice term in train.loss (got {dict(train.get('loss') or {})}); "
+            "e.g. --set train.loss='{ce: 1, dice: 1}'"
+        )
 
 
 def with_augment_preset(cfg: Config, name: Any) -> Config:
