@@ -1,5 +1,9 @@
 """Configuration: packaged YAML defaults, a method's YAML, a user's YAML, then ``--set``.
 
+A named augmentation preset (``augment.preset``) replaces the packaged defaults of the
+``augment:`` section before the other layers apply, so every key set explicitly still wins
+and the resolved config holds the values a run uses.
+
 A config is a plain nested ``dict`` (YAML in, YAML out, saved as ``config.yaml`` in every
 run folder). Every key a user sets must exist in the defaults, so a typo is an error rather
 than a silently ignored setting; values given with ``--set key.sub=value`` are parsed as
@@ -185,7 +189,11 @@ RANGES: dict[str, tuple[float, float]] = {
     "augment.contrast": (0.0, 100.0),
     "augment.brightness": (0.0, 100.0),
     "augment.noise_std": (0.0, 100.0),
+    "augment.noise_std_min": (0.0, 100.0),
     "augment.blur_sigma": (0.0, 100.0),
+    "augment.shear_deg": (0.0, 60.0),
+    "augment.elastic_alpha": (0.0, 1000.0),
+    "augment.elastic_sigma": (0.5, 100.0),
 }
 """The allowed range (inclusive) of every numeric engine setting; a list value is checked element-wise.
 (Method hyper-parameters are checked by their spec, :mod:`segshift.methods.hparams`; the
@@ -207,25 +215,50 @@ def check_ranges(cfg: Mapping[str, Any]) -> None:
                 raise SegshiftError(f"config {key}: {value!r} is outside its range [{lo:g}, {hi:g}]")
 
 
-def resolve(method: str, user_files: Iterable[str | Path] = (), sets: Iterable[str] = ()) -> Config:
-    """Full config of a run: base -> the method's hyper-parameter defaults -> method YAML -> user YAML -> --set.
+def check_values(cfg: Mapping[str, Any]) -> None:
+    """:func:`check_ranges`, then the rules that tie engine settings together."""
+    check_ranges(cfg)
+    train = cfg.get("train") or {}
+    if train.get("dice_background") and not (train.get("loss") or {}).get("dice"):
+        raise SegshiftError(
+            f"config train.dice_background: true needs a dice term in train.loss (got {dict(train.get('loss') or {})}); "
+            "e.g. --set train.loss='{ce: 1, dice: 1}'"
+        )
 
-    The ``method:`` section comes from the method class's spec (found by name), and is checked
+
+def with_augment_preset(cfg: Config, name: Any) -> Config:
+    """``cfg`` with the ``augment:`` values of preset ``name`` (:data:`~segshift.transforms.augment.AUGMENT_PRESETS`)."""
+    from segshift.transforms.augment import augment_preset
+
+    out = copy.deepcopy(cfg)
+    out["augment"] = merge(out["augment"], {**augment_preset(name), "preset": name}, prefix="augment.")
+    return out
+
+
+def resolve(method: str, user_files: Iterable[str | Path] = (), sets: Iterable[str] = ()) -> Config:
+    """Full config of a run: base -> augment preset -> the method's hyper-parameter defaults -> method YAML -> user YAML -> --set.
+
+    The preset is the one the merged layers name (``augment.preset``); it replaces the base
+    values of the ``augment:`` section, and the layers are merged again on top. The
+    ``method:`` section comes from the method class's spec (found by name), and is checked
     by its one validator (:meth:`~segshift.methods.base.Method.validate_hparams`); every engine
-    setting is checked against :data:`RANGES`.
+    setting by :func:`check_values`.
     """
     from segshift.methods import get_method
 
     cls = get_method(method)
-    cfg = base_defaults()
-    cfg["method"] = cls.hparam_defaults()
-    cfg = merge(cfg, method_defaults(method))
-    for path in user_files:
-        cfg = merge(cfg, load_yaml(path))
-    cfg = merge(cfg, parse_set(sets))
+    base = base_defaults()
+    base["method"] = cls.hparam_defaults()
+    layers = [method_defaults(method), *(load_yaml(path) for path in user_files), parse_set(sets)]
+    cfg = base
+    for layer in layers:
+        cfg = merge(cfg, layer)
+    cfg = with_augment_preset(base, cfg["augment"]["preset"])
+    for layer in layers:
+        cfg = merge(cfg, layer)
     cfg["method_name"] = method
     cfg["method"] = cls.validate_hparams(cfg["method"])
-    check_ranges(cfg)
+    check_values(cfg)
     return cfg
 
 

@@ -101,9 +101,9 @@ def resolve_select(cfg: Config) -> str:
 
 
 def _check_train_values(cfg: Config) -> None:
-    from segshift.engine.config import check_ranges
+    from segshift.engine.config import check_values
 
-    check_ranges(cfg)
+    check_values(cfg)
     t = cfg["train"]
     for key in ("steps", "batch_size", "eval_every", "checkpoint_every", "log_every"):
         v = t[key]

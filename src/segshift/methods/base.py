@@ -90,6 +90,7 @@ from torch import nn
 
 from segshift.engine.precision import ExecutionPolicy
 from segshift.errors import SegshiftError
+from segshift.losses import HybridLoss
 from segshift.methods.hparams import HParam
 from segshift.methods.hparams import defaults as hp_defaults
 from segshift.methods.hparams import validate as hp_validate
@@ -166,6 +167,14 @@ def make_optimizer(params: Any, cfg: Mapping[str, Any], lr: float | None = None)
     if kind == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=float(cfg["momentum"]), nesterov=bool(cfg["nesterov"]), weight_decay=wd)
     raise ValueError(f"train.optimizer must be adam, adamw or sgd, got {kind!r}")
+
+
+def make_loss(cfg: Mapping[str, Any]) -> HybridLoss:
+    """Supervised loss from the ``train`` config section: the weights ``loss``; ``dice_background``
+    makes the soft Dice term score the background class too.
+    """
+    options = {"dice": {"include_background": True}} if cfg.get("dice_background", False) else None
+    return HybridLoss(dict(cfg["loss"]), options=options)
 
 
 def make_schedule(opt: torch.optim.Optimizer, cfg: Mapping[str, Any], total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:

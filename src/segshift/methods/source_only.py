@@ -15,8 +15,7 @@ from typing import Any
 
 import torch
 
-from segshift.losses import HybridLoss
-from segshift.methods.base import Batch, Method, make_optimizer, make_schedule, register
+from segshift.methods.base import Batch, Method, make_loss, make_optimizer, make_schedule, register
 
 
 @register
@@ -28,7 +27,7 @@ class SourceOnly(Method):
 
     def build_optimizers(self) -> None:
         super().build_optimizers()
-        self.loss = HybridLoss(dict(self.cfg["train"]["loss"]))
+        self.loss = make_loss(self.cfg["train"])
         opt = make_optimizer(self.nets["seg"].parameters(), self.cfg["train"])
         self.optimizers = {"seg": opt}
         self.schedulers = {"seg": make_schedule(opt, self.cfg["train"], self.total_steps())}

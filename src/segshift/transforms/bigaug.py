@@ -12,7 +12,7 @@ slices (the paper works on 3D volumes in [0, 1]); each is a config key
 (``augment.bigaug``), so a table states what was run. Intensity ranges are in z-score units
 of the slice.
 
-Spatial transforms share :func:`segshift.transforms.augment.warp` (bilinear images,
+Spatial transforms share :func:`segshift.transforms.ops.warp` (bilinear images,
 nearest labels); every random number comes from the generator passed in.
 """
 
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from segshift.errors import SegshiftError
-from segshift.transforms.ops import _blur, _uniform
+from segshift.transforms.ops import affine_theta, blur, pixels_to_grid, uniform, warp
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,8 +91,8 @@ def _per_sample(x: torch.Tensor, on: torch.Tensor, fn: Any) -> torch.Tensor:
 
 def _sharpen(x: torch.Tensor, sigma: float, alpha: float) -> torch.Tensor:
     """Unsharp masking: ``b + alpha (b - blur(b, 0.5))`` with ``b = blur(x, sigma)`` (MONAI's GaussianSharpen)."""
-    b = _blur(x, sigma)
-    return b + alpha * (b - _blur(b, 0.5))
+    b = blur(x, sigma)
+    return b + alpha * (b - blur(b, 0.5))
 
 
 def bigaug_batch(
@@ -103,37 +103,32 @@ def bigaug_batch(
     x = image
     # image quality
     on = _coin(n, cfg.p, gen)
-    s1, alpha = _uniform(n, *cfg.sharpen_sigma, gen), _uniform(n, *cfg.sharpen_alpha, gen)
+    s1, alpha = uniform(n, *cfg.sharpen_sigma, gen), uniform(n, *cfg.sharpen_alpha, gen)
     x = _per_sample(x, on, lambda i, v: _sharpen(v, float(s1[i]), float(alpha[i])))
-    on, sig = _coin(n, cfg.p, gen), _uniform(n, *cfg.blur_sigma, gen)
-    x = _per_sample(x, on, lambda i, v: _blur(v, float(sig[i])))
-    on, std = _coin(n, cfg.p, gen), _uniform(n, *cfg.noise_std, gen)
+    on, sig = _coin(n, cfg.p, gen), uniform(n, *cfg.blur_sigma, gen)
+    x = _per_sample(x, on, lambda i, v: blur(v, float(sig[i])))
+    on, std = _coin(n, cfg.p, gen), uniform(n, *cfg.noise_std, gen)
     noise = torch.randn(x.shape, generator=gen)
     x = torch.where(on.view(n, 1, 1, 1), x + std.view(n, 1, 1, 1) * noise, x)
     # image appearance
-    on, shift = _coin(n, cfg.p, gen), _uniform(n, -cfg.brightness, cfg.brightness, gen)
+    on, shift = _coin(n, cfg.p, gen), uniform(n, -cfg.brightness, cfg.brightness, gen)
     x = torch.where(on.view(n, 1, 1, 1), x + shift.view(n, 1, 1, 1), x)
-    on, gamma = _coin(n, cfg.p, gen), _uniform(n, *cfg.gamma, gen)
+    on, gamma = _coin(n, cfg.p, gen), uniform(n, *cfg.gamma, gen)
     lo = x.amin(dim=(1, 2, 3), keepdim=True)
     rng = (x.amax(dim=(1, 2, 3), keepdim=True) - lo).clamp_min(1e-6)
     x = torch.where(on.view(n, 1, 1, 1), ((x - lo) / rng).clamp(0, 1) ** gamma.view(n, 1, 1, 1) * rng + lo, x)
-    on, sc, sh = _coin(n, cfg.p, gen), _uniform(n, *cfg.perturb_scale, gen), _uniform(n, -cfg.perturb_shift, cfg.perturb_shift, gen)
+    on, sc, sh = _coin(n, cfg.p, gen), uniform(n, *cfg.perturb_scale, gen), uniform(n, -cfg.perturb_shift, cfg.perturb_shift, gen)
     x = torch.where(on.view(n, 1, 1, 1), x * sc.view(n, 1, 1, 1) + sh.view(n, 1, 1, 1), x)
     # spatial configuration: rotation, scaling and elastic deformation in one warp
     rot_on, sc_on, el_on = _coin(n, cfg.p, gen), _coin(n, cfg.p, gen), _coin(n, cfg.p, gen)
-    ang = torch.where(rot_on, _uniform(n, -cfg.rotate_deg, cfg.rotate_deg, gen), torch.zeros(n)) * math.pi / 180
-    s = torch.where(sc_on, _uniform(n, *cfg.scale, gen), torch.ones(n))
-    theta = torch.zeros(n, 2, 3)
-    theta[:, 0, 0], theta[:, 0, 1] = torch.cos(ang) / s, -torch.sin(ang) / s
-    theta[:, 1, 0], theta[:, 1, 1] = torch.sin(ang) / s, torch.cos(ang) / s
+    ang = torch.where(rot_on, uniform(n, -cfg.rotate_deg, cfg.rotate_deg, gen), torch.zeros(n)) * math.pi / 180
+    s = torch.where(sc_on, uniform(n, *cfg.scale, gen), torch.ones(n))
+    theta = affine_theta(ang, s)
     coarse = torch.randn(n, 2, cfg.elastic_grid, cfg.elastic_grid, generator=gen) * cfg.elastic_px
     if el_on.any() and cfg.elastic_px > 0:
-        disp = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True) * el_on.float().view(n, 1, 1, 1)
-        disp = disp.permute(0, 2, 3, 1) * torch.tensor([2.0 / w, 2.0 / h])  # pixels -> grid units (x, y)
+        disp = pixels_to_grid(F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True) * el_on.float().view(n, 1, 1, 1))
     else:
         disp = None
     if not (rot_on | sc_on | el_on).any():
         return x, label
-    from segshift.transforms.augment import warp  # (augment imports this module)
-
     return warp(x, theta, label, displacement=disp)
