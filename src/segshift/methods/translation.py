@@ -28,6 +28,10 @@ discriminator with batch norm keeps separate passes: each pass updates its runni
 image discriminators learn the look of each domain (the residual generators start as the
 identity), then the generators' adversarial weight ramps up to ``lambda_gan``.
 
+Logged besides the losses: the image discriminators' accuracy (``d_acc_d_s``, ``d_acc_d_t``,
+before their update) and, on the engine's logged steps,
+:meth:`~TranslationMethod.translation_diagnostics` (``trans_dice``, ``trans_stat_dist*``).
+
 :class:`TranslationMethod` is a segmenter plus a translator: each step runs the translator's
 two updates, then **the segmenter** on labelled images of the side it works on (see
 ``direction``; forward passes through :meth:`~segshift.methods.base.Method.segment`), plus
