@@ -578,6 +578,7 @@ def test_stage_curves_group_the_logged_terms():
         "discriminator losses": ["loss_d_mask"],
         "alignment weights w_*": ["w_d_mask"],
         "source validation Dice": ["val_mean"],
+        "discriminator accuracy": ["acc_d_mask"],
     }
     assert curve_columns(plain) == {"supervised loss": ["loss"]}  # never-validated columns are left out
     png = stage_curves([("source-only (init)", [("seed 0", plain)]), ("adanet\nfrom init", [("seed 0", adapt), ("seed 1", adapt)])], "t")

@@ -238,7 +238,7 @@ def test_each_adanet_switch_changes_what_it_names():
         v, inputs = m.segmenter_step(_batch(), FULL_WEIGHT)
         v.update(m.discriminator_step(inputs))
         keys[row] = set(v)
-    assert not any(k.startswith(("adv_", "loss_d", "acc_")) for k in keys["S2T"])
+    assert not any(k.startswith(("adv_", "loss_d", "d_acc_", "grad_ratio_")) for k in keys["S2T"])
     assert {"adv_d_mask", "loss_d_mask"} <= keys["S2T+HM+MDA"] and "adv_d_feat" not in keys["S2T+HM+MDA"]
     assert {"adv_d_mask", "adv_d_feat", "loss_d_feat"} <= keys["S2T+HM+MDA+FDA"]
     assert {"ce", "jaccard"} <= keys["S2T"]

@@ -157,7 +157,7 @@ def test_alignment_updates_are_isolated():
     seg_before = _state(seg)
     out = al.discriminator_step(seg(x_s), target)  # step 2: on detached inputs (the target's scores of step 1)
     assert all(p.grad is None for p in seg.parameters()) and _same(seg_before, _state(seg)) and not al.holds_graph
-    assert not _same(before, _state(m.nets)) and set(out) == {"loss_d", "acc_d"} and 0 <= out["acc_d"] <= 1
+    assert not _same(before, _state(m.nets)) and set(out) == {"loss_d", "d_acc_d"} and 0 <= out["d_acc_d"] <= 1
     # another target than step 1's: step 2 makes its own pass over both
     al.generator_loss(seg(x_t), weight=1.0)
     after = _state(m.nets)

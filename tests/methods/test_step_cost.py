@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from segshift.engine.config import resolve
 from segshift.engine.precision import ExecutionPolicy
 from segshift.errors import SegshiftError
-from segshift.losses.adversarial import d_loss, frozen, g_loss
+from segshift.losses.adversarial import GAN_THRESHOLDS, d_accuracy, d_loss, frozen, g_loss
 from segshift.methods import get_method
 from segshift.methods.alignment import _cat, _detach, _rows
 from tests.methods.conftest import random_batch
@@ -80,8 +80,7 @@ def _old_alignment_step(self, source, target):
     loss = d_loss(real, fake)
     (self.lambda_d * loss).backward()
     opt.step()
-    acc = 0.5 * ((real > 0).float().mean() + (fake < 0).float().mean())
-    return {f"loss_{self.name}": float(loss.detach()), f"acc_{self.name}": float(acc)}
+    return {f"loss_{self.name}": float(loss.detach()), f"d_acc_{self.name}": d_accuracy(real, fake)}
 
 
 def _old_generator_step(self, xs, xt, weight=1.0, extra=None):
@@ -119,11 +118,17 @@ def _old_translator_step(self, xs, xt, fake_t, fake_s):
     opt = m.optimizers["d_img"]
     opt.zero_grad(set_to_none=True)
     fake_t, fake_s = fake_t.detach(), fake_s.detach()
-    ld_s = self.d_gan(*m.call_each(d_s, xs, fake_s))
-    ld_t = self.d_gan(*m.call_each(d_t, xt, fake_t))
+    scores_s, scores_t = m.call_each(d_s, xs, fake_s), m.call_each(d_t, xt, fake_t)
+    ld_s, ld_t = self.d_gan(*scores_s), self.d_gan(*scores_t)
     (ld_s + ld_t).backward()
     opt.step()
-    return {"loss_d_s": float(ld_s.detach()), "loss_d_t": float(ld_t.detach())}
+    threshold = GAN_THRESHOLDS[str(self.hp["gan_loss"])]
+    return {
+        "loss_d_s": float(ld_s.detach()),
+        "loss_d_t": float(ld_t.detach()),
+        "d_acc_d_s": d_accuracy(*scores_s, threshold),
+        "d_acc_d_t": d_accuracy(*scores_t, threshold),
+    }
 
 
 def _old_update(self, logits, labels, batch=None, terms=None):

@@ -378,8 +378,9 @@ class Trainer:
 
     def train_step(self, step: int) -> dict[str, float]:
         """One step: the next batch, the method's update, the schedulers, the divergence checks;
-        returns the method's logged values.
+        returns the method's logged values (with the method's diagnostics on the steps the log keeps).
         """
+        self.method.diagnostics = step % int(self.tcfg["log_every"]) == 0 or step == self.total
         values = self.method.train_step(self._batch(), step)
         opts = self.method.optimizers
         self._step_lr = float(next(iter(opts.values())).param_groups[0]["lr"]) if opts else 0.0  # the rate this step used

@@ -30,9 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "GAN_THRESHOLDS",
     "SOURCE_LABEL",
     "TARGET_LABEL",
     "bce_with_logits",
+    "d_accuracy",
     "d_loss",
     "frozen",
     "g_loss",
@@ -79,6 +81,23 @@ def g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     return bce_with_logits(fake_logits, SOURCE_LABEL)
 
 
+def d_accuracy(real_scores: torch.Tensor, fake_scores: torch.Tensor, threshold: float = 0.0) -> float:
+    """A discriminator's balanced accuracy: ``0.5 (share of real patches scored above threshold
+    + share of fake patches scored below it)``, in [0, 1].
+
+    ``threshold`` is the score halfway between the two labels: 0 for raw BCE logits, 0.5 for
+    least-squares scores. 0.5 is chance (aligned domains, or a lost discriminator), 1 a
+    discriminator that tells every patch apart.
+
+    Example:
+        >>> d_accuracy(torch.tensor([2.0, -1.0]), torch.tensor([-3.0, -0.5, -2.0, 1.0]))
+        0.625
+    """
+    real = (real_scores.detach().float() > threshold).float().mean()
+    fake = (fake_scores.detach().float() < threshold).float().mean()
+    return float(0.5 * (real + fake))
+
+
 def lsgan_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
     """Least-squares discriminator loss (Mao et al. 2017, as CycleGAN): ``0.5 (E(D(real)-1)^2 + E D(fake)^2)``."""
     return 0.5 * ((real_logits.float() - 1) ** 2).mean() + 0.5 * (fake_logits.float() ** 2).mean()
@@ -87,6 +106,10 @@ def lsgan_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.
 def lsgan_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     """Least-squares generator loss: ``E (D(G(x)) - 1)^2``."""
     return ((fake_logits.float() - 1) ** 2).mean()
+
+
+GAN_THRESHOLDS = {"bce": 0.0, "lsgan": 0.5}
+"""The discriminator score halfway between the labels, per GAN mode (:func:`d_accuracy`)."""
 
 
 def gan_losses(mode: str) -> tuple:

@@ -64,7 +64,7 @@ import torch
 from torch import nn
 
 from segshift.errors import SegshiftError
-from segshift.losses.adversarial import d_loss, frozen, g_loss
+from segshift.losses.adversarial import d_accuracy, d_loss, frozen, g_loss
 from segshift.methods.base import Batch, Method
 from segshift.methods.hparams import HParam, integer, ints, number, numbers
 from segshift.methods.source_only import SourceOnly
@@ -172,7 +172,7 @@ class AdversarialAlignment:
     Args:
         method: the method whose ``nets`` and ``optimizers`` receive the path and its optimiser.
         name: the alignment's name: the key of its optimiser and of its logged values
-            (``adv_<name>``, ``loss_<name>``, ``acc_<name>``); by convention the name of
+            (``adv_<name>``, ``loss_<name>``, ``d_acc_<name>``, ``grad_ratio_<name>``); by convention the name of
             the path's last network (the discriminator).
         nets: the path's networks by name, in the order they are applied (the first one
             receives the alignment input); registered into ``method.nets``.
@@ -282,9 +282,8 @@ class AdversarialAlignment:
             loss = d_loss(real, fake)
             (self.lambda_d * loss).backward()
         opt.step()
-        # share of patches D gets right: ~0.5 when aligned (or D is lost), ~1 when D wins outright
-        acc = 0.5 * ((real > 0).float().mean() + (fake < 0).float().mean())
-        return {f"loss_{self.name}": float(loss.detach()), f"acc_{self.name}": float(acc)}
+        # the scores before this update: ~0.5 when aligned (or D is lost), ~1 when D wins outright
+        return {f"loss_{self.name}": float(loss.detach()), f"d_acc_{self.name}": d_accuracy(real, fake)}
 
 
 def fitted(d: PatchDiscriminator, method: Method, what: str, downsample: int = 1, hint: str = "") -> PatchDiscriminator:

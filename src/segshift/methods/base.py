@@ -19,7 +19,9 @@ Contract:
   ``self.optimizers`` and ``self.schedulers`` (dicts keyed by name), and any training-only
   network (discriminators). :meth:`build` is both (training).
 * :meth:`train_step` receives a :class:`Batch` and returns a dict of floats to log; it
-  updates its own optimisers. Every network call goes through :meth:`call` (or
+  updates its own optimisers. On the steps the engine logs, ``diagnostics`` is set, and an
+  alignment or translation method adds what explains its result
+  (:mod:`segshift.methods.diagnostics`) without changing the update. Every network call goes through :meth:`call` (or
   :meth:`segment`, which uses it), see "Precision, channels_last, compile" below.
 * :meth:`predict_logits` maps a preprocessed image batch ``(B, 1, H, W)`` to logits: the
   segmentation path (:meth:`segmenter_logits`, differentiable) applied to
@@ -236,6 +238,9 @@ class Method:
         self.warm_started = cfg.get("init") is not None
         self.norm_stats = resolve_norm_stats(cfg)
         self.translate_at_predict = False
+        self.diagnostics = False
+        """Whether this step computes the diagnostics (:mod:`segshift.methods.diagnostics`): the
+        engine sets it on the steps it logs; they never change the update."""
         self._wrapped: dict[str, nn.Module] = {}
 
     # -- hyper-parameters ---------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from segshift.methods.base import Batch, Method, make_loss, make_optimizer, make_schedule, register
+from segshift.methods.diagnostics import gradient_ratios
 
 
 @register
@@ -51,11 +52,15 @@ class SourceOnly(Method):
         the segmenter's parameters only (:meth:`~segshift.methods.base.Method.backward`; the
         graph is kept where :meth:`segmenter_keeps_graph` says a later update shares a pass
         with a term) and one step of the ``seg`` optimiser. Logs ``loss`` (the total), ``loss_seg``
-        (supervised) and its parts.
+        (supervised) and its parts; on a diagnostics step (not under DDP) also
+        ``grad_ratio_<name>`` for each term that is a loss (its value to log a tensor; ``<name>``
+        without ``adv_``): the norm of its gradient reaching the segmenter over the supervised
+        loss's (:func:`~segshift.methods.diagnostics.gradient_ratios`; 0 while its weight is 0).
         """
         opt = self.optimizers["seg"]
         opt.zero_grad(set_to_none=True)
         total, parts = self.loss(logits.float(), labels)
+        supervised = total
         values: dict[str, Any] = {"loss_seg": total.detach(), **parts}
         cons = self.view_consistency(batch, logits) if batch is not None else None
         if cons is not None:
@@ -64,6 +69,10 @@ class SourceOnly(Method):
             if term is not None:
                 total = total + term.float()
             values[name] = logged.detach() if isinstance(logged, torch.Tensor) else logged
+        losses = {name.removeprefix("adv_"): term for name, (term, logged) in (terms or {}).items() if isinstance(logged, torch.Tensor)}
+        if self.diagnostics and losses and "seg" not in self._wrapped:
+            params = [p for g in opt.param_groups for p in g["params"]]
+            values.update({f"grad_ratio_{k}": v for k, v in gradient_ratios(supervised, losses, params).items()})
         self.backward(total, "seg", retain_graph=self.segmenter_keeps_graph())
         opt.step()
         values["loss"] = total.detach()

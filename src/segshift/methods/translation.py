@@ -28,6 +28,10 @@ discriminator with batch norm keeps separate passes: each pass updates its runni
 image discriminators learn the look of each domain (the residual generators start as the
 identity), then the generators' adversarial weight ramps up to ``lambda_gan``.
 
+Logged besides the losses: the image discriminators' accuracy (``d_acc_d_s``, ``d_acc_d_t``,
+before their update) and, on the engine's logged steps,
+:meth:`~TranslationMethod.translation_diagnostics` (``trans_dice``, ``trans_stat_dist*``).
+
 :class:`TranslationMethod` is a segmenter plus a translator: each step runs the translator's
 two updates, then **the segmenter** on labelled images of the side it works on (see
 ``direction``; forward passes through :meth:`~segshift.methods.base.Method.segment`), plus
@@ -76,9 +80,10 @@ import torch
 import torch.nn.functional as F
 
 from segshift.errors import SegshiftError
-from segshift.losses.adversarial import frozen, gan_losses
+from segshift.losses.adversarial import GAN_THRESHOLDS, d_accuracy, frozen, gan_losses
 from segshift.methods.alignment import SCHEDULE_HPARAMS, AlignmentSchedule, fitted, same_input
 from segshift.methods.base import Batch, FigureSamples, Method
+from segshift.methods.diagnostics import evaluating, hard_dice, intensity_distance
 from segshift.methods.hparams import HParam, choice, flag, integer, ints, number, numbers
 from segshift.methods.source_only import SourceOnly
 from segshift.nets import PatchDiscriminator, ResnetGenerator
@@ -218,7 +223,9 @@ class CycleTranslator:
         return values, fake_t.detach(), fake_s.detach()
 
     def discriminator_step(self, xs: torch.Tensor, xt: torch.Tensor, fake_t: torch.Tensor, fake_s: torch.Tensor) -> dict[str, float]:
-        """Update 2: D_S and D_T on real (1) and detached translated (0) images."""
+        """Update 2: D_S and D_T on real (1) and detached translated (0) images; logs their losses
+        and their accuracies before the update (``d_acc_d_s``, ``d_acc_d_t``: real vs translated).
+        """
         m = self.method
         d_s, d_t = self._nets("d_s", "d_t")
         opt = m.optimizers["d_img"]
@@ -226,15 +233,25 @@ class CycleTranslator:
         fake_t, fake_s = fake_t.detach(), fake_s.detach()
         shared, self._shared = self._shared, None
         if shared is not None and same_input(shared[2], fake_t) and same_input(shared[3], fake_s):  # update 1's scores of these images
-            ld_s = self.d_gan(m.call(d_s, xs), shared[1])
-            ld_t = self.d_gan(m.call(d_t, xt), shared[0])
+            scores_s = (m.call(d_s, xs), shared[1])
+            ld_s = self.d_gan(*scores_s)
+            scores_t = (m.call(d_t, xt), shared[0])
+            ld_t = self.d_gan(*scores_t)
             m.backward(ld_s + ld_t, "d_img")  # into the discriminators only, not the generators
         else:
-            ld_s = self.d_gan(*m.call_each(d_s, xs, fake_s))
-            ld_t = self.d_gan(*m.call_each(d_t, xt, fake_t))
+            scores_s = m.call_each(d_s, xs, fake_s)
+            ld_s = self.d_gan(*scores_s)
+            scores_t = m.call_each(d_t, xt, fake_t)
+            ld_t = self.d_gan(*scores_t)
             (ld_s + ld_t).backward()
         opt.step()
-        return {"loss_d_s": float(ld_s.detach()), "loss_d_t": float(ld_t.detach())}
+        threshold = GAN_THRESHOLDS[str(self.hp["gan_loss"])]
+        return {
+            "loss_d_s": float(ld_s.detach()),
+            "loss_d_t": float(ld_t.detach()),
+            "d_acc_d_s": d_accuracy(*scores_s, threshold),
+            "d_acc_d_t": d_accuracy(*scores_t, threshold),
+        }
 
     def step(
         self,
@@ -336,7 +353,40 @@ class TranslationMethod(SourceOnly):
         w = self.schedule(stage_step)
         values, self._fakes = self.translator.step(xs, xt, w, extra=self.generator_terms)
         values["w_gan"] = w
+        if self.diagnostics:
+            values.update(self.translation_diagnostics(xs, batch.source_label[:n], xt, self._fakes))
         return values
+
+    @torch.no_grad()
+    def translation_diagnostics(
+        self, xs: torch.Tensor, ys: torch.Tensor, xt: torch.Tensor, fakes: Mapping[str, torch.Tensor]
+    ) -> dict[str, float]:
+        """What the translator does to labelled anatomy and to image statistics (docs/training.md, "Diagnostics").
+
+        * ``trans_dice``: the current segmenter's Dice (:func:`~segshift.methods.diagnostics.hard_dice`)
+          against ``ys`` on the source images translated the way it meets images:
+          ``G_S2T(x_s)`` (``source_to_target``: what it trains on) or ``G_T2S(G_S2T(x_s))``
+          (``target_to_source``: source anatomy in the target look, through the prediction path);
+          ``trans_dice_raw`` on ``x_s`` untranslated, the reference;
+        * ``trans_stat_dist``: :func:`~segshift.methods.diagnostics.intensity_distance` of
+          ``G_S2T(x_s)`` from real target images; ``trans_stat_dist_t2s`` of ``G_T2S(x_t)`` from
+          real source images; ``trans_stat_dist_raw`` of the source from the target, the reference.
+
+        Networks run in eval mode (as at prediction), so no statistics change; the segmenter
+        with its own (source) batch-norm statistics.
+        """
+        s2t, t2s = fakes["s2t"], fakes["t2s"]
+        with evaluating(self.nets["seg"], self.nets["g_t2s"]):
+            seen = self.translate(s2t, "g_t2s") if self.target_to_source else s2t
+            dice = hard_dice(self.segmenter_logits(seen), ys)
+            dice_raw = hard_dice(self.segmenter_logits(xs), ys)
+        return {
+            "trans_dice": dice,
+            "trans_dice_raw": dice_raw,
+            "trans_stat_dist": intensity_distance(s2t, xt),
+            "trans_stat_dist_t2s": intensity_distance(t2s, xs),
+            "trans_stat_dist_raw": intensity_distance(xs, xt),
+        }
 
     def segmenter_images(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(labelled images, their labels, the images the segmenter will meet at test)``."""

@@ -7,7 +7,9 @@
 * :func:`stage_curves`: small multiples of every run of a task (one row each: the init, then
   every adaptation stage), one column per kind of term in ``logs/train.csv``
   (:data:`CURVE_GROUPS`): supervised loss, alignment/generator terms, discriminator losses,
-  alignment weights ``w_*``, source validation Dice.
+  alignment weights ``w_*``, source validation Dice, and the diagnostics of alignment and
+  translation runs (:data:`DIAGNOSTIC_GROUPS`): discriminator accuracy, alignment over
+  supervised gradient norm, translated-source Dice, image statistics distance.
 * :func:`qc_scatter`: per QC score one panel of score against per-case Dice, one colour per
   row, the QC threshold as a line (:mod:`segshift.bench.qc`).
 """
@@ -155,8 +157,18 @@ CURVE_GROUPS: tuple[tuple[str, Callable[[str, Mapping[str, list[float]]], bool]]
     ("discriminator losses", lambda k, c: k.startswith("loss_d")),
     ("alignment weights w_*", lambda k, c: k.startswith("w_")),
     ("source validation Dice", lambda k, c: k == "val_mean"),
+    ("discriminator accuracy", lambda k, c: k.startswith(("d_acc_", "acc_"))),  # acc_<D>: its name in runs of earlier versions
+    ("alignment / supervised gradient", lambda k, c: k.startswith("grad_ratio_")),
+    ("translated-source Dice", lambda k, c: k.startswith("trans_dice")),
+    ("image statistics distance", lambda k, c: k.startswith("trans_stat_dist")),
 )
 """Columns of ``logs/train.csv`` by panel: (title, does this column belong here)."""
+
+DIAGNOSTIC_GROUPS = tuple(title for title, _ in CURVE_GROUPS[-4:])
+"""The panels of the diagnostics (:mod:`segshift.methods.diagnostics`; docs/training.md, "Diagnostics")."""
+
+_UNIT_RANGE = {"source validation Dice", "discriminator accuracy", "translated-source Dice"}
+_CHANCE = {"discriminator accuracy": 0.5}
 
 
 def curve_columns(cols: Mapping[str, list[float]]) -> dict[str, list[str]]:
@@ -169,6 +181,12 @@ def curve_columns(cols: Mapping[str, list[float]]) -> dict[str, list[str]]:
     return out
 
 
+def stage_groups(rows: Sequence[tuple[str, Sequence[tuple[str, Mapping[str, list[float]]]]]]) -> list[str]:
+    """The panels :func:`stage_curves` draws for ``rows``: the groups of :data:`CURVE_GROUPS` any run logged, in order."""
+    groups = [g for g, _ in CURVE_GROUPS if any(g in curve_columns(c) for _, seeds in rows for _, c in seeds)]
+    return groups or [CURVE_GROUPS[0][0]]
+
+
 def stage_curves(rows: Sequence[tuple[str, Sequence[tuple[str, Mapping[str, list[float]]]]]], title: str) -> bytes:
     """Small multiples of the training logs of a task's runs.
 
@@ -179,11 +197,11 @@ def stage_curves(rows: Sequence[tuple[str, Sequence[tuple[str, Mapping[str, list
 
     One figure row per table row, one column per group of :data:`CURVE_GROUPS` that any run
     logged; each panel plots that group's columns against the step (seeds dashed after the
-    first); a group the run did not log is left blank, with a note.
+    first); a group the run did not log is left blank, with a note. Dice and accuracy panels
+    span [0, 1]; the discriminator accuracy panel marks chance (0.5) with a dotted line.
     """
     plt = _plt()
-    groups = [g for g, _ in CURVE_GROUPS if any(g in curve_columns(c) for _, seeds in rows for _, c in seeds)]
-    groups = groups or [CURVE_GROUPS[0][0]]
+    groups = stage_groups(rows)
     n_r, n_c = max(1, len(rows)), len(groups)
     fig, axes = plt.subplots(n_r, n_c, figsize=(2.6 * n_c, 1.55 * n_r + 0.6), squeeze=False)
     for r, (row_title, seeds) in enumerate(rows):
@@ -213,8 +231,10 @@ def stage_curves(rows: Sequence[tuple[str, Sequence[tuple[str, Mapping[str, list
                 ax.grid(alpha=0.3)
                 ax.tick_params(labelsize=6)
                 ax.ticklabel_format(axis="y", useOffset=False, style="plain")
-                if group == "source validation Dice":
+                if group in _UNIT_RANGE:
                     ax.set_ylim(0, 1)
+                if group in _CHANCE:
+                    ax.axhline(_CHANCE[group], color="0.5", ls=":", lw=0.8)
             else:
                 ax.text(0.5, 0.5, "not logged", ha="center", va="center", fontsize=7, color="0.6", transform=ax.transAxes)
                 ax.set_xticks([])

@@ -180,7 +180,12 @@ def build_report(folder: str | Path) -> str:
     parts.append(
         "<p class='note'>Per task, one row per table row (the init first, then every adaptation stage, the oracle last), "
         "one column per kind of term logged in logs/train.csv; a warm-started run's steps count from the start of "
-        "its own stage. Later seeds dashed.</p>"
+        "its own stage. Later seeds dashed. Alignment and translation runs add their diagnostics on the logged steps: "
+        "the discriminators' accuracy (d_acc_*, chance 0.5 dotted), the norm of the alignment gradient reaching the "
+        "segmenter over the supervised one (grad_ratio_*), the segmenter's Dice on translated labelled source images "
+        "(trans_dice, untranslated: trans_dice_raw) and the intensity distance of translated from real images "
+        '(trans_stat_dist*, before translation: trans_stat_dist_raw); docs/training.md, "Diagnostics", says how to '
+        "read them.</p>"
     )
     for task in dict.fromkeys(r["task"] for r in runs):
         order = {"init": 0, "method": 1, "oracle": 2}
@@ -194,10 +199,12 @@ def build_report(folder: str | Path) -> str:
                 name = T.run_label(r) + (f"\nfrom {r['init']}" if r.get("init") else "")
                 rows.setdefault(name, []).append((f"seed {r['seed']}", F.read_curve(csv_path)))
         if rows:
+            diagnostics = [g for g in F.stage_groups(list(rows.items())) if g in F.DIAGNOSTIC_GROUPS]
             parts.append(
                 _figure(
                     F.stage_curves(list(rows.items()), f"task {task}: training logs of every stage"),
-                    f"Training curves, task {task}: init and adaptation stages (logs/train.csv)",
+                    f"Training curves, task {task}: init and adaptation stages (logs/train.csv)"
+                    + (f"; diagnostics: {', '.join(diagnostics)}" if diagnostics else ""),
                 )
             )
 
