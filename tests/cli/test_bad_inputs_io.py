@@ -4,6 +4,7 @@ runs, a benchmark inside its data, the umask, link loops, long names)."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import stat
 from pathlib import Path
@@ -39,8 +40,8 @@ def test_report_out_refuses_an_existing_file_and_the_benchmarks_inputs(tiny_benc
         (suite, "report file is the input"),
         (bench / "phantom" / "lge" / "images" / "case000.nii.gz", "report file lies inside the input"),
     ]
-    for out, message in rows:
-        assert main(["report", str(bench), "--out", str(out), "--overwrite"]) == 2, out
+    for (out, message), overwrite in itertools.product(rows, ([], ["--overwrite"])):
+        assert main(["report", str(bench), "--out", str(out), *overwrite]) == 2, (out, overwrite)
         err = _err(capsys)
         assert message in err and err.count("\n") == 1, err
     assert (_digest(bench), _digest(suite)) == before
