@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 from segshift.bench.pipeline import TestSet
 from segshift.bench.suite import PHANTOM_PREFIX, InitSpec, MethodSpec, Suite, TaskSpec
 from segshift.errors import SegshiftError
-from segshift.utils.atomic import write_json, write_text
+from segshift.utils.atomic import check_disjoint, write_json, write_text
 
 
 @dataclasses.dataclass
@@ -237,6 +237,13 @@ class Benchmark:
         self.echo(f"phantom: {', '.join(want['presets'])} ({want['cases']} cases, seed {want['seed']}) -> {self.phantom_root}")
         generate_phantom(self.phantom_root, presets=want["presets"], n_cases=want["cases"], seed=want["seed"], overwrite=True)
         write_json(marker, want)
+
+    def _check_out(self) -> None:
+        """Refuse a benchmark folder that is, contains or lies inside a domain of the suite (its own
+        phantom domains aside), before anything is written.
+        """
+        domains = [self.suite.domain_path(r, self.phantom_root) for r in self._refs() if not r.startswith(PHANTOM_PREFIX)]
+        check_disjoint(self.out, domains, "benchmark folder")
 
     def _refs(self) -> list[str]:
         refs = []
@@ -458,6 +465,7 @@ class Benchmark:
     # -- running ----------------------------------------------------------------------
     def run(self, only_plan: bool = False) -> dict[str, Any]:
         """Plan, run every run that is not done, then write the tables; returns ``benchmark.json``'s content."""
+        self._check_out()
         self.make_phantom()
         plans = self.plan()
         for p in plans:  # refuse reuse of a folder made by another spec before anything trains

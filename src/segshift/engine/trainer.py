@@ -71,7 +71,7 @@ from segshift.methods.base import Batch, FigureSamples, Method, resolve_norm_sta
 from segshift.transforms import PreprocessConfig, Preprocessor
 from segshift.transforms.augment import AugmentConfig, augment_batch
 from segshift.transforms.gin import gin_views
-from segshift.utils.atomic import check_disjoint, remove_temporaries, write_json, write_text
+from segshift.utils.atomic import check_disjoint, hidden_sibling, remove_temporaries, write_json, write_text
 
 __all__ = ["DivergenceMonitor", "Trainer", "TrainingDiverged", "resolve_select", "train"]  # the first two re-exported
 
@@ -555,7 +555,7 @@ class Trainer:
         folder, write config, preprocessing and run.json there, and rename it to the run folder
         (setting an existing run aside under ``--overwrite``). Returns the preprocessing.
         """
-        stage = self.run.parent / f".{self.run.name}.staging"
+        stage = hidden_sibling(self.run, "staging")
         shutil.rmtree(stage, ignore_errors=True)
         try:
             pre = self._preprocessor(self.plan)
@@ -760,7 +760,7 @@ def _resume_domains(
 
 def _aside(run: Path) -> Path:
     """Where ``--overwrite`` keeps the run it replaces until the new one finishes."""
-    return run.parent / f".{run.name}.replaced"
+    return hidden_sibling(run, "replaced")
 
 
 def _set_aside(run: Path) -> None:

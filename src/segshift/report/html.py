@@ -35,7 +35,7 @@ import numpy as np
 
 from segshift.errors import InputFileError
 from segshift.metrics.stats import none_to_nan
-from segshift.utils.atomic import write_text
+from segshift.utils.atomic import check_disjoint, resolved, write_text
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;max-width:1400px}
@@ -302,12 +302,35 @@ def _overlays(folder: Path, results: Mapping[str, Any], rows: Sequence[Mapping[s
     return out
 
 
-def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
-    """Write the report of a benchmark folder (default ``FOLDER/report.html``, atomically); returns its path."""
+def write_report(folder: str | Path, out: str | Path | None = None, overwrite: bool = False) -> Path:
+    """Write the report of a benchmark folder (default ``FOLDER/report.html``, atomically); returns its path.
+
+    ``FOLDER/report.html`` is the report's own file and is rewritten. Any other ``out`` may not
+    lie in the benchmark's inputs (the benchmark folder, its suite file, the domains of its runs)
+    nor replace an existing file unless ``overwrite``; both are refused before the report is built.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise InputFileError(folder, "is not a folder (expected a benchmark folder written by `segshift benchmark`)")
-    text = build_report(folder)
-    path = Path(out) if out is not None else folder / "report.html"
-    write_text(path, text)
+    own = folder / "report.html"
+    path = Path(out) if out is not None else own
+    if resolved(path) != resolved(own):
+        check_disjoint(path, _inputs(folder), "report file")
+        if path.is_dir():
+            raise InputFileError(path, "is a folder; give the report's file name (e.g. report.html)")
+        if (path.exists() or path.is_symlink()) and not overwrite:
+            raise InputFileError(path, "exists (use --overwrite to replace it, or give another file name)")
+    write_text(path, build_report(folder))
     return path
+
+
+def _inputs(folder: Path) -> list[str | Path]:
+    """What a benchmark's report reads: the benchmark folder, its suite file and the domains of its runs."""
+    bench = _read_json(folder / "benchmark.json")
+    inputs: list[str | Path] = [folder, bench["suite_file"]]
+    for run in bench["runs"]:
+        spec = folder / run["folder"] / "spec.json" if run.get("folder") else None
+        if spec is not None and spec.is_file():
+            s = _read_json(spec)
+            inputs += [*s["sources"], s["target"], *(t["domain"] for t in s["tests"])]
+    return list(dict.fromkeys(i for i in inputs if i))

@@ -2,21 +2,77 @@
 
 Files are written to a temporary sibling and moved into place with :func:`os.replace`;
 folders are built under a temporary sibling and renamed. On any error the temporary is
-removed and the destination is untouched.
+removed and the destination is untouched. Temporaries are created with the mode the umask
+gives (as ``open`` and ``mkdir`` do), so outputs are as readable as any other file the user
+writes; their hidden names stay short whatever the length of the destination's name.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from segshift.errors import SegshiftError
+
+_KEEP = 48  # a destination name longer than this is cut to 40 characters and a hash in hidden names
+
+
+def hidden_sibling(dest: str | Path, tag: str) -> Path:
+    """``.NAME.TAG`` beside ``dest``, for a temporary or set-aside copy of it.
+
+    A NAME longer than 48 characters is cut to its first 40 and a hash of the whole name,
+    so that the hidden name fits the file system's 255 wherever ``dest``'s name does, and
+    two destinations never share one.
+    """
+    dest = Path(dest)
+    name = dest.name
+    if len(name) > _KEEP:
+        name = f"{name[:40]}-{hashlib.sha256(name.encode()).hexdigest()[:7]}"
+    return dest.parent / f".{name}.{tag}"
+
+
+def _new_sibling(dest: Path, kind: str, suffix: str = "", folder: bool = False) -> Path:
+    """Create a new, empty hidden file (or folder) ``.NAME.<random>.KIND<suffix>`` beside ``dest``.
+
+    It gets mode 0666 (0777 for a folder) less the umask, where ``mkstemp``/``mkdtemp`` would
+    give 0600/0700, so the rename leaves the output with the permissions of any file the user writes.
+    """
+    for _ in range(100):
+        path = _random_sibling(dest, kind, suffix)
+        try:
+            if folder:
+                os.mkdir(path, 0o777)
+            else:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(dest.parent))
+
+
+def _random_sibling(dest: Path, kind: str, suffix: str = "") -> Path:
+    """``.NAME.<random>.KIND<suffix>`` beside ``dest`` (not created)."""
+    return hidden_sibling(dest, f"{secrets.token_hex(4)}.{kind}{suffix}")
+
+
+def resolved(path: str | Path) -> Path:
+    """``path`` made absolute with every symbolic link followed; a link loop is an error naming ``path``."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError) as exc:  # RuntimeError: Python < 3.13; OSError(ELOOP) after
+        if isinstance(exc, OSError) and exc.errno != errno.ELOOP:
+            raise
+        raise SegshiftError(
+            f"{path}: is a loop of symbolic links (a link that leads back to itself); remove it or give another path"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -27,10 +83,9 @@ def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
     extension (``.nii.gz``, ``.png``) still work.
     """
     dest = Path(dest)
+    resolved(dest)  # a link loop is refused before anything is written
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f".tmp{suffix}", dir=dest.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _new_sibling(dest, "tmp", suffix)
     try:
         yield tmp_path
         os.replace(tmp_path, dest)
@@ -71,11 +126,11 @@ def check_disjoint(out: str | Path, inputs: Iterable[str | Path | None], what: s
     ``--overwrite`` replaces the output folder, so such an output would delete (or pollute)
     the input it was made from: the raw data, a domain, a run, the volumes predicted.
     """
-    o = Path(out).resolve()
+    o = resolved(out)
     for item in inputs:
         if item is None:
             continue
-        i = Path(item).resolve()
+        i = resolved(item)
         how = "is" if o == i else "contains" if o in i.parents else "lies inside" if i in o.parents else None
         if how:
             raise SegshiftError(
@@ -83,12 +138,23 @@ def check_disjoint(out: str | Path, inputs: Iterable[str | Path | None], what: s
             )
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The (device, inode) of ``path`` itself (a link is not followed), or None if nothing is there."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 @contextlib.contextmanager
 def atomic_dir(dest: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Build a folder under a temporary sibling; rename it onto ``dest`` on success.
 
-    The old ``dest`` (with ``overwrite``) is moved aside, and deleted only once the new one is
-    in place.
+    Only a ``dest`` that was there when the block started is replaced, and only with
+    ``overwrite``: it is moved aside, and deleted once the new one is in place. A folder
+    that appeared at ``dest`` while the block ran (another command writing there) is never
+    replaced: the rename refuses it and the new folder is discarded.
 
     Args:
         dest: the final folder.
@@ -97,22 +163,45 @@ def atomic_dir(dest: str | Path, overwrite: bool = False) -> Iterator[Path]:
             their inputs with :func:`check_disjoint` before they read anything.)
     """
     dest = Path(dest)
+    resolved(dest)  # a link loop is refused before anything is written
     if dest.exists() and not dest.is_dir():
         raise SegshiftError(f"{dest}: exists and is not a folder")
     if dest.exists() and any(dest.iterdir()) and not overwrite:
         raise SegshiftError(f"{dest}: folder exists and is not empty (use --overwrite to replace it)")
+    before = _identity(dest) if overwrite else None
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    tmp = _new_sibling(dest, "tmp", folder=True)
     try:
         yield tmp
+        _install(tmp, dest, before)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _install(tmp: Path, dest: Path, replaces: tuple[int, int] | None) -> None:
+    """Rename ``tmp`` onto ``dest``, first moving aside the folder ``replaces`` identifies if it is still
+    there; any other non-empty folder at ``dest`` is refused (a rename never replaces one).
+    """
+    appeared = SegshiftError(
+        f"{dest}: another folder was written there while this command ran (a second command with the same output?); "
+        "it is left as it is and this command's output is discarded: write to another folder, or run again"
+    )
     old = None
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        os.replace(dest, old)
-    os.replace(tmp, dest)
+    if replaces is not None and _identity(dest) is not None:
+        old = _random_sibling(dest, "old")
+        os.rename(dest, old)
+        if _identity(old) != replaces:
+            os.rename(old, dest)
+            raise appeared
+    try:
+        os.rename(tmp, dest)  # onto nothing or an empty folder; a non-empty one fails
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+            raise
+        if old is not None:
+            raise SegshiftError(f"{appeared} (the folder it was to replace is kept at {old})") from None
+        raise appeared from None
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
