@@ -7,12 +7,13 @@ import json
 import pytest
 
 from segshift.bench.demo import DEMO_METHOD, run_demo
+from segshift.report.figures import domain_comparison_figure
 
 
 def test_demo_runs_end_to_end(tmp_path):
     lines: list[str] = []
     out = tmp_path / "demo"
-    res = run_demo(out, cases=8, test_cases=3, steps=6, adapt_steps=4, echo=lines.append)
+    res = run_demo(out, cases=8, test_cases=3, steps=6, adapt_steps=4, echo=lines.append, figure=domain_comparison_figure)
     assert [(r["method"], r["tested_on"], r["steps"]) for r in res["rows"]] == [
         ("source-only (init)", "bssfp (source)", "6"),
         ("source-only (init)", "lge (target)", "6"),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -12,11 +15,13 @@ from segshift.bench.speed import (
     count_flops,
     format_report,
     machine_info,
+    measure_inference,
     measure_training,
     parse_variant,
     run_speed_bench,
 )
-from segshift.engine.precision import resolve_precision
+from segshift.cli.main import main
+from segshift.engine.precision import ExecutionPolicy, resolve_precision
 from segshift.utils import machine
 
 TRAINING_KEYS = {
@@ -115,3 +120,34 @@ def test_speed_reports_the_native_answer_that_auto_uses(monkeypatch, tmp_path, f
     assert (resolve_precision("auto", "cpu") == "bf16") is native
     assert bf16_support("cpu")["native"] == info["bf16"]["native"] and info["cpu_model"] == "Test CPU"
     assert "avx512f" in info["bf16"]["cpu_flags"] and "mkldnn_bf16" in info["bf16"]
+
+
+def test_variants_run_under_the_engines_execution_policy(monkeypatch):
+    # the benchmark times what training runs: the engine's policy decides autocast, memory format and compilation
+    assert parse_variant("bf16+cl+compile").policy == ExecutionPolicy("bf16", channels_last=True, compile=True)
+    assert parse_variant("fp32").policy == ExecutionPolicy()
+    seen: list[tuple] = []
+    autocast, prepare, place = ExecutionPolicy.autocast, ExecutionPolicy.prepare, ExecutionPolicy.place
+    monkeypatch.setattr(ExecutionPolicy, "autocast", lambda self, d: seen.append(("autocast", self.precision, d)) or autocast(self, d))
+    monkeypatch.setattr(ExecutionPolicy, "prepare", lambda self, x: seen.append(("prepare", self.channels_last)) or prepare(self, x))
+    monkeypatch.setattr(ExecutionPolicy, "place", lambda self, n: seen.append(("place", self.channels_last)) or place(self, n))
+    tiny = {"features": (4, 8)}
+    measure_training("unet", "bf16+cl", size=16, batch=1, iters=2, warmup=1, device="cpu", threads=1, net_kwargs=tiny)
+    assert seen.count(("autocast", "bf16", "cpu")) == 3 and ("prepare", True) in seen and ("place", True) in seen
+    seen.clear()
+    measure_inference("unet", "bf16", size=16, slices=2, iters=1, warmup=0, device="cpu", threads=1, net_kwargs=tiny)
+    assert seen == [("autocast", "bf16", "cpu")]
+
+
+def test_bench_speed_measures_every_registered_network_by_default(monkeypatch, tmp_path, capsys):
+    from segshift import nets
+
+    registry = {"tiny_a": functools.partial(nets.UNet, features=(4, 8)), "tiny_b": functools.partial(nets.UNet, features=(4, 8, 16))}
+    monkeypatch.setattr(nets, "NETS", registry)  # the registry is the one list: no name is written elsewhere
+    args = ["bench", "speed", "--size", "16", "--batch", "1", "--iters", "1", "--warmup", "0", "--slices", "1"]
+    assert main([*args, "--peak-size", "64", "--threads", "1", "--json", str(tmp_path / "speed.json")]) == 0
+    res = json.loads((tmp_path / "speed.json").read_text())
+    assert res["settings"]["nets"] == ["tiny_a", "tiny_b"]
+    assert [(r["net"], r["variant"]) for r in res["training"]] == [(n, v) for n in registry for v in ("fp32", "bf16", "bf16+cl")]
+    out = capsys.readouterr().out
+    assert all(f"tiny_{x}  " in out for x in "ab")

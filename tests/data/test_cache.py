@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
-import torch
 
 from segshift.data.cache import SliceCache
-from segshift.data.datasets import SliceDataset
 from segshift.data.domain import CARDIAC_LABELS, Domain, DomainSpec, DomainWriter
+from segshift.data.sampling import BatchStream
 from segshift.transforms import PreprocessConfig, Preprocessor
 from segshift.utils.atomic import atomic_dir
 from tests.conftest import oblique_affine, toy_case
@@ -47,12 +48,11 @@ def test_epochs_never_reopen_nifti(domain, tmp_path, monkeypatch):
         raise AssertionError("NIfTI re-read during an epoch")
 
     monkeypatch.setattr(nibabel, "load", boom)
-    ds = SliceDataset(cache)
-    loader = torch.utils.data.DataLoader(ds, batch_size=4, shuffle=True)
-    for _ in range(2):
-        batches = list(loader)
-    assert sum(b["image"].shape[0] for b in batches) == 9
-    assert batches[0]["image"].shape[1:] == (1, 32, 32) and batches[0]["label"].dtype == torch.int64
+    for idx in itertools.islice(BatchStream(len(cache), 4, seed=0), 6):  # three epochs, drawn as training draws them
+        images, labels = cache.batch(idx)
+        assert images.shape == labels.shape == (4, 32, 32) and images.dtype == np.float32 and labels.dtype == np.uint8
+    images, labels = cache.batch(np.arange(len(cache)))
+    assert images.shape == (9, 32, 32) and labels.any(axis=(1, 2)).all()
     # a rebuilt cache object with the same key is served from disk without reading NIfTI either
     assert len(SliceCache.build(domain, PRE, tmp_path / "cache")) == 9
 
@@ -65,10 +65,8 @@ def test_unlabelled_cache_never_opens_label_files(domain, tmp_path):
     (domain.root / "labels" / "c0.nii.gz").rename(domain.root / "labels" / "c0.nii.gz")
     cache = SliceCache.build(domain, PRE, tmp_path / "cache", with_labels=False)
     assert cache.labels is None and len(cache) == 4 + 5 + 6
-    ds = SliceDataset(cache, labelled=False)
-    assert "label" not in ds[0]
-    with pytest.raises(ValueError, match="without labels"):
-        SliceDataset(cache, labelled=True)
+    images, labels = cache.batch(np.array([0, 14]))
+    assert images.shape == (2, 32, 32) and labels is None
 
 
 def test_changed_input_invalidates_the_cache(domain, tmp_path):
@@ -85,8 +83,3 @@ def test_changed_input_invalidates_the_cache(domain, tmp_path):
 def test_labelled_request_on_unlabelled_case_is_an_error(domain, tmp_path):
     with pytest.raises(Exception, match="without labels requested with labels: c2"):
         SliceCache.build(domain, PRE, tmp_path / "cache", cases=["c0", "c2"])
-
-
-def test_only_foreground_slices(domain, tmp_path):
-    cache = SliceCache.build(domain, PRE, tmp_path / "cache")
-    assert len(SliceDataset(cache, only_foreground=True)) == 9  # toy labels fill every slice

@@ -31,6 +31,7 @@ from tests.conftest import FAST, train_argv
 
 pytest.importorskip("onnx", reason="ONNX export needs the onnx package (pip install 'segshift[export]')")
 pytest.importorskip("onnxruntime", reason="running ONNX exports needs onnxruntime (pip install 'segshift[export]')")
+pytest.importorskip("onnxscript", reason="ONNX export through torch.export needs onnxscript (pip install 'segshift[export]')")
 
 REPO = Path(__file__).resolve().parents[2]
 CASES = ("case000", "case005")
@@ -156,6 +157,34 @@ def test_bf16_autocast_is_not_baked_into_the_export(fp32_run, tmp_path, monkeypa
     casts = [n for n in graph.node if n.op_type == "Cast" and any(a.name == "to" and a.i == bf16 for a in n.attribute)]
     assert not casts and all(i.data_type != bf16 for i in graph.initializer)
     assert report.manifest["precision"] == "fp32" and report.manifest["parity"]["max_abs_diff"] <= 1e-4
+
+
+def test_onnx_export_goes_through_torch_export_with_a_free_batch_axis(fp32_run, tmp_path, monkeypatch, capsys, caplog):
+    import onnx
+
+    from segshift.inference.exported import load_runtime
+
+    calls: list[dict] = []
+    export = torch.onnx.export
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return export(*args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", spy)
+    report = export_model(fp32_run, tmp_path / "x", fmt="onnx")
+    assert [c.get("dynamo") for c in calls] == [True]  # the torch.export-based exporter, not the TorchScript one
+    assert "[torch.onnx]" not in capsys.readouterr().out and not [r for r in caplog.records if r.name.startswith("torch.onnx")]
+    model = onnx.load(str(tmp_path / "x" / "model.onnx"))
+    (image,), (logits,) = model.graph.input, model.graph.output
+    dims = image.type.tensor_type.shape.dim
+    assert image.name == "image" and logits.name == "logits"
+    assert dims[0].dim_param == "batch" and [d.dim_value for d in dims[1:]] == [1, 80, 80]
+    assert {o.version for o in model.opset_import if o.domain == ""} == {report.manifest["opset"]}
+    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["manifest.json", "model.onnx", "preprocess.json"]  # no external data
+    run, _ = load_runtime(tmp_path / "x" / "model.onnx", "onnx")
+    for batch in (1, 3, 7):
+        assert run(np.zeros((batch, 1, 80, 80), np.float32)).shape == (batch, 4, 80, 80)
 
 
 def test_predict_precision_fp32_reproduces_the_export_of_a_bf16_run(phantom, inputs, tmp_path, monkeypatch, capsys):

@@ -45,7 +45,6 @@ BASE = FAST + [
     "train.steps=2",
     "train.eval_every=2",
     "train.checkpoint_every=100",
-    "train.num_workers=0",  # in-process loading: the audit hook sees it
     "data.train_cases=[case000,case001]",
     "data.val_cases=[case002]",
     "data.target_cases=[case000,case001,case002]",

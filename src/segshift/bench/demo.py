@@ -1,7 +1,8 @@
 """The demo: a phantom domain shift, closed step by step as the papers do ("train S, then adapt").
 
 1. Generate phantom domains (bSSFP-like source, LGE-like target, and the other presets for
-   the comparison figure).
+   the comparison figure, drawn by the caller's ``figure`` function: ``segshift demo`` passes
+   :func:`segshift.report.figures.domain_comparison_figure`).
 2. Train ``source-only`` on labelled source cases: the **init**.
 3. Warm-start an adaptation method (:data:`DEMO_METHOD`) from it and adapt to the
    *unlabelled* target cases for a short stage; and, like for like, continue source-only
@@ -24,12 +25,15 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from segshift.bench import recipe
 from segshift.utils.atomic import write_json, write_text
+
+if TYPE_CHECKING:
+    from segshift.data.domain import Domain
 
 DEMO_PRESETS = ("bssfp", "bssfp_vendorB", "bssfp_vendorC", "lge", "t2")
 SOURCE, TARGET = "bssfp", "lge"
@@ -69,6 +73,7 @@ def run_demo(
     method: str = DEMO_METHOD,
     seed: int = 0,
     echo: Callable[[str], None] = print,
+    figure: Callable[[Sequence[Domain], Path], Path] | None = None,
 ) -> dict[str, Any]:
     """Run the whole demo into ``out``; returns the table's rows, the gaps and the gap recovered.
 
@@ -80,6 +85,9 @@ def run_demo(
         adapt_steps: steps of the adaptation stage, warm-started from the init.
         method: the adaptation method (any registered method that adapts to unlabelled target images).
         seed: phantom and training seed.
+        echo: where progress lines and the table go.
+        figure: draws the opened phantom domains into ``out/phantom_domains.png`` and returns the path
+            (no figure when ``None``).
     """
     from segshift.bench.pipeline import RunTester, TestSet
     from segshift.data.domain import Domain
@@ -88,7 +96,6 @@ def run_demo(
     from segshift.engine.trainer import train
     from segshift.methods import get_method
     from segshift.metrics.stats import gap_recovered, nan_to_none
-    from segshift.report.figures import domain_comparison_figure
 
     out = Path(out)
     if cases < test_cases + 4:
@@ -98,7 +105,7 @@ def run_demo(
         raise ValueError(f"{method} trains on target labels; the demo's adaptation stage may not")
     echo(f"[1/6] phantom: {', '.join(DEMO_PRESETS)} ({cases} cases each)")
     paths = generate_phantom(out / "phantom", presets=list(DEMO_PRESETS), n_cases=cases, seed=seed, overwrite=True)
-    fig = domain_comparison_figure([Domain(p) for p in paths.values()], out / "phantom_domains.png")
+    fig = figure([Domain(p) for p in paths.values()], out / "phantom_domains.png") if figure is not None else None
     train_ids, val_ids, test_ids = _split(cases, test_cases)
     common = DEMO_SETTINGS + [f"seed={seed}", f"data.train_cases={train_ids}", f"data.val_cases={val_ids}"]
     runs = {
@@ -186,7 +193,7 @@ def run_demo(
         "steps": steps,
         "adapt_steps": adapt_steps,
         "seed": seed,
-        "figure": str(fig),
+        "figure": str(fig) if fig is not None else None,
         "domain_gap": so_src - so_tgt,  # what the shift costs source-only
         "gap": oracle - so_tgt,  # what target labels would give
         "gain": adapted - so_tgt,
@@ -199,7 +206,7 @@ def run_demo(
     write_json(out / "results.json", nan_to_none(result))
     echo(table)
     echo(_summary(result))
-    echo(f"figure: {fig}; tables: {out / 'results.md'}")
+    echo(f"figure: {fig}; tables: {out / 'results.md'}" if fig is not None else f"tables: {out / 'results.md'}")
     return result
 
 
@@ -226,7 +233,3 @@ def _markdown(rows: list[dict[str, Any]]) -> str:
             f"{r['assd_mm']:.2f} | {r['hd95_mm']:.2f} |"
         )
     return "\n".join(lines)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    print(json.dumps(run_demo("runs/demo"), indent=2, default=str))

@@ -6,12 +6,13 @@ What is measured (``segshift bench speed``, or :func:`run_speed_bench` from Pyth
   on float32 logits, backward and an Adam step, on fixed random inputs ``(batch, 1, size,
   size)`` with random integer labels of 4 classes. Warm-up steps are excluded; each timed
   step is timed alone (the device is synchronised before the clock is read) and the
-  **median** step time gives slices/s = ``batch / median``. Variants: ``fp32`` (plain
-  NCHW, the baseline), ``bf16`` (``torch.autocast`` bfloat16), ``bf16+cl`` (plus
-  channels_last model and input), ``bf16+compile`` and ``bf16+cl+compile``
-  (``torch.compile``); the compiled variants run one extra first step, whose wall time is
-  reported as ``compile_s`` (compilation plus one ordinary step) and never counted in the
-  throughput.
+  **median** step time gives slices/s = ``batch / median``. Each variant is an
+  :class:`~segshift.engine.precision.ExecutionPolicy`, applied as training applies it:
+  ``fp32`` (plain NCHW, the baseline), ``bf16`` (bfloat16 autocast), ``bf16+cl`` (plus
+  channels_last network and input), ``bf16+compile`` and ``bf16+cl+compile`` (the network
+  compiled in place, as ``train.compile`` does); the compiled variants run one extra first
+  step, whose wall time is reported as ``compile_s`` (compilation plus one ordinary step)
+  and never counted in the throughput.
 * **Achieved FLOP/s**: the FLOPs of one forward pass are counted once per network with
   :class:`torch.utils.flop_counter.FlopCounterMode` (fp32, eval mode). That counter counts
   matrix products and convolutions only, a multiply-add as 2 FLOPs; normalisation,
@@ -55,11 +56,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from segshift.engine.distributed import pick_device
+from segshift.engine.precision import ExecutionPolicy
 from segshift.errors import SegshiftError
 from segshift.utils.machine import bf16_report, cpu_model
-
-DEFAULT_NETS: tuple[str, ...] = ("unet", "resunet", "attention_unet")
-"""Networks benchmarked by default (all of :data:`segshift.nets.NETS`)."""
 
 VARIANTS: tuple[str, ...] = ("fp32", "bf16", "bf16+cl", "bf16+compile", "bf16+cl+compile")
 """Training variants; the last two are run only when compilation is asked for."""
@@ -87,6 +86,11 @@ class Variant:
     bf16: bool
     channels_last: bool
     compile: bool
+
+    @property
+    def policy(self) -> ExecutionPolicy:
+        """The engine's execution policy of this variant."""
+        return ExecutionPolicy("bf16" if self.bf16 else "fp32", channels_last=self.channels_last, compile=self.compile)
 
 
 def parse_variant(name: str) -> Variant:
@@ -271,10 +275,6 @@ def measure_peak(
 # --------------------------------------------------------------------------------------
 # training
 # --------------------------------------------------------------------------------------
-def _autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-
-
 def _reset_dynamo() -> None:
     """Forget earlier compilations, so each compiled variant pays (and reports) its own."""
     with contextlib.suppress(AttributeError):  # very old torch
@@ -346,25 +346,24 @@ def measure_training(
         raise ValueError(f"size, batch and iters must be at least 1 and warmup at least 0 (got {size}, {batch}, {iters}, {warmup})")
     dev = resolve_device(device)
     kwargs = dict(net_kwargs or {})
+    policy = v.policy
 
     torch.manual_seed(seed)
     net = build_net(net_name, 1, NUM_CLASSES, **kwargs).to(dev).train()
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    x = torch.randn(batch, 1, size, size, generator=gen).to(dev)
+    x = policy.prepare(torch.randn(batch, 1, size, size, generator=gen).to(dev))
     y = torch.randint(0, NUM_CLASSES, (batch, size, size), generator=gen).to(dev)
-    if v.channels_last:
-        net = net.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
+    policy.place(net)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
-    if v.compile:
+    if policy.compile:
         _reset_dynamo()
-    model: Callable[[torch.Tensor], torch.Tensor] = torch.compile(net) if v.compile else net
+        net.compile()  # in place, as the trainer does for train.compile
     last: dict[str, torch.Tensor] = {}
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        with _autocast(dev, v.bf16):
-            logits = model(x)
+        with policy.autocast(dev.type):
+            logits = net(x)
         loss = F.cross_entropy(logits.float(), y)
         loss.backward()
         opt.step()
@@ -440,12 +439,13 @@ def measure_inference(
     if size < 1 or slices < 1 or iters < 1 or warmup < 0:
         raise ValueError("size, slices and iters must be at least 1 and warmup at least 0")
     dev = resolve_device(device)
+    policy = ExecutionPolicy(precision)
     torch.manual_seed(seed)
     net = build_net(net_name, 1, NUM_CLASSES, **dict(net_kwargs or {})).to(dev).eval()
     x = torch.randn(slices, 1, size, size, generator=torch.Generator(device="cpu").manual_seed(seed)).to(dev)
 
     def forward() -> None:
-        with torch.no_grad(), _autocast(dev, precision == "bf16"):
+        with torch.no_grad(), policy.autocast(dev.type):
             net(x).float()
 
     for _ in range(warmup):
@@ -522,7 +522,7 @@ def measure_predictor(
 # --------------------------------------------------------------------------------------
 @_restores_threads
 def run_speed_bench(
-    nets: Sequence[str] = DEFAULT_NETS,
+    nets: Sequence[str] | None = None,
     size: int = 160,
     batch: int = 16,
     iters: int = 20,
@@ -543,7 +543,7 @@ def run_speed_bench(
     """Every measurement of this module for several networks; the dict :func:`format_report` prints.
 
     Args:
-        nets: network names.
+        nets: network names (default: every network of :data:`segshift.nets.NETS`).
         size, batch, iters, warmup: training settings (see :func:`measure_training`); the
             inference stacks use ``iters`` and ``warmup`` too.
         threads: CPU threads for torch (``None``: torch's default).
@@ -564,7 +564,7 @@ def run_speed_bench(
     from segshift.nets import NETS
 
     say = progress or (lambda _msg: None)
-    nets = list(nets)
+    nets = list(NETS) if nets is None else list(nets)
     unknown = [n for n in nets if n not in NETS]
     if not nets or unknown:
         raise SegshiftError(f"unknown network(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(sorted(NETS))}")
@@ -757,7 +757,6 @@ def format_report(result: Mapping[str, Any]) -> str:
 
 
 __all__ = [
-    "DEFAULT_NETS",
     "FLOPS_CONVENTION",
     "NUM_CLASSES",
     "TRAIN_FLOPS_FACTOR",

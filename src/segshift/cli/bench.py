@@ -16,7 +16,7 @@ bench_app = typer.Typer(
 
 @bench_app.command("speed")
 def speed_command(
-    nets: str = typer.Option("unet,resunet,attention_unet", help="Comma-separated network names."),
+    nets: str | None = typer.Option(None, help="Comma-separated network names [default: every segmentation network (segshift.nets.NETS)]."),
     size: int = typer.Option(160, min=8, help="Slice height and width."),
     batch: int = typer.Option(16, min=1, help="Slices per training step."),
     iters: int = typer.Option(20, min=1, help="Timed steps (the median is reported)."),
@@ -34,7 +34,7 @@ def speed_command(
     from segshift.bench.speed import format_report, run_speed_bench
     from segshift.utils.atomic import write_json
 
-    names = [n.strip() for n in nets.split(",") if n.strip()]
+    names = None if nets is None else [n.strip() for n in nets.split(",") if n.strip()]
     result = run_speed_bench(
         names,
         size=size,

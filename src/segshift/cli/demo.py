@@ -20,6 +20,7 @@ def demo_command(
     evaluated on held-out cases in mm, with the gap and how much of it adaptation recovers.
     """
     from segshift.bench.demo import DEMO_METHOD, run_demo
+    from segshift.report.figures import domain_comparison_figure
 
     run_demo(
         out,
@@ -30,6 +31,7 @@ def demo_command(
         method=method or DEMO_METHOD,
         seed=seed,
         echo=typer.echo,
+        figure=domain_comparison_figure,
     )
 
 

@@ -99,7 +99,7 @@ class SliceCache:
         self._images: np.ndarray | None = None
         self._labels: np.ndarray | None = None
 
-    # arrays are opened lazily so a cache object can be handed to DataLoader workers
+    # arrays are opened lazily: a cache can be re-homed (the trainer's staging folder) or pickled without them
     @property
     def images(self) -> np.ndarray:
         if self._images is None:
@@ -129,7 +129,7 @@ class SliceCache:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_images"] = state["_labels"] = None  # reopened in the worker
+        state["_images"] = state["_labels"] = None  # reopened on first use
         return state
 
     @staticmethod

@@ -1,9 +1,8 @@
 """Volumes with their geometry, and readers for every supported file format.
 
-A :class:`Volume` is a NumPy array in voxel order ``(i, j, k)`` plus the 4x4 voxel-to-world
-affine in NIfTI's RAS+ millimetre convention. The third axis ``k`` is the slice
-(through-plane) axis of a short-axis stack. Spacing is always derived from the affine
-(column norms), never stored separately, so the two cannot disagree.
+A :class:`~segshift.transforms.volume.Volume` (defined with the transforms, which use it
+too, and importable from here) is a NumPy array in voxel order ``(i, j, k)`` plus the 4x4
+voxel-to-world affine in NIfTI's RAS+ millimetre convention.
 
 Readers (:func:`read_volume`):
 
@@ -17,7 +16,6 @@ Readers (:func:`read_volume`):
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import zlib
 from collections.abc import Sequence
@@ -26,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from segshift.errors import InputFileError
+from segshift.transforms.volume import Volume as Volume  # re-exported: readers return it
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
@@ -33,32 +32,6 @@ ARRAY_SUFFIXES = (".npy", ".npz", ".h5", ".hdf5")
 VOLUME_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES + ARRAY_SUFFIXES
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-
-@dataclasses.dataclass
-class Volume:
-    """An array with its voxel-to-world affine.
-
-    Attributes:
-        array: voxel data, 3D ``(i, j, k)`` (or 4D ``(i, j, k, t)`` straight from a reader).
-        affine: 4x4 voxel-to-world matrix, RAS+ millimetres.
-        path: where it was read from, for error messages.
-        notes: geometry fixes applied while reading (shown in import reports).
-    """
-
-    array: np.ndarray
-    affine: np.ndarray
-    path: Path | None = None
-    notes: list[str] = dataclasses.field(default_factory=list)
-
-    @property
-    def spacing(self) -> tuple[float, float, float]:
-        """Voxel size in mm along the three voxel axes (column norms of the affine)."""
-        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.array.shape)
 
 
 def strip_suffix(name: str) -> str:

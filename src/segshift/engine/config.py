@@ -178,7 +178,6 @@ RANGES: dict[str, tuple[float, float]] = {
     "train.checkpoint_every": (1, 10**8),
     "train.log_every": (1, 10**8),
     "train.eval_batch_size": (1, 4096),
-    "train.num_workers": (0, 256),
     "train.diverge_factor": (0.0, INF),
     "train.diverge_patience": (1, 10**8),
     "train.diverge_warmup": (0, 10**8),

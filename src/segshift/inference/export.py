@@ -31,7 +31,9 @@ import contextlib
 import copy
 import dataclasses
 import hashlib
+import logging
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +46,8 @@ from segshift.inference.exported import MANIFEST_KIND, MANIFEST_VERSION, MODEL_F
 from segshift.utils.atomic import atomic_dir, check_disjoint, write_json
 
 FORMATS = ("onnx", "torchscript")
-OPSET = 17
+OPSET = 18
+"""The ONNX opset of exports: the one torch's ``torch.export``-based exporter writes natively."""
 PARITY_TOL = 1e-4
 """Largest allowed difference between the exported graph's logits and PyTorch's on the check input."""
 
@@ -130,7 +133,8 @@ def export_model(
         raise SegshiftError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     check_disjoint(out, [run], "export folder")
     if fmt == "onnx":
-        _require("onnx", "ONNX export")
+        for module in ("onnx", "onnxscript"):
+            _require(module, "ONNX export")
     pred = Predictor(run, checkpoint=checkpoint, device="cpu", target_domain=target_domain)
     pre = pred.pre.config
     if pre.crop_size is not None:
@@ -206,24 +210,48 @@ def _require(module: str, what: str) -> None:
     import importlib.util
 
     if importlib.util.find_spec(module) is None:
-        raise SegshiftError(f"{what} needs the {module} package: pip install 'segshift[export]' (onnx, onnxruntime)")
+        raise SegshiftError(f"{what} needs the {module} package: pip install 'segshift[export]' (onnx, onnxscript, onnxruntime)")
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    """The ``name`` logger at ERROR level for a block (torch.onnx warns about every torchvision operator it skips)."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _to_onnx(graph: nn.Module, x: torch.Tensor, path: Path, free_hw: bool) -> None:
-    axes = {0: "batch", 2: "height", 3: "width"} if free_hw else {0: "batch"}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation; tracer notes
-        torch.onnx.export(
+    """``graph`` as one ONNX file, through ``torch.export`` (torch's ONNX exporter with ``dynamo=True``).
+
+    The batch axis is symbolic (``batch``), and so are height and width when ``free_hw``; the
+    weights are stored inside the file (no external data), so the file alone is the model.
+    """
+    from torch.export import Dim
+
+    axes: dict[int, Any] = {0: Dim("batch")}
+    if free_hw:  # unnamed: the graph's own divisibility rules (poolings) become guards, not errors
+        axes.update({2: Dim.DYNAMIC, 3: Dim.DYNAMIC})
+    with warnings.catch_warnings(), _quiet_logger("torch.onnx"), torch.no_grad():
+        warnings.simplefilter("ignore")  # torch.export notes on the traced Python code
+        program = torch.onnx.export(
             graph,
             (x,),
-            str(path),
-            dynamo=False,
+            dynamo=True,
+            verbose=False,  # no progress lines on stdout
             input_names=["image"],
             output_names=["logits"],
-            dynamic_axes={"image": axes, "logits": axes},
+            dynamic_shapes=(axes,),
             opset_version=OPSET,
-            do_constant_folding=True,
+            optimize=True,
         )
+    if program is None:  # pragma: no cover - only the TorchScript exporter returns nothing
+        raise SegshiftError("torch.onnx.export returned no ONNX program")
+    program.save(str(path), external_data=False)
 
 
 def _to_torchscript(graph: nn.Module, x: torch.Tensor, path: Path) -> None:
@@ -245,7 +273,7 @@ def _parity(path: Path, fmt: str, x: torch.Tensor, reference: np.ndarray) -> tup
 
 def _versions() -> dict[str, str]:
     out = {}
-    for name in ("onnx", "onnxruntime"):
+    for name in ("onnx", "onnxscript", "onnxruntime"):
         with contextlib.suppress(ImportError):
             out[name] = __import__(name).__version__
     return out

@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from segshift.data.volume import Volume
 from segshift.errors import InputFileError, SegshiftError
 from segshift.transforms import intensity, spatial
+from segshift.transforms.volume import Volume
 from segshift.utils.atomic import write_json
 
 KIND = "segshift-preprocess"
