@@ -177,3 +177,11 @@ def test_phantom_pseudo_labels_are_confident_and_used(trained_run, phantom, tmp_
     assert all(float(r["loss_st"]) > 0 for r in rows)
     last = rows[-1]  # the pseudo-label term is in the total
     assert float(last["loss"]) > float(last["loss_seg"]) + float(last["consistency"])
+
+
+def test_a_diagnostics_step_gives_the_pseudo_label_term_a_gradient_ratio_and_the_logged_numbers_none():
+    m = built_method("self-train", [*TINY, "augment.gin.enabled=false"], seed=0)
+    m.diagnostics = True
+    out = m.train_step(random_batch(n=4, size=32, seed=1), step=1)
+    assert out["grad_ratio_loss_st"] > 0  # the term's gradient reaches the segmenter
+    assert not any(k.startswith("grad_ratio_st_") for k in out)  # confidence and agreement are logged, not losses

@@ -205,8 +205,8 @@ class SelfTrain(AdaBN):
         weight = float(self.hp["lambda_st"]) * self.ramp(step)
         terms = {
             "loss_st": (weight * st["loss_st"] if weight > 0 else None, st["loss_st"]),
-            "st_confident": (None, st["st_confident"]),
-            "st_agreement": (None, st["st_agreement"]),
+            "st_confident": (None, float(st["st_confident"])),  # logged numbers, not loss terms (no grad_ratio_)
+            "st_agreement": (None, float(st["st_agreement"])),
         }
         values = self.segmenter_update(src_logits, batch.source_label, batch, terms)
         self.nets["teacher"].update(seg, float(self.hp["ema"]))
