@@ -16,8 +16,8 @@ from segshift.bench.speed import (
     parse_variant,
     run_speed_bench,
 )
-from segshift.engine.precision import resolve_precision
 from segshift.utils import machine
+from segshift.utils.execution import resolve_precision
 
 TRAINING_KEYS = {
     "net",

@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from segshift.engine.config import resolve
-from segshift.engine.precision import ExecutionPolicy
 from segshift.errors import SegshiftError
 from segshift.losses.adversarial import GAN_OBJECTIVES, GanObjective
 from segshift.methods import get_method
@@ -27,6 +26,7 @@ from segshift.methods.alignment import SCHEDULE_HPARAMS, AdversarialAlignment, A
 from segshift.methods.base import Batch, Method
 from segshift.methods.hparams import defaults, validate
 from segshift.methods.source_only import SourceOnly
+from segshift.utils.execution import ExecutionPolicy
 
 ALIGNERS = ("adaptseg", "advent", "adanet", "attent")  # every user of AdversarialAlignment
 FULL_WEIGHT = 10_000  # a step past the default warm-up and ramp

@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 
 from segshift.engine.config import resolve
-from segshift.engine.precision import ExecutionPolicy
 from segshift.errors import SegshiftError
 from segshift.losses.adversarial import GAN_THRESHOLDS, d_accuracy, d_loss, frozen, g_loss
 from segshift.methods import get_method
 from segshift.methods.alignment import _cat, _detach, _rows
+from segshift.utils.execution import ExecutionPolicy
 from tests.methods.conftest import random_batch
 
 TINY_UNET = ["model.kwargs={features: [4,8,16,32]}"]

@@ -58,7 +58,6 @@ from segshift.engine import distributed as ddp
 from segshift.engine.config import Config, changes, dump, load_yaml
 from segshift.engine.divergence import DivergenceMonitor, TrainingDiverged, check_finite
 from segshift.engine.logger import RunLogger
-from segshift.engine.precision import ExecutionPolicy
 from segshift.engine.progress import ProgressBar
 from segshift.engine.provenance import provenance
 from segshift.engine.splits import select, split
@@ -72,6 +71,7 @@ from segshift.transforms import PreprocessConfig, Preprocessor
 from segshift.transforms.augment import AugmentConfig, augment_batch
 from segshift.transforms.gin import gin_views
 from segshift.utils.atomic import check_disjoint, remove_temporaries, write_json, write_text
+from segshift.utils.execution import ExecutionPolicy
 
 __all__ = ["DivergenceMonitor", "Trainer", "TrainingDiverged", "resolve_select", "train"]  # the first two re-exported
 

@@ -64,7 +64,7 @@ SDNet with factor-based augmentation):
   target and clears it for any other input.
 
 Precision, channels_last, compile: the engine's. The trainer and the predictor set an
-:class:`~segshift.engine.precision.ExecutionPolicy` on the method (:meth:`configure`, from
+:class:`~segshift.utils.execution.ExecutionPolicy` on the method (:meth:`configure`, from
 ``train.precision``, ``train.channels_last``, ``train.compile``); a method built outside the
 engine runs in float32, NCHW. :meth:`call` is the one way a method runs a network: under the
 policy's autocast (bf16 or none), with its 4-D tensor inputs in the policy's memory format.
@@ -90,12 +90,12 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from segshift.engine.precision import ExecutionPolicy
 from segshift.errors import SegshiftError
 from segshift.losses import HybridLoss
 from segshift.methods.hparams import HParam
 from segshift.methods.hparams import defaults as hp_defaults
 from segshift.methods.hparams import validate as hp_validate
+from segshift.utils.execution import ExecutionPolicy
 
 REGISTRY: dict[str, type[Method]] = {}
 
