@@ -71,7 +71,6 @@ Readings and CPU choices (each a config key, :data:`TRANSLATION_HPARAMS`):
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -81,7 +80,7 @@ import torch.nn.functional as F
 from segshift.errors import SegshiftError
 from segshift.losses.adversarial import GAN_OBJECTIVES, gan_objective
 from segshift.methods.alignment import SCHEDULE_HPARAMS, AdversarialAlignment, AlignmentSchedule, backward_discriminators, fitted
-from segshift.methods.base import Batch, FigureSamples, Method
+from segshift.methods.base import Batch, FigureSamples, Method, MethodFigure
 from segshift.methods.diagnostics import evaluating, hard_dice, intensity_distance
 from segshift.methods.hparams import HParam, choice, flag, integer, ints, number, numbers
 from segshift.methods.source_only import SourceOnly
@@ -419,22 +418,20 @@ class TranslationMethod(SourceOnly):
         return values
 
     # -- figures --------------------------------------------------------------------------
-    def save_figures(self, folder: Path, samples: FigureSamples) -> list[Path]:
-        """``translation.png``: source, S->T, S->T->S; target, T->S, T->S->T (one column per case)."""
+    def figures(self, samples: FigureSamples) -> list[MethodFigure]:
+        """``translation``: source, S->T, S->T->S; target, T->S, T->S->T (an image grid, one column per case)."""
         if not self.translates or samples.target_image is None:
             return []
-        from segshift.report.figures import image_grid
-
         xs = torch.from_numpy(np.ascontiguousarray(samples.source_image))[:, None]
         xt = torch.from_numpy(np.ascontiguousarray(samples.target_image))[:, None]
         s2t = self.translate(xs, "g_s2t")
         t2s = self.translate(xt, "g_t2s")
-        rows = [
-            ("source", xs[:, 0].numpy()),
-            ("source -> target", s2t[:, 0].cpu().numpy()),
-            ("cycle S->T->S", self.translate(s2t, "g_t2s")[:, 0].cpu().numpy()),
-            ("target", xt[:, 0].numpy()),
-            ("target -> source", t2s[:, 0].cpu().numpy()),
-            ("cycle T->S->T", self.translate(t2s, "g_s2t")[:, 0].cpu().numpy()),
-        ]
-        return [image_grid(rows, folder / "translation.png", title=f"{self.name}: translation (preprocessed slices)")]
+        rows = {
+            "source": xs[:, 0].numpy(),
+            "source -> target": s2t[:, 0].cpu().numpy(),
+            "cycle S->T->S": self.translate(s2t, "g_t2s")[:, 0].cpu().numpy(),
+            "target": xt[:, 0].numpy(),
+            "target -> source": t2s[:, 0].cpu().numpy(),
+            "cycle T->S->T": self.translate(t2s, "g_s2t")[:, 0].cpu().numpy(),
+        }
+        return [MethodFigure("translation", "image_grid", rows, {"title": f"{self.name}: translation (preprocessed slices)"})]
