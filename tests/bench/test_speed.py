@@ -21,8 +21,8 @@ from segshift.bench.speed import (
     run_speed_bench,
 )
 from segshift.cli.main import main
-from segshift.engine.precision import ExecutionPolicy, resolve_precision
 from segshift.utils import machine
+from segshift.utils.execution import ExecutionPolicy, resolve_precision
 
 TRAINING_KEYS = {
     "net",

@@ -152,8 +152,8 @@ class _Counting(Trainer):
 
 def test_the_engine_sets_precision_and_memory_format_on_the_method(phantom, tmp_path):
     """The trainer and the predictor configure the method's execution policy from ``train`` (issue 18)."""
-    from segshift.engine.precision import ExecutionPolicy
     from segshift.inference.predictor import Predictor
+    from segshift.utils.execution import ExecutionPolicy
 
     cfg = resolve("source-only", sets=FAST + ["train.steps=1", "train.eval_every=1", "train.precision=bf16", "train.channels_last=true"])
     trainer = Trainer(cfg, [phantom["bssfp"]], None, tmp_path / "run", progress=False)

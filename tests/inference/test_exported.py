@@ -147,7 +147,7 @@ def test_target_batch_norm_statistics_are_part_of_a_target_domain_export(phantom
 def test_bf16_autocast_is_not_baked_into_the_export(fp32_run, tmp_path, monkeypatch):
     import onnx
 
-    from segshift.engine import precision
+    from segshift.utils import execution as precision
 
     monkeypatch.setattr(precision, "resolve_precision", lambda *_a, **_k: "bf16")  # as on a machine with native bf16
     assert Predictor(fp32_run).method.execution.precision == "bf16"
@@ -189,7 +189,7 @@ def test_onnx_export_goes_through_torch_export_with_a_free_batch_axis(fp32_run, 
 
 def test_predict_precision_fp32_reproduces_the_export_of_a_bf16_run(phantom, inputs, tmp_path, monkeypatch, capsys):
     """A run trained in bf16 is predicted in bf16 by default; ``--precision fp32`` gives its fp32 export's masks and logits."""
-    from segshift.engine import precision
+    from segshift.utils import execution as precision
 
     run = _train(phantom, tmp_path, "source-only", 2, ["train.precision=bf16"])
     assert Predictor(run).method.execution.precision == "bf16"

@@ -19,13 +19,14 @@ import torch
 from torch import nn
 
 from segshift.engine.config import resolve
-from segshift.engine.precision import ExecutionPolicy
 from segshift.errors import SegshiftError
+from segshift.losses.adversarial import GAN_OBJECTIVES, GanObjective
 from segshift.methods import get_method
 from segshift.methods.alignment import SCHEDULE_HPARAMS, AdversarialAlignment, AlignmentSchedule
 from segshift.methods.base import Batch, Method
 from segshift.methods.hparams import defaults, validate
 from segshift.methods.source_only import SourceOnly
+from segshift.utils.execution import ExecutionPolicy
 
 ALIGNERS = ("adaptseg", "advent", "adanet", "attent")  # every user of AdversarialAlignment
 FULL_WEIGHT = 10_000  # a step past the default warm-up and ramp
@@ -166,6 +167,48 @@ def test_alignment_updates_are_isolated():
     # weight 0 (the warm-up): no term, no graph
     term, adv = al.generator_loss(seg(x_t), weight=0.0)
     assert term is None and adv.grad_fn is None
+
+
+def _hinge() -> GanObjective:
+    """A GAN objective the library does not have (hinge), to show that one plugs in anywhere."""
+    return GanObjective(
+        d_loss=lambda real, fake: torch.relu(1 - real.float()).mean() + torch.relu(1 + fake.float()).mean(),
+        g_loss=lambda fake: -fake.float().mean(),
+        threshold=0.0,
+    )
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_the_gan_objective_is_injected_into_both_steps(shared):
+    m = Method.__new__(Method)
+    m.nets, m.optimizers, m._wrapped, m.execution, m.device = nn.ModuleDict(), {}, {}, ExecutionPolicy(), torch.device("cpu")
+    d = nn.Conv2d(1, 1, 1)
+    with torch.no_grad():
+        d.weight.fill_(1.0)
+        d.bias.zero_()  # scores = the input
+    al = AdversarialAlignment(m, "d", {"d": d}, lambda_g=1.0, lr=0.0, objective=_hinge(), joint_pass=shared)
+    source, target = torch.full((1, 1, 2, 2), 0.5), torch.full((1, 1, 2, 2), -2.0)
+    if not shared:
+        m._wrapped["d"] = d  # as under DDP: step 2 makes its own passes
+    _, adv = al.generator_loss(target.requires_grad_(), weight=1.0)
+    assert float(adv) == pytest.approx(2.0)  # -mean(D(target))
+    out = al.discriminator_step(source, target)
+    assert out["loss_d"] == pytest.approx(0.5 + 0.0)  # relu(1 - 0.5) + relu(1 - 2)
+
+
+def test_the_translator_is_two_alignments_with_the_method_s_gan_loss():
+    for mode in GAN_OBJECTIVES:
+        m = _method("cyclegan", [f"method.gan_loss={mode}"])
+        als = m.translator.alignments
+        assert list(als) == ["d_s", "d_t"] and all(al.objective is GAN_OBJECTIVES[mode] for al in als.values())
+        assert all(al.optimizer == "d_img" and al.net_names == (n,) for n, al in als.items())
+        assert list(m.optimizers) == ["seg", "g", "d_img"]  # one optimiser for both image discriminators, as checkpoints hold it
+        opt_params = {id(p) for g in m.optimizers["d_img"].param_groups for p in g["params"]}
+        assert opt_params == {id(p) for n in ("d_s", "d_t") for p in m.nets[n].parameters()}
+    with pytest.raises(ValueError, match="no optimiser 'nope'"):
+        AdversarialAlignment(m, "x", {"x": nn.Conv2d(1, 1, 1)}, lambda_g=1.0, optimizer="nope")
+    with pytest.raises(ValueError, match="give lr"):
+        AdversarialAlignment(m, "x", {"x": nn.Conv2d(1, 1, 1)}, lambda_g=1.0)
 
 
 @pytest.mark.parametrize("name", ALIGNERS)

@@ -22,8 +22,8 @@ from torch import nn
 
 import segshift.methods
 from segshift.engine.config import resolve
-from segshift.engine.precision import ExecutionPolicy
 from segshift.methods import get_method
+from segshift.utils.execution import ExecutionPolicy
 from tests.methods.conftest import random_batch
 
 STEP = 10_000  # past every discriminator warm-up and ramp: every adversarial term is on

@@ -26,6 +26,7 @@ from segshift.engine.validate import dice_3d
 from segshift.errors import SegshiftError
 from segshift.methods import get_method
 from segshift.methods.base import Batch
+from segshift.report.method_figures import draw_run_figures
 from segshift.transforms import Preprocessor
 from tests.methods.conftest import FAST, refuse_label_reads
 
@@ -112,6 +113,7 @@ def test_semi_supervised_modes_never_read_target_labels(phantom, tmp_path, monke
     if name == "sdnet-fa":
         assert summary["steps_total"] == 4 and summary["best_step"] > 2  # selection in stage 2 only
         assert {"stage", "fa_images"} <= set(header)
+    draw_run_figures(tmp_path / "run")  # the report layer draws what the run keeps
     assert (tmp_path / "run" / "figures" / "factor_grid.png").stat().st_size > 1000
 
 
@@ -179,6 +181,7 @@ def test_phantom_sdnet_fa_learns_the_source_and_fa_images_keep_their_label(phant
     summary = train(cfg, [phantom["bssfp"]], phantom["lge"], run, progress=False)
     assert summary["best_step"] > 250
     assert summary["best_val_mean_dice"] > 0.7, summary  # in-domain (source validation) Dice
+    draw_run_figures(run)  # the report layer draws what the run keeps
     assert {p.name for p in (run / "figures").iterdir()} == {"anatomy.png", "factor_grid.png"}
 
     m = get_method("sdnet-fa")(cfg, num_classes=4)

@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 
 from segshift.engine.config import resolve
-from segshift.engine.precision import ExecutionPolicy
 from segshift.errors import SegshiftError
 from segshift.losses.adversarial import GAN_THRESHOLDS, d_accuracy, d_loss, frozen, g_loss
 from segshift.methods import get_method
 from segshift.methods.alignment import _cat, _detach, _rows
+from segshift.utils.execution import ExecutionPolicy
 from tests.methods.conftest import random_batch
 
 TINY_UNET = ["model.kwargs={features: [4,8,16,32]}"]
@@ -91,7 +91,7 @@ def _old_generator_step(self, xs, xt, weight=1.0, extra=None):
     values = {}
     with frozen(*(m.nets[n] for n in self.DISCRIMINATORS)):
         fake_t, fake_s = m.call(g_s2t, xs), m.call(g_t2s, xt)
-        adv = self.g_gan(m.call(d_t, fake_t)) + self.g_gan(m.call(d_s, fake_s))
+        adv = self.objective.g_loss(m.call(d_t, fake_t)) + self.objective.g_loss(m.call(d_s, fake_s))
         total = weight * self.lambda_gan * adv
         values["g_adv"] = float(adv.detach())
         if self.lambda_cycle > 0:
@@ -119,7 +119,7 @@ def _old_translator_step(self, xs, xt, fake_t, fake_s):
     opt.zero_grad(set_to_none=True)
     fake_t, fake_s = fake_t.detach(), fake_s.detach()
     scores_s, scores_t = m.call_each(d_s, xs, fake_s), m.call_each(d_t, xt, fake_t)
-    ld_s, ld_t = self.d_gan(*scores_s), self.d_gan(*scores_t)
+    ld_s, ld_t = self.objective.d_loss(*scores_s), self.objective.d_loss(*scores_t)
     (ld_s + ld_t).backward()
     opt.step()
     threshold = GAN_THRESHOLDS[str(self.hp["gan_loss"])]

@@ -28,6 +28,7 @@ from segshift.inference.predictor import Predictor
 from segshift.losses.ssim import ssim_components
 from segshift.methods import available_methods
 from segshift.methods.attent import ABLATIONS
+from segshift.report.method_figures import draw_run_figures
 from tests.methods.conftest import FAST, built_method, random_batch
 
 SMALL = ["method.g_ngf=4", "method.g_blocks=1", "method.d_channels=[8,16,1]", "method.g_batch=0"]
@@ -197,6 +198,7 @@ def test_cyclegan_trains_predicts_and_keeps_the_final_translator(phantom, tmp_pa
     last = load_file(str(run / "checkpoints" / "last" / "weights.safetensors"))
     assert {k.split(".")[0] for k in best} == {"seg", "seg_target_norm", "g_t2s"}  # what prediction needs
     assert {"g_s2t", "d_s", "d_t"} <= {k.split(".")[0] for k in last}  # what resume needs
+    assert [p.name for p in draw_run_figures(run)] == ["translation.png"]  # drawn by the report layer from the run's data
     assert (run / "figures" / "translation.png").stat().st_size > 10_000
     dom = Domain(phantom["lge"])
     img = dom.load_image(dom.cases[0])

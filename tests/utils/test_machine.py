@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from segshift.engine.precision import resolve_precision
 from segshift.utils import machine
+from segshift.utils.execution import resolve_precision
 
 AVX512_BF16 = "processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n"
 AVX512 = "processor\t: 0\nmodel name\t: Test CPU 8000\nflags\t\t: fpu sse avx2 avx512f\n"

@@ -7,7 +7,7 @@ What is measured (``segshift bench speed``, or :func:`run_speed_bench` from Pyth
   size)`` with random integer labels of 4 classes. Warm-up steps are excluded; each timed
   step is timed alone (the device is synchronised before the clock is read) and the
   **median** step time gives slices/s = ``batch / median``. Each variant is an
-  :class:`~segshift.engine.precision.ExecutionPolicy`, applied as training applies it:
+  :class:`~segshift.utils.execution.ExecutionPolicy`, applied as training applies it:
   ``fp32`` (plain NCHW, the baseline), ``bf16`` (bfloat16 autocast), ``bf16+cl`` (plus
   channels_last network and input), ``bf16+compile`` and ``bf16+cl+compile`` (the network
   compiled in place, as ``train.compile`` does); the compiled variants run one extra first
@@ -56,8 +56,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from segshift.engine.distributed import pick_device
-from segshift.engine.precision import ExecutionPolicy
 from segshift.errors import SegshiftError
+from segshift.utils.execution import ExecutionPolicy
 from segshift.utils.machine import bf16_report, cpu_model
 
 VARIANTS: tuple[str, ...] = ("fp32", "bf16", "bf16+cl", "bf16+compile", "bf16+cl+compile")

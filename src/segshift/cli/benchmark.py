@@ -19,6 +19,7 @@ def benchmark_command(
     """Train, predict and evaluate every run of SUITE not done yet, then write the tables (OUT/results/)."""
     from segshift.bench.runner import run_benchmark
     from segshift.bench.suite import load_suite
+    from segshift.report.method_figures import draw_figures_under
 
     doc = run_benchmark(load_suite(suite, root), out, device=device, echo=typer.echo, only_plan=plan)
     if plan:
@@ -30,6 +31,7 @@ def benchmark_command(
                 steps = f"  (no training: the model of {r['shares_training']}, predicted with TTA {r['tta']['mode']})"
             typer.echo(f"{r['key']}{mark}  {what}{steps}")
         return
+    draw_figures_under(out / "runs")  # the methods' figures, from the data each finished run keeps
     typer.echo(f"tables: {out / 'results' / 'results.md'}; report: segshift report {out}")
 
 

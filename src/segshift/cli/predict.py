@@ -64,11 +64,11 @@ def predict_command(
     from rich.console import Console
 
     from segshift.bench.recipe import is_recipe, model_folder
-    from segshift.engine.precision import PRECISIONS
     from segshift.errors import SegshiftError
     from segshift.inference.predict_files import predict_paths
     from segshift.inference.predictor import Predictor, is_run_target
     from segshift.inference.tta import TTAConfig
+    from segshift.utils.execution import PRECISIONS
 
     if target_domain not in ("auto", "yes", "no"):
         raise SegshiftError(f"--target-domain must be auto, yes or no, got {target_domain!r}")

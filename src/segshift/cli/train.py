@@ -70,6 +70,7 @@ def train_command(
     """Train METHOD on labelled SOURCE domain(s) and (for adaptation methods) an unlabelled TARGET."""
     from segshift.engine.config import resolve
     from segshift.engine.trainer import train
+    from segshift.report.method_figures import draw_run_figures
 
     if resume and (config or set_ or init):
         raise SegshiftError("--resume re-uses the run's saved config.yaml; do not pass --config/--set/--init with it")
@@ -79,6 +80,7 @@ def train_command(
     summary = train(
         cfg, source, target, out, resume=resume, overwrite=overwrite, stop_after=stop_after, device=device, progress=not no_progress
     )
+    draw_run_figures(out)  # what the method learnt, from the data the finished run keeps
     tag = " [ORACLE: uses target labels]" if summary["oracle"] else ""
     start = f" from {init}" if init is not None else ""
     typer.echo(f"{summary['method']}{tag}{start}: {summary['steps_done']}/{summary['steps_total']} steps; {_selected(summary)}")

@@ -57,8 +57,8 @@ from segshift.engine import checkpoint as ckpt
 from segshift.engine import distributed as ddp
 from segshift.engine.config import Config, changes, dump, load_yaml
 from segshift.engine.divergence import DivergenceMonitor, TrainingDiverged, check_finite
+from segshift.engine.figure_data import write_figure_data
 from segshift.engine.logger import RunLogger
-from segshift.engine.precision import ExecutionPolicy
 from segshift.engine.progress import ProgressBar
 from segshift.engine.provenance import provenance
 from segshift.engine.splits import select, split
@@ -72,6 +72,7 @@ from segshift.transforms import PreprocessConfig, Preprocessor
 from segshift.transforms.augment import AugmentConfig, augment_batch
 from segshift.transforms.gin import gin_views
 from segshift.utils.atomic import check_disjoint, hidden_sibling, remove_temporaries, write_json, write_text
+from segshift.utils.execution import ExecutionPolicy
 
 __all__ = ["DivergenceMonitor", "Trainer", "TrainingDiverged", "resolve_select", "train"]  # the first two re-exported
 
@@ -604,14 +605,14 @@ class Trainer:
         return "oracle: validation on labelled target cases" if self.method.uses_target_labels else "source validation Dice"
 
     def _finish(self) -> None:
-        """After the last step: final weights of ``final_nets`` into ``best``, then the method's figures."""
+        """After the last step: final weights of ``final_nets`` into ``best``, then the data of the method's figures."""
         method = self.method
         final = tuple(method.final_nets())
         if final:
             ckpt.replace_weights(self.run / "checkpoints" / "best", {k: method.nets[k] for k in final}, final_nets=list(final))
         method.train(False)
         try:
-            method.save_figures(self.run / "figures", self._figure_samples())
+            write_figure_data(self.run, method.figures(self._figure_samples()))
         finally:
             method.train(True)
 

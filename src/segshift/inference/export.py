@@ -92,8 +92,8 @@ class _Graph(nn.Module):
 
 def _fp32_copy(method: Any, target_norm: bool) -> Any:
     """A CPU, float32, eval-mode copy of a loaded method; the target batch-norm statistics swapped in if asked."""
-    from segshift.engine.precision import ExecutionPolicy
     from segshift.methods.base import TARGET_NORM
+    from segshift.utils.execution import ExecutionPolicy
 
     m = copy.deepcopy(method)
     if target_norm:

@@ -46,12 +46,12 @@ from segshift.data.volume import Volume
 from segshift.engine import checkpoint as ckpt
 from segshift.engine.config import load_yaml
 from segshift.engine.distributed import pick_device
-from segshift.engine.precision import ExecutionPolicy
 from segshift.errors import InputFileError, SegshiftError
 from segshift.inference.tta import TTA, TTAConfig
 from segshift.methods import get_method
 from segshift.methods.base import TARGET_NORM
 from segshift.transforms import Preprocessor
+from segshift.utils.execution import ExecutionPolicy
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,7 @@ Example:
 
 from __future__ import annotations
 
-from segshift.losses.adversarial import d_loss, frozen, g_loss, gan_losses
+from segshift.losses.adversarial import d_loss, frozen, g_loss, gan_objective
 from segshift.losses.segmentation import (
     LOSSES,
     CrossEntropyLoss,
@@ -43,7 +43,7 @@ __all__ = [
     "entropy_map",
     "frozen",
     "g_loss",
-    "gan_losses",
+    "gan_objective",
     "mean_entropy",
     "one_hot",
     "self_information_map",

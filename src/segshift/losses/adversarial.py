@@ -8,9 +8,14 @@ on source, ``log(1 - D)`` on target, ``log D`` on target for the generator) and 
 (Li et al. 2021, ``L_D(E_xs, 1) + L_D(E_xt, 0)``, ``L_adv = L_D(E_xt, 1)``); AdaptSegNet's
 code uses the opposite labels, which is the same game with the sign of D flipped.
 
-Both losses take raw discriminator scores (logits, any shape, e.g. PatchGAN maps) and use
-``binary_cross_entropy_with_logits``, computed in float32 (numerically stable for large
-scores, also under bf16 autocast), averaged over patches and batch.
+:func:`d_loss` and :func:`g_loss` take raw discriminator scores (logits, any shape, e.g.
+PatchGAN maps) and use ``binary_cross_entropy_with_logits``, computed in float32 (numerically
+stable for large scores, also under bf16 autocast), averaged over patches and batch.
+
+A :class:`GanObjective` bundles a discriminator loss, a generator loss and the score halfway
+between the labels; :data:`GAN_OBJECTIVES` names them (``bce``, ``lsgan``), and every
+adversarial update (:class:`~segshift.methods.alignment.AdversarialAlignment`) takes one, so
+a new GAN loss is one entry there.
 
 Example:
     >>> import torch
@@ -23,22 +28,25 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "GAN_OBJECTIVES",
     "GAN_THRESHOLDS",
     "SOURCE_LABEL",
     "TARGET_LABEL",
+    "GanObjective",
     "bce_with_logits",
     "d_accuracy",
     "d_loss",
     "frozen",
     "g_loss",
-    "gan_losses",
+    "gan_objective",
     "lsgan_d_loss",
     "lsgan_g_loss",
     "set_requires_grad",
@@ -108,17 +116,43 @@ def lsgan_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     return ((fake_logits.float() - 1) ** 2).mean()
 
 
-GAN_THRESHOLDS = {"bce": 0.0, "lsgan": 0.5}
-"""The discriminator score halfway between the labels, per GAN mode (:func:`d_accuracy`)."""
+@dataclasses.dataclass(frozen=True)
+class GanObjective:
+    """A GAN objective: what a discriminator and the network it judges each minimise.
+
+    Attributes:
+        d_loss: ``d_loss(real_scores, fake_scores)``, the discriminator's loss (real, i.e.
+            source, towards the real label; fake, i.e. target or translated, towards the other).
+        g_loss: ``g_loss(fake_scores)``, the loss of the network that makes the fake inputs
+            (segmenter or generator): fake scores towards the real label.
+        threshold: the score halfway between the two labels (:func:`d_accuracy`).
+
+    Example:
+        >>> o = GAN_OBJECTIVES["lsgan"]
+        >>> float(o.g_loss(torch.ones(3))), o.threshold
+        (0.0, 0.5)
+    """
+
+    d_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    g_loss: Callable[[torch.Tensor], torch.Tensor]
+    threshold: float
 
 
-def gan_losses(mode: str) -> tuple:
-    """``(d_loss, g_loss)`` of a GAN mode: ``"bce"`` (non-saturating) or ``"lsgan"`` (least squares)."""
-    if mode == "bce":
-        return d_loss, g_loss
-    if mode == "lsgan":
-        return lsgan_d_loss, lsgan_g_loss
-    raise ValueError(f"GAN loss must be bce or lsgan, got {mode!r}")
+GAN_OBJECTIVES: dict[str, GanObjective] = {
+    "lsgan": GanObjective(lsgan_d_loss, lsgan_g_loss, 0.5),
+    "bce": GanObjective(d_loss, g_loss, 0.0),
+}
+"""The GAN objectives by name: ``bce`` (non-saturating, on logits) and ``lsgan`` (least squares)."""
+
+GAN_THRESHOLDS = {name: o.threshold for name, o in GAN_OBJECTIVES.items()}
+"""The discriminator score halfway between the labels, per GAN objective (:func:`d_accuracy`)."""
+
+
+def gan_objective(mode: str) -> GanObjective:
+    """The :class:`GanObjective` named ``mode`` (a key of :data:`GAN_OBJECTIVES`)."""
+    if mode not in GAN_OBJECTIVES:
+        raise ValueError(f"GAN loss must be one of {', '.join(GAN_OBJECTIVES)}, got {mode!r}")
+    return GAN_OBJECTIVES[mode]
 
 
 def set_requires_grad(modules: nn.Module | list[nn.Module] | tuple[nn.Module, ...], flag: bool) -> None:

@@ -8,23 +8,26 @@ reads as the papers do.
 
 * :class:`AdversarialAlignment` owns a discriminator path (one network, or several applied
   in order, e.g. adanet's ``GFRM -> D_f``), registered into ``method.nets`` (so checkpoints
-  and DDP see it) and its Adam optimiser, registered into ``method.optimizers`` under the
-  alignment's name. Two calls make a step:
+  and DDP see it), and its Adam optimiser, registered into ``method.optimizers`` under the
+  alignment's name (or an optimiser several alignments share: the translator's ``d_img``).
+  Its GAN objective is a :class:`~segshift.losses.adversarial.GanObjective` (``L_G``, ``L_D``;
+  BCE by default, least squares for the translators). Two calls make a step:
 
   1. :meth:`~AdversarialAlignment.generator_loss`: the segmenter's adversarial term
-     ``lambda_g * w * BCE(D(target), source label)``, with D frozen (its parameters
-     receive no gradient; the gradient flows through D into the segmenter);
+     ``lambda_g * w * L_G(D(target))`` (target scored as source), with D frozen (its
+     parameters receive no gradient; the gradient flows through D into the segmenter);
   2. :meth:`~AdversarialAlignment.discriminator_step`: D's update on *detached* source
-     (label 1) and target (label 0) inputs, ``lambda_d * 0.5 (BCE(D(s), 1) + BCE(D(t), 0))``;
-     nothing reaches the segmenter.
+     (label 1) and target (label 0) inputs, ``lambda_d * L_D(D(s), D(t))`` (BCE:
+     ``0.5 (BCE(D(s), 1) + BCE(D(t), 0))``); nothing reaches the segmenter.
 
-  Cost (issue 19): D's weights do not change between the two calls and the target input is
-  the same, so D's scores of the target are computed once, in step 1, and serve both
-  losses: each loss is back-propagated into its own parameters only
+  Cost: D's weights do not change between the two calls and the target input is the same,
+  so D's scores of the target are computed once, in step 1, and serve both losses: each
+  loss is back-propagated into its own parameters only
   (:meth:`~segshift.methods.base.Method.backward`, ``backward(inputs=...)``), so "D frozen"
   builds no gradient of D's parameters in step 1, and step 2 forwards only the source. The
   maths is that of two separate passes (D has no batch statistics); under DDP, or for a path
-  with batch norm, the two steps keep their own passes (step 2 one pass over both domains).
+  with batch norm, the two steps keep their own passes (step 2 one pass over both domains,
+  or one pass each with ``joint_pass=False``).
 
 * :class:`AlignmentSchedule` gives ``w``, the weight of every alignment term of a step:
 
@@ -41,7 +44,8 @@ reads as the papers do.
   segshift's, not from any of the papers (which train segmenter and discriminators
   together from the first step at full weight); set both to 0 for the papers' setting.
   The translation methods apply the same schedule to their generators' adversarial
-  weight (:mod:`segshift.methods.translation`). Methods log ``w_adv`` every step.
+  weight (:mod:`segshift.methods.translation`, whose image discriminators are two
+  alignments). Methods log ``w_adv`` every step.
 
 * :class:`AdversarialMethod`: supervised source loss plus alignments, the base of
   ``adaptseg``, ``advent`` and ``adanet``: **Step 1: update the segmenter with every D
@@ -64,7 +68,7 @@ import torch
 from torch import nn
 
 from segshift.errors import SegshiftError
-from segshift.losses.adversarial import d_accuracy, d_loss, frozen, g_loss
+from segshift.losses.adversarial import GAN_OBJECTIVES, GanObjective, d_accuracy, frozen
 from segshift.methods.base import Batch, Method
 from segshift.methods.hparams import HParam, integer, ints, number, numbers
 from segshift.methods.source_only import SourceOnly
@@ -178,7 +182,16 @@ class AdversarialAlignment:
             receives the alignment input); registered into ``method.nets``.
         lambda_g: weight of the segmenter's adversarial loss (before the schedule's ``w``).
         lambda_d: weight of the discriminator loss.
-        lr, betas, weight_decay: the path's Adam optimiser (constant lr).
+        lr, betas, weight_decay: the path's own Adam optimiser (constant lr).
+        objective: the GAN objective (default BCE, :data:`~segshift.losses.adversarial.GAN_OBJECTIVES`).
+        optimizer: instead of an optimiser of its own, the key of an optimiser of
+            ``method.optimizers`` that holds the path's parameters and that several
+            alignments share; their owner steps it around :meth:`discriminator_loss`
+            (:class:`~segshift.methods.translation.CycleTranslator`).
+        joint_pass: where step 2 does not reuse step 1's scores, one pass of the path over
+            source and target together (True), or one pass each in one call
+            (:meth:`~segshift.methods.base.Method.call_each`; False: each pass has its own batch
+            statistics, as CycleGAN's image discriminators).
 
     Example:
         >>> m = Method.__new__(Method); m.nets, m.optimizers = nn.ModuleDict(), {}
@@ -195,9 +208,12 @@ class AdversarialAlignment:
         *,
         lambda_g: float,
         lambda_d: float = 1.0,
-        lr: float,
+        lr: float | None = None,
         betas: Sequence[float] = (0.9, 0.99),
         weight_decay: float = 0.0,
+        objective: GanObjective = GAN_OBJECTIVES["bce"],
+        optimizer: str | None = None,
+        joint_pass: bool = True,
     ) -> None:
         if not nets:
             raise ValueError("an alignment needs at least one network")
@@ -206,12 +222,22 @@ class AdversarialAlignment:
         self.net_names = tuple(nets)
         self.lambda_g = float(lambda_g)
         self.lambda_d = float(lambda_d)
+        self.objective = objective
+        self.joint_pass = joint_pass
         for n, module in nets.items():
             method.nets[n] = module
-        params = [p for module in nets.values() for p in module.parameters()]
-        method.optimizers[name] = torch.optim.Adam(
-            params, lr=float(lr), betas=tuple(float(b) for b in betas), weight_decay=float(weight_decay)
-        )
+        if optimizer is None:
+            if lr is None:
+                raise ValueError(f"alignment {name!r}: give lr for its own optimiser, or the key of a shared one")
+            params = [p for module in nets.values() for p in module.parameters()]
+            method.optimizers[name] = torch.optim.Adam(
+                params, lr=float(lr), betas=tuple(float(b) for b in betas), weight_decay=float(weight_decay)
+            )
+            optimizer = name
+        elif optimizer not in method.optimizers:
+            raise ValueError(f"alignment {name!r}: no optimiser {optimizer!r} to share")
+        self.optimizer = optimizer
+        """The key of the optimiser of ``method.optimizers`` that updates the path."""
         self._shared: tuple[torch.Tensor, Tensors, bool] | None = None  # step 1's target scores (D live), their input, linked
 
     def shares_target_pass(self) -> bool:
@@ -245,45 +271,90 @@ class AdversarialAlignment:
             x = m.call(n if wrapped else m.nets[n], x)
         return x
 
+    def _critic_each(self, *inputs: Tensors) -> list[torch.Tensor]:
+        """The wrapped path's scores of each input in its own pass, in one :meth:`~segshift.methods.base.Method.call_each`."""
+        m = self.method
+        nets = [m.net(n) for n in self.net_names]
+
+        def path(x: Tensors) -> torch.Tensor:
+            for net in nets:
+                x = net(x)
+            return x
+
+        return m.call_each(nets[0] if len(nets) == 1 else path, *inputs)
+
+    def adversarial_loss(self, target: Tensors, linked: bool = True) -> torch.Tensor:
+        """``L_G(D(target))``, unweighted, with D frozen: the loss of step 1 before its weights.
+
+        With ``linked`` the gradient flows through D into ``target``; otherwise the loss
+        carries no gradient at all (a weight of 0). Where step 2 may share the pass
+        (:meth:`shares_target_pass`), D runs live and its scores are kept for step 2; the
+        loss's backward must then reach the segmenter's (generators') parameters only
+        (:meth:`~segshift.methods.base.Method.backward`).
+        """
+        self._shared = None
+        if self.shares_target_pass():  # one pass, D live: the segmenter's backward reaches only its own parameters
+            linked = linked and _requires_grad(target)
+            scores = self.critic(target if linked else _detach(target), wrapped=False)
+            self._shared = (scores, _detach(target), linked)
+            return self.objective.g_loss(scores)  # float32: target should look like source
+        grad = contextlib.nullcontext() if linked else torch.no_grad()
+        with frozen(*self.modules), grad:
+            return self.objective.g_loss(self.critic(target, wrapped=False))  # float32: target should look like source
+
     def generator_loss(self, target: Tensors, weight: float = 1.0) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """Step 1 (the segmenter's side): ``lambda_g * weight * BCE(D(target), 1)`` with D frozen.
+        """Step 1 (the segmenter's side): ``lambda_g * weight * L_G(D(target))`` with D frozen.
 
         Returns ``(term, adv)``: the weighted term to add to the segmenter's loss (``None``
         when the weight is 0, e.g. during the discriminator warm-up: then no adversarial
         gradient exists at all) and the unweighted loss, detached, for the log.
         """
         w = self.lambda_g * float(weight)
-        self._shared = None
-        if self.shares_target_pass():  # one pass, D live: the segmenter's backward reaches only its own parameters
-            linked = w > 0 and _requires_grad(target)
-            scores = self.critic(target if linked else _detach(target), wrapped=False)
-            self._shared = (scores, _detach(target), linked)
-            adv = g_loss(scores)  # float32: target should look like source
-            return (w * adv if w > 0 else None), adv.detach()
-        grad = contextlib.nullcontext() if w > 0 else torch.no_grad()
-        with frozen(*self.modules), grad:
-            adv = g_loss(self.critic(target, wrapped=False))  # float32: target should look like source
+        adv = self.adversarial_loss(target, linked=w > 0)
         return (w * adv if w > 0 else None), adv.detach()
 
-    def discriminator_step(self, source: Tensors, target: Tensors) -> dict[str, float]:
-        """Step 2: one update of the path on detached source (label 1) and target (label 0) inputs."""
-        opt = self.method.optimizers[self.name]
-        opt.zero_grad(set_to_none=True)
+    def discriminator_loss(self, source: Tensors, target: Tensors) -> tuple[torch.Tensor, dict[str, float], bool]:
+        """Step 2's loss ``lambda_d * L_D(D(source), D(target))`` on detached inputs, without the update.
+
+        Returns the loss, the logged values (``loss_<name>``, and ``d_acc_<name>``: D's
+        accuracy before its update, ~0.5 when aligned or when D is lost, ~1 when D wins
+        outright) and whether the loss reuses step 1's scores: its backward must then be
+        restricted to the path's parameters (:meth:`~segshift.methods.base.Method.backward`).
+        """
         source, target = _detach(source), _detach(target)
         shared, self._shared = self._shared, None
-        if shared is not None and same_input(shared[1], target):  # D(target) of step 1: same weights, same input
+        reused = shared is not None and same_input(shared[1], target)
+        if reused:  # D(target) of step 1: same weights, same input
             real, fake = self.critic(source, wrapped=True).float(), shared[0].float()
-            loss = d_loss(real, fake)
-            self.method.backward(self.lambda_d * loss, self.name)  # into D's parameters only, not the segmenter
-        else:
+        elif self.joint_pass:
             n = _rows(source)
             scores = self.critic(_cat(source, target), wrapped=True).float()  # one pass for both domains
             real, fake = scores[:n], scores[n:]
-            loss = d_loss(real, fake)
-            (self.lambda_d * loss).backward()
+        else:
+            real, fake = (s.float() for s in self._critic_each(source, target))
+        loss = self.objective.d_loss(real, fake)
+        values = {f"loss_{self.name}": float(loss.detach()), f"d_acc_{self.name}": d_accuracy(real, fake, self.objective.threshold)}
+        return self.lambda_d * loss, values, reused
+
+    def discriminator_step(self, source: Tensors, target: Tensors) -> dict[str, float]:
+        """Step 2: one update of the path on detached source (label 1) and target (label 0) inputs."""
+        opt = self.method.optimizers[self.optimizer]
+        opt.zero_grad(set_to_none=True)
+        loss, values, reused = self.discriminator_loss(source, target)
+        backward_discriminators(self.method, self.optimizer, loss, reused)
         opt.step()
-        # the scores before this update: ~0.5 when aligned (or D is lost), ~1 when D wins outright
-        return {f"loss_{self.name}": float(loss.detach()), f"d_acc_{self.name}": d_accuracy(real, fake)}
+        return values
+
+
+def backward_discriminators(method: Method, optimizer: str, loss: torch.Tensor, reused: bool) -> None:
+    """Back-propagate a discriminator loss: into the parameters of ``method.optimizers[optimizer]``
+    only where it reuses step 1's scores (whose graph reaches the segmenter or generators), a
+    plain backward otherwise (its inputs are detached).
+    """
+    if reused:
+        method.backward(loss, optimizer)
+    else:
+        loss.backward()
 
 
 def fitted(d: PatchDiscriminator, method: Method, what: str, downsample: int = 1, hint: str = "") -> PatchDiscriminator:

@@ -55,8 +55,9 @@ SDNet with factor-based augmentation):
 * :meth:`final_nets`: networks whose *final* weights go into the ``best`` checkpoint
   instead of those of the selected step (a translator trained after the segmenter: source
   validation Dice cannot select it, and target labels may not).
-* :meth:`save_figures`: pictures of what the method learnt (translation or factor grids),
-  written at the end of training under ``RUN/figures/``.
+* :meth:`figures`: what the method learnt, as the data of figures (translation or factor
+  grids, :class:`MethodFigure`): the engine keeps it with the run at the end of training, and
+  the report layer draws it (``RUN/figures/*.png``, :mod:`segshift.report.method_figures`).
 * :meth:`can_translate`: whether prediction may translate inputs before segmenting them
   (a target-to-source translator); ``translate_at_predict`` (an attribute of every method,
   False unless :meth:`can_translate`) then says whether it does. A translator is only ever
@@ -64,7 +65,7 @@ SDNet with factor-based augmentation):
   target and clears it for any other input.
 
 Precision, channels_last, compile: the engine's. The trainer and the predictor set an
-:class:`~segshift.engine.precision.ExecutionPolicy` on the method (:meth:`configure`, from
+:class:`~segshift.utils.execution.ExecutionPolicy` on the method (:meth:`configure`, from
 ``train.precision``, ``train.channels_last``, ``train.compile``); a method built outside the
 engine runs in float32, NCHW. :meth:`call` is the one way a method runs a network: under the
 policy's autocast (bf16 or none), with its 4-D tensor inputs in the policy's memory format.
@@ -84,18 +85,17 @@ import contextlib
 import dataclasses
 import math
 from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from segshift.engine.precision import ExecutionPolicy
 from segshift.errors import SegshiftError
 from segshift.losses import HybridLoss
 from segshift.methods.hparams import HParam
 from segshift.methods.hparams import defaults as hp_defaults
 from segshift.methods.hparams import validate as hp_validate
+from segshift.utils.execution import ExecutionPolicy
 
 REGISTRY: dict[str, type[Method]] = {}
 
@@ -144,6 +144,24 @@ class Batch:
     source_domain: torch.Tensor
     target_image: torch.Tensor | None = None
     source_views: torch.Tensor | None = None
+
+
+@dataclasses.dataclass
+class MethodFigure:
+    """One figure of what a method learnt, as data; the report layer draws it.
+
+    Attributes:
+        name: the figure's name, the stem of its file (``translation``: ``RUN/figures/translation.png``).
+        kind: how it is drawn, a key of :data:`segshift.report.method_figures.DRAWERS`
+            (``image_grid``, ``sdnet_anatomy``, ``sdnet_factor_grid``).
+        arrays: its images, numpy arrays by name.
+        meta: its text (titles, row names), JSON values by name.
+    """
+
+    name: str
+    kind: str
+    arrays: dict[str, Any]
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -462,8 +480,8 @@ class Method:
         """Inference networks whose final weights replace the selected step's in ``best``."""
         return ()
 
-    def save_figures(self, folder: Path, samples: FigureSamples) -> list[Path]:
-        """Write this method's figures under ``folder``; returns the files written."""
+    def figures(self, samples: FigureSamples) -> list[MethodFigure]:
+        """The data of this method's end-of-training figures, computed on ``samples`` (none by default)."""
         return []
 
     def can_translate(self) -> bool:

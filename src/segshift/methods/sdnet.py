@@ -46,15 +46,13 @@ Resolution augmentation is the engine's ``augment.resolution`` and works with an
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from segshift.errors import SegshiftError
 from segshift.losses import FocalLoss, SoftDiceLoss
-from segshift.methods.base import Batch, FigureSamples, Method, make_optimizer, make_schedule, register
+from segshift.methods.base import Batch, FigureSamples, Method, MethodFigure, make_optimizer, make_schedule, register
 from segshift.methods.hparams import choice, flag, integer, ints, number
 from segshift.nets.sdnet import BINARISE, SDNet, SDNetOutput
 
@@ -199,13 +197,11 @@ class SDNetMethod(Method):
 
         return self.call(decoded, modality_images.to(self.device)).float()
 
-    # -- figures (save_figures hook) ---------------------------------------------------------------
-    def save_figures(self, folder: Path, samples: FigureSamples) -> list[Path]:
-        """``anatomy.png`` (image, label, prediction and the anatomy channels of a case) and
-        ``factor_grid.png`` (one anatomy decoded with the modality factor of every sample).
+    # -- figures ------------------------------------------------------------------------------------
+    def figures(self, samples: FigureSamples) -> list[MethodFigure]:
+        """``anatomy`` (image, label, prediction and the anatomy channels of a case) and
+        ``factor_grid`` (one anatomy decoded with the modality factor of every sample).
         """
-        from segshift.report.sdnet_figures import sdnet_anatomy_figure, sdnet_factor_grid
-
         src = torch.as_tensor(np.asarray(samples.source_image, dtype=np.float32))[:, None]
         pool = (
             src
@@ -216,12 +212,16 @@ class SDNetMethod(Method):
         a = self.anatomy(src[:1])
         pred = self.predict_logits(src[:1]).argmax(1)
         decoded = self.decode(a.expand(len(pool), -1, -1, -1), pool)
-        folder = Path(folder)
+        anatomy = {
+            "image": src[0, 0].numpy(),
+            "label": np.asarray(samples.source_label[0]),
+            "prediction": pred[0].cpu().numpy(),
+            "anatomy": a[0].cpu().numpy(),
+        }
+        factors = {"anatomy_image": src[0, 0].numpy(), "modality_images": pool[:, 0].numpy(), "decoded": decoded[:, 0].cpu().numpy()}
         return [
-            sdnet_anatomy_figure(
-                src[0, 0].numpy(), np.asarray(samples.source_label[0]), pred[0].cpu().numpy(), a[0].cpu().numpy(), folder / "anatomy.png"
-            ),
-            sdnet_factor_grid(src[0, 0].numpy(), pool[:, 0].numpy(), decoded[:, 0].cpu().numpy(), names, folder / "factor_grid.png"),
+            MethodFigure("anatomy", "sdnet_anatomy", anatomy),
+            MethodFigure("factor_grid", "sdnet_factor_grid", factors, {"names": names}),
         ]
 
 

@@ -3,10 +3,12 @@
 Shared by ``cyclegan`` (Zhu et al. 2017), ``unetgan`` (Yan et al. 2019) and ``attent``
 (Li et al. 2021).
 
-:class:`CycleTranslator` owns two generators ``G_S2T``, ``G_T2S`` and two image PatchGANs
-``D_S``, ``D_T`` (registered into ``method.nets`` as ``g_s2t``, ``g_t2s``, ``d_s``, ``d_t``),
-their optimisers (``method.optimizers["g"]`` and ``["d_img"]``) and the two updates of a
-CycleGAN step:
+:class:`CycleTranslator` owns two generators ``G_S2T``, ``G_T2S`` (registered into
+``method.nets`` as ``g_s2t``, ``g_t2s``) and their optimiser ``method.optimizers["g"]``, and
+two :class:`~segshift.methods.alignment.AdversarialAlignment` s, one per image PatchGAN:
+``d_t`` judges target images against ``G_S2T(x_s)``, ``d_s`` source images against
+``G_T2S(x_t)``, both with the GAN objective ``gan_loss`` and sharing the optimiser
+``method.optimizers["d_img"]``. A CycleGAN step is their two updates:
 
 1. **Generators, with D_S and D_T frozen**: ``w * lambda_gan (L_G(D_T(G_S2T(x_s))) +
    L_G(D_S(G_T2S(x_t)))) + lambda_cycle L_cyc + lambda_identity L_idt`` plus a method's own
@@ -15,12 +17,10 @@ CycleGAN step:
    ``L_idt = |G_T2S(x_s) - x_s|_1 + |G_S2T(x_t) - x_t|_1``.
 2. **D_S and D_T on detached images**: real images label 1, translated ones label 0.
 
-Cost (issue 19): the discriminators' weights do not change between the two updates and the
-translated images are the same, so ``D_T(G_S2T(x_s))`` and ``D_S(G_T2S(x_t))`` are computed
-once, in update 1, and serve both: each loss is back-propagated into its own parameters only
-(:meth:`~segshift.methods.base.Method.backward`), so "D frozen" builds no gradient of the
-discriminators' parameters in update 1, and update 2 forwards only the real images. (A
-discriminator with batch norm keeps separate passes: each pass updates its running statistics.)
+The alignments share each discriminator's pass over the translated images between the two
+updates, as they do for a segmenter (:mod:`segshift.methods.alignment`): update 2 forwards
+only the real images, and a discriminator with batch norm keeps separate passes (one per
+batch of images).
 
 ``w`` is the same schedule as the segmenters' alignment weight
 (:class:`~segshift.methods.alignment.AlignmentSchedule`, ``d_warmup_steps`` and
@@ -70,9 +70,7 @@ Readings and CPU choices (each a config key, :data:`TRANSLATION_HPARAMS`):
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -80,14 +78,14 @@ import torch
 import torch.nn.functional as F
 
 from segshift.errors import SegshiftError
-from segshift.losses.adversarial import GAN_THRESHOLDS, d_accuracy, frozen, gan_losses
-from segshift.methods.alignment import SCHEDULE_HPARAMS, AlignmentSchedule, fitted, same_input
-from segshift.methods.base import Batch, FigureSamples, Method
+from segshift.losses.adversarial import GAN_OBJECTIVES, gan_objective
+from segshift.methods.alignment import SCHEDULE_HPARAMS, AdversarialAlignment, AlignmentSchedule, backward_discriminators, fitted
+from segshift.methods.base import Batch, FigureSamples, Method, MethodFigure
 from segshift.methods.diagnostics import evaluating, hard_dice, intensity_distance
 from segshift.methods.hparams import HParam, choice, flag, integer, ints, number, numbers
 from segshift.methods.source_only import SourceOnly
 from segshift.nets import PatchDiscriminator, ResnetGenerator
-from segshift.nets.blocks import NORMS, has_batch_norm
+from segshift.nets.blocks import NORMS
 
 DIRECTIONS = ("target_to_source", "source_to_target")
 
@@ -96,7 +94,7 @@ TRANSLATION_HPARAMS: dict[str, HParam] = {
         "target_to_source", DIRECTIONS, "target_to_source: segment G_T2S(x_t) | source_to_target: train on G_S2T(x_s), segment x_t as is"
     ),
     "seg_on_source": flag(True, "source_to_target only: also train the segmenter on untranslated source images"),
-    "gan_loss": choice("lsgan", ("lsgan", "bce"), "lsgan (CycleGAN's least squares) | bce (non-saturating)"),
+    "gan_loss": choice("lsgan", tuple(GAN_OBJECTIVES), "lsgan (CycleGAN's least squares) | bce (non-saturating)"),
     "lambda_gan": number(1.0, "the generators' adversarial weight"),
     "lambda_cycle": number(10.0, "L1 cycle consistency (CycleGAN's lambda)"),
     "lambda_identity": number(0.0, "identity loss (off: it is for photo colour preservation)"),
@@ -120,7 +118,7 @@ Terms = dict[str, tuple[float, torch.Tensor]]
 
 
 class CycleTranslator:
-    """Two generators, two image discriminators, their optimisers and the two updates of a CycleGAN step.
+    """Two generators, two image-discriminator alignments, and the two updates of a CycleGAN step.
 
     Args:
         method: the method whose ``nets`` and ``optimizers`` receive the networks and optimisers.
@@ -133,9 +131,10 @@ class CycleTranslator:
 
     def __init__(self, method: Method, hp: Mapping[str, Any], attention: bool = False) -> None:
         self.method, self.hp = method, hp
-        self.d_gan, self.g_gan = gan_losses(str(hp["gan_loss"]))
+        self.objective = gan_objective(str(hp["gan_loss"]))
         self.lambda_gan, self.lambda_cycle, self.lambda_identity = (float(hp[k]) for k in ("lambda_gan", "lambda_cycle", "lambda_identity"))
-        self._shared: tuple[torch.Tensor, ...] | None = None  # update 1's scores D_T(fake_t), D_S(fake_s) and those images
+        self.alignments: dict[str, AdversarialAlignment] = {}
+        """``{"d_s": ..., "d_t": ...}``: the image discriminators (:meth:`build_optimizers`)."""
         self.reconstructions: tuple[torch.Tensor, torch.Tensor] | None = None
         """``(G_T2S(G_S2T(x_s)), G_S2T(G_T2S(x_t)))`` of the current generator update (``lambda_cycle > 0``), for ``extra`` terms."""
         for name in self.GENERATORS:
@@ -151,23 +150,29 @@ class CycleTranslator:
             )
 
     def build_optimizers(self) -> None:
-        """The image discriminators (training only) and the two optimisers."""
+        """The generators' optimiser, and the image discriminators (training only) as two alignments sharing one."""
         method, hp = self.method, self.hp
-        for name in self.DISCRIMINATORS:
-            d = PatchDiscriminator.from_widths(method.in_channels, hp["d_channels"], norm=str(hp["d_norm"]))
-            method.nets[name] = fitted(d, method, f"the image discriminator {name}")
+        ds = {
+            n: fitted(
+                PatchDiscriminator.from_widths(method.in_channels, hp["d_channels"], norm=str(hp["d_norm"])),
+                method,
+                f"the image discriminator {n}",
+            )
+            for n in self.DISCRIMINATORS
+        }
         betas = tuple(float(b) for b in hp["betas"])
         g_params = [p for n in self.GENERATORS for p in method.nets[n].parameters()]
-        d_params = [p for n in self.DISCRIMINATORS for p in method.nets[n].parameters()]
         method.optimizers["g"] = torch.optim.Adam(g_params, lr=float(hp["g_lr"]), betas=betas)
-        method.optimizers["d_img"] = torch.optim.Adam(d_params, lr=float(hp["d_lr"]), betas=betas)
+        method.optimizers["d_img"] = torch.optim.Adam([p for d in ds.values() for p in d.parameters()], lr=float(hp["d_lr"]), betas=betas)
+        self.alignments = {
+            n: AdversarialAlignment(
+                method, n, {n: d}, lambda_g=self.lambda_gan, objective=self.objective, optimizer="d_img", joint_pass=False
+            )
+            for n, d in ds.items()
+        }
 
     def _nets(self, *names: str) -> list[torch.nn.Module]:
         return [self.method.net(n) for n in names]
-
-    def shares_fake_pass(self) -> bool:
-        """Whether update 2 reuses update 1's scores of the translated images (no batch norm in D_S, D_T)."""
-        return not has_batch_norm(*(self.method.nets[n] for n in self.DISCRIMINATORS))
 
     def generator_step(
         self,
@@ -186,37 +191,30 @@ class CycleTranslator:
         Returns the logged values and the translated images ``G_S2T(x_s)``, ``G_T2S(x_t)``.
         """
         m = self.method
-        g_s2t, g_t2s, d_s, d_t = self._nets("g_s2t", "g_t2s", "d_s", "d_t")
+        g_s2t, g_t2s = self._nets(*self.GENERATORS)
         opt = m.optimizers["g"]
         opt.zero_grad(set_to_none=True)
         values: dict[str, float] = {}
-        share, linked = self.shares_fake_pass(), weight > 0
-        self._shared, self.reconstructions = None, None
-        with contextlib.nullcontext() if share else frozen(*(m.nets[n] for n in self.DISCRIMINATORS)):
-            fake_t, fake_s = m.call(g_s2t, xs), m.call(g_t2s, xt)
-            if share:  # D live: update 2 reuses these scores; this update's backward reaches the generators only
-                ft, fs = (fake_t, fake_s) if linked else (fake_t.detach(), fake_s.detach())
-                score_t, score_s = m.call(d_t, ft), m.call(d_s, fs)
-                self._shared = (score_t, score_s, fake_t.detach(), fake_s.detach())
-            else:
-                score_t, score_s = m.call(d_t, fake_t), m.call(d_s, fake_s)
-            adv = self.g_gan(score_t) + self.g_gan(score_s)
-            total = weight * self.lambda_gan * adv
-            values["g_adv"] = float(adv.detach())
-            if self.lambda_cycle > 0:
-                rec_s, rec_t = m.call(g_t2s, fake_t), m.call(g_s2t, fake_s)
-                self.reconstructions = (rec_s, rec_t)
-                cyc = F.l1_loss(rec_s.float(), xs.float()) + F.l1_loss(rec_t.float(), xt.float())
-                total = total + self.lambda_cycle * cyc
-                values["cycle"] = float(cyc.detach())
-            if self.lambda_identity > 0:
-                idt = F.l1_loss(m.call(g_t2s, xs).float(), xs.float()) + F.l1_loss(m.call(g_s2t, xt).float(), xt.float())
-                total = total + self.lambda_identity * idt
-                values["identity"] = float(idt.detach())
-            for name, (w, loss) in (extra(xs, xt, fake_t, fake_s) if extra else {}).items():
-                total = total + w * loss.float()
-                values[name] = float(loss.detach())
-            m.backward(total, "g", retain_graph=share and linked)
+        self.reconstructions = None
+        fake_t, fake_s = m.call(g_s2t, xs), m.call(g_t2s, xt)
+        d_s, d_t = (self.alignments[n] for n in self.DISCRIMINATORS)
+        adv = d_t.adversarial_loss(fake_t, linked=weight > 0) + d_s.adversarial_loss(fake_s, linked=weight > 0)
+        total = weight * self.lambda_gan * adv
+        values["g_adv"] = float(adv.detach())
+        if self.lambda_cycle > 0:
+            rec_s, rec_t = m.call(g_t2s, fake_t), m.call(g_s2t, fake_s)
+            self.reconstructions = (rec_s, rec_t)
+            cyc = F.l1_loss(rec_s.float(), xs.float()) + F.l1_loss(rec_t.float(), xt.float())
+            total = total + self.lambda_cycle * cyc
+            values["cycle"] = float(cyc.detach())
+        if self.lambda_identity > 0:
+            idt = F.l1_loss(m.call(g_t2s, xs).float(), xs.float()) + F.l1_loss(m.call(g_s2t, xt).float(), xt.float())
+            total = total + self.lambda_identity * idt
+            values["identity"] = float(idt.detach())
+        for name, (w, loss) in (extra(xs, xt, fake_t, fake_s) if extra else {}).items():
+            total = total + w * loss.float()
+            values[name] = float(loss.detach())
+        m.backward(total, "g", retain_graph=d_s.holds_graph or d_t.holds_graph)  # into the generators only
         opt.step()
         values["loss_g"] = float(total.detach())
         self.reconstructions = None
@@ -226,32 +224,14 @@ class CycleTranslator:
         """Update 2: D_S and D_T on real (1) and detached translated (0) images; logs their losses
         and their accuracies before the update (``d_acc_d_s``, ``d_acc_d_t``: real vs translated).
         """
-        m = self.method
-        d_s, d_t = self._nets("d_s", "d_t")
-        opt = m.optimizers["d_img"]
+        opt = self.method.optimizers["d_img"]
         opt.zero_grad(set_to_none=True)
-        fake_t, fake_s = fake_t.detach(), fake_s.detach()
-        shared, self._shared = self._shared, None
-        if shared is not None and same_input(shared[2], fake_t) and same_input(shared[3], fake_s):  # update 1's scores of these images
-            scores_s = (m.call(d_s, xs), shared[1])
-            ld_s = self.d_gan(*scores_s)
-            scores_t = (m.call(d_t, xt), shared[0])
-            ld_t = self.d_gan(*scores_t)
-            m.backward(ld_s + ld_t, "d_img")  # into the discriminators only, not the generators
-        else:
-            scores_s = m.call_each(d_s, xs, fake_s)
-            ld_s = self.d_gan(*scores_s)
-            scores_t = m.call_each(d_t, xt, fake_t)
-            ld_t = self.d_gan(*scores_t)
-            (ld_s + ld_t).backward()
+        ld_s, values_s, reused_s = self.alignments["d_s"].discriminator_loss(xs, fake_s)
+        ld_t, values_t, reused_t = self.alignments["d_t"].discriminator_loss(xt, fake_t)
+        backward_discriminators(self.method, "d_img", ld_s + ld_t, reused_s or reused_t)
         opt.step()
-        threshold = GAN_THRESHOLDS[str(self.hp["gan_loss"])]
-        return {
-            "loss_d_s": float(ld_s.detach()),
-            "loss_d_t": float(ld_t.detach()),
-            "d_acc_d_s": d_accuracy(*scores_s, threshold),
-            "d_acc_d_t": d_accuracy(*scores_t, threshold),
-        }
+        values = {**values_s, **values_t}
+        return {k: values[k] for k in ("loss_d_s", "loss_d_t", "d_acc_d_s", "d_acc_d_t")}
 
     def step(
         self,
@@ -438,22 +418,20 @@ class TranslationMethod(SourceOnly):
         return values
 
     # -- figures --------------------------------------------------------------------------
-    def save_figures(self, folder: Path, samples: FigureSamples) -> list[Path]:
-        """``translation.png``: source, S->T, S->T->S; target, T->S, T->S->T (one column per case)."""
+    def figures(self, samples: FigureSamples) -> list[MethodFigure]:
+        """``translation``: source, S->T, S->T->S; target, T->S, T->S->T (an image grid, one column per case)."""
         if not self.translates or samples.target_image is None:
             return []
-        from segshift.report.figures import image_grid
-
         xs = torch.from_numpy(np.ascontiguousarray(samples.source_image))[:, None]
         xt = torch.from_numpy(np.ascontiguousarray(samples.target_image))[:, None]
         s2t = self.translate(xs, "g_s2t")
         t2s = self.translate(xt, "g_t2s")
-        rows = [
-            ("source", xs[:, 0].numpy()),
-            ("source -> target", s2t[:, 0].cpu().numpy()),
-            ("cycle S->T->S", self.translate(s2t, "g_t2s")[:, 0].cpu().numpy()),
-            ("target", xt[:, 0].numpy()),
-            ("target -> source", t2s[:, 0].cpu().numpy()),
-            ("cycle T->S->T", self.translate(t2s, "g_s2t")[:, 0].cpu().numpy()),
-        ]
-        return [image_grid(rows, folder / "translation.png", title=f"{self.name}: translation (preprocessed slices)")]
+        rows = {
+            "source": xs[:, 0].numpy(),
+            "source -> target": s2t[:, 0].cpu().numpy(),
+            "cycle S->T->S": self.translate(s2t, "g_t2s")[:, 0].cpu().numpy(),
+            "target": xt[:, 0].numpy(),
+            "target -> source": t2s[:, 0].cpu().numpy(),
+            "cycle T->S->T": self.translate(t2s, "g_s2t")[:, 0].cpu().numpy(),
+        }
+        return [MethodFigure("translation", "image_grid", rows, {"title": f"{self.name}: translation (preprocessed slices)"})]

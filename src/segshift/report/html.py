@@ -95,6 +95,7 @@ def build_report(folder: str | Path) -> str:
     """The HTML text of the report of a benchmark folder (see the module docstring)."""
     from segshift.bench import tables as T
     from segshift.report import bench_figures as F
+    from segshift.report.method_figures import undrawn_figures
 
     folder = Path(folder)
     bench = _read_json(folder / "benchmark.json")
@@ -169,9 +170,10 @@ def build_report(folder: str | Path) -> str:
         if r.get("shares_training"):
             continue  # its figures are those of the run it shares training with
         fig_dir = _train(folder, r) / "figures"
-        figs = sorted(fig_dir.rglob("*.png")) if fig_dir.is_dir() else []
-        for f in figs:
-            parts.append(_figure(f.read_bytes(), f"{r['key']}: {f.relative_to(fig_dir)}"))
+        figs = {str(f.relative_to(fig_dir)): f.read_bytes() for f in fig_dir.rglob("*.png")} if fig_dir.is_dir() else {}
+        figs.update(undrawn_figures(_train(folder, r)))  # kept as data only: drawn here, in memory
+        for name in sorted(figs):
+            parts.append(_figure(figs[name], f"{r['key']}: {name}"))
             n_fig += 1
     if not n_fig:
         parts.append("<p class='note'>No method wrote figures (RUN/figures/*.png) in these runs.</p>")

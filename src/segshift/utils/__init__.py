@@ -1,1 +1,3 @@
-"""Small shared utilities: atomic writes (:mod:`~segshift.utils.atomic`), what machine this is (:mod:`~segshift.utils.machine`)."""
+"""Small shared utilities: atomic writes (:mod:`~segshift.utils.atomic`), what machine this is
+(:mod:`~segshift.utils.machine`), how networks run (:mod:`~segshift.utils.execution`).
+"""

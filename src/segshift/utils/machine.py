@@ -1,6 +1,6 @@
 """What machine this is: CPU model and flags, and whether bf16 is native here (one answer for everyone).
 
-``train.precision: auto`` (:func:`segshift.engine.precision.resolve_precision`) and
+``train.precision: auto`` (:func:`segshift.utils.execution.resolve_precision`) and
 ``segshift bench speed``'s report both ask :func:`bf16_report`, so the precision a run picks
 and the precision the speed report calls native never disagree.
 

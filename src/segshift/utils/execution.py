@@ -1,7 +1,8 @@
-"""Precision, memory format and compilation: the engine's execution policy.
+"""Precision, memory format and compilation: the execution policy of a method's networks.
 
-A method never opens an autocast context or converts a tensor's memory format itself: every
-network call goes through :meth:`segshift.methods.base.Method.call`, which applies the
+The engine chooses it, the methods apply it, so it lives below both. A method never opens
+an autocast context or converts a tensor's memory format itself: every network call goes
+through :meth:`segshift.methods.base.Method.call`, which applies the
 :class:`ExecutionPolicy` the engine set on the method (:meth:`~segshift.methods.base.Method.configure`;
 the trainer and the predictor build it from the run's ``train`` section with
 :meth:`ExecutionPolicy.from_config`). A method built outside the engine runs in float32,

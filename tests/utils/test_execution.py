@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from segshift.engine import precision
 from segshift.errors import SegshiftError
+from segshift.utils import execution as precision
 from segshift.utils import machine
 
 
