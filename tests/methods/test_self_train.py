@@ -136,6 +136,11 @@ def test_weighting_and_hparams():
         resolve("self-train", sets=["method.tau=1.5"])
     with pytest.raises(SegshiftError, match="method.weighting must be one of quality, threshold"):
         resolve("self-train", sets=["method.weighting=soft"])
+    joint = built_method("self-train", [*TINY, "train.norm_stats=joint", "method.tau=0"], seed=0)
+    calls = []
+    joint.nets["teacher"].register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[0]))
+    values = joint.train_step(random_batch(4, 32), 1)
+    assert calls == [8] and values["loss_st"] > 0 and "seg_target_norm" not in joint.nets  # joint: the teacher sees both batches
     with pytest.raises(SegshiftError, match="adabn adapts batch-norm statistics"):
         c = resolve("self-train", sets=[*TINY, "train.norm_stats=frozen", "init=somewhere"])
         type(m)(c, num_classes=4).build()
