@@ -76,7 +76,7 @@ class ExecutionPolicy:
         """The policy of a run's ``train`` section (``precision`` resolved for ``device``)."""
         return cls(resolve_precision(train["precision"], device), bool(train["channels_last"]), bool(train.get("compile", False)))
 
-    def autocast(self, device_type: str) -> contextlib.AbstractContextManager:
+    def autocast(self, device_type: str) -> contextlib.AbstractContextManager[Any]:
         """bf16 autocast on ``device_type``, or nothing for fp32."""
         if self.precision == "bf16":
             return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
@@ -91,7 +91,7 @@ class ExecutionPolicy:
     def place(self, nets: nn.Module) -> None:
         """Networks (already on their device) in the policy's memory format."""
         if self.channels_last:
-            nets.to(memory_format=torch.channels_last)
+            nets.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to's stubs omit memory_format
 
 
 __all__ = ["PRECISIONS", "ExecutionPolicy", "cpu_has_native_bf16", "native_bf16", "resolve_precision"]
