@@ -155,6 +155,11 @@ def run_recipe(
 
     out = Path(out)
     _start(out, resume, overwrite)
+
+    def stage_config(stage: Stage) -> dict[str, Any]:
+        """A stage's run config: the recipe's --config files and --set values, then the stage's own (read when called)."""
+        return resolve(stage.method, list(configs), [*sets, *stage.sets, f"seed={seed}", f"train.steps={stage.steps}"])
+
     if resume:
         if sets or configs or tta is not None:
             raise SegshiftError("--resume continues with the recipe's recorded settings; do not pass --set/--config/--tta with it")
@@ -183,7 +188,7 @@ def run_recipe(
         }
         # every stage's config is resolved (and so checked) before the first one trains
         for s in stages:
-            resolve(s.method, list(configs), [*sets, *s.sets, f"seed={seed}", f"train.steps={s.steps}"])
+            stage_config(s)
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / RECIPE_FILE, rec)
     init: Path | None = None
@@ -194,7 +199,7 @@ def run_recipe(
             echo(f"{what}: finished earlier, kept ({run})")
         else:
             echo(f"{what} ({run})")
-            cfg = resolve(s.method, list(configs), [*sets, *s.sets, f"seed={seed}", f"train.steps={s.steps}"])
+            cfg = stage_config(s)
             if init is not None:
                 cfg["init"] = str(init.resolve())
             again = resume and (run / "config.yaml").is_file()
@@ -225,6 +230,7 @@ def target_report(out: Path, sources: Sequence[str | Path], target: str | Path, 
     from segshift.data.domain import Domain
     from segshift.inference.predict_files import predict_paths
     from segshift.inference.predictor import Predictor
+    from segshift.metrics.stats import nan_to_none
 
     rec = read_recipe(out)
     predictor = Predictor(out / rec["model"], device=device, target_domain=True, tta=tta)
@@ -257,19 +263,9 @@ def target_report(out: Path, sources: Sequence[str | Path], target: str | Path, 
                 }
             )
         report = {"model": rec["model"], "tta": rec["tta"], "reference": reference, "flag_volume_z": FLAG_VOLUME_Z, "cases": cases}
-        write_json(tmp / "report.json", _finite(report))
+        write_json(tmp / "report.json", nan_to_none(report))
         write_text(tmp / "report.md", report_markdown(report, structures))
     return report
-
-
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def report_markdown(report: dict[str, Any], structures: Sequence[str]) -> str:
