@@ -136,3 +136,27 @@ def test_adapt_refuses_what_would_lose_or_mix_work(phantom, adapted, tmp_path, c
     assert "--tta must be one of" in capsys.readouterr().err and not (tmp_path / "t").exists()
     assert main(["adapt", "-o", str(tmp_path / "nothing"), "--resume"]) == 2
     assert "not a segshift adapt folder" in capsys.readouterr().err
+
+
+def test_test_and_export_take_a_recipe_folder(adapted, phantom, tmp_path, capsys):
+    lge = str(phantom["lge"])
+    assert main(["test", str(adapted), lge, "--cases", "case004,case005", "--out", str(tmp_path / "t")]) == 0
+    assert main(["test", str(adapted / "2-target"), lge, "--cases", "case004,case005", "--out", str(tmp_path / "u")]) == 0
+    # the recipe folder is its model: the same scores as the stage's run folder
+    assert (tmp_path / "t" / "evaluation" / "per_case.csv").read_text() == (tmp_path / "u" / "evaluation" / "per_case.csv").read_text()
+    rec = json.loads((adapted / "recipe.json").read_text())
+    rec["tta"] = {"mode": "flip"}
+    (adapted / "recipe.json").write_text(json.dumps(rec))
+    try:  # a recorded prediction policy applies to `segshift test` too, unless --tta overrides it
+        assert main(["test", str(adapted), lge, "--cases", "case004", "--out", str(tmp_path / "f")]) == 0
+        assert next(csv.DictReader((tmp_path / "f" / "predictions" / "qc.csv").open()))["tta"].startswith("flip")
+        assert main(["test", str(adapted), lge, "--cases", "case004", "--out", str(tmp_path / "n"), "--tta", "none"]) == 0
+        assert next(csv.DictReader((tmp_path / "n" / "predictions" / "qc.csv").open())).get("tta", "none") in ("none", "")
+        capsys.readouterr()
+        assert main(["export", str(adapted), "--format", "torchscript", str(tmp_path / "x")]) == 0
+        assert "prediction policy (--tta flip) is not part of an exported graph" in capsys.readouterr().err
+    finally:
+        rec["tta"] = recipe.RECIPE_TTA
+        (adapted / "recipe.json").write_text(json.dumps(rec))
+    manifest = json.loads((tmp_path / "x" / "manifest.json").read_text())
+    assert manifest["method"] == recipe.TARGET_METHOD

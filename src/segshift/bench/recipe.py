@@ -101,6 +101,28 @@ def model_folder(folder: str | Path) -> tuple[Path, dict[str, Any]]:
     return Path(folder) / rec["model"], dict(rec.get("tta") or {"mode": "none"})
 
 
+def resolve_model(
+    run: str | Path, tta: str | None, steps: int | None = None, lr: float | None = None, alpha: float | None = None
+) -> tuple[Path, Any]:
+    """The run folder to predict with and its :class:`~segshift.inference.tta.TTAConfig`.
+
+    A recipe folder (``segshift adapt``) gives its model and the prediction policy it recorded, unless ``tta``
+    names another; the TENT settings given win over the recorded ones. A run folder gives itself and ``tta``
+    (``none`` when not given). Shared by ``segshift predict`` and ``segshift test``.
+    """
+    from segshift.inference.tta import TTAConfig
+
+    recorded: dict[str, Any] = {}
+    folder = Path(run)
+    if is_recipe(folder):
+        folder, recorded = model_folder(folder)
+    cfg = TTAConfig.from_options(tta if tta is not None else recorded.get("mode", "none"), steps, lr, alpha)
+    if tta is None and recorded:
+        given = {k: v for k, v in (("steps", steps), ("lr", lr), ("alpha", alpha)) if v is not None}
+        cfg = TTAConfig(**{**recorded, **given})
+    return folder, cfg
+
+
 def _finished(run: Path) -> bool:
     return (run / "summary.json").is_file()
 

@@ -16,7 +16,9 @@ from segshift.errors import SegshiftError
 
 
 def export_command(
-    first: str = typer.Argument(..., metavar="RUN|nnunet", help="A run folder (model export), or the word nnunet."),
+    first: str = typer.Argument(
+        ..., metavar="RUN|nnunet", help="A run or `segshift adapt` recipe folder (model export), or the word nnunet."
+    ),
     second: Path = typer.Argument(..., metavar="OUT|DOMAIN", help="Model export: the folder to write. nnunet: the domain."),
     third: Path | None = typer.Argument(None, metavar="[OUT]", help="nnunet: the nnUNet_raw folder to write DatasetNNN_NAME into."),
     fmt: str | None = typer.Option(None, "--format", "-f", help="Model export: onnx | torchscript."),
@@ -72,9 +74,19 @@ def export_command(
         raise SegshiftError("a model export needs --format onnx or --format torchscript")
     if target_domain not in ("yes", "no"):
         raise SegshiftError(f"--target-domain must be yes or no, got {target_domain!r}")
+    from segshift.bench.recipe import is_recipe, model_folder
     from segshift.inference.export import export_model
 
-    report = export_model(Path(first), second, fmt=fmt, checkpoint=checkpoint, target_domain=target_domain == "yes", overwrite=overwrite)
+    run_dir = Path(first)
+    if is_recipe(run_dir):  # segshift adapt's folder: export the model it predicts with
+        run_dir, recorded = model_folder(run_dir)
+        if recorded.get("mode", "none") != "none":
+            typer.echo(
+                f"warning: the recipe's prediction policy (--tta {recorded['mode']}) is not part of an exported graph; "
+                "apply it yourself, or use segshift predict",
+                err=True,
+            )
+    report = export_model(run_dir, second, fmt=fmt, checkpoint=checkpoint, target_domain=target_domain == "yes", overwrite=overwrite)
     for w in report.warnings:
         typer.echo(f"warning: {w}", err=True)
     for line in report.lines():

@@ -63,22 +63,15 @@ def predict_command(
     """Segment volumes with a trained run; masks keep each input's exact geometry."""
     from rich.console import Console
 
-    from segshift.bench.recipe import is_recipe, model_folder
+    from segshift.bench.recipe import resolve_model
     from segshift.errors import SegshiftError
     from segshift.inference.predict_files import predict_paths
     from segshift.inference.predictor import Predictor, is_run_target
-    from segshift.inference.tta import TTAConfig
     from segshift.utils.execution import PRECISIONS
 
     if target_domain not in ("auto", "yes", "no"):
         raise SegshiftError(f"--target-domain must be auto, yes or no, got {target_domain!r}")
-    recorded: dict = {}
-    if is_recipe(run):  # segshift adapt's folder: its model, with its recorded prediction policy unless --tta says otherwise
-        run, recorded = model_folder(run)
-    tta_cfg = TTAConfig.from_options(tta if tta is not None else recorded.get("mode", "none"), tta_steps, tta_lr, tta_alpha)
-    if tta is None and recorded:  # the recorded settings, where no option overrides them
-        given = {k: v for k, v in (("steps", tta_steps), ("lr", tta_lr), ("alpha", tta_alpha)) if v is not None}
-        tta_cfg = TTAConfig(**{**recorded, **given})
+    run, tta_cfg = resolve_model(run, tta, tta_steps, tta_lr, tta_alpha)
     is_target = target_domain == "yes"
     if target_domain == "auto":
         if (inputs / "domain.json").is_file():

@@ -8,7 +8,10 @@ import typer
 
 
 def testset_command(
-    run: Path = typer.Argument(..., help="Run folder written by `segshift train` (or a benchmark run's train/ folder)."),
+    run: Path = typer.Argument(
+        ...,
+        help="Run folder written by `segshift train` (or a benchmark run's train/ folder), or a recipe folder written by `segshift adapt`.",
+    ),
     domain: Path = typer.Argument(..., help="A domain folder with labels (domain.json, images/, labels/)."),
     out: Path = typer.Option(
         ..., "--out", "-o", help="Folder for predictions/ (masks, qc.csv) and evaluation/ (per_case.csv, summary.json)."
@@ -22,7 +25,12 @@ def testset_command(
         help="Whether DOMAIN is the run's target domain, so that its translator and target "
         "batch-norm statistics apply: auto (compare with the run's target), yes, no.",
     ),
-    tta: str = typer.Option("none", "--tta", help="Test-time adaptation per volume: none | flip | tent (see `segshift predict`)."),
+    tta: str | None = typer.Option(
+        None,
+        "--tta",
+        help="Test-time adaptation per volume: none | flip | tent (see `segshift predict`) "
+        "[default: a recipe folder's recorded policy, else none].",
+    ),
     tta_steps: int | None = typer.Option(None, "--tta-steps", help="TENT: Adam steps per volume (1-50) [default: 10]."),
     tta_lr: float | None = typer.Option(None, "--tta-lr", help="TENT: learning rate (at most 0.01) [default: 0.001]."),
     tta_alpha: float | None = typer.Option(
@@ -39,13 +47,13 @@ def testset_command(
     from rich.console import Console
 
     from segshift.bench.pipeline import predict_and_evaluate
+    from segshift.bench.recipe import resolve_model
     from segshift.errors import SegshiftError
-    from segshift.inference.tta import TTAConfig
     from segshift.metrics.evaluate import format_table
 
     if target_domain not in ("auto", "yes", "no"):
         raise SegshiftError(f"--target-domain must be auto, yes or no, got {target_domain!r}")
-    tta_cfg = TTAConfig.from_options(tta, tta_steps, tta_lr, tta_alpha)
+    run, tta_cfg = resolve_model(run, tta, tta_steps, tta_lr, tta_alpha)
     forced = None if target_domain == "auto" else target_domain == "yes"
     res = predict_and_evaluate(
         run,
