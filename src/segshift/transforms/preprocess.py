@@ -35,6 +35,7 @@ from segshift.errors import InputFileError, SegshiftError
 from segshift.transforms import intensity, spatial
 from segshift.transforms.volume import Volume
 from segshift.utils.atomic import write_json
+from segshift.utils.jsonfile import read_json
 
 KIND = "segshift-preprocess"
 VERSION = 1
@@ -290,14 +291,7 @@ class Preprocessor:
 
     @classmethod
     def load(cls, path: str | Path) -> Preprocessor:
-        path = Path(path)
-        try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise InputFileError(path, "does not exist") from exc
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InputFileError(path, f"is not valid JSON ({exc})") from exc
-        return cls.from_dict(d, where=str(path))
+        return cls.from_dict(read_json(path, "does not exist"), where=str(path))
 
     def fingerprint(self) -> str:
         """A stable hash of the pipeline (used as a cache key)."""
