@@ -197,7 +197,7 @@ def test_each_init_is_planned_once_per_task_and_seed_before_its_rows(tmp_path, p
         assert p.spec()["init"] == {"key": "a/init/seed1", "fingerprint": by["a/init/seed1"].fingerprint()}
     oracle = by["a/target-oracle/seed0"]
     assert oracle.init is None and oracle.steps == 7 and oracle.role == "oracle"  # from scratch, with the init's budget
-    assert "init" not in oracle.spec() and "role" not in oracle.spec()  # rows without init keep their old fingerprints
+    assert "init" not in oracle.spec() and "role" not in oracle.spec()  # a row without init: no init keys in its fingerprint
     assert [t.name for t in init0.tests] == ["lge", "src-test"]  # an init is evaluated on every test set
 
 
@@ -280,7 +280,7 @@ def test_a_row_of_another_network_family_is_refused_at_plan_time(tmp_path, phant
 
 
 def test_a_row_whose_networks_cannot_be_built_is_refused_at_plan_time(tmp_path, phantom):
-    """adanet's D_f at 1/4 of an 80 px crop: refused when planned, before any run trains (it used to fail at its first step)."""
+    """adanet's D_f at 1/4 of an 80 px crop: refused when planned, before any run trains (not at its first step)."""
     path = tmp_path / "fda.yaml"
     rows = "set: [model.name=unet, 'data.preprocess.crop_size=[80,80]']\nmethods: [source-only, {name: adanet, id: adanet-fda4, set: [method.fda_downsample=4]}]"
     path.write_text(_text(phantom, **{"methods: [source-only, adaptseg, target-oracle]": rows}))

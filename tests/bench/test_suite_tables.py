@@ -248,7 +248,7 @@ def test_tables_match_hand_computed_values():
     # the Markdown cells are the stats, the oracle row says ORACLE
     head, body = table_rows(u, res["structures"], ("dice", "jaccard"), gap=True)
     assert head[:4] == ["method", "Dice LV", "Dice RV", "Dice mean"]
-    assert head[-4:] == ["Δ Dice vs source-only", "gap recovered (Dice)", "steps", "selection"]  # no inits: as before
+    assert head[-4:] == ["Δ Dice vs source-only", "gap recovered (Dice)", "steps", "selection"]  # no inits: source-only is the reference
     assert body[0][1] == f"0.650 ± {math.sqrt(0.0125):.3f}" and body[0][3] == "0.550 ± 0.112"
     assert body[2][0] == "target-oracle (ORACLE)" and body[1][-3] == f"{0.1 / 0.275:.2f}" and body[1][-4] == "+0.100"
     md = markdown(res)
@@ -297,7 +297,7 @@ def test_steps_column_counts_every_stage_of_a_finished_run(tmp_path):
     ],
 )
 def test_the_reproduction_suites_of_scripts_parse_and_every_row_resolves(name, rows):
-    """scripts/suites/*.yaml replace the hand-written train/predict/evaluate loops of the old real_*.sh scripts."""
+    """scripts/suites/*.yaml: the reproduction suites (train, predict and evaluate per row) parse and resolve."""
     from segshift.engine.config import resolve
     from tests.conftest import REPO
 

@@ -1,5 +1,5 @@
-"""Bad input, one row per class (issue 17): the exit status, the message, and that nothing was written,
-overwritten or deleted. Rows that passed before the issue stay, so a regression shows."""
+"""Bad input, one row per class: the exit status, the message, and that nothing was written,
+overwritten or deleted. Rows that already pass stay, so a regression shows."""
 
 from __future__ import annotations
 
@@ -378,7 +378,7 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_finishes(phantom, tmp_pat
     assert (run / "summary.json").is_file() and not aside.exists()
 
 
-# -- 10. interop (issue 20): nnU-Net datasets, exports, DICOM SEG ----------------------------------------------------
+# -- 10. interop: nnU-Net datasets, exports, DICOM SEG ----------------------------------------------------
 
 
 def test_interop_bad_inputs_are_one_line_and_write_nothing(tiny_run, phantom, vols, tmp_path, capsys):

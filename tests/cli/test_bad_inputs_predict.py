@@ -1,4 +1,4 @@
-"""Bad input, round two (issue 26), one test per class: the exit status, the message, the rows of failures.csv,
+"""Bad input around ``segshift predict``, one test per class: the exit status, the message, the rows of failures.csv,
 and what must and must not exist afterwards. Mechanisms are real (files, links, a CPU-only install) throughout."""
 
 from __future__ import annotations

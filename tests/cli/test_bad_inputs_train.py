@@ -1,4 +1,4 @@
-"""Bad input and faults around ``segshift train`` (issue 26), one row per class: the exit status, the message,
+"""Bad input and faults around ``segshift train``, one row per class: the exit status, the message,
 and that nothing was written, overwritten or deleted. The full disk is tried for real (a small tmpfs, where
 ``mount`` is permitted) and by an injected ENOSPC (always)."""
 

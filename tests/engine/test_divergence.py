@@ -73,5 +73,5 @@ def test_the_monitor_state_round_trips_and_starts_healthy():
     assert other.state_dict() == mon.state_dict() and other.ema == mon.ema and other.healthy
     fresh = DivergenceMonitor(factor=5.0, patience=3, warmup=0)
     assert fresh.state_dict() == {"ema": None, "lowest": None}
-    fresh.load_state_dict({})  # a checkpoint from before the monitor was kept
+    fresh.load_state_dict({})  # a checkpoint without a monitor entry
     assert fresh.ema is None and fresh.lowest == float("inf")

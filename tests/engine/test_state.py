@@ -1,4 +1,4 @@
-"""TrainState: one state_dict for save and resume, in the on-disk format old runs have."""
+"""TrainState: one state_dict for save and resume, in the on-disk format of ``state.json``."""
 
 from __future__ import annotations
 
@@ -96,8 +96,8 @@ def test_each_rank_restores_its_own_random_state_and_a_new_rank_takes_rank_0s():
         assert st.augment_rng.get_state().tolist() == ranks[min(r, 1) if r < 2 else 0]["augment_rng"]
 
 
-def test_reads_the_old_checkpoint_format():
-    """state.json from before the target stream had its own generator: no augment_rng_target."""
+def test_reads_a_checkpoint_without_the_target_generator():
+    """A state.json without the target stream's generator (no augment_rng_target) loads."""
     st = _new()
     _advance(st, 3)
     doc = st.state_dict()

@@ -151,7 +151,7 @@ class _Counting(Trainer):
 
 
 def test_the_engine_sets_precision_and_memory_format_on_the_method(phantom, tmp_path):
-    """The trainer and the predictor configure the method's execution policy from ``train`` (issue 18)."""
+    """The trainer and the predictor configure the method's execution policy from ``train``."""
     from segshift.inference.predictor import Predictor
     from segshift.utils.execution import ExecutionPolicy
 
@@ -202,7 +202,7 @@ def test_a_new_run_opens_its_caches_once_and_reads_back_nothing_it_wrote(phantom
     for c in caches:
         assert c.root.resolve().parent == cache_root and (c.root / "index.json").is_file()
     assert not (tmp_path / ".run.staging").exists()
-    # the checkpoint format old runs resume and predict from
+    # the checkpoint format that resume and predict read (runs on disk have it)
     from segshift.engine import checkpoint as ckpt
 
     doc = ckpt.read_state(tmp_path / "run" / "checkpoints" / "last")

@@ -1,6 +1,6 @@
 """Validation for model selection: per-case 3D Dice, whatever the batching.
 
-(Batching the slices of all cases together was measured for issue 19: 0.35 s against 0.32 s per
+(Batching the slices of all cases together measured 0.35 s against 0.32 s per
 validation of 4 bSSFP cases, 54 slices, on an AVX-512 BF16 CPU: no gain, so cases stay batch boundaries.)"""
 
 from __future__ import annotations

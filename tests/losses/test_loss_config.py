@@ -57,8 +57,8 @@ def test_dice_background_needs_a_dice_term():
         resolve("source-only", sets=["train.dice_background=yes please"])
 
 
-def test_a_config_saved_before_the_key_existed_builds_the_foreground_dice():
+def test_a_config_without_dice_background_builds_the_foreground_dice():
     train = dict(resolve("source-only")["train"])
-    train.pop("dice_background")  # a run folder from before: its config.yaml lacks the key
+    train.pop("dice_background")  # a run's config.yaml without the key
     logits, target = _inputs(1)
     assert torch.equal(make_loss(train)(logits, target)[0], HybridLoss({"ce": 0.5, "dice": 0.5})(logits, target)[0])

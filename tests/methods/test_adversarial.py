@@ -1,4 +1,4 @@
-"""Adversarial alignment (issue 4): GAN losses, GFRM, adaptseg / advent / adanet.
+"""Adversarial alignment: GAN losses, GFRM, adaptseg / advent / adanet.
 
 What is checked: the two steps are isolated (the segmenter step leaves every discriminator
 untouched and the discriminator step leaves the segmenter untouched), each adanet switch
@@ -401,8 +401,8 @@ def test_adaptseg_beats_source_only_on_the_phantom_target(phantom, tmp_path):
     only +0.01. The asserted margin, 0.02, is well below the gains seen when both learn the
     source; both must learn it, so the comparison is about adaptation, not a lucky class.
 
-    Those numbers predate issue 15 and were measured with one segmenter pass per domain
-    (now ``train.norm_stats=separate``) and no discriminator warm-up. With the default
+    Those numbers were measured with label-centred crops, one segmenter pass per domain
+    (``train.norm_stats=separate``) and no discriminator warm-up. With the default
     schedule (50 warm-up + 100 ramp steps): source-only 0.806; adaptseg 0.861 under the
     default ``domain`` policy (target statistics of its own), 0.851 under ``separate``, 0.041
     under ``joint`` (one batch-norm pass over source and target: the target collapses, 0.138
@@ -427,8 +427,8 @@ def test_full_adanet_aligns_without_losing_the_source_on_the_phantom(phantom, tm
     The default discriminator warm-up (50 steps) and ramp (100) put the alignment at full weight for the
     last 50 steps. Measured (fp32, seed 2): source validation Dice 0.917 (0.914 with AVX2 kernels), target
     mean Dice over the 10 LGE cases 0.848 (0.850); S2T at the same settings 0.934 and 0.823. A collapse of
-    the kind issue 15 found (one batch-norm pass over both domains: target 0.04) fails it. fp32 is pinned
-    because the gain over S2T this test once claimed changed sign with the precision and the CPU's kernels
+    the kind ``joint`` gives (one batch-norm pass over both domains: target 0.04) fails it. fp32 is pinned
+    because a gain over S2T changes sign with the precision and the CPU's kernels
     (docs/training.md); seed 0 is not used: there S2T and adanet alike miss RV on the source.
     """
     sets = (

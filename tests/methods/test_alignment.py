@@ -1,4 +1,4 @@
-"""The shared alignment module and its schedule (issue 15), and the segmenter's batch-norm policy.
+"""The shared alignment module and its schedule, and the segmenter's batch-norm policy.
 
 What is checked: the schedule's values (0 during the discriminator warm-up, the sigmoid ramp,
 then 1) and its validation; that during the warm-up the segmenter's update *equals* a
@@ -313,7 +313,7 @@ def test_domain_policy_normalises_the_target_pass_with_target_statistics(name):
     ],
 )
 def test_a_discriminator_its_input_is_too_small_for_is_refused_when_the_method_is_built(name, sets, message):
-    """The phantom suite's adanet at fda_downsample 4 used to fail at its first step, after the rows before it had trained."""
+    """A discriminator too small for its input is refused when the method is built, not at its first step (after other rows trained)."""
     with pytest.raises(SegshiftError, match=message):
         _method(name, sets)
     if name == "adanet":  # at 1/2 (40 x 40) the same D fits

@@ -1,4 +1,4 @@
-"""Precision and memory format are the engine's (issue 18): methods run networks through ``Method.call``.
+"""Precision and memory format are the engine's: methods run networks through ``Method.call``.
 
 What is checked: no method module opens ``torch.autocast`` or converts memory formats itself
 (read from the source); under an execution policy of bf16 every convolution of every network

@@ -1,4 +1,4 @@
-"""The method contract (issue 18): hyper-parameters declared once, one validator, thin YAMLs, discovery,
+"""The method contract: hyper-parameters declared once, one validator, thin YAMLs, discovery,
 networks built apart from optimisers, the docs kept in step."""
 
 from __future__ import annotations

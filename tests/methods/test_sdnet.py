@@ -1,4 +1,4 @@
-"""SDNet with resolution and factor-based augmentation (issue 6; Liu et al. 2020).
+"""SDNet with resolution and factor-based augmentation (Liu et al. 2020).
 
 What is checked: the modes and their flags, bad values name their key, reconstruction
 improves in a short run, semi-supervised modes never read target labels, ``sdnet-fa``

@@ -1,13 +1,13 @@
-"""The adversarial steps' cost cut (issue 19) keeps their maths.
+"""The adversarial steps' shared passes keep their maths.
 
 What is checked: a discriminator's scores of the target, computed once on the segmenter's (or
 generators') side with its parameters live, serve its own update too, and the weights after
-several steps equal those of the previous formulation (D frozen in update 1, its own passes
-in update 2; kept below as the reference) within float tolerance, for every adversarial and
-translation method, in the discriminator warm-up and at full weight; update 2 then forwards
-only the source; under DDP (wrapped networks) the previous passes are kept; a frozen network
+several steps equal those of the separate-pass formulation (D frozen in update 1, its own
+passes in update 2; written below as the reference) within float tolerance, for every
+adversarial and translation method, in the discriminator warm-up and at full weight; update 2 then forwards
+only the source; under DDP (wrapped networks) the separate passes are used; a frozen network
 builds no parameter gradient; ``adanet``'s ``fda_downsample`` fuses GFRM's levels at a lower
-resolution and is the previous behaviour at 1.
+resolution and is the full-resolution fusion at 1.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def _method(case, sets=(), seed=0):
     return m
 
 
-# -- the previous formulation (before issue 19), the reference ------------------------------------
+# -- the separate-pass formulation, the reference ---------------------------------------------------
 def _old_generator_loss(self, target, weight=1.0):
     w = self.lambda_g * float(weight)
     grad = contextlib.nullcontext() if w > 0 else torch.no_grad()
@@ -147,7 +147,7 @@ def _old_update(self, logits, labels, batch=None, terms=None):
 
 
 def _previous_formulation(m):
-    """``m`` with every update as before issue 19 (bound on the instance)."""
+    """``m`` with every update in the separate-pass formulation (bound on the instance)."""
     alignments = list(getattr(m, "alignments", {}).values()) + ([m.d_e] if hasattr(m, "d_e") else [])
     for al in alignments:
         al.generator_loss = types.MethodType(_old_generator_loss, al)
@@ -251,7 +251,7 @@ def test_a_frozen_network_builds_no_parameter_gradient(case, frozen_nets, update
 
 def test_fda_downsample_fuses_gfrm_at_a_lower_resolution():
     full, half = _method("adanet"), _method("adanet", ["method.fda_downsample=2"])
-    assert full.hp["fda_downsample"] == 1  # the default: the previous behaviour
+    assert full.hp["fda_downsample"] == 1  # the default: the paper's full resolution
     x = torch.randn(2, 1, 64, 64)
     with torch.no_grad():
         _, feats = full.call("seg_features", x)

@@ -1,4 +1,4 @@
-"""Translation methods (issue 5): cyclegan, unetgan (yan2019), attent (li2021).
+"""Translation methods: cyclegan, unetgan (yan2019), attent (li2021).
 
 What is checked: each update of a step changes only the networks it names (generators with
 the discriminators frozen, discriminators on detached images, the segmenter, AttENT's
@@ -274,10 +274,10 @@ def test_attent_beats_source_only_on_the_phantom_target(phantom, tmp_path):
     """bSSFP -> LGE phantom at FAST settings, seed 2, batch 16, 200 steps (about 2 minutes on 2 CPU cores).
 
     Measured (target mean Dice over the 10 LGE cases, target labels for evaluation only):
-    source-only 0.784, attent 0.864 before issue 15 (one segmenter pass per domain, no
-    warm-up); now (image-centre crops) source-only 0.806 and, with the default schedule (50
-    warm-up + 100 ramp steps), attent 0.859 under the default ``train.norm_stats=domain``,
-    0.856 under ``separate`` and 0.048 under ``joint`` (source and translated target in one
+    with label-centred crops, one segmenter pass per domain and no warm-up, source-only 0.784,
+    attent 0.864 (docs/translation.md); with image-centre crops source-only 0.806 and, with the
+    default schedule (50 warm-up + 100 ramp steps), attent 0.859 under the default
+    ``train.norm_stats=domain``, 0.856 under ``separate`` and 0.048 under ``joint`` (source and translated target in one
     batch-norm pass: the target collapses).
     """
     scores = _beat(phantom, tmp_path, {"source-only": ("source-only", []), "attent": ("attent", [])})
@@ -288,8 +288,9 @@ def test_attent_beats_source_only_on_the_phantom_target(phantom, tmp_path):
 def test_unetgan_beats_source_only_on_the_phantom_target(phantom, tmp_path):
     """bSSFP -> LGE phantom at FAST settings, seed 2, batch 16 (about 4 minutes on 2 CPU cores).
 
-    Measured before issue 15: source-only with the LV-Unet 0.818, unetgan (same stage-1
-    U-Net, 100 translation steps) 0.828 (0.823 after 300). Unet-GAN's gain on the phantom is
+    Measured with label-centred crops and one segmenter pass per domain (docs/translation.md):
+    source-only with the LV-Unet 0.818, unetgan (same stage-1 U-Net, 100 translation steps)
+    0.828 (0.823 after 300). Unet-GAN's gain on the phantom is
     small (its feature loss ties G_T2S(x_t) to the U-Net's features of the raw target image),
     so its asserted margin is small too. The translation stage runs with the papers'
     schedule (no discriminator warm-up, no ramp): 100 steps leave little room for one.

@@ -1,4 +1,4 @@
-"""Warm starts per method (issue 15): what each method takes from an init run, and the stages it skips.
+"""Warm starts per method: what each method takes from an init run, and the stages it skips.
 
 The engine loads ``init_nets`` from the init run after ``build()``; here a config with
 ``init`` set to any string stands for such a run (a method never reads the folder), and the

@@ -83,6 +83,7 @@ def test_shapes(cls, kwargs, in_shape, out_shape, feat_shapes):
     logits, feats = net.forward_features(x)
     assert logits.shape == out_shape
     assert [tuple(f.shape) for f in feats] == [(in_shape[0], *s) for s in feat_shapes]
+    assert net.feature_channels == [s[0] for s in feat_shapes]
     net.eval()
     with torch.no_grad():
         torch.testing.assert_close(net(x), net.forward_features(x)[0])
@@ -112,7 +113,9 @@ def test_wrong_dimensionality_raises(net):
 @pytest.mark.parametrize(
     ("cls", "kwargs", "match"),
     [
-        (UNet, {"features": (16,)}, "at least 2"),
+        (UNet, {"features": (16,)}, "^UNet: features must be at least 2"),
+        (ResidualUNet, {"features": (16,)}, "^ResidualUNet: features must be at least 2"),
+        (AttentionUNet, {"features": (8, 0)}, "^AttentionUNet: features must be at least 2 positive"),
         (UNet, {"spatial_dims": 1}, "spatial_dims"),
         (UNet, {"norm": "group"}, "unknown norm"),
         (ResidualUNet, {"encoder_blocks": (1, 2)}, "encoder_blocks"),

@@ -1,8 +1,8 @@
 """Method figures: a finished run keeps their data, the report layer draws them.
 
 What is checked: the data a run keeps reads back as written (arrays, dtypes, names, text);
-:func:`draw_run_figures` draws each to ``RUN/figures/<name>.png`` with exactly the drawer the
-method used to call, once (an up-to-date file is left alone); the report draws undrawn ones
+:func:`draw_run_figures` draws each to ``RUN/figures/<name>.png`` with exactly the drawer of its
+kind, once (an up-to-date file is left alone); the report draws undrawn ones
 in memory without writing into the run; a benchmark's runs are found, staged or set-aside
 folders skipped; ``segshift train`` of a translation method leaves ``figures/translation.png``.
 """
@@ -42,7 +42,7 @@ def test_figure_data_reads_back_as_written(tmp_path):
         assert all(back.arrays[k].dtype == v.dtype and np.array_equal(back.arrays[k], v) for k, v in fig.arrays.items())
 
 
-def test_a_run_s_figures_are_drawn_once_as_the_method_drew_them(tmp_path):
+def test_a_run_s_figures_are_drawn_once_by_the_drawer_of_their_kind(tmp_path):
     run = tmp_path / "run"
     fig = _grid()
     write_figure_data(run, [fig])

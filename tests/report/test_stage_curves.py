@@ -41,7 +41,7 @@ def test_a_panel_per_diagnostic_logged_and_none_for_the_absent():
     assert t["discriminator accuracy"] == ["d_acc_d_s", "d_acc_d_t"] and "alignment / supervised gradient" not in t
     assert t["translated-source Dice"] == ["trans_dice", "trans_dice_raw"]
     assert t["image statistics distance"] == ["trans_stat_dist", "trans_stat_dist_t2s", "trans_stat_dist_raw"]
-    assert curve_columns({"step": [1], "acc_d_mask": [0.6]}) == {"discriminator accuracy": ["acc_d_mask"]}  # earlier runs' name
+    assert curve_columns({"step": [1], "acc_d_mask": [0.6]}) == {"discriminator accuracy": ["acc_d_mask"]}  # the acc_<D> spelling
 
     only_source = [("source-only (init)", [("seed 0", source)])]
     rows = [*only_source, ("adaptseg\nfrom init", [("seed 0", adapt)]), ("cyclegan\nfrom init", [("seed 0", trans)])]

@@ -1,8 +1,8 @@
-"""The default augmentation draws exactly what the engine drew before presets, shear and elastic deformation.
+"""The default augmentation draws pinned values: presets, shear and elastic deformation add no draws.
 
-The literal values were computed with the code before those existed (same inputs, same
-seed), so this file passes on that code too; the config goes through ``resolve`` (the preset
-machinery) as a run's does.
+The literal values are those of the pipeline without presets, shear and elastic deformation
+(same inputs, same seed); the config goes through ``resolve`` (the preset machinery) as a
+run's does.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from segshift.engine.config import resolve
 from segshift.transforms.augment import AugmentConfig, augment_batch
 
 # (sha256 of image and label bytes, float64 sum of the image, sum of the labels) of augment_batch
-# on _batch() with torch.Generator().manual_seed(7), computed before presets existed; the digests
+# on _batch() with torch.Generator().manual_seed(7), of the pipeline without presets; the digests
 # on an AVX2 CPU (torch 2.13), the sums (to 1e-6) on any CPU.
-BEFORE = {
+PINNED = {
     "default": ("e67b4758ed9e9c2ab262b904806d6be58a1a82e9ca5298c58d4a0fd9a5100bbc", -7921.4621553123, 3868),
     "switches": ("008bd2c946029c49f4dab234fed95963f16b85176b29505b16811df51a133d7b", -1501.42797610478, 3868),
     "bigaug": ("cfa65831aaf7f8be723b4a09dd6568759bbb296d1cde766f03c9f2ec464ccc2c", -17960.25671684742, 3370),
@@ -44,11 +44,11 @@ def _batch() -> tuple[torch.Tensor, torch.Tensor]:
         ("resolution", ["augment.resolution=[1.0, 2.5]"]),
     ],
 )
-def test_default_preset_draws_exactly_what_the_engine_drew_before(case, sets):
+def test_default_preset_draws_the_pinned_values(case, sets):
     cfg = AugmentConfig.from_dict(resolve("source-only", sets=sets)["augment"], spacing=1.5)
     img, lab = _batch()
     out, olab = augment_batch(img, lab, cfg, torch.Generator().manual_seed(7))
-    digest, total, label_total = BEFORE[case]
+    digest, total, label_total = PINNED[case]
     assert float(out.double().sum()) == pytest.approx(total, rel=1e-6) and int(olab.sum()) == label_total
     if torch.backends.cpu.get_cpu_capability() == DIGEST_CPU:
         assert hashlib.sha256(out.numpy().tobytes() + olab.numpy().tobytes()).hexdigest() == digest

@@ -1,4 +1,4 @@
-"""In-plane resampling: the torch path for upsampling is the scipy mapping (issue 19's prediction speed-up)."""
+"""In-plane resampling: the torch path for upsampling is the scipy mapping (prediction's fast path)."""
 
 from __future__ import annotations
 

@@ -51,7 +51,7 @@ def test_unknown_precision_is_refused():
 def test_execution_policy_from_the_train_section(bf16_cpu):
     policy = precision.ExecutionPolicy.from_config({"precision": "auto", "channels_last": True, "compile": False}, "cpu")
     assert policy == precision.ExecutionPolicy("bf16", channels_last=True, compile=False)
-    assert precision.ExecutionPolicy.from_config({"precision": "fp32", "channels_last": False}, "cpu").compile is False  # old configs
+    assert precision.ExecutionPolicy.from_config({"precision": "fp32", "channels_last": False}, "cpu").compile is False  # no compile key
     with pytest.raises(SegshiftError, match="train.precision must be one of"):
         precision.ExecutionPolicy.from_config({"precision": "half", "channels_last": False}, "cpu")
     with pytest.raises(SegshiftError, match="fp32 or bf16"):

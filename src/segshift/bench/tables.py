@@ -12,7 +12,7 @@ seed, case and structure: ``results/per_case.csv``) and the runs' records in
   the oracle last (labelled ``ORACLE`` everywhere);
 * each row's **reference**: the init it was warm-started from; for a row trained from
   scratch (and the oracle), the suite's first init. In a suite without inits the reference
-  is the ``source-only`` row, as before;
+  is the ``source-only`` row;
 * **Δ vs init**: the row's mean Dice (per structure and over structures) minus its
   reference's, over the same test cases;
 * **gap recovered** = (row - reference) / (oracle - reference) on the mean Dice and the mean
@@ -220,7 +220,7 @@ def compute(
         ids = list(dict.fromkeys(r["method_id"] for r in sel))
         m_of = {i: meta[task, i] for i in ids}
         inits = [i for i in ids if m_of[i]["role"] == "init"]
-        # stable: suite order within each group; without inits source-only leads, as before
+        # stable: suite order within each group; without inits source-only leads
         ids.sort(
             key=lambda i: 0 if m_of[i]["role"] == "init" or (not inits and m_of[i]["method"] == BASELINE) else 2 if m_of[i]["oracle"] else 1
         )

@@ -36,6 +36,7 @@ import numpy as np
 from segshift.data.volume import Volume, broken_link, check_volume, read_volume, same_geometry, write_nifti
 from segshift.errors import InputFileError, SegshiftError
 from segshift.utils.atomic import write_json
+from segshift.utils.jsonfile import read_json
 
 FORMAT = "segshift-domain"
 VERSION = 1
@@ -153,10 +154,7 @@ class Domain:
         meta = self.root / "domain.json"
         if not meta.is_file():
             raise InputFileError(meta, "missing: a domain folder needs domain.json (see docs/domain-format.md)")
-        try:
-            raw = json.loads(meta.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InputFileError(meta, f"is not valid JSON ({exc})") from exc
+        raw = read_json(meta, "missing: a domain folder needs domain.json (see docs/domain-format.md)")
         try:
             self.spec = DomainSpec.from_dict(raw, where=str(meta))
         except TypeError as exc:

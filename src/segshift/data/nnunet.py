@@ -48,6 +48,7 @@ from segshift.data.importer import ImportConfig
 from segshift.data.volume import read_volume, write_nifti
 from segshift.errors import InputFileError, SegshiftError
 from segshift.utils.atomic import atomic_dir, check_disjoint, write_json
+from segshift.utils.jsonfile import read_json
 
 READABLE_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd")
 """``file_ending`` values segshift reads (nnU-Net's 2D ``.png``/``.tif`` readers have no geometry)."""
@@ -60,13 +61,11 @@ def read_dataset_json(root: str | Path) -> dict[str, Any]:
     path = root / "dataset.json"
     if not root.is_dir():
         raise InputFileError(root, "is not a folder (--preset nnunet reads an nnU-Net v2 raw dataset folder DatasetNNN_Name)")
+    missing = ("missing: --preset nnunet reads an nnU-Net v2 raw dataset folder "
+               "(DatasetNNN_Name with dataset.json, imagesTr/, labelsTr/)")
     if not path.is_file():
-        raise InputFileError(path, "missing: --preset nnunet reads an nnU-Net v2 raw dataset folder "
-                                   "(DatasetNNN_Name with dataset.json, imagesTr/, labelsTr/)")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputFileError(path, f"is not valid JSON ({exc})") from exc
+        raise InputFileError(path, missing)
+    meta = read_json(path, missing)
     if not isinstance(meta, dict):
         raise InputFileError(path, "expected a JSON object")
     labels = meta.get("labels")

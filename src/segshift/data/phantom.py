@@ -58,7 +58,7 @@ Presets (:data:`PRESETS`)
     (ringing), a steep contrast curve (gamma 1.4) and 8-bit-like scaling.
 ``lge``
     Late gadolinium enhancement (inversion recovery): healthy myocardium nulled (black),
-    blood moderately bright (no longer the brightest tissue), bright scar patches in a
+    blood moderately bright (not the brightest tissue, as in bSSFP), bright scar patches in a
     random subset of cases (scar brighter than blood: an inversion of the healthy-tissue
     ordering), different fat/liver/muscle contrast; 0.9 mm in-plane, 7 mm slices, lower
     SNR -- the MS-CMRSeg / Emidec LGE domain.

@@ -16,7 +16,6 @@ renamed into place, so a crash mid-save leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,6 +27,7 @@ from torch import nn
 
 from segshift.errors import InputFileError
 from segshift.utils.atomic import atomic_dir, oserror_names, write_json
+from segshift.utils.jsonfile import read_json
 
 FORMAT = "segshift-checkpoint"
 VERSION = 1
@@ -161,12 +161,7 @@ def read_state(folder: str | Path) -> dict[str, Any]:
     """``state.json`` of a checkpoint, checked for format and file integrity."""
     folder = Path(folder)
     path = folder / "state.json"
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise InputFileError(path, "missing: not a segshift checkpoint folder") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputFileError(path, f"is corrupt ({exc})") from exc
+    doc = read_json(path, "missing: not a segshift checkpoint folder", invalid="is corrupt")
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise InputFileError(path, "is not a segshift checkpoint")
     for name, digest in (doc.get("files") or {}).items():

@@ -123,13 +123,13 @@ class TrainState:
         """Restore from :meth:`state_dict` (or a checkpoint's ``state.json``); sets the global RNGs.
 
         A rank the checkpoint has no entry for (a run resumed with more processes) takes rank
-        0's random state. Checkpoints from before the target stream had its own generator
-        (no ``augment_rng_target``) still load; that generator then starts from its seed.
+        0's random state. A checkpoint without the target stream's generator (no
+        ``augment_rng_target``) loads too; that generator then starts from its seed.
         """
         self.step = int(doc["step"])
         self.best = dict(doc["best"])
         self.last_vals = dict(doc.get("val") or {})
-        self.monitor = dict(doc.get("monitor") or {})  # {} in checkpoints from before it was kept
+        self.monitor = dict(doc.get("monitor") or {})  # {} for a checkpoint without a monitor entry
         ranks = doc["ranks"]
         rs = ranks.get(str(rank), ranks["0"])
         ckpt.set_rng_state(rs["rng"])

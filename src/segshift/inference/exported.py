@@ -9,8 +9,8 @@ PyTorch for a TorchScript ``model.pt``.
 What it does per volume is what ``segshift predict`` does without test-time adaptation: the
 saved preprocessing, the graph on batches of slices, softmax, the probabilities mapped back
 (inverse crop and in-plane resampling) and arg-maxed, so the mask has the input's shape and
-affine. For runs made under the legacy ``crop_center: label`` policy the same second pass
-around the predicted heart is made.
+affine. For runs trained on label-centred crops (``crop_center: label``) the same second
+pass around the predicted heart is made.
 
 Example:
     >>> from segshift.inference.exported import ExportedModel     # doctest: +SKIP

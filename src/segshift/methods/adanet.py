@@ -29,7 +29,7 @@ The parts, each one row of the paper's Table 1:
 * ``fda_downsample`` (segshift's, default 1 = the paper's full resolution): ``D_f`` sees its
   input at 1/k of full resolution, so GFRM fuses the levels there (levels finer than that
   are bilinearly downsampled before GFRM's 1x1 projection, which commutes with it). GFRM and
-  ``D_f`` at full resolution are most of an ``adanet`` step on a CPU (issue 19); 2 cuts
+  ``D_f`` at full resolution are most of an ``adanet`` step on a CPU; 2 cuts
   their work about 4x. Its effect on accuracy has not been measured.
 
 One step (:class:`~segshift.methods.alignment.AdversarialMethod`): **Step 1: update the

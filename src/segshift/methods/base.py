@@ -40,7 +40,7 @@ Contract:
   saved with the model as ``seg_target_norm``), used for target-domain inputs at prediction
   (AdaBN, Li et al. 2018; DSBN, Chang et al. CVPR 2019); ``frozen`` keeps the init run's
   running statistics (batch-norm layers of ``init_nets`` stay in eval mode while training);
-  ``separate`` (legacy) is one pass per batch whose running statistics are a mix that neither
+  ``separate`` is one pass per batch whose running statistics are a mix that neither
   domain was normalised with. The first batch given to :meth:`segment` is the source's, any
   further ones are the target's.
 

@@ -17,14 +17,13 @@ from segshift.nets.blocks import (
     AttentionGate,
     DoubleConv,
     PyramidPooling,
-    check_features,
+    UNetBase,
     check_input,
-    check_spatial_dims,
     layer_type,
 )
 
 
-class AttentionUNet(nn.Module):
+class AttentionUNet(UNetBase):
     """Attention U-Net with a dilated, pyramid-pooled bottleneck (Wang et al. 2019).
 
     Architecture (section 2.1; defaults in brackets):
@@ -78,10 +77,7 @@ class AttentionUNet(nn.Module):
         spatial_dims: int = 2,
         dropout: float = 0.0,
     ) -> None:
-        super().__init__()
-        self.spatial_dims = check_spatial_dims(spatial_dims)
-        self.features = check_features(features, "AttentionUNet")
-        self.depth = len(self.features) - 1
+        super().__init__(spatial_dims, features)
         f = self.features
         self.encoders = nn.ModuleList(
             DoubleConv(spatial_dims, in_channels if i == 0 else f[i - 1], f[i], norm=norm, act=act) for i in range(self.depth)
@@ -97,11 +93,6 @@ class AttentionUNet(nn.Module):
         self.gates = nn.ModuleList(AttentionGate(spatial_dims, f[i], f[i]) for i in levels)
         self.decoders = nn.ModuleList(DoubleConv(spatial_dims, 2 * f[i], f[i], norm=norm, act=act) for i in levels)
         self.head = layer_type("conv", spatial_dims)(f[0], out_channels, kernel_size=1)
-
-    @property
-    def feature_channels(self) -> list[int]:
-        """Channels of the :meth:`forward_features` features, deep to shallow."""
-        return list(reversed(self.features))
 
     def _run(self, x: torch.Tensor, keep_attention: bool) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         check_input(x, self.spatial_dims, 2**self.depth, "AttentionUNet")
@@ -143,7 +134,3 @@ class AttentionUNet(nn.Module):
     def attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Attention coefficients (B, 1, *spatial of the level) of every gate, deep to shallow."""
         return self._run(x, keep_attention=True)[2]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (B, out_channels, *spatial) of ``x`` (B, in_channels, *spatial)."""
-        return self._run(x, keep_attention=False)[0]

@@ -474,28 +474,66 @@ def check_features(features: Sequence[int], net: str, min_levels: int = 2) -> tu
     return widths
 
 
-def encoder_decoder_pass(
-    x: torch.Tensor,
-    encoders: Sequence[nn.Module],
-    pool: nn.Module,
-    ups: Sequence[nn.Module],
-    decoders: Sequence[nn.Module],
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """The U-shaped pass shared by :class:`~segshift.nets.unet.UNet` and the residual U-Net.
+class UNetBase(nn.Module):
+    """What the U-shaped segmenters share: one channel width per level, features, logits.
 
-    Encoders run with ``pool`` between levels; each decoder takes the concatenation of the
-    matching skip and the up-sampled deeper feature. Returns the last decoder output and the
-    features from deep to shallow (the bottleneck, then every decoder stage).
+    A subclass calls ``super().__init__(spatial_dims, features)``, which checks both (naming
+    the subclass in the message) and sets ``spatial_dims``, ``features`` (shallow to deep) and
+    ``depth`` (``len(features) - 1`` poolings); it then builds ``encoders`` (one per level),
+    ``pool``, ``ups`` and ``decoders`` (deep to shallow) and the 1x1 ``head``.
+    :meth:`forward_features` is the U-shaped pass over them (a subclass with another pass
+    overrides it); :meth:`forward` returns its logits.
     """
-    skips: list[torch.Tensor] = []
-    for level, encoder in enumerate(encoders):
-        if level > 0:
-            x = pool(x)
-        x = encoder(x)
-        skips.append(x)
-    depth = len(skips) - 1
-    feats = [x]
-    for k, (up, decoder) in enumerate(zip(ups, decoders)):
-        x = decoder(torch.cat([skips[depth - 1 - k], up(x)], dim=1))
-        feats.append(x)
-    return x, feats
+
+    encoders: nn.ModuleList
+    pool: nn.Module
+    ups: nn.ModuleList
+    decoders: nn.ModuleList
+    head: nn.Module
+
+    def __init__(self, spatial_dims: int, features: Sequence[int]) -> None:
+        super().__init__()
+        self.spatial_dims = check_spatial_dims(spatial_dims)
+        self.features = check_features(features, type(self).__name__)
+        self.depth = len(self.features) - 1
+
+    @property
+    def feature_channels(self) -> list[int]:
+        """Channels of the :meth:`forward_features` features, deep to shallow."""
+        return list(reversed(self.features))
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Logits and the multi-level decoder features.
+
+        Encoders run with ``pool`` between levels; each decoder takes the concatenation of the
+        matching skip and the up-sampled deeper feature.
+
+        Args:
+            x: input (B, in_channels, *spatial), spatial sizes multiples of ``2 ** depth``.
+
+        Returns:
+            ``(logits, features)``: logits (B, out_channels, *spatial) and ``depth + 1``
+            features from deep to shallow: the bottleneck (``features[-1]`` channels at
+            ``1 / 2 ** depth`` resolution), then the output of every decoder stage
+            (``features[depth - k]`` channels at ``1 / 2 ** (depth - k)``), the last at full
+            resolution.
+
+        Raises:
+            ValueError: for an input of the wrong dimensionality or size.
+        """
+        check_input(x, self.spatial_dims, 2**self.depth, type(self).__name__)
+        skips: list[torch.Tensor] = []
+        for level, encoder in enumerate(self.encoders):
+            if level > 0:
+                x = self.pool(x)
+            x = encoder(x)
+            skips.append(x)
+        feats = [x]
+        for k, (up, decoder) in enumerate(zip(self.ups, self.decoders)):
+            x = decoder(torch.cat([skips[self.depth - 1 - k], up(x)], dim=1))
+            feats.append(x)
+        return self.head(x), feats
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, out_channels, *spatial) of ``x`` (B, in_channels, *spatial)."""
+        return self.forward_features(x)[0]

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from segshift.nets.blocks import ResidualBlock, check_features, check_input, check_spatial_dims, encoder_decoder_pass, layer_type
+from segshift.nets.blocks import ResidualBlock, UNetBase, check_input, layer_type
 
 
-class ResidualUNet(nn.Module):
+class ResidualUNet(UNetBase):
     """Asymmetric residual U-Net: more residual blocks per level in the encoder than the decoder.
 
     Yan et al. 2019 describe LV-Unet only as "an asymmetric encoder-decoder structure" of
@@ -67,10 +67,7 @@ class ResidualUNet(nn.Module):
         act: str = "relu",
         spatial_dims: int = 2,
     ) -> None:
-        super().__init__()
-        self.spatial_dims = check_spatial_dims(spatial_dims)
-        self.features = check_features(features, "ResidualUNet")
-        self.depth = len(self.features) - 1
+        super().__init__(spatial_dims, features)
         f = self.features
         enc = tuple(int(n) for n in encoder_blocks)
         if len(enc) != len(f) or any(n < 1 for n in enc):
@@ -148,25 +145,3 @@ class ResidualUNet(nn.Module):
                 if number == last:
                     return out
         return out  # pragma: no cover - the last selected block is always reached
-
-    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Logits and the multi-level decoder features.
-
-        Args:
-            x: input (B, in_channels, *spatial), spatial sizes multiples of ``2 ** depth``.
-
-        Returns:
-            ``(logits, features)``: logits (B, out_channels, *spatial) and ``depth + 1``
-            features from deep to shallow: the bottleneck (deepest encoder level), then the
-            output of every decoder stage, the last at full resolution.
-
-        Raises:
-            ValueError: for an input of the wrong dimensionality or size.
-        """
-        check_input(x, self.spatial_dims, 2**self.depth, "ResidualUNet")
-        x, feats = encoder_decoder_pass(x, self.encoders, self.pool, self.ups, self.decoders)
-        return self.head(x), feats
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (B, out_channels, *spatial) of ``x`` (B, in_channels, *spatial)."""
-        return self.forward_features(x)[0]

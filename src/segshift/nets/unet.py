@@ -6,13 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import nn
 
-from segshift.nets.blocks import DoubleConv, check_features, check_input, check_spatial_dims, encoder_decoder_pass, layer_type
+from segshift.nets.blocks import DoubleConv, UNetBase, layer_type
 
 
-class UNet(nn.Module):
+class UNet(UNetBase):
     """Plain U-Net: DoubleConv blocks, max-pool down, transposed-conv up, concatenated skips.
 
     ``len(features) - 1`` poolings; every spatial size of the input must be a multiple of
@@ -50,10 +49,7 @@ class UNet(nn.Module):
         spatial_dims: int = 2,
         dropout: float = 0.0,
     ) -> None:
-        super().__init__()
-        self.spatial_dims = check_spatial_dims(spatial_dims)
-        self.features = check_features(features, "UNet")
-        self.depth = len(self.features) - 1
+        super().__init__(spatial_dims, features)
         f = self.features
         self.encoders = nn.ModuleList()
         for i, width in enumerate(f):
@@ -73,32 +69,3 @@ class UNet(nn.Module):
         self.ups = nn.ModuleList(up(f[i + 1], f[i], kernel_size=2, stride=2) for i in reversed(range(self.depth)))
         self.decoders = nn.ModuleList(DoubleConv(spatial_dims, 2 * f[i], f[i], norm=norm, act=act) for i in reversed(range(self.depth)))
         self.head = layer_type("conv", spatial_dims)(f[0], out_channels, kernel_size=1)
-
-    @property
-    def feature_channels(self) -> list[int]:
-        """Channels of the :meth:`forward_features` features, deep to shallow."""
-        return list(reversed(self.features))
-
-    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Logits and the multi-level decoder features.
-
-        Args:
-            x: input (B, in_channels, *spatial), spatial sizes multiples of ``2 ** depth``.
-
-        Returns:
-            ``(logits, features)``: logits (B, out_channels, *spatial) and ``depth + 1``
-            features from deep to shallow: the bottleneck (``features[-1]`` channels at
-            ``1 / 2 ** depth`` resolution), then the output of every decoder stage
-            (``features[depth - k]`` channels at ``1 / 2 ** (depth - k)``), the last at full
-            resolution.
-
-        Raises:
-            ValueError: for an input of the wrong dimensionality or size.
-        """
-        check_input(x, self.spatial_dims, 2**self.depth, "UNet")
-        x, feats = encoder_decoder_pass(x, self.encoders, self.pool, self.ups, self.decoders)
-        return self.head(x), feats
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (B, out_channels, *spatial) of ``x`` (B, in_channels, *spatial)."""
-        return self.forward_features(x)[0]

@@ -157,7 +157,7 @@ CURVE_GROUPS: tuple[tuple[str, Callable[[str, Mapping[str, list[float]]], bool]]
     ("discriminator losses", lambda k, c: k.startswith("loss_d")),
     ("alignment weights w_*", lambda k, c: k.startswith("w_")),
     ("source validation Dice", lambda k, c: k == "val_mean"),
-    ("discriminator accuracy", lambda k, c: k.startswith(("d_acc_", "acc_"))),  # acc_<D>: its name in runs of earlier versions
+    ("discriminator accuracy", lambda k, c: k.startswith(("d_acc_", "acc_"))),  # acc_<D>: another spelling in train.csv
     ("alignment / supervised gradient", lambda k, c: k.startswith("grad_ratio_")),
     ("translated-source Dice", lambda k, c: k.startswith("trans_dice")),
     ("image statistics distance", lambda k, c: k.startswith("trans_stat_dist")),

@@ -10,7 +10,7 @@ Steps, in order, on a 3D volume whose last axis is the slice axis:
 5. crop/pad of every slice to ``crop_size``: around the image centre (``crop_center=
    "image"``, the default: the same for labelled and unlabelled cases, in training and at
    prediction, so the crop position tells no domain apart), around a localiser's answer
-   when one is passed, or (legacy ``crop_center="label"``) around the label's foreground
+   when one is passed, or (``crop_center="label"``) around the label's foreground
    centroid when a label is given. The same centre is used for every slice of a volume.
 
 :meth:`Preprocessor.apply` returns slices ``(Z, H, W)`` plus a :class:`GeometryRecord`;
@@ -35,6 +35,7 @@ from segshift.errors import InputFileError, SegshiftError
 from segshift.transforms import intensity, spatial
 from segshift.transforms.volume import Volume
 from segshift.utils.atomic import write_json
+from segshift.utils.jsonfile import read_json
 
 KIND = "segshift-preprocess"
 VERSION = 1
@@ -50,7 +51,7 @@ class PreprocessConfig:
         target_spacing: in-plane pixel size in mm after resampling; ``None`` keeps native.
         crop_size: ``(H, W)`` of every output slice; ``None`` keeps the resampled size.
         crop_center: ``"image"`` (the image centre, or the localiser when one is passed) or
-            the legacy ``"label"`` (label centroid when a label is given, else as ``"image"``:
+            ``"label"`` (label centroid when a label is given, else as ``"image"``:
             labelled and unlabelled cases are then cropped differently).
         clip_percentiles: per-volume clipping percentiles; ``None`` disables clipping.
         normalise: ``"zscore"``, ``"minmax"`` or ``"none"``.
@@ -204,7 +205,7 @@ class Preprocessor:
         """Preprocess ``image`` and return the per-class probabilities ``(C, Z, H, W)`` that
         ``probabilities`` gives for its slices ``(Z, H, W)``, with the :class:`Prepared` volume.
 
-        Runs trained on label-centred crops (``crop_center: label``, legacy) get a second pass
+        Runs trained on label-centred crops (``crop_center: label``) get a second pass
         centred on the predicted heart when it lies more than ``relocate_px`` pixels from the
         crop's centre. (Shared by the predictor and the exported-model path.)
         """
@@ -290,14 +291,7 @@ class Preprocessor:
 
     @classmethod
     def load(cls, path: str | Path) -> Preprocessor:
-        path = Path(path)
-        try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise InputFileError(path, "does not exist") from exc
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InputFileError(path, f"is not valid JSON ({exc})") from exc
-        return cls.from_dict(d, where=str(path))
+        return cls.from_dict(read_json(path, "does not exist"), where=str(path))
 
     def fingerprint(self) -> str:
         """A stable hash of the pipeline (used as a cache key)."""
