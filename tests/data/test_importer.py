@@ -66,7 +66,9 @@ def test_suffix_rule_with_labels_beside_images(tmp_path):
         img[0, 0, 0] = 1000 + n
         write_nifti(tmp_path / "raw" / f"patient001_frame{n:02d}.nii.gz", img, AFF)
         write_nifti(tmp_path / "raw" / f"patient001_frame{n:02d}_gt.nii.gz", np.choose(lab, (0, 3, 2, 1)).astype(np.uint8), AFF)
-    config = ImportConfig(name="acdc_like", images=(".",), labels=".", label_suffix="_gt", label_map={1: "RV", 2: "MYO", 3: "LV"}, require_labels=True)
+    config = ImportConfig(
+        name="acdc_like", images=(".",), labels=".", label_suffix="_gt", label_map={1: "RV", 2: "MYO", 3: "LV"}, require_labels=True
+    )
     report = run_import(tmp_path / "raw", tmp_path / "out", config)
     assert report.labelled == ["patient001_frame01", "patient001_frame12"]
     img, lab = Domain(tmp_path / "out").load("patient001_frame12")
@@ -80,8 +82,13 @@ def test_unlabelled_pool_and_label_names_for_other_anatomy(tmp_path):
     write_nifti(tmp_path / "raw" / "lab" / "liver1_seg.nii.gz", (lab > 0).astype(np.uint8) * 7, AFF)
     write_nifti(tmp_path / "raw" / "pool" / "liver9.nii.gz", img, AFF)
     config = ImportConfig(
-        name="liver", images=("lab",), labels="lab", unlabelled=("pool",), label_suffix="_seg",
-        label_names={"background": 0, "liver": 1}, label_map={7: "liver"},
+        name="liver",
+        images=("lab",),
+        labels="lab",
+        unlabelled=("pool",),
+        label_suffix="_seg",
+        label_names={"background": 0, "liver": 1},
+        label_map={7: "liver"},
     )
     report = run_import(tmp_path / "raw", tmp_path / "out", config)
     dom = Domain(tmp_path / "out")
@@ -129,7 +136,9 @@ def test_dicom_series_folders_with_nifti_labels(tmp_path):
 
     _, lab = toy_case(shape=(12, 10, 3))
     direction = sitk.VersorRigid3DTransform((0.1, 0.0, 0.2, 0.97)).GetMatrix()
-    write_dicom_series(tmp_path / "raw" / "dicom" / "pat7", (lab.transpose(2, 1, 0) * 100).astype(np.int16), (0.9, 0.9, 6.0), (1.0, 2.0, 3.0), direction)
+    write_dicom_series(
+        tmp_path / "raw" / "dicom" / "pat7", (lab.transpose(2, 1, 0) * 100).astype(np.int16), (0.9, 0.9, 6.0), (1.0, 2.0, 3.0), direction
+    )
     series = read_volume(tmp_path / "raw" / "dicom" / "pat7")
     write_nifti(tmp_path / "raw" / "labels" / "pat7_manual.nii.gz", lab, series.affine)
     config = ImportConfig(name="d", images=("dicom",), labels="labels", label_suffix="_manual")
@@ -148,12 +157,27 @@ def _no_output(path) -> bool:
 @pytest.mark.parametrize(
     "break_it, message",
     [
-        (lambda raw: write_nifti(raw / "labels" / "label_2.nii.gz", np.full((40, 48, 6), 700.0), AFF), r"label_2\.nii\.gz: unknown label code\(s\) \[700\]"),
-        (lambda raw: write_nifti(raw / "labels" / "label_2.nii.gz", np.zeros((40, 48, 5)), AFF), r"label_2\.nii\.gz: geometry differs .*shape"),
-        (lambda raw: write_nifti(raw / "labels" / "label_2.nii.gz", np.zeros((40, 48, 6)), oblique_affine(angle_deg=40)), r"label_2\.nii\.gz: geometry differs .*affine"),
-        (lambda raw: write_nifti(raw / "images" / "image_2.nii.gz", np.full((40, 48, 6), np.inf, np.float32), AFF), r"image_2\.nii\.gz: contains .* NaN/Inf"),
+        (
+            lambda raw: write_nifti(raw / "labels" / "label_2.nii.gz", np.full((40, 48, 6), 700.0), AFF),
+            r"label_2\.nii\.gz: unknown label code\(s\) \[700\]",
+        ),
+        (
+            lambda raw: write_nifti(raw / "labels" / "label_2.nii.gz", np.zeros((40, 48, 5)), AFF),
+            r"label_2\.nii\.gz: geometry differs .*shape",
+        ),
+        (
+            lambda raw: write_nifti(raw / "labels" / "label_2.nii.gz", np.zeros((40, 48, 6)), oblique_affine(angle_deg=40)),
+            r"label_2\.nii\.gz: geometry differs .*affine",
+        ),
+        (
+            lambda raw: write_nifti(raw / "images" / "image_2.nii.gz", np.full((40, 48, 6), np.inf, np.float32), AFF),
+            r"image_2\.nii\.gz: contains .* NaN/Inf",
+        ),
         (lambda raw: (raw / "images" / "image_2.nii.gz").write_bytes(b"\x1f\x8b\x08garbage"), r"image_2\.nii\.gz: cannot be read"),
-        (lambda raw: write_nifti(raw / "labels" / "label_2.nii.gz", np.full((40, 48, 6), 0.5), AFF), r"label_2\.nii\.gz: label map has non-integer"),
+        (
+            lambda raw: write_nifti(raw / "labels" / "label_2.nii.gz", np.full((40, 48, 6), 0.5), AFF),
+            r"label_2\.nii\.gz: label map has non-integer",
+        ),
         (lambda raw: write_nifti(raw / "labels" / "label_99.nii.gz", np.zeros((40, 48, 6)), AFF), r"no matching image: label_99\.nii\.gz"),
     ],
     ids=["unknown-code", "shape-mismatch", "affine-mismatch", "inf", "corrupt", "non-integer-label", "orphan-label"],

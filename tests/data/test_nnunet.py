@@ -34,8 +34,9 @@ def nnunet_raw(root: Path, labels: dict, channels: dict | None = None, train=(1,
             write_nifti(root / folder / f"case{n:02d}_{int(ch):04d}.nii.gz", tagged, AFF)
         if n in train:
             write_nifti(root / "labelsTr" / f"case{n:02d}.nii.gz", np.vectorize(codes.get)(lab).astype(np.uint8), AFF)
-    (root / "dataset.json").write_text(json.dumps({"channel_names": channels, "labels": labels,
-                                                   "numTraining": len(train), "file_ending": ".nii.gz"}))
+    (root / "dataset.json").write_text(
+        json.dumps({"channel_names": channels, "labels": labels, "numTraining": len(train), "file_ending": ".nii.gz"})
+    )
     return root
 
 
@@ -61,8 +62,7 @@ def test_cardiac_names_map_to_canonical_ids_whatever_the_dataset_ids(tmp_path):
 
 
 def test_any_other_label_set_keeps_its_names_and_ids(tmp_path):
-    raw = nnunet_raw(tmp_path / "Dataset009_Spleen", {"background": 0, "organ": 1, "lesion": 2}, test=(),
-                     codes={0: 0, 1: 1, 2: 2, 3: 1})
+    raw = nnunet_raw(tmp_path / "Dataset009_Spleen", {"background": 0, "organ": 1, "lesion": 2}, test=(), codes={0: 0, 1: 1, 2: 2, 3: 1})
     _import(raw, tmp_path / "spleen")
     dom = Domain(tmp_path / "spleen")
     assert dom.spec.labels == {"background": 0, "organ": 1, "lesion": 2}
@@ -71,8 +71,7 @@ def test_any_other_label_set_keeps_its_names_and_ids(tmp_path):
 
 
 def test_label_map_override_for_other_cardiac_names(tmp_path):
-    raw = nnunet_raw(tmp_path / "Dataset027_ACDC", {"background": 0, "RV": 1, "MLV": 2, "LVC": 3}, test=(),
-                     codes={0: 0, 1: 3, 2: 2, 3: 1})
+    raw = nnunet_raw(tmp_path / "Dataset027_ACDC", {"background": 0, "RV": 1, "MLV": 2, "LVC": 3}, test=(), codes={0: 0, 1: 3, 2: 2, 3: 1})
     assert main(["import", str(raw), str(tmp_path / "acdc"), "--preset", "nnunet", "--label-map", "1=RV,2=MYO,3=LV"]) == 0
     dom = Domain(tmp_path / "acdc")
     assert dom.spec.labels == {"background": 0, "LV": 1, "MYO": 2, "RV": 3}
@@ -80,8 +79,9 @@ def test_label_map_override_for_other_cardiac_names(tmp_path):
 
 
 def test_multichannel_needs_channel_and_imports_only_that_channel(tmp_path, capsys):
-    raw = nnunet_raw(tmp_path / "Dataset004_Multi", {"background": 0, "LV": 1, "MYO": 2, "RV": 3},
-                     channels={"0": "T2", "1": "ADC"}, test=())
+    raw = nnunet_raw(
+        tmp_path / "Dataset004_Multi", {"background": 0, "LV": 1, "MYO": 2, "RV": 3}, channels={"0": "T2", "1": "ADC"}, test=()
+    )
     out = tmp_path / "multi"
     assert main(["import", str(raw), str(out), "--preset", "nnunet"]) == 2
     err = capsys.readouterr().err
@@ -98,17 +98,23 @@ def test_multichannel_needs_channel_and_imports_only_that_channel(tmp_path, caps
         nnunet_import_config(raw, "x", channel=5)
 
 
-@pytest.mark.parametrize("meta, message", [
-    (None, "dataset.json: missing: --preset nnunet reads an nnU-Net v2 raw dataset folder"),
-    ("{not json", "dataset.json: is not valid JSON"),
-    ({"channel_names": {"0": "MRI"}, "file_ending": ".nii.gz"}, "'labels' (an object of label name -> integer id) is required"),
-    ({"channel_names": {"0": "MRI"}, "labels": {"0": "background", "1": "LV"}, "file_ending": ".nii.gz"}, "nnU-Net v1 dataset.json"),
-    ({"channel_names": {"0": "MRI"}, "labels": {"background": 0, "heart": [1, 2]}, "file_ending": ".nii.gz"}, "are regions"),
-    ({"channel_names": {"0": "MRI"}, "labels": {"background": 0, "LV": 1, "ignore": 2}, "file_ending": ".nii.gz"}, "'ignore' label"),
-    ({"channel_names": {"0": "MRI"}, "labels": {"background": 0, "LV": 1}, "file_ending": ".png"}, "file_ending '.png' is not a 3D format"),
-    ({"labels": {"background": 0, "LV": 1}, "file_ending": ".nii.gz"}, "'channel_names'"),
-    ({"channel_names": {"0": "MRI"}, "labels": {"background": 1, "LV": 0}, "file_ending": ".nii.gz"}, "id 0 must be 'background'"),
-])
+@pytest.mark.parametrize(
+    "meta, message",
+    [
+        (None, "dataset.json: missing: --preset nnunet reads an nnU-Net v2 raw dataset folder"),
+        ("{not json", "dataset.json: is not valid JSON"),
+        ({"channel_names": {"0": "MRI"}, "file_ending": ".nii.gz"}, "'labels' (an object of label name -> integer id) is required"),
+        ({"channel_names": {"0": "MRI"}, "labels": {"0": "background", "1": "LV"}, "file_ending": ".nii.gz"}, "nnU-Net v1 dataset.json"),
+        ({"channel_names": {"0": "MRI"}, "labels": {"background": 0, "heart": [1, 2]}, "file_ending": ".nii.gz"}, "are regions"),
+        ({"channel_names": {"0": "MRI"}, "labels": {"background": 0, "LV": 1, "ignore": 2}, "file_ending": ".nii.gz"}, "'ignore' label"),
+        (
+            {"channel_names": {"0": "MRI"}, "labels": {"background": 0, "LV": 1}, "file_ending": ".png"},
+            "file_ending '.png' is not a 3D format",
+        ),
+        ({"labels": {"background": 0, "LV": 1}, "file_ending": ".nii.gz"}, "'channel_names'"),
+        ({"channel_names": {"0": "MRI"}, "labels": {"background": 1, "LV": 0}, "file_ending": ".nii.gz"}, "id 0 must be 'background'"),
+    ],
+)
 def test_bad_dataset_json_is_one_clear_error_and_writes_nothing(tmp_path, capsys, meta, message):
     raw = nnunet_raw(tmp_path / "Dataset001_X", {"background": 0, "LV": 1, "MYO": 2, "RV": 3}, test=())
     if meta is None:
@@ -134,6 +140,7 @@ def test_channel_without_nnunet_preset_is_refused(tmp_path, capsys):
 
 
 # -- export and the round trip -------------------------------------------------------------------------
+
 
 def _with_unlabelled(phantom_domain: Path, dest: Path, unlabelled=("case008", "case009")) -> Path:
     shutil.copytree(phantom_domain, dest)
@@ -232,8 +239,9 @@ def split_run(phantom, tmp_path_factory) -> Path:
 def test_split_with_run_equals_the_runs_plan(phantom, split_run, tmp_path, capsys):
     plan = json.loads((split_run / "run.json").read_text())["plan"]
     key = str(Path(phantom["bssfp"]).resolve())
-    assert main(["export", "nnunet", str(phantom["bssfp"]), str(tmp_path / "raw"), "--id", "20", "--name", "B",
-                 "--run", str(split_run)]) == 0
+    assert (
+        main(["export", "nnunet", str(phantom["bssfp"]), str(tmp_path / "raw"), "--id", "20", "--name", "B", "--run", str(split_run)]) == 0
+    )
     ds = tmp_path / "raw" / "Dataset020_B"
     folds = splits_of(ds / "splits_final.json")
     assert folds[0] == {"train": plan["train"][key], "val": plan["val"][key]} and len(folds) == 5
@@ -245,11 +253,27 @@ def test_split_with_run_equals_the_runs_plan(phantom, split_run, tmp_path, capsy
     assert main(["export", "nnunet", str(copy), str(tmp_path / "raw"), "--id", "21", "--name", "C", "--run", str(split_run)]) == 0
     assert splits_of(tmp_path / "raw" / "Dataset021_C" / "splits_final.json")[0]["val"] == plan["val"][key]
     capsys.readouterr()
-    assert main(["export", "nnunet", str(phantom["lge"]), str(tmp_path / "raw"), "--id", "22", "--name", "L",
-                 "--run", str(split_run)]) == 2
+    assert main(["export", "nnunet", str(phantom["lge"]), str(tmp_path / "raw"), "--id", "22", "--name", "L", "--run", str(split_run)]) == 2
     assert "is not a labelled domain of the run" in capsys.readouterr().err
-    assert main(["export", "nnunet", str(phantom["bssfp"]), str(tmp_path / "raw"), "--id", "23", "--name", "B",
-                 "--run", str(split_run), "--seed", "1"]) == 2
+    assert (
+        main(
+            [
+                "export",
+                "nnunet",
+                str(phantom["bssfp"]),
+                str(tmp_path / "raw"),
+                "--id",
+                "23",
+                "--name",
+                "B",
+                "--run",
+                str(split_run),
+                "--seed",
+                "1",
+            ]
+        )
+        == 2
+    )
     assert "drop --val-fraction/--seed" in capsys.readouterr().err
 
 
@@ -286,4 +310,3 @@ def test_five_folds_grouped_by_patient_with_segshifts_split_as_fold_0(tmp_path, 
         [["b"], ["a_frame01", "a_frame02"]],
     )
     assert group_folds(["a_frame01", "a_frame02"], 4, 0) == []
-

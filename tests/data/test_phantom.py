@@ -104,22 +104,22 @@ def _noise(img: np.ndarray, lab: np.ndarray) -> float:
 
 
 def test_domain_gap_is_real(cases) -> None:
-    myo_lv = {n: [_ratio(i, l, 2, 1) for i, l, _ in cs] for n, cs in cases.items()}
+    myo_lv = {n: [_ratio(i, lab, 2, 1) for i, lab, _ in cs] for n, cs in cases.items()}
     # bSSFP: bright blood, dark myocardium
     assert max(myo_lv["bssfp"]) < 0.45
     # LGE: healthy myocardium nulled (much darker relative to blood than bSSFP); bright scar in some cases
     assert max(myo_lv["lge"]) < 0.7 * min(myo_lv["bssfp"])
-    scar = [np.percentile(i[l == 2], 99.5) / np.median(i[l == 1]) for i, l, _ in cases["lge"]]
+    scar = [np.percentile(i[lab == 2], 99.5) / np.median(i[lab == 1]) for i, lab, _ in cases["lge"]]
     assert max(scar) > 1.2
-    assert max(np.percentile(i[l == 2], 99.5) / np.median(i[l == 1]) for i, l, _ in cases["bssfp"]) < 0.9
+    assert max(np.percentile(i[lab == 2], 99.5) / np.median(i[lab == 1]) for i, lab, _ in cases["bssfp"]) < 0.9
     # T2 dark blood: the myocardium/blood contrast is inverted
     assert min(myo_lv["t2"]) > 1.5
     # vendor B: a different contrast curve (flatter myocardium/blood contrast)
     assert min(myo_lv["bssfp_vendorB"]) > max(myo_lv["bssfp"]) + 0.1
     # vendors B and C: noisier than vendor A, and on another intensity scale
-    ref_noise = max(_noise(i, l) for i, l, _ in cases["bssfp"])
+    ref_noise = max(_noise(i, lab) for i, lab, _ in cases["bssfp"])
     for vendor in ("bssfp_vendorB", "bssfp_vendorC"):
-        assert min(_noise(i, l) for i, l, _ in cases[vendor]) > 1.4 * ref_noise
+        assert min(_noise(i, lab) for i, lab, _ in cases[vendor]) > 1.4 * ref_noise
     scale = {n: np.median([np.percentile(i, 99) for i, _, _ in cs]) for n, cs in cases.items()}
     assert scale["bssfp_vendorB"] > 2 * scale["bssfp"] > 4 * scale["bssfp_vendorC"]
     # while the anatomy is the same: equal seeds give the same volumes (mm^3) in every preset
@@ -152,9 +152,7 @@ def test_domain_folders_open_and_validate(phantom_root: dict[str, Path]) -> None
         facts = dom.validate()
         assert facts[0].startswith(f"{name}: 3 cases")
         img, lab = dom.load("case001")
-        assert img.spacing == pytest.approx(
-            (PRESETS[name].spacing_mm, PRESETS[name].spacing_mm, PRESETS[name].slice_thickness_mm)
-        )
+        assert img.spacing == pytest.approx((PRESETS[name].spacing_mm, PRESETS[name].spacing_mm, PRESETS[name].slice_thickness_mm))
         assert set(np.unique(lab.array).tolist()) == {0, 1, 2, 3}
         meta = json.loads((path / "domain.json").read_text())
         assert meta["sequence"] == PRESETS[name].sequence

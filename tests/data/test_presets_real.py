@@ -71,9 +71,22 @@ def test_cli_one_line_import(shared_cardiac, tmp_path, capsys):
     assert "20 cases (20 labelled, 0 unlabelled)" in capsys.readouterr().out
     # the same import spelled out without the preset
     args = [
-        "import", str(shared_cardiac / "mscmr_bssfp"), str(tmp_path / "b2"), "--images", "images", "--labels", "labels",
-        "--image-pattern", r"image_(?P<case>\d+)", "--label-pattern", r"label_(?P<case>\d+)",
-        "--case-template", "patient{case:0>2}", "--label-map", "500=LV,200=MYO,600=RV", "--require-labels",
+        "import",
+        str(shared_cardiac / "mscmr_bssfp"),
+        str(tmp_path / "b2"),
+        "--images",
+        "images",
+        "--labels",
+        "labels",
+        "--image-pattern",
+        r"image_(?P<case>\d+)",
+        "--label-pattern",
+        r"label_(?P<case>\d+)",
+        "--case-template",
+        "patient{case:0>2}",
+        "--label-map",
+        "500=LV,200=MYO,600=RV",
+        "--require-labels",
     ]
     assert main(args) == 0
     a, b = Domain(tmp_path / "b"), Domain(tmp_path / "b2")

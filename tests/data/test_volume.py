@@ -74,7 +74,9 @@ def write_dicom_series(folder, array_kji: np.ndarray, spacing, origin, direction
             "0020|000e": series_uid,
             "0020|0013": str(k + 1),
             "0020|0032": "\\".join(f"{p:.6f}" for p in pos),
-            "0020|0037": "\\".join(f"{v:.6f}" for v in (direction[0], direction[3], direction[6], direction[1], direction[4], direction[7])),
+            "0020|0037": "\\".join(
+                f"{v:.6f}" for v in (direction[0], direction[3], direction[6], direction[1], direction[4], direction[7])
+            ),
             "0028|0030": f"{spacing[1]:.6f}\\{spacing[0]:.6f}",
             "0018|0050": f"{spacing[2]:.6f}",
             "0008|0018": f"{series_uid}.{k + 1}",

@@ -155,7 +155,7 @@ class SliceCache:
         with_labels: bool = True,
         in_memory: bool = False,
         progress: Callable[[str], None] | None = None,
-    ) -> "SliceCache":
+    ) -> SliceCache:
         """Build (or reuse) the cache of ``cases`` of ``domain``.
 
         Args:
@@ -219,7 +219,7 @@ class SliceCache:
         return cls.open(root, in_memory=in_memory)
 
     @classmethod
-    def open(cls, root: str | Path, in_memory: bool = False) -> "SliceCache":
+    def open(cls, root: str | Path, in_memory: bool = False) -> SliceCache:
         root = Path(root)
         try:
             idx = json.loads((root / "index.json").read_text(encoding="utf-8"))

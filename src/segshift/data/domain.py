@@ -104,7 +104,7 @@ class DomainSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], where: str = "domain.json") -> "DomainSpec":
+    def from_dict(cls, d: Mapping[str, Any], where: str = "domain.json") -> DomainSpec:
         if not isinstance(d, Mapping):
             raise SegshiftError(f"{where}: expected a JSON object")
         if d.get("format", FORMAT) != FORMAT:
@@ -123,7 +123,8 @@ class DomainSpec:
 
 def _by_case(folder: Path) -> dict[str, Path]:
     """The NIfTI files of a folder by case id; two files of one case (``x.nii`` and ``x.nii.gz``), or a broken
-    symbolic link named as a NIfTI file, are refused."""
+    symbolic link named as a NIfTI file, are refused.
+    """
     out: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
         if p.name.endswith((".nii.gz", ".nii")) and not p.name.startswith(".") and (err := broken_link(p)) is not None:
@@ -270,10 +271,7 @@ class Domain:
         return [
             f"{self.name}: {len(self)} cases ({len(self.labelled_cases)} labelled, {len(self.unlabelled_cases)} unlabelled)",
             f"labels: {self.spec.labels}",
-            "spacing (mm) min "
-            + ", ".join(f"{v:.3g}" for v in sp.min(0))
-            + " / max "
-            + ", ".join(f"{v:.3g}" for v in sp.max(0)),
+            "spacing (mm) min " + ", ".join(f"{v:.3g}" for v in sp.min(0)) + " / max " + ", ".join(f"{v:.3g}" for v in sp.max(0)),
         ]
 
 
@@ -285,8 +283,11 @@ def identity_changes(recorded: Mapping[str, Any], now: Mapping[str, Any]) -> lis
     if recorded.get("labels") != now.get("labels"):
         out.append(f"labels {recorded.get('labels')} are now {now.get('labels')}")
     old, new = recorded.get("files", {}), now.get("files", {})
-    for what, cases in (("removed", sorted(set(old) - set(new))), ("added", sorted(set(new) - set(old))),
-                        ("changed (file name or size)", sorted(c for c in set(old) & set(new) if list(old[c]) != list(new[c])))):
+    for what, cases in (
+        ("removed", sorted(set(old) - set(new))),
+        ("added", sorted(set(new) - set(old))),
+        ("changed (file name or size)", sorted(c for c in set(old) & set(new) if list(old[c]) != list(new[c]))),
+    ):
         if cases:
             out.append(f"{what}: {', '.join(cases[:8])}" + (f" and {len(cases) - 8} more" if len(cases) > 8 else ""))
     if not out and recorded.get("sha256") != now.get("sha256"):

@@ -125,10 +125,7 @@ class ImportReport:
     notes: list[str]
 
     def lines(self) -> list[str]:
-        out = [
-            f"wrote {self.domain}: {len(self.cases)} cases "
-            f"({len(self.labelled)} labelled, {len(self.unlabelled)} unlabelled)"
-        ]
+        out = [f"wrote {self.domain}: {len(self.cases)} cases ({len(self.labelled)} labelled, {len(self.unlabelled)} unlabelled)"]
         if self.unmatched:
             out.append(f"{len(self.unmatched)} unmatched file(s) skipped: " + ", ".join(self.unmatched))
         grid = [n for n in self.notes if n.endswith("(--label-geometry image)")]
@@ -194,9 +191,7 @@ def _candidates(folder: Path, recursive: bool) -> list[Path]:
             continue
         if (err := broken_volume_link(p)) is not None:
             raise err
-        if p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES):
-            out.append(p)
-        elif p.is_dir() and is_dicom_dir(p):
+        if (p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES)) or (p.is_dir() and is_dicom_dir(p)):
             out.append(p)
     return out
 
@@ -395,15 +390,27 @@ def run_import(
                 if not same_geometry(img3, lab):
                     same_grid = lab.shape[:3] == img.shape[:3] and np.allclose(lab.spacing, img3.spacing, rtol=1e-3, atol=0)
                     if same_grid and config.label_geometry == "image":
-                        report.notes.append(f"{lab.path.name}: affine differs from its image {path.name}'s with the same shape "
-                                            f"and voxel sizes: taken to lie on the image's voxel grid (--label-geometry image)")
+                        report.notes.append(
+                            f"{lab.path.name}: affine differs from its image {path.name}'s with the same shape "
+                            f"and voxel sizes: taken to lie on the image's voxel grid (--label-geometry image)"
+                        )
                     else:
-                        hint = ("; its shape and voxel sizes match the image's: if it lies on the image's voxel grid, "
-                                "--label-geometry image imports it so") if same_grid else ""
+                        hint = (
+                            (
+                                "; its shape and voxel sizes match the image's: if it lies on the image's voxel grid, "
+                                "--label-geometry image imports it so"
+                            )
+                            if same_grid
+                            else ""
+                        )
                         raise InputFileError(
                             lab.path,
                             f"geometry differs from its image {path.name}: shape {lab.shape[:3]} vs {img.shape[:3]}"
-                            + ("" if lab.shape[:3] != img.shape[:3] else f", affine\n{np.round(lab.affine, 4)}\nvs\n{np.round(img.affine, 4)}")
+                            + (
+                                ""
+                                if lab.shape[:3] != img.shape[:3]
+                                else f", affine\n{np.round(lab.affine, 4)}\nvs\n{np.round(img.affine, 4)}"
+                            )
                             + hint,
                         )
                 lab_arr = mapper(lab.array, lab.path)

@@ -61,8 +61,7 @@ def read_dataset_json(root: str | Path) -> dict[str, Any]:
     path = root / "dataset.json"
     if not root.is_dir():
         raise InputFileError(root, "is not a folder (--preset nnunet reads an nnU-Net v2 raw dataset folder DatasetNNN_Name)")
-    missing = ("missing: --preset nnunet reads an nnU-Net v2 raw dataset folder "
-               "(DatasetNNN_Name with dataset.json, imagesTr/, labelsTr/)")
+    missing = "missing: --preset nnunet reads an nnU-Net v2 raw dataset folder (DatasetNNN_Name with dataset.json, imagesTr/, labelsTr/)"
     if not path.is_file():
         raise InputFileError(path, missing)
     meta = read_json(path, missing)
@@ -72,17 +71,21 @@ def read_dataset_json(root: str | Path) -> dict[str, Any]:
     if not isinstance(labels, dict) or not labels:
         raise InputFileError(path, "'labels' (an object of label name -> integer id) is required")
     if all(re.fullmatch(r"\d+", str(k)) for k in labels) and all(isinstance(v, str) for v in labels.values()):
-        raise InputFileError(path, "is an nnU-Net v1 dataset.json (labels as id -> name); convert it with "
-                                   "nnUNetv2_convert_old_nnUNet_dataset first")
+        raise InputFileError(
+            path, "is an nnU-Net v1 dataset.json (labels as id -> name); convert it with nnUNetv2_convert_old_nnUNet_dataset first"
+        )
     regions = sorted(k for k, v in labels.items() if isinstance(v, (list, tuple)))
     if regions:
         raise InputFileError(path, f"labels {regions} are regions (lists of ids); segshift needs one id per label")
     if "ignore" in labels:
-        raise InputFileError(path, "declares an 'ignore' label; segshift has no ignore label (remove it from the "
-                                   "label maps and dataset.json, or map it with --label-map)")
+        raise InputFileError(
+            path,
+            "declares an 'ignore' label; segshift has no ignore label (remove it from the "
+            "label maps and dataset.json, or map it with --label-map)",
+        )
     channels = meta.get("channel_names", meta.get("modality"))
     if not isinstance(channels, dict) or not channels:
-        raise InputFileError(path, "'channel_names' (an object like {\"0\": \"MRI\"}) is required")
+        raise InputFileError(path, '\'channel_names\' (an object like {"0": "MRI"}) is required')
     if not all(re.fullmatch(r"\d+", str(k)) for k in channels):
         raise InputFileError(path, f"'channel_names' keys must be channel numbers, got {sorted(channels)}")
     ending = meta.get("file_ending")
@@ -111,8 +114,9 @@ def nnunet_import_config(raw_root: str | Path, name: str, channel: int | None = 
     if channel is None:
         if len(channels) > 1:
             listed = ", ".join(f"{k} ({v})" for k, v in sorted(channels.items()))
-            raise InputFileError(path, f"declares {len(channels)} channels ({listed}); segshift domains have one: "
-                                       "choose it with --channel K")
+            raise InputFileError(
+                path, f"declares {len(channels)} channels ({listed}); segshift domains have one: choose it with --channel K"
+            )
         channel = next(iter(channels))
     elif channel not in channels:
         raise InputFileError(path, f"has no channel {channel} (channel_names: {', '.join(map(str, sorted(channels)))})")
@@ -179,14 +183,23 @@ class NnunetExport:
     """Every fold of ``splits_final.json``: ``split`` (fold 0), then the further folds."""
 
     def lines(self) -> list[str]:
-        out = [(f"wrote {self.dataset}: {len(self.training)} training case(s) (imagesTr, labelsTr), "
-                f"{len(self.test)} unlabelled (imagesTs); labels {self.labels}")]
+        out = [
+            (
+                f"wrote {self.dataset}: {len(self.training)} training case(s) (imagesTr, labelsTr), "
+                f"{len(self.test)} unlabelled (imagesTs); labels {self.labels}"
+            )
+        ]
         if self.split is not None:
-            more = (f"; folds 1-{len(self.folds) - 1}: cross-validation grouped by patient, each case validated once"
-                    if len(self.folds) > 1 else "")
-            out.append(f"splits_final.json: {len(self.folds)} fold(s); fold 0 = segshift's split, {len(self.split['train'])} "
-                       f"train / {len(self.split['val'])} val{more} (copy it to nnUNet_preprocessed/{self.dataset.name}/ "
-                       "after planning)")
+            more = (
+                f"; folds 1-{len(self.folds) - 1}: cross-validation grouped by patient, each case validated once"
+                if len(self.folds) > 1
+                else ""
+            )
+            out.append(
+                f"splits_final.json: {len(self.folds)} fold(s); fold 0 = segshift's split, {len(self.split['train'])} "
+                f"train / {len(self.split['val'])} val{more} (copy it to nnUNet_preprocessed/{self.dataset.name}/ "
+                "after planning)"
+            )
         return out + self.notes
 
 
@@ -234,8 +247,10 @@ def export_nnunet(
     if out.is_dir():
         clash = sorted(p.name for p in out.iterdir() if p.name.startswith(f"Dataset{int(dataset_id):03d}_") and p.name != folder.name)
         if clash:
-            raise SegshiftError(f"{out}: dataset id {int(dataset_id):03d} is already taken by {', '.join(clash)}; "
-                                "nnU-Net finds datasets by id: choose another --id")
+            raise SegshiftError(
+                f"{out}: dataset id {int(dataset_id):03d} is already taken by {', '.join(clash)}; "
+                "nnU-Net finds datasets by id: choose another --id"
+            )
     chosen = list(domain.cases) if cases is None else list(cases)
     training = [c for c in chosen if domain.label_path(c) is not None]
     test = [c for c in chosen if domain.label_path(c) is None]
@@ -250,8 +265,7 @@ def export_nnunet(
         lut = np.zeros(max(labels.values()) + 1, dtype=np.uint8 if len(new_ids) < 256 else np.uint16)
         for k, v in labels.items():
             lut[v] = new_ids[k]
-        notes.append(f"label ids renumbered to be consecutive, as nnU-Net requires: {labels} -> {new_ids} "
-                     "(segshift import restores them)")
+        notes.append(f"label ids renumbered to be consecutive, as nnU-Net requires: {labels} -> {new_ids} (segshift import restores them)")
     fold = None
     all_folds: list[dict[str, list[str]]] = []
     if split is not None:
@@ -262,8 +276,10 @@ def export_nnunet(
         if dropped:
             notes.append(f"{dropped} case(s) of the split are not exported and left out of splits_final.json")
         if left:
-            raise SegshiftError(f"exported labelled case(s) {', '.join(left[:8])} are in neither side of the split "
-                                f"({split_source or 'given'}); export only the split's cases (--cases) or drop --run")
+            raise SegshiftError(
+                f"exported labelled case(s) {', '.join(left[:8])} are in neither side of the split "
+                f"({split_source or 'given'}); export only the split's cases (--cases) or drop --run"
+            )
         if not val_ids:
             notes.append("the validation side of the split is empty; nnU-Net needs at least one validation case")
         fold = {"train": train_ids, "val": val_ids}
@@ -329,5 +345,5 @@ def splits_of(path: str | Path) -> list[Mapping[str, list[str]]]:
     except (OSError, json.JSONDecodeError) as exc:
         raise InputFileError(path, f"unreadable ({exc})") from exc
     if not isinstance(folds, list) or not all(isinstance(f, dict) and {"train", "val"} <= set(f) for f in folds):
-        raise InputFileError(path, "expected a list of {\"train\": [...], \"val\": [...]} folds")
+        raise InputFileError(path, 'expected a list of {"train": [...], "val": [...]} folds')
     return folds

@@ -76,10 +76,7 @@ def is_dicom_dir(path: Path) -> bool:
     """True when ``path`` is a folder that holds at least one DICOM file."""
     if not path.is_dir():
         return False
-    for child in sorted(path.iterdir()):
-        if child.is_file() and _looks_like_dicom(child):
-            return True
-    return False
+    return any(child.is_file() and _looks_like_dicom(child) for child in sorted(path.iterdir()))
 
 
 def _looks_like_dicom(path: Path) -> bool:
@@ -194,7 +191,8 @@ def _read_itk_file(path: Path) -> Volume:
 
 def dicom_series_files(path: str | Path) -> list[str]:
     """The files of the one DICOM series in a folder, in the order of the volume's slice axis ``k``
-    (GDCM's sort by position, the order :func:`read_volume` stacks them in)."""
+    (GDCM's sort by position, the order :func:`read_volume` stacks them in).
+    """
     import SimpleITK as sitk
 
     path = Path(path)
@@ -227,7 +225,7 @@ def _read_array(path: Path, spacing: Sequence[float] | None, key: str | None) ->
         import h5py
 
         with h5py.File(path, "r") as f:
-            keys = [k for k in f.keys() if isinstance(f[k], h5py.Dataset)]
+            keys = [k for k in f if isinstance(f[k], h5py.Dataset)]
             array = f[_pick_key(path, keys, key)][()]
     array = np.asarray(array)
     if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
@@ -261,8 +259,11 @@ def check_volume(vol: Volume) -> None:
     lo, hi = SPACING_RANGE_MM
     bad = [float(s) for s in vol.spacing if not (lo <= float(s) <= hi)]
     if bad:
-        raise InputFileError(where, f"voxel size {'x'.join(f'{float(s):.4g}' for s in vol.spacing)} mm is outside "
-                                    f"{lo:g}-{hi:g} mm (a header in other units, or a broken pixdim); fix the header")
+        raise InputFileError(
+            where,
+            f"voxel size {'x'.join(f'{float(s):.4g}' for s in vol.spacing)} mm is outside "
+            f"{lo:g}-{hi:g} mm (a header in other units, or a broken pixdim); fix the header",
+        )
     check_voxel_count(where, vol.array.shape)
     check_finite(vol)
 
