@@ -296,10 +296,12 @@ def test_a_row_whose_networks_cannot_be_built_is_refused_at_plan_time(tmp_path, 
 @pytest.mark.parametrize(
     ("row_set", "problem"),
     [
-        ('"model.kwargs={features: [4, 8]}"', "model.kwargs.features: [4, 8] (init: None)"),
-        ("model.name=attention_unet", "model.name: 'attention_unet' (init: 'unet')"),
-        ("data.preprocess.target_spacing=2.0", "data.preprocess.target_spacing: 2.0 (init: 1.5)"),
+        ('"model.kwargs={features: [4, 8]}"', "model.kwargs: this run {'features': [4, 8]}, init run {}"),
+        ("model.name=attention_unet", "model.name: this run 'attention_unet', init run 'unet'"),
+        ("data.preprocess.target_spacing=2.0", "data.preprocess.target_spacing: this run 2.0, init run 1.5"),
         ("data.preprocess.histmatch=true", None),  # histogram matching may be switched on by the row
+        ("data.preprocess.histmatch=true, data.preprocess.histmatch_levels=64", None),  # with its own levels
+        ("data.preprocess.histmatch_levels=64", None),  # levels of a histogram matching neither run does
         ("data.val_fraction=0.5", "source validation cases of"),
     ],
 )

@@ -18,10 +18,12 @@ Inits (the suite's ``inits:``): each is trained once per task and seed, into its
 folder like any other run (cached, resumable), before the rows that name it; each of those
 gets ``init=<the init's train folder>`` in its config, so the engine warm-starts its
 networks from the init's ``best`` checkpoint, and its fingerprint includes the init's: a
-changed init makes its dependants stale (refused like any other changed run). The plan
-checks that a dependant gives the same ``model``, ``data.preprocess`` (``histmatch`` may be
-switched on) and source train/validation cases as its init, and that both share the
-networks a warm start loads (``Method.init_nets``), before anything trains.
+changed init makes its dependants stale (refused like any other changed run). Before anything
+trains, the plan checks that a dependant and its init share the networks a warm start loads
+(``Method.init_nets``), and applies the engine's own like-for-like rule
+(:func:`segshift.engine.warmstart.like_for_like`: ``model``, ``data.preprocess``, where
+``histmatch`` may be switched on, sources and train/validation cases), so a suite that plans
+is not refused when a row starts.
 
 Prediction and evaluation: :class:`segshift.bench.pipeline.RunTester`, the one
 implementation shared with the demo and ``segshift test``. What a run learnt of its target
@@ -151,42 +153,33 @@ class _TaskContext:
     tests: list[TestSet]
 
 
-def _differences(a: Any, b: Any, prefix: str) -> list[str]:
-    """``key: a (init: b)`` for every leaf where two config sections differ."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b)):
-            out += _differences(a.get(k), b.get(k), f"{prefix}.{k}")
-        return out
-    return [] if a == b else [f"{prefix}: {a!r} (init: {b!r})"]
+def _case_plan(run: RunPlan) -> dict[str, dict[str, list[str]]]:
+    """A run's split in the engine's form: ``{"train": {domain: cases}, "val": {domain: cases}}``."""
+    return {"train": {d: tr for d, tr, _ in run.labelled}, "val": {d: va for d, _, va in run.labelled}}
 
 
 def _check_like_for_like(where: str, run: RunPlan, init: RunPlan) -> None:
-    """A warm-started run must train the init's network on the init's preprocessing and source cases.
+    """Refuse, at planning, a warm-started row the engine would refuse when it starts.
 
-    The engine refuses such a run too, but only when it starts; the plan says it for every
-    row before anything trains. ``histmatch`` may be switched on by the run (its reference
-    is fitted on the same source cases).
+    The rule is the engine's (:func:`segshift.engine.warmstart.like_for_like`): the init's
+    network, preprocessing (histogram matching may be switched on), sources and split.
     """
-    cfg, icfg = run.config, init.config
-    diffs = _differences(cfg["model"], icfg["model"], "model")
-    pre, ipre = dict(cfg["data"]["preprocess"]), dict(icfg["data"]["preprocess"])
-    if pre.get("histmatch") and not ipre.get("histmatch"):
-        pre.pop("histmatch"), ipre.pop("histmatch")
-        pre.pop("histmatch_levels", None), ipre.pop("histmatch_levels", None)  # the init matches no histogram
-    diffs += _differences(pre, ipre, "data.preprocess")
-    if [s for s, _, _ in run.labelled] != [s for s, _, _ in init.labelled]:
-        diffs.append(f"labelled domains: {[s for s, _, _ in run.labelled]} (init: {[s for s, _, _ in init.labelled]})")
-    else:
-        for (dom, tr, va), (_, itr, iva) in zip(run.labelled, init.labelled):
-            if tr != itr:
-                diffs.append(f"source training cases of {dom}: {tr} (init: {itr})")
-            if va != iva:
-                diffs.append(f"source validation cases of {dom}: {va} (init: {iva})")
-    if diffs:
+    from segshift.engine.warmstart import like_for_like
+    from segshift.methods import get_method
+
+    problems = like_for_like(
+        init.config or {},
+        run.config or {},
+        get_method(run.method).init_nets,
+        [d for d, _, _ in init.labelled],
+        [d for d, _, _ in run.labelled],
+        _case_plan(init),
+        _case_plan(run),
+    )
+    if problems:
         raise SegshiftError(
             f"{where}: differs from its init {init.method_id} in "
-            + "; ".join(diffs)
+            + "; ".join(problems)
             + ". A warm-started run keeps the init's network, preprocessing and source split (the engine refuses it "
             "otherwise): fix model.* and data.preprocess.* in the suite's global set: (and leave the split to the task), "
             "or give this row init: none"
