@@ -280,7 +280,7 @@ def test_a_row_of_another_network_family_is_refused_at_plan_time(tmp_path, phant
 
 
 def test_a_row_whose_networks_cannot_be_built_is_refused_at_plan_time(tmp_path, phantom):
-    """adanet's D_f at 1/4 of an 80 px crop: refused when planned, before any run trains (it used to fail at its first step)."""
+    """adanet's D_f at 1/4 of an 80 px crop: refused when planned, before any run trains, not at its first step."""
     path = tmp_path / "fda.yaml"
     rows = "set: [model.name=unet, 'data.preprocess.crop_size=[80,80]']\nmethods: [source-only, {name: adanet, id: adanet-fda4, set: [method.fda_downsample=4]}]"
     path.write_text(_text(phantom, **{"methods: [source-only, adaptseg, target-oracle]": rows}))
@@ -361,32 +361,19 @@ def test_builtin_suites_rows_are_like_for_like_with_their_inits():
                     continue
                 init = suite.init(m.init)
                 assert get_method(m.name).init_nets == get_method(init.method).init_nets, (name, m.id)
+                common = {"task": task.name, "seed": 0, "oracle": False, "sources": [], "tests": [], "steps": 1}
                 row = RunPlan(
-                    task.name,
-                    m.id,
-                    m.name,
-                    0,
-                    False,
-                    Path("x"),
-                    [],
-                    None,
-                    [],
-                    1,
-                    [],
+                    **common,
+                    method_id=m.id,
+                    method=m.name,
+                    folder=Path("x"),
                     config=cfg(m.name, suite.sets + task.sets + suite.stage_sets + m.sets),
                 )
                 ini = RunPlan(
-                    task.name,
-                    init.id,
-                    init.method,
-                    0,
-                    False,
-                    Path("y"),
-                    [],
-                    None,
-                    [],
-                    1,
-                    [],
+                    **common,
+                    method_id=init.id,
+                    method=init.method,
+                    folder=Path("y"),
                     config=cfg(init.method, suite.sets + task.sets + init.sets),
                 )
                 _check_like_for_like(f"{name}/{task.name}/{m.id}", row, ini)
