@@ -20,6 +20,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("cli", "__main__"),
     ("report",),
     ("bench",),
+    ("perf",),
     ("inference",),
     ("metrics",),
     ("engine",),
@@ -30,7 +31,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("utils", "errors", "__init__", "configs"),
 )
 """Highest first: a module may import from its own layer and from the layers below it.
-``__main__`` is the CLI's entry point; ``__init__`` (the version) and ``configs`` (packaged YAML) sit at the bottom."""
+``__main__`` is the CLI's entry point; ``perf`` (speed and profiling) times what inference and the engine run;
+``__init__`` (the version) and ``configs`` (packaged YAML) sit at the bottom."""
 
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 

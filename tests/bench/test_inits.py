@@ -296,10 +296,12 @@ def test_a_row_whose_networks_cannot_be_built_is_refused_at_plan_time(tmp_path, 
 @pytest.mark.parametrize(
     ("row_set", "problem"),
     [
-        ('"model.kwargs={features: [4, 8]}"', "model.kwargs.features: [4, 8] (init: None)"),
-        ("model.name=attention_unet", "model.name: 'attention_unet' (init: 'unet')"),
-        ("data.preprocess.target_spacing=2.0", "data.preprocess.target_spacing: 2.0 (init: 1.5)"),
+        ('"model.kwargs={features: [4, 8]}"', "model.kwargs: this run {'features': [4, 8]}, init run {}"),
+        ("model.name=attention_unet", "model.name: this run 'attention_unet', init run 'unet'"),
+        ("data.preprocess.target_spacing=2.0", "data.preprocess.target_spacing: this run 2.0, init run 1.5"),
         ("data.preprocess.histmatch=true", None),  # histogram matching may be switched on by the row
+        ("data.preprocess.histmatch=true, data.preprocess.histmatch_levels=64", None),  # with its own levels
+        ("data.preprocess.histmatch_levels=64", None),  # levels of a histogram matching neither run does
         ("data.val_fraction=0.5", "source validation cases of"),
     ],
 )
@@ -359,32 +361,19 @@ def test_builtin_suites_rows_are_like_for_like_with_their_inits():
                     continue
                 init = suite.init(m.init)
                 assert get_method(m.name).init_nets == get_method(init.method).init_nets, (name, m.id)
+                common = {"task": task.name, "seed": 0, "oracle": False, "sources": [], "tests": [], "steps": 1}
                 row = RunPlan(
-                    task.name,
-                    m.id,
-                    m.name,
-                    0,
-                    False,
-                    Path("x"),
-                    [],
-                    None,
-                    [],
-                    1,
-                    [],
+                    **common,
+                    method_id=m.id,
+                    method=m.name,
+                    folder=Path("x"),
                     config=cfg(m.name, suite.sets + task.sets + suite.stage_sets + m.sets),
                 )
                 ini = RunPlan(
-                    task.name,
-                    init.id,
-                    init.method,
-                    0,
-                    False,
-                    Path("y"),
-                    [],
-                    None,
-                    [],
-                    1,
-                    [],
+                    **common,
+                    method_id=init.id,
+                    method=init.method,
+                    folder=Path("y"),
                     config=cfg(init.method, suite.sets + task.sets + init.sets),
                 )
                 _check_like_for_like(f"{name}/{task.name}/{m.id}", row, ini)

@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from segshift.cli.main import main
 from segshift.engine.config import resolve
 from segshift.engine.trainer import Trainer, train
+from segshift.engine.warmstart import like_for_like
 from segshift.errors import SegshiftError
 from segshift.methods import get_method
 from tests.conftest import FAST, garbage_labels_copy, train_argv
@@ -96,6 +97,45 @@ def test_init_with_other_sources_or_histmatch_switched_off_is_refused(init_run, 
     train(_cfg("histmatch", "train.steps=2", init=hm), [phantom["bssfp"]], None, reused, progress=False)
     assert json.loads((reused / "preprocess.json").read_text()) == json.loads((hm / "preprocess.json").read_text())
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize(
+    ("init_sets", "sets", "problems"),
+    [
+        ([], ["data.preprocess.histmatch=true", "data.preprocess.histmatch_levels=64"], []),  # switched on, with its own levels
+        ([], ["data.preprocess.histmatch_levels=64"], []),  # neither run matches histograms
+        (["data.preprocess.histmatch=true"], ["data.preprocess.histmatch=true"], []),  # the init's reference, reused
+        (
+            ["data.preprocess.histmatch=true"],
+            ["data.preprocess.histmatch=true", "data.preprocess.histmatch_levels=64"],
+            ["data.preprocess.histmatch_levels: this run 64, init run 256"],
+        ),
+        (
+            ["data.preprocess.histmatch=true"],
+            ["data.preprocess.histmatch=true", "data.histmatch_reference=target"],
+            ["data.histmatch_reference: this run 'target', init run 'source'"],
+        ),
+        (["data.preprocess.histmatch=true"], [], ["data.preprocess.histmatch: the init run's network was trained on histogram-matched"]),
+    ],
+)
+def test_histogram_matching_rules_of_a_warm_start(init_sets, sets, problems):
+    init_cfg, cfg = resolve("source-only", sets=[*BASE, *init_sets]), resolve("source-only", sets=[*BASE, *sets])
+    found = like_for_like(init_cfg, cfg, ("seg",), ["/d/src"], ["/d/src"])
+    assert len(found) == len(problems) and all(f.startswith(p) for f, p in zip(found, problems)), found
+
+
+def test_sources_and_split_differences_are_listed():
+    cfg = resolve("source-only", sets=BASE)
+    old, new = {"train": {"/d/a": ["c0", "c1"]}, "val": {"/d/a": ["c2"]}}, {"train": {"/d/a": ["c0"]}, "val": {"/d/a": ["c1", "c2"]}}
+    assert like_for_like(cfg, cfg, ("seg",), ["/d/a"], ["/d/a"], old, new) == [
+        "source training cases of /d/a: this run ['c0'], init run ['c0', 'c1']",
+        "source validation cases of /d/a: this run ['c1', 'c2'], init run ['c2']",
+    ]
+    assert like_for_like(cfg, cfg, ("seg",), ["/d/a"], ["/d/b"], old, new) == ["sources: this run ['/d/b'], init run ['/d/a']"]
+    # SDNet ignores the model section: only the segmenter's family compares it
+    other = resolve("source-only", sets=[*BASE, "model.name=attention_unet"])
+    assert like_for_like(cfg, other, ("sdnet",), ["/d/a"], ["/d/a"]) == []
+    assert like_for_like(cfg, other, ("seg",), ["/d/a"], ["/d/a"]) == ["model.name: this run 'attention_unet', init run 'unet'"]
 
 
 def test_unfinished_missing_or_differently_split_init_is_refused(init_run, phantom, tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""Benchmarks: how well methods adapt (suites), and how fast the networks run on this machine.
+"""Benchmarks of methods: how well they adapt, on suites of tasks x methods x seeds.
 
 :mod:`segshift.bench.suite` reads benchmark suites (tasks x methods x seeds, YAML),
 :mod:`segshift.bench.runner` runs them resumably (``segshift benchmark``),
@@ -9,13 +9,5 @@ one implementation the runner, the demo and ``segshift test`` share) and
 well the label-free QC scores of ``qc.csv`` flag the badly segmented cases;
 :mod:`segshift.report.html` writes the HTML report.
 
-:mod:`segshift.bench.speed` (``segshift bench speed``) measures, per segmentation network and
-precision/layout/compile variant (bf16 called native exactly where ``train.precision: auto``
-takes it: :mod:`segshift.utils.machine`), training throughput in slices/s, the achieved FLOP/s
-against the machine's measured matmul peak, inference seconds per cine volume and the
-process's peak memory. The functions are plain Python and return dicts, so a notebook or a
-script can call them as well as the command line.
-
-Figures are only meaningful on a quiet machine: anything else using the CPU cores (another
-training run, a second benchmark) lowers them all.
+How fast the networks run on this machine is :mod:`segshift.perf`'s job.
 """

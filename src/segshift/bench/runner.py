@@ -18,10 +18,12 @@ Inits (the suite's ``inits:``): each is trained once per task and seed, into its
 folder like any other run (cached, resumable), before the rows that name it; each of those
 gets ``init=<the init's train folder>`` in its config, so the engine warm-starts its
 networks from the init's ``best`` checkpoint, and its fingerprint includes the init's: a
-changed init makes its dependants stale (refused like any other changed run). The plan
-checks that a dependant gives the same ``model``, ``data.preprocess`` (``histmatch`` may be
-switched on) and source train/validation cases as its init, and that both share the
-networks a warm start loads (``Method.init_nets``), before anything trains.
+changed init makes its dependants stale (refused like any other changed run). Before anything
+trains, the plan checks that a dependant and its init share the networks a warm start loads
+(``Method.init_nets``), and applies the engine's own like-for-like rule
+(:func:`segshift.engine.warmstart.like_for_like`: ``model``, ``data.preprocess``, where
+``histmatch`` may be switched on, sources and train/validation cases), so a suite that plans
+is not refused when a row starts.
 
 Prediction and evaluation: :class:`segshift.bench.pipeline.RunTester`, the one
 implementation shared with the demo and ``segshift test``. What a run learnt of its target
@@ -57,12 +59,12 @@ if TYPE_CHECKING:
     from segshift.methods.base import Method
 
 from segshift.bench.pipeline import TestSet
-from segshift.bench.suite import PHANTOM_PREFIX, InitSpec, MethodSpec, Suite, TaskSpec
+from segshift.bench.suite import PHANTOM_PREFIX, InitSpec, MethodSpec, Suite, TaskSpec, TestSpec
 from segshift.errors import SegshiftError
 from segshift.utils.atomic import check_disjoint, write_json, write_text
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(kw_only=True)
 class RunPlan:
     """One training run of the benchmark, fully resolved before anything trains."""
 
@@ -73,11 +75,14 @@ class RunPlan:
     oracle: bool
     folder: Path
     sources: list[Path]
-    target: Path | None
-    sets: list[str]
-    steps: int
     tests: list[TestSet]
+    target: Path | None = None
+    """The target domain it trains on: the unlabelled pool's (adaptation) or the oracle set's."""
+    sets: list[str] = dataclasses.field(default_factory=list)
+    """The ``--set`` overrides that make its config (``resolve(method, sets)``)."""
+    steps: int = 0
     skipped: str | None = None
+    """Why the run is not made (``None``: it is)."""
     phantom: dict[str, Any] | None = None
     role: str = "method"
     """``init`` (a shared first stage), ``method`` or ``oracle``."""
@@ -139,54 +144,49 @@ def _yaml_value(v: Any) -> str:
     return json.dumps(v)  # JSON is YAML: lists and strings survive --set parsing unchanged
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(kw_only=True)
 class _TaskContext:
     """A task's opened domains, target pool and test sets (shared by every run of the task)."""
 
     task: TaskSpec
-    sources: list[Any]
-    tdom: Any
+    sources: list[Domain]
+    tdom: Domain | None
     pool: list[str] | None
-    odom: Any
+    odom: Domain | None
     tests: list[TestSet]
 
 
-def _differences(a: Any, b: Any, prefix: str) -> list[str]:
-    """``key: a (init: b)`` for every leaf where two config sections differ."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b)):
-            out += _differences(a.get(k), b.get(k), f"{prefix}.{k}")
-        return out
-    return [] if a == b else [f"{prefix}: {a!r} (init: {b!r})"]
+Labelled = list[tuple["Domain", list[str], list[str]]]
+"""(domain, training cases, validation cases) of every labelled domain a run trains on."""
+
+
+def _case_plan(run: RunPlan) -> dict[str, dict[str, list[str]]]:
+    """A run's split in the engine's form: ``{"train": {domain: cases}, "val": {domain: cases}}``."""
+    return {"train": {d: tr for d, tr, _ in run.labelled}, "val": {d: va for d, _, va in run.labelled}}
 
 
 def _check_like_for_like(where: str, run: RunPlan, init: RunPlan) -> None:
-    """A warm-started run must train the init's network on the init's preprocessing and source cases.
+    """Refuse, at planning, a warm-started row the engine would refuse when it starts.
 
-    The engine refuses such a run too, but only when it starts; the plan says it for every
-    row before anything trains. ``histmatch`` may be switched on by the run (its reference
-    is fitted on the same source cases).
+    The rule is the engine's (:func:`segshift.engine.warmstart.like_for_like`): the init's
+    network, preprocessing (histogram matching may be switched on), sources and split.
     """
-    cfg, icfg = run.config, init.config
-    diffs = _differences(cfg["model"], icfg["model"], "model")
-    pre, ipre = dict(cfg["data"]["preprocess"]), dict(icfg["data"]["preprocess"])
-    if pre.get("histmatch") and not ipre.get("histmatch"):
-        pre.pop("histmatch"), ipre.pop("histmatch")
-        pre.pop("histmatch_levels", None), ipre.pop("histmatch_levels", None)  # the init matches no histogram
-    diffs += _differences(pre, ipre, "data.preprocess")
-    if [s for s, _, _ in run.labelled] != [s for s, _, _ in init.labelled]:
-        diffs.append(f"labelled domains: {[s for s, _, _ in run.labelled]} (init: {[s for s, _, _ in init.labelled]})")
-    else:
-        for (dom, tr, va), (_, itr, iva) in zip(run.labelled, init.labelled):
-            if tr != itr:
-                diffs.append(f"source training cases of {dom}: {tr} (init: {itr})")
-            if va != iva:
-                diffs.append(f"source validation cases of {dom}: {va} (init: {iva})")
-    if diffs:
+    from segshift.engine.warmstart import like_for_like
+    from segshift.methods import get_method
+
+    problems = like_for_like(
+        init.config or {},
+        run.config or {},
+        get_method(run.method).init_nets,
+        [d for d, _, _ in init.labelled],
+        [d for d, _, _ in run.labelled],
+        _case_plan(init),
+        _case_plan(run),
+    )
+    if problems:
         raise SegshiftError(
             f"{where}: differs from its init {init.method_id} in "
-            + "; ".join(diffs)
+            + "; ".join(problems)
             + ". A warm-started run keeps the init's network, preprocessing and source split (the engine refuses it "
             "otherwise): fix model.* and data.preprocess.* in the suite's global set: (and leave the split to the task), "
             "or give this row init: none"
@@ -266,54 +266,15 @@ class Benchmark:
                 (other networks, model, preprocessing or source cases). Each message names
                 the suite file and the task.
         """
-        from segshift.engine.splits import group_of, select
-
         plans: list[RunPlan] = []
         for task in self.suite.tasks:
-            tests = []
-            for t in task.tests:
-                dom = self._domain(t.domain, task.name, f"test set {t.name}")
-                cases = (
-                    select(dom.cases, t.cases, f"{self.suite.path}: task {task.name}: test {t.name} cases")
-                    if t.cases is not None
-                    else dom.labelled_cases
-                )
-                unlabelled = [c for c in cases if c not in set(dom.labelled_cases)]
-                if unlabelled or not cases:
-                    raise self._fail(
-                        task.name,
-                        f"test set {t.name}: cases without labels in {dom.root}: {', '.join(unlabelled) or '(no labelled cases)'}",
-                    )
-                tests.append(TestSet(t.name, dom.root.resolve(), cases))
-            sources = [self._domain(s.domain, task.name, "source") for s in task.sources]
-            for s in sources:
-                if not s.labelled_cases:
-                    raise self._fail(task.name, f"source domain {s.root} has no labelled cases")
-            pool, tdom = None, None
-            if task.target is not None:
-                tdom = self._domain(task.target.domain, task.name, "target")
-                held = {group_of(c) for ts in tests if ts.domain == tdom.root.resolve() for c in ts.cases}
-                if task.target.cases is not None:
-                    pool = select(tdom.cases, task.target.cases, f"{self.suite.path}: task {task.name}: target cases")
-                    clash = [c for c in pool if group_of(c) in held]
-                    if clash and not task.transductive:
-                        raise self._fail(
-                            task.name,
-                            f"the target pool holds test cases {', '.join(clash)} of {tdom.root} "
-                            "(set transductive: true to adapt on the unlabelled test images on purpose)",
-                        )
-                else:
-                    pool = [c for c in tdom.cases if task.transductive or group_of(c) not in held]
-                if not pool:
-                    raise self._fail(task.name, f"the target pool of {tdom.root} is empty")
-            odom = self._domain(task.oracle.domain, task.name, "oracle") if task.oracle is not None else None
-            ctx = _TaskContext(task, sources, tdom, pool, odom, tests)
+            ctx = self._open_task(task)
             rows = self._methods(task)
             inits: dict[tuple[str, int], RunPlan] = {}
             for spec in self.suite.inits:
                 if any(m.init == spec.id for m in rows):
                     for seed in self.suite.seeds:
-                        row = MethodSpec(spec.id, spec.method, spec.sets, spec.budget)
+                        row = MethodSpec(id=spec.id, name=spec.method, sets=spec.sets, budget=spec.budget)
                         inits[spec.id, seed] = self._plan_run(ctx, row, seed, role="init", label=self._init_label(spec))
             dependants = []
             for m in rows:
@@ -323,6 +284,53 @@ class Benchmark:
             used = {(d.init.method_id, d.seed) for d in dependants if d.init is not None and not d.skipped}
             plans += [p for k, p in inits.items() if k in used] + dependants  # an init no run needs here is not made
         return plans
+
+    def _open_task(self, task: TaskSpec) -> _TaskContext:
+        """Open a task's domains and resolve its test sets and target pool (see :meth:`plan` for what is refused)."""
+        from segshift.engine.splits import group_of, select
+
+        tests = [self._test_set(task, t) for t in task.tests]
+        sources = [self._domain(s.domain, task.name, "source") for s in task.sources]
+        for s in sources:
+            if not s.labelled_cases:
+                raise self._fail(task.name, f"source domain {s.root} has no labelled cases")
+        pool, tdom = None, None
+        if task.target is not None:
+            tdom = self._domain(task.target.domain, task.name, "target")
+            held = {group_of(c) for ts in tests if ts.domain == tdom.root.resolve() for c in ts.cases}
+            if task.target.cases is not None:
+                pool = select(tdom.cases, task.target.cases, f"{self.suite.path}: task {task.name}: target cases")
+                clash = [c for c in pool if group_of(c) in held]
+                if clash and not task.transductive:
+                    raise self._fail(
+                        task.name,
+                        f"the target pool holds test cases {', '.join(clash)} of {tdom.root} "
+                        "(set transductive: true to adapt on the unlabelled test images on purpose)",
+                    )
+            else:
+                pool = [c for c in tdom.cases if task.transductive or group_of(c) not in held]
+            if not pool:
+                raise self._fail(task.name, f"the target pool of {tdom.root} is empty")
+        odom = self._domain(task.oracle.domain, task.name, "oracle") if task.oracle is not None else None
+        return _TaskContext(task=task, sources=sources, tdom=tdom, pool=pool, odom=odom, tests=tests)
+
+    def _test_set(self, task: TaskSpec, t: TestSpec) -> TestSet:
+        """A test set's labelled cases (default: every labelled case of its domain)."""
+        from segshift.engine.splits import select
+
+        dom = self._domain(t.domain, task.name, f"test set {t.name}")
+        cases = (
+            select(dom.cases, t.cases, f"{self.suite.path}: task {task.name}: test {t.name} cases")
+            if t.cases is not None
+            else dom.labelled_cases
+        )
+        unlabelled = [c for c in cases if c not in set(dom.labelled_cases)]
+        if unlabelled or not cases:
+            raise self._fail(
+                task.name,
+                f"test set {t.name}: cases without labels in {dom.root}: {', '.join(unlabelled) or '(no labelled cases)'}",
+            )
+        return TestSet(t.name, dom.root.resolve(), cases)
 
     def _init_label(self, spec: InitSpec) -> str:
         """``source-only (init)``; ``sdnet-ss (init init-b)`` where two inits share a method."""
@@ -357,102 +365,45 @@ class Benchmark:
     def _plan_run(
         self, ctx: _TaskContext, m: MethodSpec, seed: int, role: str | None = None, label: str = "", init: RunPlan | None = None
     ) -> RunPlan:
-        from segshift.engine.config import resolve
-        from segshift.engine.splits import group_of, split
+        """One run of row ``m`` at ``seed`` on the task: checked, its config and split resolved, or skipped with the reason."""
         from segshift.methods import get_method
 
-        task, sources, tdom, pool, odom, tests = ctx.task, ctx.sources, ctx.tdom, ctx.pool, ctx.odom, ctx.tests
         cls = get_method(m.name)
         role = role or ("oracle" if cls.uses_target_labels else "method")
-        folder = self.out / "runs" / task.name / m.id / f"seed{seed}"
         plan = RunPlan(
-            task.name,
-            m.id,
-            m.name,
-            seed,
-            cls.uses_target_labels,
-            folder,
-            [s.root.resolve() for s in sources],
-            None,
-            [],
-            0,
-            tests,
+            task=ctx.task.name,
+            method_id=m.id,
+            method=m.name,
+            seed=seed,
+            oracle=cls.uses_target_labels,
+            folder=self.out / "runs" / ctx.task.name / m.id / f"seed{seed}",
+            sources=[s.root.resolve() for s in ctx.sources],
+            tests=ctx.tests,
             phantom=dict(self.suite.phantom) if self.suite.phantom else None,
             role=role,
             init=init,
             label=label,
-            tta=dict(m.tta) if getattr(m, "tta", None) else None,
+            tta=dict(m.tta) if m.tta else None,
         )
-        where = f"{self.suite.path}: task {task.name}: " + (f"init {m.id}" if role == "init" else f"method {m.id}")
+        where = f"{self.suite.path}: task {ctx.task.name}: " + (f"init {m.id}" if role == "init" else f"method {m.id}")
         if init is not None:
-            want = get_method(init.method).init_nets
-            if cls.init_nets != want:
-                raise SegshiftError(
-                    f"{where}: cannot be warm-started from init {init.method_id} ({init.method}): a warm start of {m.name} "
-                    f"loads its networks {', '.join(cls.init_nets)}, and {init.method} has {', '.join(want)}; name an init "
-                    f"of the same family (the row's init:, or method_init: {{{m.name}: ...}}), or init: none"
-                )
-        if cls.uses_target_labels:
-            if odom is None:
-                plan.skipped = "an oracle method needs the task's labelled oracle set (oracle:); this task has none"
-                return plan
-            plan.tests = [t for t in tests if t.domain == odom.root.resolve()]  # it bounds its own domain only
-            if not plan.tests:
-                plan.skipped = f"no test set of the task is of the oracle's domain {odom.root}"
-                return plan
-        if cls.uses_target and not cls.uses_target_labels and tdom is None:
-            plan.skipped = "adapts to an unlabelled target pool (target:); this task has none (unseen-domain task)"
+            _check_init_family(where, cls, m, init)
+        if cls.uses_target_labels and ctx.odom is not None:  # an oracle bounds its own domain only
+            plan.tests = [t for t in ctx.tests if t.domain == ctx.odom.root.resolve()]
+        plan.skipped = _skip_reason(ctx, cls, plan.tests, init)
+        if plan.skipped:
             return plan
-        if init is not None and init.skipped:
-            plan.skipped = f"its init {init.method_id} is not made on this task ({init.skipped})"
-            return plan
-        stage = list(self.suite.stage_sets) if init is not None else []  # the adaptation stage's own settings
-        sets = list(self.suite.sets) + list(task.sets) + stage + list(m.sets) + [f"seed={seed}"]
-        try:
-            cfg = resolve(m.name, sets=sets)
-            self._check_buildable(cls, cfg, len(sources[0].spec.labels))
-        except SegshiftError as exc:
-            raise SegshiftError(f"{where}: {exc}") from exc
-        vf = float(cfg["data"]["val_fraction"])
+        sets, cfg = self._config(where, ctx, m, seed, cls, init)
+        labelled = _labelled(where, ctx, cls, seed, float(cfg["data"]["val_fraction"]))
+        _check_no_test_case_trained(where, ctx.tests, labelled, cls.uses_target_labels)
         if cls.uses_target_labels:
-            o = task.oracle
-            tr, va = split(odom.labelled_cases, vf, seed, o.val_cases, o.train_cases, what=f"{where}: oracle")
-            labelled = [(odom, tr, va)]
-            plan.target = odom.root.resolve()
-        else:
-            s0 = task.sources[0]
-            labelled = []
-            for i, dom in enumerate(sources):
-                tr, va = split(
-                    dom.labelled_cases,
-                    vf,
-                    seed,
-                    s0.val_cases if i == 0 else None,
-                    s0.train_cases if i == 0 else None,
-                    what=f"{where}: source {dom.root}",
-                )
-                labelled.append((dom, tr, va))
-            if cls.uses_target:
-                plan.target = tdom.root.resolve()
-                sets.append(f"data.target_cases={_yaml_value(pool)}")
-        for dom, tr, va in labelled:
-            used = {group_of(c) for c in tr + va}
-            for ts in tests:
-                leak = [c for c in ts.cases if ts.domain == dom.root.resolve() and group_of(c) in used]
-                if leak:
-                    role_ = "oracle training/validation" if cls.uses_target_labels else "source training/validation"
-                    raise SegshiftError(
-                        f"{where}: test set {ts.name} cases {', '.join(leak)} of {ts.domain} are also "
-                        f"{role_} cases; test cases must never be trained or selected on"
-                    )
+            plan.target = ctx.odom.root.resolve()
+        elif cls.uses_target:
+            plan.target = ctx.tdom.root.resolve()
+            sets.append(f"data.target_cases={_yaml_value(ctx.pool)}")
         _, tr0, va0 = labelled[0]
         sets += [f"data.train_cases={_yaml_value(tr0)}", f"data.val_cases={_yaml_value(va0)}"]
-        budget = self._budget(task, m, role, init)
-        if "steps" in budget:
-            steps = int(budget["steps"])
-        else:
-            n = sum(_slices(dom, tr) for dom, tr, _ in labelled)
-            steps = max(1, math.ceil(budget["epochs"] * n / int(cfg["train"]["batch_size"])))
+        steps = self._steps(ctx.task, m, role, init, labelled, int(cfg["train"]["batch_size"]))
         sets.append(f"train.steps={steps}")
         plan.labelled = [(str(dom.root.resolve()), tr, va) for dom, tr, va in labelled]
         plan.config = cfg
@@ -461,6 +412,31 @@ class Benchmark:
             sets.append(f"init={_yaml_value(str((init.folder / 'train').resolve()))}")
         plan.sets, plan.steps = sets, steps
         return plan
+
+    def _config(
+        self, where: str, ctx: _TaskContext, m: MethodSpec, seed: int, cls: type[Method], init: RunPlan | None
+    ) -> tuple[list[str], dict[str, Any]]:
+        """A run's overrides (suite, task, adaptation stage if warm-started, row, seed) and the config they
+        resolve to, whose networks are built once to check them.
+        """
+        from segshift.engine.config import resolve
+
+        stage = list(self.suite.stage_sets) if init is not None else []
+        sets = list(self.suite.sets) + list(ctx.task.sets) + stage + list(m.sets) + [f"seed={seed}"]
+        try:
+            cfg = resolve(m.name, sets=sets)
+            self._check_buildable(cls, cfg, len(ctx.sources[0].spec.labels))
+        except SegshiftError as exc:
+            raise SegshiftError(f"{where}: {exc}") from exc
+        return sets, cfg
+
+    def _steps(self, task: TaskSpec, m: MethodSpec, role: str, init: RunPlan | None, labelled: Labelled, batch_size: int) -> int:
+        """Optimiser steps of a run: its budget's, or its epochs over the labelled training slices."""
+        budget = self._budget(task, m, role, init)
+        if "steps" in budget:
+            return int(budget["steps"])
+        n = sum(_slices(dom, tr) for dom, tr, _ in labelled)
+        return max(1, math.ceil(budget["epochs"] * n / batch_size))
 
     # -- running ----------------------------------------------------------------------
     def run(self, only_plan: bool = False) -> dict[str, Any]:
@@ -612,6 +588,75 @@ class Benchmark:
             },
         )
         return self._status(p, "ran", **timing, selection=_selection(train_dir), translate=translate)
+
+
+def _check_init_family(where: str, cls: type[Method], m: MethodSpec, init: RunPlan) -> None:
+    """A row loads the networks its init has (``Method.init_nets``): the U-Net segmenter, or SDNet."""
+    from segshift.methods import get_method
+
+    want = get_method(init.method).init_nets
+    if cls.init_nets != want:
+        raise SegshiftError(
+            f"{where}: cannot be warm-started from init {init.method_id} ({init.method}): a warm start of {m.name} "
+            f"loads its networks {', '.join(cls.init_nets)}, and {init.method} has {', '.join(want)}; name an init "
+            f"of the same family (the row's init:, or method_init: {{{m.name}: ...}}), or init: none"
+        )
+
+
+def _skip_reason(ctx: _TaskContext, cls: type[Method], tests: list[TestSet], init: RunPlan | None) -> str | None:
+    """Why a run is not made on this task by design (``tests``: the test sets it would be scored on), or ``None``."""
+    if cls.uses_target_labels:
+        if ctx.odom is None:
+            return "an oracle method needs the task's labelled oracle set (oracle:); this task has none"
+        if not tests:
+            return f"no test set of the task is of the oracle's domain {ctx.odom.root}"
+    if cls.uses_target and not cls.uses_target_labels and ctx.tdom is None:
+        return "adapts to an unlabelled target pool (target:); this task has none (unseen-domain task)"
+    if init is not None and init.skipped:
+        return f"its init {init.method_id} is not made on this task ({init.skipped})"
+    return None
+
+
+def _labelled(where: str, ctx: _TaskContext, cls: type[Method], seed: int, val_fraction: float) -> Labelled:
+    """The labelled domains a run trains on, split into training and validation cases as the engine splits them:
+    the oracle set for an oracle, else every source (the task's explicit cases apply to the first).
+    """
+    from segshift.engine.splits import split
+
+    if cls.uses_target_labels:
+        o = ctx.task.oracle
+        tr, va = split(ctx.odom.labelled_cases, val_fraction, seed, o.val_cases, o.train_cases, what=f"{where}: oracle")
+        return [(ctx.odom, tr, va)]
+    s0 = ctx.task.sources[0]
+    out = []
+    for i, dom in enumerate(ctx.sources):
+        first = i == 0
+        tr, va = split(
+            dom.labelled_cases,
+            val_fraction,
+            seed,
+            s0.val_cases if first else None,
+            s0.train_cases if first else None,
+            what=f"{where}: source {dom.root}",
+        )
+        out.append((dom, tr, va))
+    return out
+
+
+def _check_no_test_case_trained(where: str, tests: Sequence[TestSet], labelled: Labelled, oracle: bool) -> None:
+    """Refuse a test case (or another slice group of its patient) that a run trains or selects on."""
+    from segshift.engine.splits import group_of
+
+    for dom, tr, va in labelled:
+        used = {group_of(c) for c in tr + va}
+        for ts in tests:
+            leak = [c for c in ts.cases if ts.domain == dom.root.resolve() and group_of(c) in used]
+            if leak:
+                role = "oracle training/validation" if oracle else "source training/validation"
+                raise SegshiftError(
+                    f"{where}: test set {ts.name} cases {', '.join(leak)} of {ts.domain} are also "
+                    f"{role} cases; test cases must never be trained or selected on"
+                )
 
 
 def _share_training(plans: list[RunPlan]) -> list[RunPlan]:

@@ -31,7 +31,7 @@ A suite file (the format is documented in ``docs/benchmark.md``)::
 With ``inits:``, ``budget`` is the budget of the adaptation stage that every warm-started row
 trains after its init; an init has its own budget. A row without an init (``init: none``,
 and oracle rows by default) trains from scratch with the first init's budget unless it sets
-its own. Suites without ``inits:`` train every row from scratch, as before.
+its own. Suites without ``inits:`` train every row from scratch.
 
 Built-in suites live in ``segshift/configs/suites/<name>.yaml`` (:func:`builtin_suites`).
 :func:`load_suite` checks the structure and the method names (no domain is opened);
@@ -93,7 +93,7 @@ class TargetSpec:
     cases: Selector = None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class MethodSpec:
     """One row of the tables: a registered method with its overrides.
 
@@ -113,7 +113,7 @@ class MethodSpec:
     a row that differs from another only in ``tta`` predicts with that row's trained model."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class InitSpec:
     """A shared first stage: trained once per task and seed, it warm-starts every row naming it.
 
@@ -128,7 +128,7 @@ class InitSpec:
     sets: tuple[str, ...] = ()
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class TaskSpec:
     """One adaptation task: sources, optional target pool, test sets, optional oracle set."""
 
@@ -143,7 +143,7 @@ class TaskSpec:
     transductive: bool = False
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Suite:
     """A parsed suite (see the module docstring). ``root`` resolves relative domain paths."""
 
@@ -300,7 +300,14 @@ def _inits(w: _Where, raw: Any) -> tuple[InitSpec, ...]:
                 f"{name} trains on target labels; an init is the source stage every adaptation "
                 "row starts from, so it may not (an oracle row trains from scratch)",
             )
-        out.append(InitSpec(iid, name, _budget(w, f"{where}.budget", item["budget"]), _sets(w, f"{where}.set", item.get("set"))))
+        out.append(
+            InitSpec(
+                id=iid,
+                method=name,
+                budget=_budget(w, f"{where}.budget", item["budget"]),
+                sets=_sets(w, f"{where}.set", item.get("set")),
+            )
+        )
     ids = [i.id for i in out]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
@@ -352,7 +359,8 @@ def _methods(
         where = f"methods[{i}]"
         if item == "all":  # every registered method, here in the list (variants may follow as entries)
             out += [
-                MethodSpec(n, n, _sets(w, f"method_set.{n}", method_set.get(n)), init=default_init(n, f"method_init.{n}")) for n in every
+                MethodSpec(id=n, name=n, sets=_sets(w, f"method_set.{n}", method_set.get(n)), init=default_init(n, f"method_init.{n}"))
+                for n in every
             ]
             continue
         if isinstance(item, str):
@@ -376,13 +384,13 @@ def _methods(
             init = default_init(name, where)
         out.append(
             MethodSpec(
-                str(item.get("id", name)),
-                name,
-                sets,
-                _budget(w, f"{where}.budget", item.get("budget")),
-                tuple(only) if only is not None else None,
-                init,
-                _tta(w, f"{where}.tta", item.get("tta")),
+                id=str(item.get("id", name)),
+                name=name,
+                sets=sets,
+                budget=_budget(w, f"{where}.budget", item.get("budget")),
+                tasks=tuple(only) if only is not None else None,
+                init=init,
+                tta=_tta(w, f"{where}.tta", item.get("tta")),
             )
         )
     ids = [m.id for m in out]
@@ -465,15 +473,15 @@ def _task(w: _Where, i: int, raw: Any, method_ids: set[str]) -> TaskSpec:
             )
         methods = tuple(t["methods"])
     return TaskSpec(
-        name,
-        tuple(sources),
-        target,
-        tuple(tests),
-        oracle,
-        _sets(w, f"{where}.set", t.get("set")),
-        _budget(w, f"{where}.budget", t.get("budget")),
-        methods,
-        bool(t.get("transductive", False)),
+        name=name,
+        sources=tuple(sources),
+        target=target,
+        tests=tuple(tests),
+        oracle=oracle,
+        sets=_sets(w, f"{where}.set", t.get("set")),
+        budget=_budget(w, f"{where}.budget", t.get("budget")),
+        methods=methods,
+        transductive=bool(t.get("transductive", False)),
     )
 
 
@@ -542,21 +550,21 @@ def parse_suite(text: str, path: Path, root: Path | None = None) -> Suite:
     if isinstance(qc_threshold, bool) or not isinstance(qc_threshold, (int, float)) or not 0 < qc_threshold <= 1:
         raise w.fail("qc_threshold", f"expected a mean Dice in (0, 1] below which a test case counts as failed, got {qc_threshold!r}")
     return Suite(
-        str(top["name"]),
-        path,
-        Path(root),
-        text,
-        tuple(seeds),
-        budget,
-        _sets(w, "set", top.get("set")),
-        methods,
-        tasks,
-        tuple(compare),
-        phantom,
-        str(top.get("description") or ""),
-        inits,
-        _sets(w, "stage_set", top.get("stage_set")),
-        float(qc_threshold),
+        name=str(top["name"]),
+        path=path,
+        root=Path(root),
+        text=text,
+        seeds=tuple(seeds),
+        budget=budget,
+        sets=_sets(w, "set", top.get("set")),
+        stage_sets=_sets(w, "stage_set", top.get("stage_set")),
+        inits=inits,
+        methods=methods,
+        tasks=tasks,
+        compare=tuple(compare),
+        phantom=phantom,
+        description=str(top.get("description") or ""),
+        qc_threshold=float(qc_threshold),
     )
 
 

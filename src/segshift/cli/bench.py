@@ -1,4 +1,4 @@
-"""``segshift bench speed``: training/inference throughput and achieved FLOP/s per network."""
+"""``segshift bench speed`` and ``segshift bench profile``: the performance measurements of :mod:`segshift.perf`."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def speed_command(
     json_out: Path | None = typer.Option(None, "--json", help="Also write every figure to this JSON file."),
 ) -> None:
     """Training slices/s (fp32, bf16, bf16+channels_last[, +compile]), GFLOP/s vs peak, inference s/volume."""
-    from segshift.bench.speed import format_report, run_speed_bench
+    from segshift.perf.speed import format_report, run_speed_bench
     from segshift.utils.atomic import write_json
 
     names = None if nets is None else [n.strip() for n in nets.split(",") if n.strip()]
@@ -75,8 +75,8 @@ def profile_command(
     """Where a training step's time goes: data, augmentation, each network's forward and backward,
     the optimisers, validation and checkpoints (trains a few steps in a temporary folder).
     """
-    from segshift.bench.profile import format_profile, profile_method
     from segshift.errors import SegshiftError
+    from segshift.perf.profile import format_profile, profile_method
     from segshift.utils.atomic import write_json
 
     if not source:

@@ -11,14 +11,16 @@ from another run's ``best`` checkpoint. What it takes:
 * the init run's preprocessing, histogram-matching reference included, so the weights see
   the inputs they were trained on; the one change allowed is *switching histogram matching
   on* (the ``+HM`` of Wang et al. 2019), whose reference is then fitted on the source
-  training cases as in any run and recorded as ``fitted``;
+  training cases as in any run (with this run's ``histmatch_levels``) and recorded as ``fitted``;
 * the init run's source train/validation split (model selection never sees a case the init
   trained on).
 
 Anything else that differs is refused before anything is read or written, with one message
 that lists every difference: the network (``model``), the preprocessing, the sources, the
 label set, an unfinished init run, an init run without the networks this method takes. The
-run's ``run.json`` records what was taken (``init``).
+run's ``run.json`` records what was taken (``init``). :func:`like_for_like` is the rule on the
+configuration, sources and split; the benchmark's planner applies it to every warm-started
+row before anything trains.
 """
 
 from __future__ import annotations
@@ -103,8 +105,69 @@ def _differences(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str, skip: 
     return out
 
 
+def split_differences(init_plan: Mapping[str, Any], plan: Mapping[str, Any]) -> list[str]:
+    """Where two case plans' train/validation splits differ (``{"train": {domain: cases}, "val": ...}``)."""
+    out = []
+    for part, what in (("train", "training"), ("val", "validation")):
+        old, new = init_plan.get(part) or {}, plan.get(part) or {}
+        for dom in sorted(set(old) | set(new)):
+            if list(new.get(dom) or []) != list(old.get(dom) or []):
+                out.append(f"source {what} cases of {dom}: this run {new.get(dom)}, init run {old.get(dom)}")
+    return out
+
+
+def like_for_like(
+    init_cfg: Mapping[str, Any],
+    cfg: Mapping[str, Any],
+    init_nets: Sequence[str],
+    init_sources: Sequence[str | Path],
+    sources: Sequence[str | Path],
+    init_plan: Mapping[str, Any] | None = None,
+    plan: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """Every way in which a run cannot start from an init run's networks; empty if it can.
+
+    The run trains with ``cfg`` on ``sources``, the init run trained with ``init_cfg`` on
+    ``init_sources`` (resolved folders). Compared: the ``model`` section (when ``init_nets``
+    holds the segmenter ``seg``, the network built from it; SDNet ignores it), the
+    preprocessing, histogram matching and the sources; with ``plan`` and ``init_plan`` also
+    the source train/validation split (:func:`split_differences`).
+
+    Histogram matching may be switched on by the run, never off. ``histmatch_levels`` and
+    ``data.histmatch_reference`` count only where the init run matched histograms, since its
+    reference is then reused; an init without one has nothing to reuse.
+    """
+    problems: list[str] = []
+    if "seg" in init_nets:
+        problems += _differences(init_cfg.get("model") or {}, cfg.get("model") or {}, "model.")
+    pre_new, pre_old = cfg["data"]["preprocess"], init_cfg["data"]["preprocess"]
+    hm_new, hm_old = bool(pre_new.get("histmatch")), bool(pre_old.get("histmatch"))
+    skip = ("histmatch",) if hm_old else ("histmatch", "histmatch_levels")
+    problems += _differences(pre_old, pre_new, "data.preprocess.", skip=skip)
+    if hm_old and not hm_new:
+        problems.append(
+            "data.preprocess.histmatch: the init run's network was trained on histogram-matched images; "
+            "this run switches histogram matching off"
+        )
+    if hm_old and hm_new and cfg["data"]["histmatch_reference"] != init_cfg["data"]["histmatch_reference"]:
+        problems.append(
+            f"data.histmatch_reference: this run {cfg['data']['histmatch_reference']!r}, "
+            f"init run {init_cfg['data']['histmatch_reference']!r}"
+        )
+    mine = [str(Path(s).resolve()) for s in sources]
+    theirs = [str(s) for s in init_sources]
+    if mine != theirs:
+        problems.append(f"sources: this run {mine}, init run {theirs}")
+    elif plan is not None:
+        problems += split_differences(init_plan or {}, plan)
+    return problems
+
+
 def check_compatible(init: InitRun, cfg: Config, init_nets: Sequence[str], sources: Sequence[Path], labels: Mapping[str, int]) -> str:
     """Refuse an init run this run cannot start from; returns how histogram matching is handled.
+
+    The configuration and sources are compared by :func:`like_for_like`; then the label set
+    and the networks in the init run's checkpoint. The split is adopted later (:func:`adopt_split`).
 
     Returns:
         ``"none"`` (no histogram matching), ``"reused"`` (the init run's reference) or
@@ -114,26 +177,7 @@ def check_compatible(init: InitRun, cfg: Config, init_nets: Sequence[str], sourc
         SegshiftError: listing every difference (network, preprocessing, sources, labels,
             missing networks in the init checkpoint).
     """
-    problems: list[str] = []
-    if "seg" in init_nets:  # networks built from the model section; others (SDNet) are checked by strict loading
-        problems += _differences(init.cfg.get("model") or {}, cfg.get("model") or {}, "model.")
-    pre_new, pre_old = cfg["data"]["preprocess"], init.cfg["data"]["preprocess"]
-    problems += _differences(pre_old, pre_new, "data.preprocess.", skip=("histmatch",))
-    hm_new, hm_old = bool(pre_new.get("histmatch")), bool(pre_old.get("histmatch"))
-    if hm_old and not hm_new:
-        problems.append(
-            "data.preprocess.histmatch: the init run's network was trained on histogram-matched images; "
-            "this run switches histogram matching off"
-        )
-    if hm_old and hm_new and cfg["data"]["histmatch_reference"] != init.cfg["data"]["histmatch_reference"]:
-        problems.append(
-            f"data.histmatch_reference: this run {cfg['data']['histmatch_reference']!r}, "
-            f"init run {init.cfg['data']['histmatch_reference']!r}"
-        )
-    mine = [str(Path(s).resolve()) for s in sources]
-    theirs = [str(s) for s in init.info.get("sources") or []]
-    if mine != theirs:
-        problems.append(f"sources: this run {mine}, init run {theirs}")
+    problems = like_for_like(init.cfg, cfg, init_nets, init.info.get("sources") or [], sources)
     if dict(init.info.get("labels") or {}) != dict(labels):
         problems.append(f"labels: this run {dict(labels)}, init run {init.info.get('labels')}")
     ckpt.read_state(init.checkpoint)  # format and file hashes
@@ -147,6 +191,7 @@ def check_compatible(init: InitRun, cfg: Config, init_nets: Sequence[str], sourc
             problems.append(f"network {name!r}: the init run ({init.method}) has none (its checkpoint holds {', '.join(have)})")
     if problems:
         raise SegshiftError(f"{init.path}: cannot start from this init run:\n  " + "\n  ".join(problems))
+    hm_old, hm_new = bool(init.cfg["data"]["preprocess"].get("histmatch")), bool(cfg["data"]["preprocess"].get("histmatch"))
     return "reused" if hm_old else ("fitted" if hm_new else "none")
 
 
@@ -158,8 +203,7 @@ def adopt_split(init: InitRun, plan: dict[str, Any], explicit: bool) -> dict[str
     run's validation cases, or the other way round) instead of being replaced.
     """
     old = init.info.get("plan") or {}
-    same = plan["train"] == old.get("train") and plan["val"] == old.get("val")
-    if same:
+    if not split_differences(old, plan):
         return plan
     if explicit:
         raise SegshiftError(

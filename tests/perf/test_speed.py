@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from segshift.bench.speed import (
+from segshift.cli.main import main
+from segshift.perf.speed import (
     TRAIN_FLOPS_FACTOR,
     bf16_support,
     count_flops,
@@ -20,7 +21,6 @@ from segshift.bench.speed import (
     parse_variant,
     run_speed_bench,
 )
-from segshift.cli.main import main
 from segshift.utils import machine
 from segshift.utils.execution import ExecutionPolicy, resolve_precision
 

@@ -1,4 +1,4 @@
-"""Where a training step's time goes: ``segshift bench profile`` (issue 19).
+"""Where a training step's time goes: ``segshift bench profile``.
 
 :class:`ProfilingTrainer` is the engine's :class:`~segshift.engine.trainer.Trainer` with wall
 clocks on its hooks (the nnU-Net-style hooks make the profiler a subclass, not a copy of the

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from segshift.bench.profile import format_profile, profile_method
 from segshift.cli.main import main
 from segshift.engine import trainer as trainer_module
 from segshift.engine.divergence import TrainingDiverged
 from segshift.errors import SegshiftError
+from segshift.perf.profile import format_profile, profile_method
 from tests.conftest import FAST, set_args
 
 TINY = [*FAST, "method.d_channels=[8, 16, 1]"]
