@@ -6,7 +6,7 @@
 ``select_final``, ``on_train_end``), and everything a resume restores besides weights and
 optimisers is one :class:`~segshift.engine.state.TrainState`. Divergence checks live in
 :mod:`segshift.engine.divergence`, run.json's provenance in :mod:`segshift.engine.provenance`,
-the progress bar in :mod:`segshift.engine.progress`.
+the progress bar in :mod:`segshift.engine.progress`, building the method in :mod:`segshift.engine.build`.
 
 A new run reads all its input in a hidden staging folder (``.RUN.staging``) that is renamed
 to the run folder once everything was read, so a failure leaves no half-made run behind. The
@@ -55,6 +55,7 @@ from segshift.data.cache import SliceCache
 from segshift.data.domain import Domain, identity_changes
 from segshift.engine import checkpoint as ckpt
 from segshift.engine import distributed as ddp
+from segshift.engine.build import build_method
 from segshift.engine.config import Config, changes, dump, load_yaml
 from segshift.engine.divergence import DivergenceMonitor, TrainingDiverged, check_finite
 from segshift.engine.figure_data import write_figure_data
@@ -64,7 +65,7 @@ from segshift.engine.provenance import provenance
 from segshift.engine.splits import select, split
 from segshift.engine.state import TrainState
 from segshift.engine.validate import validate
-from segshift.engine.warmstart import InitRun, adopt_split, check_compatible, init_record, load_init_weights, open_init
+from segshift.engine.warmstart import InitRun, adopt_split, check_compatible, init_record, open_init
 from segshift.errors import InputFileError, SegshiftError
 from segshift.methods import get_method
 from segshift.methods.base import Batch, FigureSamples, Method, resolve_norm_stats
@@ -72,7 +73,6 @@ from segshift.transforms import PreprocessConfig, Preprocessor
 from segshift.transforms.augment import AugmentConfig, augment_batch
 from segshift.transforms.gin import gin_views
 from segshift.utils.atomic import check_disjoint, hidden_sibling, remove_temporaries, write_json, write_text
-from segshift.utils.execution import ExecutionPolicy
 
 __all__ = ["DivergenceMonitor", "Trainer", "TrainingDiverged", "resolve_select", "train"]  # the first two re-exported
 
@@ -514,15 +514,7 @@ class Trainer:
         """The method, built and warm-started before anything is written: an init whose
         weights do not fit is refused with no run folder left behind.
         """
-        method: Method = self.method_cls(self.cfg, num_classes=len(self.labels), in_channels=1, device=self.dist.device)
-        method.configure(ExecutionPolicy.from_config(self.tcfg, method.device))  # precision, channels_last, compile
-        method.build()
-        method.add_domain_norm()
-        if self.init is not None:
-            load_init_weights(self.init, {k: method.nets[k] for k in method.init_nets})
-            method.reset_target_norm()
-        method.to_device()
-        return method
+        return build_method(self.cfg, "train", num_classes=len(self.labels), device=self.dist.device, init=self.init)
 
     def _prepare_data(self) -> None:
         """The plan, the preprocessing and the slice caches (``self.plan``, ``self.pre``, the caches).
