@@ -43,7 +43,6 @@ describing what the code does today matches it ("the seed used to split" does no
 
 PENDING: frozenset[tuple[str, str]] = frozenset(
     {
-        ("src/segshift/engine/trainer.py", "from before identities"),
         ("src/segshift/inference/predictor.py", "former name"),
     }
 )

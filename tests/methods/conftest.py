@@ -11,21 +11,18 @@ import pytest
 import torch
 
 from segshift.data.domain import Domain
+from segshift.engine.build import build_method
 from segshift.engine.config import resolve
-from segshift.methods import get_method
 from segshift.methods.base import Batch
 from tests.conftest import FAST  # noqa: F401
 
 
 def built_method(name: str, sets: Sequence[str] = (), seed: int | None = None):
-    """Method ``name`` resolved with ``sets`` (fp32), built, on its device, in train mode; seeded if ``seed``."""
-    cls = get_method(name)
-    cfg = resolve(name, sets=["train.precision=fp32", *sets])
+    """Method ``name`` resolved with ``sets`` (fp32, NCHW), built for training, in train mode; seeded if ``seed``."""
+    cfg = resolve(name, sets=["train.precision=fp32", "train.channels_last=false", *sets])
     if seed is not None:
         torch.manual_seed(seed)
-    m = cls(cfg, num_classes=4)
-    m.build()
-    m.to_device()
+    m = build_method(cfg, "train", num_classes=4)
     m.train(True)
     return m
 

@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from segshift.cli.main import main
 from segshift.data.domain import Domain
 from segshift.engine import checkpoint as ckpt
+from segshift.engine.build import build_method
 from segshift.engine.config import resolve
 from segshift.engine.trainer import TrainingDiverged, train
 from segshift.engine.validate import dice_3d
@@ -29,7 +30,7 @@ from segshift.inference.predictor import Predictor
 from segshift.losses import d_loss, frozen, g_loss, self_information_map
 from segshift.methods import available_methods, get_method
 from segshift.methods.adanet import ABLATIONS
-from segshift.methods.base import Batch
+from segshift.methods.base import TARGET_NORM, Batch
 from segshift.nets import GroupFeatureRecalibration
 from tests.conftest import torchrun_train
 from tests.methods.conftest import FAST, built_method, random_batch
@@ -212,13 +213,18 @@ def test_segmenter_and_discriminator_steps_are_isolated(name, sets):
 
 
 # -- adanet switches (Table 1 rows) ------------------------------------------------------------------
+def _own(m):
+    """The method's networks: ``m.nets`` without the target batch-norm statistics the build adds (``norm_stats=domain``)."""
+    return {n for n in m.nets if not n.endswith(TARGET_NORM)}
+
+
 def _first_conv(d):
     return next(mod for mod in d.modules() if isinstance(mod, torch.nn.Conv2d))
 
 
 def test_each_adanet_switch_changes_what_it_names():
     rows = {row: _method("adanet", sets + ["method.gfrm_channels=8"], features=(4, 8, 16, 32)) for row, sets in ABLATIONS.items()}
-    nets = {row: set(m.nets) for row, m in rows.items()}
+    nets = {row: _own(m) for row, m in rows.items()}
     assert nets["S2T"] == nets["S2T+HM"] == {"seg"}
     assert nets["S2T+HM+MDA"] == {"seg", "d_mask"}
     assert nets["S2T+HM+MDA+FDA"] == {"seg", "d_mask", "d_feat"}
@@ -245,13 +251,13 @@ def test_each_adanet_switch_changes_what_it_names():
     b = _batch()
     rows["S2T"].segmenter_step(Batch(b.source_image, b.source_label, b.source_domain, None), FULL_WEIGHT)
     # feature alignment without GFRM on the bottleneck only; GFRM without FDA builds nothing
-    assert set(_method("adanet", ["method.mda=false", "method.fda=false", "method.gfrm=true"]).nets) == {"seg"}
-    assert set(_method("adanet", ["method.mda=false"]).nets) == {"seg", "gfrm", "d_feat"}
+    assert _own(_method("adanet", ["method.mda=false", "method.fda=false", "method.gfrm=true"])) == {"seg"}
+    assert _own(_method("adanet", ["method.mda=false"])) == {"seg", "gfrm", "d_feat"}
 
 
 def test_advent_modes():
     adv, ment = _method("advent"), _method("advent", ["method.mode=minent"])
-    assert _first_conv(adv.nets["d"]).in_channels == 4 and set(ment.nets) == {"seg"} and set(ment.optimizers) == {"seg"}
+    assert _first_conv(adv.nets["d"]).in_channels == 4 and _own(ment) == {"seg"} and set(ment.optimizers) == {"seg"}
     v, inputs = ment.segmenter_step(_batch(), FULL_WEIGHT)
     assert "ent_target" in v and inputs == {} and ment.discriminator_step(inputs) == {}
 
@@ -344,9 +350,7 @@ def test_nan_step_stops_the_run_and_keeps_the_last_checkpoint(phantom, tmp_path,
     last = run / "checkpoints" / "last"
     state = ckpt.read_state(last)  # hashes checked: intact
     assert state["step"] == 4
-    m = cls(state["config"], num_classes=4)
-    m.build()
-    ckpt.load_weights(last, m.nets)
+    m = build_method(state["config"], "train", num_classes=4, load=lambda m: ckpt.load_weights(last, m.nets))
     ckpt.load_training_state(last, m.optimizers, m.schedulers)
     assert all(torch.isfinite(p).all() for p in m.nets.parameters())
     assert not (run / "summary.json").exists()

@@ -18,6 +18,7 @@ import pytest
 import torch
 from torch import nn
 
+from segshift.engine.build import build_method
 from segshift.engine.config import resolve
 from segshift.errors import SegshiftError
 from segshift.losses.adversarial import GAN_OBJECTIVES, GanObjective
@@ -50,21 +51,21 @@ SMALL = {
 
 
 def _cfg(name, sets=()):
-    return resolve(name, sets=["model.kwargs={features: [4,8,16,32]}", "train.precision=fp32", *SMALL.get(name, []), *sets])
+    return resolve(
+        name,
+        sets=["model.kwargs={features: [4,8,16,32]}", "train.precision=fp32", "train.channels_last=false", *SMALL.get(name, []), *sets],
+    )
 
 
-def _build(cls, cfg, seed=0):
+def _build(cfg, seed=0):
     torch.manual_seed(seed)
-    m = cls(cfg, num_classes=4)
-    m.build()
-    m.add_domain_norm()  # as the engine does (norm_stats=domain only)
-    m.to_device()
+    m = build_method(cfg, "train", num_classes=4)
     m.train(True)
     return m
 
 
 def _method(name, sets=(), seed=0):
-    return _build(get_method(name), _cfg(name, sets), seed)
+    return _build(_cfg(name, sets), seed)
 
 
 def _batch(n=4, size=32, seed=0):
@@ -114,7 +115,7 @@ def test_every_adversarial_method_declares_the_schedule(name):
     assert {k: cfg["method"][k] for k in SCHEDULE_HPARAMS} == defaults(SCHEDULE_HPARAMS)
     with pytest.raises(SegshiftError, match="method.ramp_steps"):
         sets = ["model.name=resunet", "model.kwargs={features: [4,8,16,32], encoder_blocks: [1,2,3,3]}"] if name == "unetgan" else []
-        _build(cls, _cfg(name, [*sets, "method.ramp_steps=-5"]))
+        _build(_cfg(name, [*sets, "method.ramp_steps=-5"]))
 
 
 def test_the_weight_is_logged_every_step():
@@ -225,7 +226,9 @@ def test_warm_up_gives_the_segmenter_a_source_only_update(name):
     updated = {}
     for step in (1, FULL_WEIGHT):
         m = _method(name, sets)
-        ref = _build(SourceOnly, {**m.cfg, "method": {}})  # the same network, loss, optimiser and batch-norm policy
+        ref = _build(
+            {**m.cfg, "method_name": SourceOnly.name, "method": {}}
+        )  # source-only with the same network, loss, optimiser and batch-norm policy
         ref.nets["seg"].load_state_dict(m.nets["seg"].state_dict())
         values = m.train_step(b, step)
         ref.train_step(b, step)
@@ -236,7 +239,7 @@ def test_warm_up_gives_the_segmenter_a_source_only_update(name):
 
 def test_adaptseg_without_adversarial_weight_is_source_only():
     m = _method("adaptseg", [*FROZEN, "method.lambda_adv=0"])
-    ref = _build(get_method("source-only"), _cfg("source-only", FROZEN))
+    ref = _build(_cfg("source-only", FROZEN))
     ref.nets["seg"].load_state_dict(m.nets["seg"].state_dict())
     for step in (FULL_WEIGHT, FULL_WEIGHT + 1):
         b = _batch(seed=step)

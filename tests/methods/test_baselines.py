@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from segshift.cli.main import main
+from segshift.engine.build import build_method
 from segshift.engine.config import resolve
 from segshift.engine.trainer import train
 from segshift.methods import available_methods, get_method
@@ -30,10 +31,8 @@ def test_registry_lists_the_baselines(capsys):
 
 
 def test_noise_aug_perturbs_the_source_input():
-    cls = get_method("noise-aug")
     cfg = resolve("noise-aug", sets=["model.kwargs={features: [4, 8]}"])
-    m = cls(cfg, num_classes=4)
-    m.build()
+    m = build_method(cfg, "train", num_classes=4)
     x = torch.zeros(4, 1, 16, 16)
     b = Batch(x, torch.zeros(4, 16, 16, dtype=torch.long), torch.zeros(4))
     noisy = m.source_input(b)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import segshift.methods
+from segshift.engine.build import build_method
 from segshift.engine.config import resolve
 from segshift.methods import get_method
 from segshift.utils.execution import ExecutionPolicy
@@ -49,12 +50,11 @@ LOSS_FUNCTIONS = ("l1_loss", "mse_loss", "cross_entropy", "binary_cross_entropy_
 
 
 def _method(name, policy):
+    """Method ``name`` built for training under ``policy`` (its precision and memory format, from the config as the engine reads them)."""
     torch.manual_seed(0)
-    m = get_method(name)(resolve(name, sets=CASES[name]), num_classes=4)
-    m.configure(policy)  # what the trainer and the predictor do
-    m.build()
-    m.add_domain_norm()
-    m.to_device()
+    sets = [*CASES[name], f"train.precision={policy.precision}", f"train.channels_last={str(policy.channels_last).lower()}"]
+    m = build_method(resolve(name, sets=sets), "train", num_classes=4)
+    assert m.execution == policy
     m.train(True)
     return m
 

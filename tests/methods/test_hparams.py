@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from segshift.cli.main import main
+from segshift.engine.build import build_method
 from segshift.engine.config import method_defaults, resolve
 from segshift.errors import SegshiftError
 from segshift.methods import available_methods, get_method
@@ -130,7 +131,7 @@ def test_methods_are_discovered_from_the_package():
 
 
 @pytest.mark.parametrize("name", ["adaptseg", "adanet", "cyclegan", "attent", "unetgan", "sdnet-fa"])
-def test_build_nets_builds_what_prediction_needs_and_nothing_for_training(name):
+def test_prediction_builds_what_it_needs_and_nothing_for_training(name):
     sets = ["model.kwargs={features: [4, 8, 16, 32]}", "method.d_channels=[4, 4, 1]"] if name != "sdnet-fa" else []
     if name in ("cyclegan", "attent", "unetgan"):
         sets = ["method.g_ngf=4", "method.d_channels=[4, 1]", "method.g_blocks=1"]
@@ -138,14 +139,11 @@ def test_build_nets_builds_what_prediction_needs_and_nothing_for_training(name):
         sets += ["model.name=resunet", "model.kwargs={features: [4, 8, 16, 32], encoder_blocks: [1, 2, 3, 3]}"]
     if name == "adanet":
         sets += ["model.kwargs={features: [4, 8, 16, 32]}", "method.gfrm_channels=4"]
-    cls = get_method(name)
     cfg = resolve(name, sets=["train.precision=fp32", *sets])
-    pred = cls(cfg, num_classes=4)
-    pred.build_nets()
+    pred = build_method(cfg, "predict", num_classes=4)
     assert not pred.optimizers and not pred.schedulers
     assert set(pred.inference_nets()) <= set(pred.nets)
-    full = cls(cfg, num_classes=4)
-    full.build()
+    full = build_method(cfg, "train", num_classes=4)
     assert full.optimizers
     assert set(pred.nets) < set(full.nets) or name not in ("adaptseg", "adanet", "cyclegan", "attent", "sdnet-fa")
     training_only = set(full.nets) - set(pred.nets)

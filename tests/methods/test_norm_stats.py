@@ -16,11 +16,11 @@ import torch
 from safetensors.torch import load_file
 
 from segshift.data.domain import Domain
+from segshift.engine.build import build_method
 from segshift.engine.config import resolve
 from segshift.engine.trainer import train
 from segshift.errors import SegshiftError
 from segshift.inference.predictor import Predictor
-from segshift.methods import get_method
 from segshift.methods.base import DomainNormStats
 from tests.conftest import FAST
 
@@ -28,13 +28,9 @@ BASE = FAST + ["model.kwargs={features: [4,8,16,32]}", "train.eval_every=4", "tr
 
 
 def _method(name: str, *sets: str, init: str | None = None):
-    cls = get_method(name)
-    cfg = resolve(name, sets=[*BASE, "train.precision=fp32", *sets])
+    cfg = resolve(name, sets=[*BASE, "train.precision=fp32", "train.channels_last=false", *sets])
     cfg["init"] = init
-    m = cls(cfg, num_classes=4)
-    m.build()
-    m.add_domain_norm()
-    m.to_device()
+    m = build_method(cfg, "train", num_classes=4)
     m.train(True)
     return m
 

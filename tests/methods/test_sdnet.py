@@ -20,6 +20,7 @@ from segshift.cli.main import main
 from segshift.data.cache import SliceCache
 from segshift.data.domain import Domain
 from segshift.engine import checkpoint as ckpt
+from segshift.engine.build import build_method
 from segshift.engine.config import resolve
 from segshift.engine.trainer import train
 from segshift.engine.validate import dice_3d
@@ -45,9 +46,7 @@ def _cfg(name, sets=()):
 
 
 def _method(name, sets=()):
-    m = get_method(name)(_cfg(name, sets), num_classes=4)
-    m.build()
-    m.to_device()
+    m = build_method(_cfg(name, ["train.channels_last=false", *sets]), "train", num_classes=4)
     m.train(True)
     return m
 
@@ -184,9 +183,7 @@ def test_phantom_sdnet_fa_learns_the_source_and_fa_images_keep_their_label(phant
     draw_run_figures(run)  # the report layer draws what the run keeps
     assert {p.name for p in (run / "figures").iterdir()} == {"anatomy.png", "factor_grid.png"}
 
-    m = get_method("sdnet-fa")(cfg, num_classes=4)
-    m.build()
-    ckpt.load_weights(run / "checkpoints" / "last", m.nets)
+    m = build_method(cfg, "train", num_classes=4, load=lambda m: ckpt.load_weights(run / "checkpoints" / "last", m.nets))
     m.train(False)
     src, lab = _slices(run, phantom["bssfp"], True)
     tgt, _ = _slices(run, phantom["lge"], False)

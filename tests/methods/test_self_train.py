@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from segshift.engine.build import build_method
 from segshift.engine.config import resolve
 from segshift.engine.trainer import train
 from segshift.errors import SegshiftError
@@ -67,7 +68,6 @@ def test_lambda_st_zero_is_adabn(gin, init_run, phantom, tmp_path):
 
 def test_teacher_is_the_ema_of_the_student_started_from_the_loaded_segmenter():
     m = built_method("self-train", [*TINY, "method.ema=0.9", "init=runs/finished-run"], seed=0)
-    m.add_domain_norm()
     with torch.no_grad():  # the "loaded" init weights, written after build as a warm start does
         for p in m.nets["seg"].parameters():
             p.add_(0.01 * torch.randn_like(p))
@@ -96,7 +96,6 @@ def test_teacher_is_the_ema_of_the_student_started_from_the_loaded_segmenter():
 
 def test_self_training_passes_move_no_running_statistics():
     m = built_method("self-train", TINY, seed=0)
-    m.add_domain_norm()
     seg, store = m.nets["seg"], m.nets["seg_target_norm"]
     before = {k: v.clone() for k, v in seg.state_dict().items() if "running" in k or "num_batches" in k}
     x = torch.randn(4, 1, 32, 32) * 3 + 2
@@ -112,7 +111,6 @@ def test_self_training_passes_move_no_running_statistics():
     assert not torch.allclose(t, running)  # the teacher normalised the target with its batch's statistics
     m.train(True)
     ab = built_method("adabn", TINY, seed=0)
-    ab.add_domain_norm()
     for method in (m, ab):
         method.train_step(random_batch(4, 32), 1)
     assert int(store.passes) == int(ab.nets["seg_target_norm"].passes) > 0  # the target statistics moved by adabn's pass only
@@ -143,7 +141,7 @@ def test_weighting_and_hparams():
     assert calls == [8] and values["loss_st"] > 0 and "seg_target_norm" not in joint.nets  # joint: the teacher sees both batches
     with pytest.raises(SegshiftError, match="adabn adapts batch-norm statistics"):
         c = resolve("self-train", sets=[*TINY, "train.norm_stats=frozen", "init=somewhere"])
-        type(m)(c, num_classes=4).build()
+        build_method(c, "train", num_classes=4)
 
 
 def test_resume_equals_uninterrupted(init_run, phantom, tmp_path):

@@ -19,12 +19,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from segshift.engine.build import build_method
 from segshift.engine.config import resolve
 from segshift.errors import SegshiftError
 from segshift.losses.adversarial import GAN_THRESHOLDS, d_accuracy, d_loss, frozen, g_loss
-from segshift.methods import get_method
 from segshift.methods.alignment import _cat, _detach, _rows
-from segshift.utils.execution import ExecutionPolicy
 from tests.methods.conftest import random_batch
 
 TINY_UNET = ["model.kwargs={features: [4,8,16,32]}"]
@@ -52,11 +51,9 @@ CASES = {
 def _method(case, sets=(), seed=0):
     name = case.split("-")[0]
     torch.manual_seed(seed)
-    m = get_method(name)(resolve(name, sets=[*CASES[case], *SCHEDULE, *sets]), num_classes=4)
-    m.configure(ExecutionPolicy("fp32"))
-    m.build()
-    m.add_domain_norm()
-    m.to_device()
+    m = build_method(
+        resolve(name, sets=[*CASES[case], *SCHEDULE, "train.precision=fp32", "train.channels_last=false", *sets]), "train", num_classes=4
+    )
     m.train(True)
     return m
 

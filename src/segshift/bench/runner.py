@@ -359,7 +359,9 @@ class Benchmark:
         """
         key = (cls.name, json.dumps({k: v for k, v in cfg.items() if k != "seed"}, sort_keys=True, default=str), num_classes)
         if key not in self._built:
-            cls(dict(cfg), num_classes=num_classes, in_channels=1).build()
+            from segshift.engine.build import build_method
+
+            build_method(dict(cfg), "plan", num_classes=num_classes)
             self._built.add(key)
 
     def _plan_run(

@@ -6,20 +6,9 @@
 ``select_final``, ``on_train_end``), and everything a resume restores besides weights and
 optimisers is one :class:`~segshift.engine.state.TrainState`. Divergence checks live in
 :mod:`segshift.engine.divergence`, run.json's provenance in :mod:`segshift.engine.provenance`,
-the progress bar in :mod:`segshift.engine.progress`.
-
-A new run reads all its input in a hidden staging folder (``.RUN.staging``) that is renamed
-to the run folder once everything was read, so a failure leaves no half-made run behind. The
-run folder::
-
-    RUN/
-      config.yaml          the fully resolved config (re-used as is by --resume)
-      run.json             method, domains, case splits, selection rule, versions, git revision
-      preprocess.json      the preprocessing (with the fitted histogram reference, if any)
-      checkpoints/last/    full state (resume)
-      checkpoints/best/    the selected model (train.select: best source validation Dice, or the last step)
-      logs/train.csv       losses, learning rate, validation Dice; logs/tb/ TensorBoard
-      summary.json         written when training finishes
+the progress bar in :mod:`segshift.engine.progress`, the run folder (its staging, ``--overwrite``,
+what a resume reads back) in :mod:`segshift.engine.run_folder`, building the method in
+:mod:`segshift.engine.build`.
 
 Model selection (``train.select``) never reads target labels: ``source_val`` keeps the step
 with the best *source* validation Dice, ``last`` the final step; ``auto`` is ``last`` for a
@@ -39,10 +28,6 @@ adaptation method then differs only by the adaptation).
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import shutil
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,10 +37,12 @@ import numpy as np
 import torch
 
 from segshift.data.cache import SliceCache
-from segshift.data.domain import Domain, identity_changes
+from segshift.data.domain import Domain
 from segshift.engine import checkpoint as ckpt
 from segshift.engine import distributed as ddp
-from segshift.engine.config import Config, changes, dump, load_yaml
+from segshift.engine import run_folder
+from segshift.engine.build import build_method
+from segshift.engine.config import Config
 from segshift.engine.divergence import DivergenceMonitor, TrainingDiverged, check_finite
 from segshift.engine.figure_data import write_figure_data
 from segshift.engine.logger import RunLogger
@@ -64,15 +51,14 @@ from segshift.engine.provenance import provenance
 from segshift.engine.splits import select, split
 from segshift.engine.state import TrainState
 from segshift.engine.validate import validate
-from segshift.engine.warmstart import InitRun, adopt_split, check_compatible, init_record, load_init_weights, open_init
-from segshift.errors import InputFileError, SegshiftError
+from segshift.engine.warmstart import InitRun, adopt_split, check_compatible, init_record, open_init
+from segshift.errors import SegshiftError
 from segshift.methods import get_method
 from segshift.methods.base import Batch, FigureSamples, Method, resolve_norm_stats
 from segshift.transforms import PreprocessConfig, Preprocessor
 from segshift.transforms.augment import AugmentConfig, augment_batch
 from segshift.transforms.gin import gin_views
-from segshift.utils.atomic import check_disjoint, hidden_sibling, remove_temporaries, write_json, write_text
-from segshift.utils.execution import ExecutionPolicy
+from segshift.utils.atomic import write_json
 
 __all__ = ["DivergenceMonitor", "Trainer", "TrainingDiverged", "resolve_select", "train"]  # the first two re-exported
 
@@ -178,18 +164,11 @@ class Trainer:
             if resume:
                 if overwrite:
                     raise SegshiftError("--resume continues a run in place and --overwrite replaces it with a new one: give one of them")
-                if not (self.run / "config.yaml").is_file():
-                    raise SegshiftError(f"{self.run}: nothing to resume (no config.yaml)")
-                cfg = _resumable_config(self.run, cfg)
-                recorded = json.loads((self.run / "run.json").read_text())
-                sources, target, self._moved = _resume_domains(self.run, recorded, sources, target)
-                self._replaces = bool(recorded.get("replaces"))
+                resumed = run_folder.open_resume(self.run, cfg, sources, target)
+                cfg, sources, target = resumed.cfg, resumed.sources, resumed.target
+                self._moved, self._replaces = resumed.moved, resumed.replaces
             elif self.dist.is_main:
-                check_disjoint(self.run, [*sources, target, cfg.get("init")], "run folder")
-                if self.run.exists() and any(self.run.iterdir()) and not overwrite:
-                    raise SegshiftError(f"{self.run}: run folder exists and is not empty (use --resume to continue it or --overwrite)")
-                if target is not None and any(Path(s).resolve() == Path(target).resolve() for s in sources):
-                    print(f"warning: the target {target} is also a source: nothing is adapted to another domain", file=sys.stderr)
+                run_folder.check_new(self.run, sources, target, cfg.get("init"), overwrite)
             self.cfg, self.tcfg = cfg, cfg["train"]
             self.resume = resume
             _check_train_values(cfg)
@@ -293,19 +272,11 @@ class Trainer:
 
     def _rehome_caches(self, old: Path, new: Path) -> None:
         """Point the caches built under ``old`` (the staging folder) at ``new`` (the run folder it
-        was renamed to). A cache holds its folder, its index and lazily opened arrays, none of
-        them opened yet, so this re-reads nothing; caches in ``data.cache_dir`` stay where they are.
+        was renamed to); caches in ``data.cache_dir`` stay where they are (:func:`run_folder.rehome`).
         """
-
-        def move(cache: SliceCache) -> SliceCache:
-            try:
-                return dataclasses.replace(cache, root=new / cache.root.relative_to(old))
-            except ValueError:  # not under the staging folder
-                return cache
-
-        self.train_caches = [move(c) for c in self.train_caches]
-        self.val_caches = [move(c) for c in self.val_caches]
-        self.target_cache = move(self.target_cache) if self.target_cache is not None else None
+        self.train_caches = [run_folder.rehome(c, old, new) for c in self.train_caches]
+        self.val_caches = [run_folder.rehome(c, old, new) for c in self.val_caches]
+        self.target_cache = run_folder.rehome(self.target_cache, old, new) if self.target_cache is not None else None
 
     # -- the loop and its hooks ---------------------------------------------------------
     def __enter__(self) -> Trainer:
@@ -451,7 +422,7 @@ class Trainer:
         if self.dist.is_main:
             self._finish()
             if self._replaces:  # the run this one replaced (--overwrite); never another folder of that name
-                shutil.rmtree(_aside(self.run), ignore_errors=True)
+                run_folder.discard_replaced(self.run)
 
     def on_train_end(self) -> dict[str, Any]:
         """Agree on the final buffers across ranks, write ``summary.json`` if finished, return the summary."""
@@ -514,15 +485,7 @@ class Trainer:
         """The method, built and warm-started before anything is written: an init whose
         weights do not fit is refused with no run folder left behind.
         """
-        method: Method = self.method_cls(self.cfg, num_classes=len(self.labels), in_channels=1, device=self.dist.device)
-        method.configure(ExecutionPolicy.from_config(self.tcfg, method.device))  # precision, channels_last, compile
-        method.build()
-        method.add_domain_norm()
-        if self.init is not None:
-            load_init_weights(self.init, {k: method.nets[k] for k in method.init_nets})
-            method.reset_target_norm()
-        method.to_device()
-        return method
+        return build_method(self.cfg, "train", num_classes=len(self.labels), device=self.dist.device, init=self.init)
 
     def _prepare_data(self) -> None:
         """The plan, the preprocessing and the slice caches (``self.plan``, ``self.pre``, the caches).
@@ -535,7 +498,7 @@ class Trainer:
         info, root = self.dist, self._cache_root(self.run)
         if self.resume:
             self._remove_temporaries()
-            self.plan = self._resumed_plan()
+            self.plan = run_folder.resumed_plan(self.run, self._moved, write=info.is_main)
             self.pre = Preprocessor.load(self.run / "preprocess.json")
             if info.is_main:
                 self._caches(self.plan, self.pre, root)  # opens them (or rebuilds any that were deleted)
@@ -556,23 +519,10 @@ class Trainer:
         folder, write config, preprocessing and run.json there, and rename it to the run folder
         (setting an existing run aside under ``--overwrite``). Returns the preprocessing.
         """
-        stage = hidden_sibling(self.run, "staging")
-        shutil.rmtree(stage, ignore_errors=True)
-        try:
+        with run_folder.staging(self.run) as stage:
             pre = self._preprocessor(self.plan)
             self._caches(self.plan, pre, self._cache_root(stage))
-            if self.run.exists():  # only reached with --overwrite (checked in __init__)
-                _set_aside(self.run)
-                self._replaces = True
-            (stage / "checkpoints").mkdir(parents=True, exist_ok=True)
-            write_text(stage / "config.yaml", dump(self.cfg))
-            pre.save(stage / "preprocess.json")
-            info = self._run_info(self.plan)
-            write_json(stage / "run.json", {**info, "replaces": _aside(self.run).name} if self._replaces else info)
-            stage.rename(self.run)
-        except BaseException:
-            shutil.rmtree(stage, ignore_errors=True)
-            raise
+            self._replaces = run_folder.publish(stage, self.run, self.cfg, pre, self._run_info(self.plan))
         self._rehome_caches(stage, self.run)
         return pre
 
@@ -589,12 +539,8 @@ class Trainer:
         """Rank 0: delete the temporaries a killed process left in the run folder and its subfolders
         (a checkpoint's ``checkpoints/.last.*.tmp``, a cache's, a file's); a shared ``data.cache_dir`` is left alone.
         """
-        if not self.dist.is_main:
-            return
-        remove_temporaries(self.run)
-        for sub in self.run.iterdir():
-            if sub.is_dir() and not sub.is_symlink():
-                remove_temporaries(sub)
+        if self.dist.is_main:
+            run_folder.remove_run_temporaries(self.run)
 
     def _selection(self) -> str:
         """The model-selection rule in words (tables and reports print it)."""
@@ -658,26 +604,6 @@ class Trainer:
             target = target.to(dev)
         return Batch(image.to(dev), label.to(dev), torch.from_numpy(np.concatenate(doms)).to(dev), target, views)
 
-    def _resumed_plan(self) -> dict[str, Any]:
-        """The recorded plan; domains that moved (same identity, new folder) are re-keyed, and
-        run.json records their new folders.
-        """
-        info = json.loads((self.run / "run.json").read_text())
-        plan = info["plan"]
-        if self._moved:
-
-            def move(keys: dict[str, Any]) -> dict[str, Any]:
-                return {self._moved.get(k, k): v for k, v in keys.items()}
-
-            plan = {**plan, "train": move(plan["train"]), "val": move(plan["val"])}
-            info["sources"] = [self._moved.get(s, s) for s in info["sources"]]
-            info["target"] = self._moved.get(info["target"], info["target"]) if info["target"] else None
-            info["plan"] = plan
-            info.setdefault("moved", []).append({"from_to": self._moved, "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
-            if self.dist.is_main:
-                write_json(self.run / "run.json", info)
-        return plan
-
     def _run_info(self, plan: dict[str, Any]) -> dict[str, Any]:
         return {
             "method": self.method_cls.name,
@@ -693,93 +619,6 @@ class Trainer:
             "crop_center": self.cfg["data"]["preprocess"]["crop_center"],
             **provenance(self.dist.world_size),
         }
-
-
-def _resumable_config(run: Path, given: Config | None) -> Config:
-    """The config a resumed run continues with: its ``config.yaml``, refused if it was edited since
-    the last checkpoint (which records the config it was trained with), or if ``given`` (the
-    command line's) names another method.
-    """
-    saved = load_yaml(run / "config.yaml")
-    last = run / "checkpoints" / "last"
-    if (last / "state.json").is_file():
-        recorded = ckpt.read_state(last).get("config")
-        edited = changes(recorded, saved) if recorded is not None else []
-        if edited:
-            raise InputFileError(
-                run / "config.yaml",
-                f"differs from the config this run was trained with ({'; '.join(edited)}); a resumed run keeps its "
-                "config: restore these values to resume, or train a new run with the new ones",
-            )
-    name, want = saved.get("method_name"), (given or {}).get("method_name")
-    if want is not None and want != name:
-        raise SegshiftError(f"{run}: this run trains {name}, not {want}: resume it with -m {name}, or train {want} into a new run folder")
-    return saved
-
-
-def _resume_domains(
-    run: Path, info: dict[str, Any], sources: Sequence[str | Path], target: str | Path | None
-) -> tuple[list[str], str | None, dict[str, str]]:
-    """The domains a resumed run continues with: the recorded folders, or the ``--source`` /
-    ``--target`` given with ``--resume`` for a domain that moved.
-
-    Every domain must still be the one the run started with (:meth:`Domain.identity`: name,
-    labels, case files and sizes); a changed domain is refused with what changed. Returns
-    (sources, target, {recorded folder: new folder} for those that moved).
-    """
-    rec_src, rec_tgt = list(info["sources"]), info["target"]
-    ident = info.get("identity") or {}  # runs from before identities were recorded: paths only
-    if sources and len(sources) != len(rec_src):
-        raise SegshiftError(
-            f"{run}: --resume with --source: this run has {len(rec_src)} source domain(s) "
-            f"({', '.join(rec_src)}); give all of them, in that order, or none"
-        )
-    if target is not None and rec_tgt is None:
-        raise SegshiftError(f"{run}: --resume with --target: this run has no target domain")
-    pairs = [(r, str(Path(g).resolve()) if sources else r, i, "--source") for i, (r, g) in enumerate(zip(rec_src, sources or rec_src))]
-    if rec_tgt is not None:
-        pairs.append((rec_tgt, str(Path(target).resolve()) if target is not None else rec_tgt, None, "--target"))
-    moved: dict[str, str] = {}
-    for recorded, now, i, flag in pairs:
-        if not (Path(now) / "domain.json").is_file():
-            hint = (
-                f"if it moved, give its new folder with {flag} along with --resume" if now == recorded else f"{now} is not a domain folder"
-            )
-            raise SegshiftError(f"{run}: cannot resume: the domain {recorded} recorded in run.json is gone; {hint}")
-        want = ident.get("sources", [None] * len(rec_src))[i] if i is not None else ident.get("target")
-        if want is not None:
-            changes = identity_changes(want, Domain(now).identity())
-            if changes:
-                raise SegshiftError(
-                    f"{run}: cannot resume: {now} is not the domain this run started with "
-                    f"({'; '.join(changes)}); start a new run for changed data"
-                )
-        if now != recorded:
-            moved[recorded] = now
-    return [moved.get(r, r) for r in rec_src], moved.get(rec_tgt, rec_tgt) if rec_tgt else None, moved
-
-
-def _aside(run: Path) -> Path:
-    """Where ``--overwrite`` keeps the run it replaces until the new one finishes."""
-    return hidden_sibling(run, "replaced")
-
-
-def _set_aside(run: Path) -> None:
-    """Move an existing run folder aside (``--overwrite``); it is deleted when the new run finishes,
-    so an interrupted or failed replacement loses nothing finished. If a run is already aside,
-    ``run`` is itself an unfinished replacement and is deleted instead.
-    """
-    aside = _aside(run)
-    if aside.exists():
-        shutil.rmtree(run)
-        print(
-            f"note: {run} was an unfinished replacement and is deleted; the run it replaced is still kept at {aside} "
-            "until this one finishes",
-            file=sys.stderr,
-        )
-    else:
-        run.rename(aside)
-        print(f"note: the previous {run} is kept at {aside} until this run finishes", file=sys.stderr)
 
 
 def _key(root: str | Path) -> str:

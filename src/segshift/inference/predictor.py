@@ -44,14 +44,13 @@ from scipy import ndimage as ndi
 
 from segshift.data.volume import Volume
 from segshift.engine import checkpoint as ckpt
+from segshift.engine.build import build_method
 from segshift.engine.config import load_yaml
 from segshift.engine.distributed import pick_device
 from segshift.errors import InputFileError, SegshiftError
 from segshift.inference.tta import TTA, TTAConfig
-from segshift.methods import get_method
-from segshift.methods.base import TARGET_NORM
+from segshift.methods.base import TARGET_NORM, Method
 from segshift.transforms import Preprocessor
-from segshift.utils.execution import ExecutionPolicy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,27 +148,27 @@ class Predictor:
         self.structures = {k: v for k, v in self.labels.items() if v != 0}
         self.pre = Preprocessor.load(self.run / "preprocess.json")
         self.device = pick_device(0, device)
-        cls = get_method(self.cfg["method_name"])
-        self.method = cls(self.cfg, num_classes=len(self.labels), in_channels=1, device=self.device)
-        # the run's precision (or ``precision``) and memory format (no compile: prediction runs each network a few times only)
-        train = self.cfg["train"] if precision is None else {**self.cfg["train"], "precision": precision}
-        self.method.configure(dataclasses.replace(ExecutionPolicy.from_config(train, self.device), compile=False))
-        self.method.build_nets()  # networks only: prediction needs no optimiser, loss or discriminator
-        self.method.add_domain_norm()
         folder = self.run / "checkpoints" / checkpoint
-        if checkpoint == "best" and not (folder / "state.json").is_file() and (self.run / "checkpoints" / "last" / "state.json").is_file():
-            raise InputFileError(
-                folder,
-                "missing: the run stopped before its first validation, so no model is selected yet; "
-                "use --checkpoint last for its latest weights, or finish it with segshift train --resume",
+        self.state: dict[str, Any] = {}
+
+        def load(method: Method) -> None:
+            if (
+                checkpoint == "best"
+                and not (folder / "state.json").is_file()
+                and (self.run / "checkpoints" / "last" / "state.json").is_file()
+            ):
+                raise InputFileError(
+                    folder,
+                    "missing: the run stopped before its first validation, so no model is selected yet; "
+                    "use --checkpoint last for its latest weights, or finish it with segshift train --resume",
+                )
+            names = method.checkpoint_nets() if checkpoint == "best" else list(method.nets)
+            self.state = ckpt.load_weights(folder, {k: method.nets[k] for k in names if _in_checkpoint(folder, k)})
+            _check_recorded(
+                self.run, self.state, {"config.yaml": self.cfg, "preprocess.json": self.pre.to_dict(), "run.json (labels)": self.labels}
             )
-        names = self.method.checkpoint_nets() if checkpoint == "best" else list(self.method.nets)
-        self.state = ckpt.load_weights(folder, {k: self.method.nets[k] for k in names if _in_checkpoint(folder, k)})
-        _check_recorded(
-            self.run, self.state, {"config.yaml": self.cfg, "preprocess.json": self.pre.to_dict(), "run.json (labels)": self.labels}
-        )
-        self.method.to_device()
-        self.method.train(False)
+
+        self.method = build_method(self.cfg, "predict", num_classes=len(self.labels), device=self.device, precision=precision, load=load)
         self.target_domain = bool(target_domain if target_domain is not None else translate if translate is not None else True)
         self.method.translate_at_predict = self.target_domain and self.method.can_translate()
         self.oracle = bool(self.run_info.get("oracle"))
