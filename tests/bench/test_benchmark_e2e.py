@@ -280,16 +280,17 @@ def test_tables_agree_with_the_per_case_csv_and_compare_with_the_init(bench):
 def test_report_has_the_training_logs_of_every_stage(bench):
     text = (bench["out"] / "report.html").read_text()
     m = re.search(
-        r'<img alt="Training curves, task bssfp2lge: init and adaptation stages \(logs/train.csv\)" '
-        r'src="data:image/png;base64,([^"]+)"',
+        r'<img alt="Training curves, task bssfp2lge: init and adaptation stages \(logs/train.csv\)'
+        r'; diagnostics: ([^"]+)" src="data:image/png;base64,([^"]+)"',
         text,
     )
-    assert m, "no training-curves figure"
+    assert m, "no training-curves figure (with the diagnostics panels of the adaptseg stage)"
+    assert "discriminator accuracy" in m.group(1).split(", ")
     import io
 
     import matplotlib.image as mpimg
 
-    px = mpimg.imread(io.BytesIO(base64.b64decode(m.group(1))), format="png")
+    px = mpimg.imread(io.BytesIO(base64.b64decode(m.group(2))), format="png")
     assert px.shape[0] > 400 and px.shape[1] > 700  # 4 rows (init, source-only, adaptseg, oracle) x 4 groups
     assert "Against the init (mean Dice)" in text and "40 + 20" in text and "last step" in text
 
