@@ -1,10 +1,11 @@
-"""SDNet's batch-norm policy (``train.norm_stats``).
+"""SDNet's batch-norm policy (``train.norm_stats``) and its gradient diagnostics.
 
 What is checked: under ``domain`` the labelled and the target rows go through the SDNet in
 one pass each, the target's with the target statistics, which move away from the source's;
 each term is the row-weighted mean of the passes (equal to one pass where batch norm uses
 running statistics); under ``joint`` a step is the previous single-pass step bit for bit; the
-frozen FA copy encodes target images with the target statistics of the switch; and on the phantom
+frozen FA copy encodes target images with the target statistics of the switch; the
+diagnostics leave weights, optimiser state and random state bit-identical; and on the phantom
 a ``domain`` run reads no target label, keeps ``sdnet_target_norm`` in ``best``, and predicts a
 target-domain input with the target statistics.
 """
@@ -164,6 +165,34 @@ def test_the_fa_copy_encodes_target_images_with_the_target_statistics_of_the_swi
     assert not torch.allclose(with_target, with_source)
     mixed = m.decode(a, tgt, net="fa", target=torch.tensor([True, False, True]))
     assert torch.allclose(mixed[[0, 2]], with_target[[0, 2]], atol=1e-5) and torch.allclose(mixed[1], with_source[1], atol=1e-5)
+
+
+# -- the diagnostics -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "sets", "columns"),
+    [
+        ("sdnet-ss", [], {"grad_ratio_target"}),
+        ("sdnet-ss", ["train.norm_stats=joint"], {"grad_ratio_target"}),
+        ("sdnet-fa", FA, {"grad_ratio_target", "grad_ratio_fa"}),
+        ("sdnet", [], set()),
+    ],
+)
+def test_the_diagnostics_leave_the_weights_bit_identical(name, sets, columns):
+    plain = _method(name, sets)
+    plain_logs, plain_rng = _steps(plain, 4, False), torch.get_rng_state()
+    diag = _method(name, sets)
+    diag_logs, diag_rng = _steps(diag, 4, True), torch.get_rng_state()
+    sp, sd = plain.nets.state_dict(), diag.nets.state_dict()
+    assert sp.keys() == sd.keys() and not [k for k in sp if not torch.equal(sp[k], sd[k])]
+    assert _equal_states(plain.optimizers["sdnet"].state_dict(), diag.optimizers["sdnet"].state_dict())
+    assert torch.equal(plain_rng, diag_rng), "the diagnostics drew random numbers"
+    for a, b in zip(plain_logs, diag_logs):
+        assert {k: b[k] for k in a} == a and set(b) - set(a) == columns
+    assert all(s[k] > 0 for s in diag_logs for k in columns if k != "grad_ratio_fa")
+    if "grad_ratio_fa" in columns:  # stage 1 has no FA image; stage 2 replaces half the labelled batch
+        assert [s["grad_ratio_fa"] == 0 for s in diag_logs] == [True, True, False, False]
 
 
 # -- on the phantom ---------------------------------------------------------------------------------------

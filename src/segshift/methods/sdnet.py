@@ -44,6 +44,12 @@ a pass's mean is weighted by its share of the rows. ``sdnet-fa``'s frozen copy t
 target statistics with the weights (``fa_target_norm``) and encodes a target image's
 modality factor with them.
 
+Diagnostics (:mod:`segshift.methods.diagnostics`, on the logged steps), gradient norms at the
+segmentation path (anatomy encoder and segmentor): ``grad_ratio_target``, the target rows'
+share of the objective (reconstruction, latent regression, KL) over the segmentation loss;
+``sdnet-fa`` also ``grad_ratio_fa``, the segmentation loss of the FA images over that of the
+real labelled images (0 in stage 1).
+
 Warm start (``--init RUN``): all three take the SDNet ``sdnet`` from the init run
 (``init_nets = ("sdnet",)``). ``sdnet-fa`` started from a finished ``sdnet`` or ``sdnet-ss``
 run skips its pretraining: that run *is* stage 1, so this run is stage 2 only
@@ -56,6 +62,7 @@ Resolution augmentation is the engine's ``augment.resolution`` and works with an
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import numpy as np
@@ -75,6 +82,7 @@ from segshift.methods.base import (
     make_schedule,
     register,
 )
+from segshift.methods.diagnostics import gradient_ratios
 from segshift.methods.hparams import choice, flag, integer, ints, number
 from segshift.nets.sdnet import BINARISE, SDNet, SDNetOutput
 
@@ -97,6 +105,11 @@ class Labelled(NamedTuple):
     label: torch.Tensor
     fa_rows: torch.Tensor | None = None
     log: dict[str, float] | None = None
+
+
+def _rows_from(out: SDNetOutput, start: int) -> SDNetOutput:
+    """Rows ``start:`` of every tensor of an SDNet pass."""
+    return SDNetOutput(*(None if v is None else v[start:] for v in (getattr(out, f.name) for f in dataclasses.fields(out))))
 
 
 @register
@@ -202,7 +215,7 @@ class SDNetMethod(Method):
         no-op under the others), and each of ``rec``, ``zrec``, ``kl`` is the row-weighted mean
         of the two passes' (the mean over all rows, as in one pass). Returns the terms, the
         labelled rows' logits, and the target rows' own ``rec``, ``zrec``, ``kl`` (``None``
-        without ``target``, and under ``joint``).
+        without ``target``; under ``joint`` computed on the diagnosed steps only).
         """
         n_lab = image.shape[0]
         if target is None:
@@ -210,7 +223,8 @@ class SDNetMethod(Method):
             return parts, out.logits[:n_lab], None
         if self.norm_stats == "joint":
             parts, out = self.sdnet_losses(torch.cat([image, target]), label, n_lab)
-            return parts, out.logits[:n_lab], None
+            on_target = self.unsupervised_terms(_rows_from(out, n_lab), target) if self.diagnostics else None
+            return parts, out.logits[:n_lab], on_target
         parts, out = self.sdnet_losses(image, label, n_lab)
         with self.target_norm():
             on_target, _ = self.sdnet_losses(target, None, 0)
@@ -232,16 +246,49 @@ class SDNetMethod(Method):
             target = batch.target_image  # no segmentation loss: its labels are never read
         opt = self.optimizers["sdnet"]
         opt.zero_grad(set_to_none=True)
-        parts, _, _ = self.objective_terms(lab.image, lab.label, target)
+        parts, logits, on_target = self.objective_terms(lab.image, lab.label, target)
         w = self.weights
         seg = w["dice"] * parts["dice"] + w["focal"] * parts["focal"]
         total = w["rec"] * parts["rec"] + w["zrec"] * parts["zrec"] + self.kl_weight * parts["kl"] + seg
+        diagnosed = {}
+        if self.diagnostics and "sdnet" not in self._wrapped:
+            diagnosed = self.gradient_diagnostics(seg, lab, logits, on_target, 0 if target is None else target.shape[0])
         total.backward()
         opt.step()
         values = {"loss": float(total.detach()), "loss_seg": float(seg.detach())}
         values.update({k: float(v.detach()) for k, v in parts.items()})
         values.update(lab.log or {})
-        return values
+        return {**values, **diagnosed}
+
+    def gradient_diagnostics(
+        self, seg: torch.Tensor, lab: Labelled, logits: torch.Tensor, on_target: dict[str, torch.Tensor] | None, n_target: int
+    ) -> dict[str, float]:
+        """``grad_ratio_target`` (a step with target rows) and ``grad_ratio_fa`` (a step of ``sdnet-fa``): see the module docstring.
+
+        :func:`~segshift.methods.diagnostics.gradient_ratios` over the parameters of the
+        segmentation path, on the step's graph (the update is unchanged). ``grad_ratio_fa`` is
+        0 in a step without FA images, and missing where every labelled row is one.
+        """
+        net = self.nets["sdnet"]
+        params = [*net.anatomy.parameters(), *net.segmentor.parameters()]
+        w, ratios = self.weights, {}
+        if on_target is not None:
+            share = n_target / (n_target + lab.image.shape[0])
+            unsup = share * (w["rec"] * on_target["rec"] + w["zrec"] * on_target["zrec"] + self.kl_weight * on_target["kl"])
+            ratios.update(gradient_ratios(seg, {"target": unsup}, params))
+        if lab.fa_rows is not None:
+            fa = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
+            fa[lab.fa_rows] = True
+            if not fa.any():
+                ratios["fa"] = 0.0
+            elif not fa.all():
+
+                def seg_loss(rows: torch.Tensor) -> torch.Tensor:
+                    t = self.supervised_terms(logits[rows], lab.label[rows])
+                    return w["dice"] * t["dice"] + w["focal"] * t["focal"]
+
+                ratios.update(gradient_ratios(seg_loss(~fa), {"fa": seg_loss(fa)}, params))
+        return {f"grad_ratio_{k}": v for k, v in ratios.items()}
 
     # -- prediction -----------------------------------------------------------------------
     tta_nets = ("sdnet",)
