@@ -126,8 +126,10 @@ def test_sdnet_fa_resume_across_the_stage_switch_equals_uninterrupted(phantom, t
     train(cfg, [], None, tmp_path / "part", resume=True, progress=False)
     a = load_file(str(tmp_path / "full" / "checkpoints" / "last" / "weights.safetensors"))
     b = load_file(str(tmp_path / "part" / "checkpoints" / "last" / "weights.safetensors"))
-    assert {k.split(".")[0] for k in a} == {"sdnet", "fa"} and a.keys() == b.keys()
+    # norm_stats auto (domain): the target statistics of the SDNet and of the frozen copy resume too
+    assert {k.split(".")[0] for k in a} == {"sdnet", "fa", "sdnet_target_norm", "fa_target_norm"} and a.keys() == b.keys()
     assert all(a[k].equal(b[k]) for k in a)
+    assert int(a["fa_target_norm.passes"]) > 0  # the copy took the target statistics of stage 1
     # the FA generator is the pretrained model (step 3), not the final one
     assert any(not a[k].equal(a[k.replace("fa.", "sdnet.", 1)]) for k in a if k.startswith("fa.") and a[k].is_floating_point())
 

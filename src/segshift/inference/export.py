@@ -97,7 +97,7 @@ def _fp32_copy(method: Any, target_norm: bool) -> Any:
 
     m = copy.deepcopy(method)
     if target_norm:
-        m.nets["seg" + TARGET_NORM].swap(m.nets["seg"])  # for good: this copy is the target-domain model
+        m.nets[m.segmenter_net + TARGET_NORM].swap(m.nets[m.segmenter_net])  # for good: this copy is the target-domain model
     for name in [n for n in m.nets if n.endswith(TARGET_NORM)]:
         del m.nets[name]
     m.configure(ExecutionPolicy("fp32"))  # never bake bf16 autocast (or a memory format) into an export

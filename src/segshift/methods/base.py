@@ -37,7 +37,8 @@ Contract:
   same batch statistics; ``domain`` (per-domain batch norm) normalises each domain with its
   own statistics, in training (one pass per domain) and after it: the segmenter's batch-norm
   layers keep a second set of running statistics for the target (:class:`DomainNormStats`,
-  saved with the model as ``seg_target_norm``), used for target-domain inputs at prediction
+  saved with the model as ``seg_target_norm``; ``<segmenter_net>_target_norm`` for a method
+  whose segmentation path is another network), used for target-domain inputs at prediction
   (AdaBN, Li et al. 2018; DSBN, Chang et al. CVPR 2019); ``frozen`` keeps the init run's
   running statistics (batch-norm layers of ``init_nets`` stay in eval mode while training);
   ``separate`` is one pass per batch whose running statistics are a mix that neither
@@ -102,7 +103,7 @@ REGISTRY: dict[str, type[Method]] = {}
 NORM_STATS = ("auto", "domain", "joint", "frozen", "separate")
 """Batch-norm policies (``train.norm_stats``, see the module docstring); ``auto`` is ``domain``."""
 TARGET_NORM = "_target_norm"
-"""Suffix of the network holding a segmenter's target-domain batch-norm statistics (``seg_target_norm``)."""
+"""Suffix of the network holding a network's target-domain batch-norm statistics (``seg_target_norm``)."""
 
 
 def resolve_norm_stats(cfg: Mapping[str, Any]) -> str:
@@ -236,6 +237,9 @@ class Method:
     """This method's hyper-parameters: the spec of the ``method:`` config section (:mod:`segshift.methods.hparams`)."""
     init_nets: ClassVar[tuple[str, ...]] = ("seg",)
     """Networks a warm start loads from the init run (the rest start fresh)."""
+    segmenter_net: ClassVar[str] = "seg"
+    """The network of the segmentation path: under ``norm_stats=domain`` its batch-norm layers keep
+    target-domain statistics (``<segmenter_net>_target_norm``), used for target-domain inputs at prediction."""
     supports_view_consistency: ClassVar[bool] = False
     """Whether :meth:`train_step` adds GIN-IPA's consistency loss over ``Batch.source_views``
     (:meth:`view_consistency`); the engine refuses ``augment.gin.consistency > 0`` otherwise."""
@@ -298,14 +302,18 @@ class Method:
         return int(self.cfg["train"]["steps"])
 
     def add_domain_norm(self) -> None:
-        """Under ``norm_stats=domain``: the target-domain statistics of the segmenter's batch norm (after :meth:`build`)."""
-        if self.norm_stats == "domain" and self.uses_target and "seg" in self.nets:
-            self.nets["seg" + TARGET_NORM] = DomainNormStats(self.nets["seg"])
+        """Under ``norm_stats=domain``: the target-domain statistics of the segmenter's batch norm
+        (network :attr:`segmenter_net`; after :meth:`build`, or :meth:`build_nets` for prediction).
+        """
+        net = self.segmenter_net
+        if self.norm_stats == "domain" and self.uses_target and net in self.nets:
+            self.nets[net + TARGET_NORM] = DomainNormStats(self.nets[net])
 
     def reset_target_norm(self) -> None:
         """Start the target statistics from the segmenter's (after a warm start loaded them)."""
-        if "seg" + TARGET_NORM in self.nets:
-            self.nets["seg" + TARGET_NORM].copy_from(self.nets["seg"])
+        net = self.segmenter_net
+        if net + TARGET_NORM in self.nets:
+            self.nets[net + TARGET_NORM].copy_from(self.nets[net])
 
     def checkpoint_nets(self) -> list[str]:
         """Networks a ``best`` checkpoint holds: :meth:`inference_nets` plus the target batch-norm statistics."""
@@ -313,8 +321,11 @@ class Method:
         return names + [n for n in self.nets if n.endswith(TARGET_NORM) and n[: -len(TARGET_NORM)] in names]
 
     @contextlib.contextmanager
-    def target_norm(self, net: str = "seg") -> Iterator[None]:
-        """Within: the batch-norm layers of ``net`` use (and in train mode update) the target statistics."""
+    def target_norm(self, net: str | None = None) -> Iterator[None]:
+        """Within: the batch-norm layers of ``net`` (default :attr:`segmenter_net`) use (and in train
+        mode update) the target statistics; nothing changes where ``net`` keeps none.
+        """
+        net = net or self.segmenter_net
         store = self.nets[net + TARGET_NORM] if net + TARGET_NORM in self.nets else None  # noqa: SIM401 - ModuleDict has no get
         if store is None:
             yield
@@ -325,9 +336,12 @@ class Method:
         finally:
             store.swap(self.nets[net])
 
-    def uses_target_norm(self) -> bool:
-        """Whether target-domain inputs are normalised with statistics of their own at prediction."""
-        store = self.nets["seg" + TARGET_NORM] if "seg" + TARGET_NORM in self.nets else None  # noqa: SIM401 - ModuleDict has no get
+    def uses_target_norm(self, net: str | None = None) -> bool:
+        """Whether target-domain inputs of ``net`` (default :attr:`segmenter_net`) are normalised
+        with statistics of their own: it keeps target statistics that a target pass trained.
+        """
+        key = (net or self.segmenter_net) + TARGET_NORM
+        store = self.nets[key] if key in self.nets else None  # noqa: SIM401 - ModuleDict has no get
         return store is not None and store.trained()
 
     def configure(self, policy: ExecutionPolicy) -> None:

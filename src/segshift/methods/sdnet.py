@@ -34,6 +34,22 @@ before building whether a target pool is read):
   domain in the batch (another source domain or the target), keeping the anatomy image's
   label. Model selection (source validation Dice) runs in stage 2 only.
 
+Batch norm (``train.norm_stats``): ``sdnet-ss`` and ``sdnet-fa`` run the labelled rows (FA
+images included) and the unlabelled target rows through the SDNet in one pass under
+``joint``, in one pass per domain otherwise (the rule of
+:meth:`~segshift.methods.base.Method.segment`); under ``domain`` the target pass uses, and
+trains, the SDNet's target-domain batch-norm statistics (``sdnet_target_norm``), which
+prediction uses for target-domain inputs. Each term stays the mean over all rows of the step:
+a pass's mean is weighted by its share of the rows. ``sdnet-fa``'s frozen copy takes the
+target statistics with the weights (``fa_target_norm``) and encodes a target image's
+modality factor with them.
+
+Diagnostics (:mod:`segshift.methods.diagnostics`, on the logged steps), gradient norms at the
+segmentation path (anatomy encoder and segmentor): ``grad_ratio_target``, the target rows'
+share of the objective (reconstruction, latent regression, KL) over the segmentation loss;
+``sdnet-fa`` also ``grad_ratio_fa``, the segmentation loss of the FA images over that of the
+real labelled images (0 in stage 1).
+
 Warm start (``--init RUN``): all three take the SDNet ``sdnet`` from the init run
 (``init_nets = ("sdnet",)``). ``sdnet-fa`` started from a finished ``sdnet`` or ``sdnet-ss``
 run skips its pretraining: that run *is* stage 1, so this run is stage 2 only
@@ -46,13 +62,27 @@ Resolution augmentation is the engine's ``augment.resolution`` and works with an
 
 from __future__ import annotations
 
+import dataclasses
+from typing import NamedTuple
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from segshift.errors import SegshiftError
 from segshift.losses import FocalLoss, SoftDiceLoss
-from segshift.methods.base import Batch, FigureSamples, Method, MethodFigure, make_optimizer, make_schedule, register
+from segshift.methods.base import (
+    TARGET_NORM,
+    Batch,
+    DomainNormStats,
+    FigureSamples,
+    Method,
+    MethodFigure,
+    make_optimizer,
+    make_schedule,
+    register,
+)
+from segshift.methods.diagnostics import gradient_ratios
 from segshift.methods.hparams import choice, flag, integer, ints, number
 from segshift.nets.sdnet import BINARISE, SDNet, SDNetOutput
 
@@ -60,6 +90,26 @@ from segshift.nets.sdnet import BINARISE, SDNet, SDNetOutput
 def kl_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """``KL(N(mu, exp(logvar)) || N(0, I))``, summed over the factor, averaged over the batch."""
     return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(dim=1).mean()
+
+
+UNSUPERVISED = ("rec", "zrec", "kl")
+"""The terms of the objective that every image has, labelled or not."""
+
+
+class Labelled(NamedTuple):
+    """A step's labelled images ``(B, 1, H, W)``, their labels ``(B, H, W)``, the indices of
+    the rows that are FA images (``None``: a step without FA) and what to log of them.
+    """
+
+    image: torch.Tensor
+    label: torch.Tensor
+    fa_rows: torch.Tensor | None = None
+    log: dict[str, float] | None = None
+
+
+def _rows_from(out: SDNetOutput, start: int) -> SDNetOutput:
+    """Rows ``start:`` of every tensor of an SDNet pass."""
+    return SDNetOutput(*(None if v is None else v[start:] for v in (getattr(out, f.name) for f in dataclasses.fields(out))))
 
 
 @register
@@ -70,6 +120,7 @@ class SDNetMethod(Method):
     uses_target = False
     semi_supervised = False
     init_nets = ("sdnet",)
+    segmenter_net = "sdnet"
     hparams = {
         "lambda_rec": number(1.0, "eq. 1: L1 reconstruction"),
         "lambda_zrec": number(1.0, "eq. 1: L1 latent regression of the re-encoded modality factor"),
@@ -131,45 +182,113 @@ class SDNetMethod(Method):
         yield "sdnet"
 
     # -- losses (section 2.3, eq. 1) ----------------------------------------------------------
-    def sdnet_losses(self, image: torch.Tensor, label: torch.Tensor | None, n_labelled: int) -> dict[str, torch.Tensor]:
-        """Every term of eq. 1 for ``image`` (the first ``n_labelled`` rows labelled by ``label``)."""
+    def unsupervised_terms(self, out: SDNetOutput, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``rec``, ``zrec``, ``kl`` of a pass ``out`` of ``image`` (made with ``z_prior``), each a mean over the rows."""
+        return {
+            "rec": F.l1_loss(out.reconstruction.float(), image.float()),
+            "zrec": F.l1_loss(out.mu_prior_rec.float(), out.z_prior),
+            "kl": kl_normal(out.mu.float(), out.logvar.float()),
+        }
+
+    def supervised_terms(self, logits: torch.Tensor, label: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``dice`` and ``focal`` of labelled rows' logits."""
+        logits = logits.float()
+        return {"dice": self.dice(logits, label), "focal": self.focal(logits, label)}
+
+    def sdnet_losses(self, image: torch.Tensor, label: torch.Tensor | None, n_labelled: int) -> tuple[dict[str, torch.Tensor], SDNetOutput]:
+        """One SDNet pass over ``image`` (the first ``n_labelled`` rows labelled by ``label``): every term of eq. 1, and the pass."""
         net = self.net("sdnet")
         z_prior = torch.randn(image.shape[0], self.nets["sdnet"].z_dim, device=image.device)
         out: SDNetOutput = self.call(net, image, z_prior)
-        parts = {
-            "rec": F.l1_loss(out.reconstruction.float(), image.float()),
-            "zrec": F.l1_loss(out.mu_prior_rec.float(), z_prior),
-            "kl": kl_normal(out.mu.float(), out.logvar.float()),
-        }
+        parts = self.unsupervised_terms(out, image)
         if n_labelled:
-            logits = out.logits[:n_labelled].float()
-            parts["dice"] = self.dice(logits, label)
-            parts["focal"] = self.focal(logits, label)
-        return parts
+            parts.update(self.supervised_terms(out.logits[:n_labelled], label))
+        return parts, out
 
-    def labelled_images(self, batch: Batch, step: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    def objective_terms(
+        self, image: torch.Tensor, label: torch.Tensor, target: torch.Tensor | None
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor] | None]:
+        """Eq. 1's terms over the labelled rows ``image`` and the unlabelled rows ``target``, under ``train.norm_stats``.
+
+        ``joint``: one pass over both. Otherwise one pass per domain, the target's with its own
+        statistics (:meth:`~segshift.methods.base.Method.target_norm`: those of ``domain``, a
+        no-op under the others), and each of ``rec``, ``zrec``, ``kl`` is the row-weighted mean
+        of the two passes' (the mean over all rows, as in one pass). Returns the terms, the
+        labelled rows' logits, and the target rows' own ``rec``, ``zrec``, ``kl`` (``None``
+        without ``target``; under ``joint`` computed on the diagnosed steps only).
+        """
+        n_lab = image.shape[0]
+        if target is None:
+            parts, out = self.sdnet_losses(image, label, n_lab)
+            return parts, out.logits[:n_lab], None
+        if self.norm_stats == "joint":
+            parts, out = self.sdnet_losses(torch.cat([image, target]), label, n_lab)
+            on_target = self.unsupervised_terms(_rows_from(out, n_lab), target) if self.diagnostics else None
+            return parts, out.logits[:n_lab], on_target
+        parts, out = self.sdnet_losses(image, label, n_lab)
+        with self.target_norm():
+            on_target, _ = self.sdnet_losses(target, None, 0)
+        n_tgt = target.shape[0]
+        for k in UNSUPERVISED:
+            parts[k] = (n_lab * parts[k] + n_tgt * on_target[k]) / (n_lab + n_tgt)
+        return parts, out.logits[:n_lab], on_target
+
+    def labelled_images(self, batch: Batch, step: int) -> Labelled:
         """The labelled images of this step and their labels (``sdnet-fa`` mixes in FA images)."""
-        return batch.source_image, batch.source_label, {}
+        return Labelled(batch.source_image, batch.source_label)
 
     def train_step(self, batch: Batch, step: int) -> dict[str, float]:
-        image, label, extra = self.labelled_images(batch, step)
-        n_lab = image.shape[0]
+        lab = self.labelled_images(batch, step)
+        target = None
         if self.semi_supervised:
             if batch.target_image is None:
                 raise SegshiftError(f"{self.name} is semi-supervised: it needs target batches (give --target)")
-            image = torch.cat([image, batch.target_image])  # one pass; the target rows get no segmentation loss
+            target = batch.target_image  # no segmentation loss: its labels are never read
         opt = self.optimizers["sdnet"]
         opt.zero_grad(set_to_none=True)
-        parts = self.sdnet_losses(image, label, n_lab)
+        parts, logits, on_target = self.objective_terms(lab.image, lab.label, target)
         w = self.weights
         seg = w["dice"] * parts["dice"] + w["focal"] * parts["focal"]
         total = w["rec"] * parts["rec"] + w["zrec"] * parts["zrec"] + self.kl_weight * parts["kl"] + seg
+        diagnosed = {}
+        if self.diagnostics and "sdnet" not in self._wrapped:
+            diagnosed = self.gradient_diagnostics(seg, lab, logits, on_target, 0 if target is None else target.shape[0])
         total.backward()
         opt.step()
         values = {"loss": float(total.detach()), "loss_seg": float(seg.detach())}
         values.update({k: float(v.detach()) for k, v in parts.items()})
-        values.update(extra)
-        return values
+        values.update(lab.log or {})
+        return {**values, **diagnosed}
+
+    def gradient_diagnostics(
+        self, seg: torch.Tensor, lab: Labelled, logits: torch.Tensor, on_target: dict[str, torch.Tensor] | None, n_target: int
+    ) -> dict[str, float]:
+        """``grad_ratio_target`` (a step with target rows) and ``grad_ratio_fa`` (a step of ``sdnet-fa``): see the module docstring.
+
+        :func:`~segshift.methods.diagnostics.gradient_ratios` over the parameters of the
+        segmentation path, on the step's graph (the update is unchanged). ``grad_ratio_fa`` is
+        0 in a step without FA images, and missing where every labelled row is one.
+        """
+        net = self.nets["sdnet"]
+        params = [*net.anatomy.parameters(), *net.segmentor.parameters()]
+        w, ratios = self.weights, {}
+        if on_target is not None:
+            share = n_target / (n_target + lab.image.shape[0])
+            unsup = share * (w["rec"] * on_target["rec"] + w["zrec"] * on_target["zrec"] + self.kl_weight * on_target["kl"])
+            ratios.update(gradient_ratios(seg, {"target": unsup}, params))
+        if lab.fa_rows is not None:
+            fa = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
+            fa[lab.fa_rows] = True
+            if not fa.any():
+                ratios["fa"] = 0.0
+            elif not fa.all():
+
+                def seg_loss(rows: torch.Tensor) -> torch.Tensor:
+                    t = self.supervised_terms(logits[rows], lab.label[rows])
+                    return w["dice"] * t["dice"] + w["focal"] * t["focal"]
+
+                ratios.update(gradient_ratios(seg_loss(~fa), {"fa": seg_loss(fa)}, params))
+        return {f"grad_ratio_{k}": v for k, v in ratios.items()}
 
     # -- prediction -----------------------------------------------------------------------
     tta_nets = ("sdnet",)
@@ -185,17 +304,35 @@ class SDNetMethod(Method):
         return self.call(self.nets["sdnet"].anatomy, image.to(self.device)).float()
 
     @torch.no_grad()
-    def decode(self, anatomy: torch.Tensor, modality_images: torch.Tensor, net: SDNet | None = None) -> torch.Tensor:
-        """Images decoded from ``anatomy`` with the modality factors (posterior means) of ``modality_images``."""
-        net = net if net is not None else self.nets["sdnet"]
+    def decode(
+        self, anatomy: torch.Tensor, modality_images: torch.Tensor, net: str = "sdnet", target: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Images decoded by SDNet ``net`` from ``anatomy`` with the modality factors (posterior means) of ``modality_images``.
 
-        a = anatomy.to(self.device)
+        ``target`` ``(B,)`` marks the modality images of the target domain: where ``net`` keeps
+        trained target statistics (:meth:`~segshift.methods.base.Method.uses_target_norm`) they
+        are encoded with those, in a pass of their own (eval mode: every row is its own), the
+        others with the source statistics.
+        """
+        sdnet: SDNet = self.nets[net]
 
-        def decoded(x: torch.Tensor) -> torch.Tensor:
-            _, mu, _ = net.modality(x, net.anatomy(x))
-            return net.decoder(a, mu)
+        def run(x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+            def decoded(m: torch.Tensor) -> torch.Tensor:
+                _, mu, _ = sdnet.modality(m, sdnet.anatomy(m))
+                return sdnet.decoder(a, mu)
 
-        return self.call(decoded, modality_images.to(self.device)).float()
+            return self.call(decoded, x).float()
+
+        a, x = anatomy.to(self.device), modality_images.to(self.device)
+        if target is None or not bool(target.any()) or not self.uses_target_norm(net):
+            return run(x, a)
+        on_target = target.to(self.device).bool()
+        out = torch.empty(len(x), *x.shape[1:], device=self.device)
+        if not bool(on_target.all()):
+            out[~on_target] = run(x[~on_target], a[~on_target])
+        with self.target_norm(net):
+            out[on_target] = run(x[on_target], a[on_target])
+        return out
 
     # -- figures ------------------------------------------------------------------------------------
     def figures(self, samples: FigureSamples) -> list[MethodFigure]:
@@ -211,7 +348,8 @@ class SDNetMethod(Method):
         names = ["source"] * len(src) + ["target"] * (len(pool) - len(src))
         a = self.anatomy(src[:1])
         pred = self.predict_logits(src[:1]).argmax(1)
-        decoded = self.decode(a.expand(len(pool), -1, -1, -1), pool)
+        on_target = torch.arange(len(pool)) >= len(src)
+        decoded = self.decode(a.expand(len(pool), -1, -1, -1), pool, target=on_target)
         anatomy = {
             "image": src[0, 0].numpy(),
             "label": np.asarray(samples.source_label[0]),
@@ -271,9 +409,19 @@ class SDNetFactorAugmentation(SDNetSemiSupervised):
     def validation_due(self, step: int) -> bool:
         return step > self.pretrain_steps  # select among FA-trained weights only
 
+    def add_domain_norm(self) -> None:
+        """The SDNet's target statistics, and under training those of the frozen copy ``fa``
+        (its target images' modality factors are encoded with them).
+        """
+        super().add_domain_norm()
+        if "sdnet" + TARGET_NORM in self.nets and "fa" in self.nets:
+            self.nets["fa" + TARGET_NORM] = DomainNormStats(self.nets["fa"])
+
     def freeze_pretrained(self) -> None:
-        """Stage switch: the pretrained SDNet becomes the fixed FA generator."""
+        """Stage switch: the pretrained SDNet, with its target statistics, becomes the fixed FA generator."""
         self.nets["fa"].load_state_dict(self.nets["sdnet"].state_dict())
+        if "fa" + TARGET_NORM in self.nets:
+            self.nets["fa" + TARGET_NORM].load_state_dict(self.nets["sdnet" + TARGET_NORM].state_dict())
         self.nets["fa"].eval()
 
     @torch.no_grad()
@@ -284,7 +432,8 @@ class SDNetFactorAugmentation(SDNetSemiSupervised):
 
         Image ``i`` keeps its anatomy factor and label; its modality factor is the posterior
         mean of a random ``pool`` image of a domain other than ``domain[i]`` (any pool image
-        when there is none). Uses the frozen pretrained model ``nets["fa"]``.
+        when there is none). Uses the frozen pretrained model ``nets["fa"]``, with its target
+        statistics for a target image (where it keeps them).
 
         Args:
             image: ``(B, 1, H, W)`` labelled images; label: ``(B, H, W)``; domain: ``(B,)``.
@@ -298,11 +447,12 @@ class SDNetFactorAugmentation(SDNetSemiSupervised):
             cands = others if len(others) else torch.arange(len(pool), device=pool.device)
             pick.append(cands[torch.randint(len(cands), (1,)).item()])
         a = self.call(fa.anatomy, image)
-        return self.decode(a, pool[torch.stack(pick)], net=fa), label
+        chosen = torch.stack(pick)
+        return self.decode(a, pool[chosen], net="fa", target=pool_domain[chosen] == -1), label
 
-    def labelled_images(self, batch: Batch, step: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    def labelled_images(self, batch: Batch, step: int) -> Labelled:
         if step <= self.pretrain_steps:
-            return batch.source_image, batch.source_label, {"stage": 1.0}
+            return Labelled(batch.source_image, batch.source_label, torch.zeros(0, dtype=torch.long), {"stage": 1.0})
         if step == self.pretrain_steps + 1:
             # the pretrained (or warm-start loaded) SDNet becomes the FA generator; a resumed
             # stage-2 run starts after this step and loads nets["fa"] from its checkpoint instead
@@ -317,4 +467,6 @@ class SDNetFactorAugmentation(SDNetSemiSupervised):
                 pool_domain = torch.cat([pool_domain, torch.full((len(batch.target_image),), -1, device=pool_domain.device)])
             fa_img, _ = self.factor_augment(image[idx], label[idx], batch.source_domain[idx], pool, pool_domain)
             image[idx] = fa_img.to(image.dtype)
-        return image, label, {"stage": 2.0, "fa_images": float(k)}
+        else:
+            idx = torch.zeros(0, dtype=torch.long)
+        return Labelled(image, label, idx, {"stage": 2.0, "fa_images": float(k)})
