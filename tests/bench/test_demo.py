@@ -6,11 +6,16 @@ import json
 
 import pytest
 
+from segshift.bench import demo
 from segshift.bench.demo import DEMO_METHOD, run_demo
 from segshift.report.figures import domain_comparison_figure
+from tests.conftest import FAST
 
 
-def test_demo_runs_end_to_end(tmp_path):
+def test_demo_runs_end_to_end(tmp_path, monkeypatch):
+    """Every stage and table of the demo at toy size: 6 + 4 steps of the phantom's FAST networks and crops (set after
+    the demo's own settings, for every run alike); the default demo's settings are the slow test's below."""
+    monkeypatch.setattr(demo, "DEMO_SETTINGS", [*demo.DEMO_SETTINGS, *FAST])
     lines: list[str] = []
     out = tmp_path / "demo"
     res = run_demo(out, cases=8, test_cases=3, steps=6, adapt_steps=4, echo=lines.append, figure=domain_comparison_figure)
