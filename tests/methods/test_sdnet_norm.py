@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from segshift.data.domain import Domain
+from segshift.engine.build import build_method
 from segshift.engine.trainer import train
 from segshift.inference.predictor import Predictor
-from segshift.methods import get_method
 from segshift.methods.sdnet import kl_normal
 from tests.methods.conftest import random_batch, refuse_label_reads
 from tests.methods.test_diagnostics import _equal_states
@@ -32,10 +32,7 @@ FA = ["method.pretrain_steps=2", "train.steps=2"]
 def _method(name, sets=(), seed=0):
     """``name`` built as the engine builds it (fp32, target statistics under ``domain``), in train mode."""
     torch.manual_seed(seed)
-    m = get_method(name)(_cfg(name, ["train.precision=fp32", "train.warmup_steps=0", *sets]), num_classes=4)
-    m.build()
-    m.add_domain_norm()
-    m.to_device()
+    m = build_method(_cfg(name, ["train.precision=fp32", "train.warmup_steps=0", *sets]), "train", num_classes=4)
     m.train(True)
     return m
 
