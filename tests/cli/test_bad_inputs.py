@@ -275,6 +275,7 @@ def test_label_geometry_image_takes_the_label_onto_the_image_grid(tmp_path, caps
 # -- 2. resume from any working directory -------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # ~21 s; make test keeps test_trainer's resume-equals-uninterrupted
 def test_resume_after_kill_9_with_relative_paths_from_another_folder(phantom, tmp_path):
     work = tmp_path / "work"
     work.mkdir()

@@ -148,6 +148,7 @@ def _modes(root: Path) -> set[tuple[str, int]]:
     return {("dir" if p.is_dir() else "file", stat.S_IMODE(p.stat().st_mode)) for p in [root, *root.rglob("*")]}
 
 
+@pytest.mark.slow  # ~9 s; the atomic writers' modes are unit-tested in tests/utils
 def test_outputs_follow_the_umask(tiny_run, vols, tiny_benchmark, tmp_path, capsys):
     """A real umask (0o027, set with os.umask) on the outputs of phantom, import, predict, export, report and
     export nnunet: files 0640 and folders 0750, where mkstemp/mkdtemp alone give 0600 and 0700."""

@@ -187,6 +187,7 @@ def test_onnx_export_goes_through_torch_export_with_a_free_batch_axis(fp32_run, 
         assert run(np.zeros((batch, 1, 80, 80), np.float32)).shape == (batch, 4, 80, 80)
 
 
+@pytest.mark.slow  # ~10 s; make test keeps the fp32 export-equals-predict checks
 def test_predict_precision_fp32_reproduces_the_export_of_a_bf16_run(phantom, inputs, tmp_path, monkeypatch, capsys):
     """A run trained in bf16 is predicted in bf16 by default; ``--precision fp32`` gives its fp32 export's masks and logits."""
     from segshift.utils import execution as precision

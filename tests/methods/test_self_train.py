@@ -165,6 +165,7 @@ def test_target_labels_are_never_read(init_run, phantom, tmp_path, monkeypatch):
     assert summary["finished"] and not summary["oracle"]
 
 
+@pytest.mark.slow  # ~10 s of phantom training; make test keeps lambda_st 0 == adabn and the resume check
 def test_phantom_pseudo_labels_are_confident_and_used(trained_run, phantom, tmp_path):
     """bSSFP -> LGE from the session's source-only run: the teacher is confident on a good part of the
     target and the student learns its pseudo-labels (agreement high, the term added to the loss)."""
