@@ -28,11 +28,11 @@ def _adapt(source: Path, target: Path | None, out: Path, *extra: str) -> int:
 
 @pytest.fixture(scope="module")
 def adapted(phantom, tmp_path_factory) -> Path:
-    """The recipe with a target, trained once for the module (target labels guarded)."""
+    """The recipe with a target and its target stage, trained once for the module (target labels guarded)."""
     out = tmp_path_factory.mktemp("adapt") / "recipe"
     with pytest.MonkeyPatch.context() as mp:
         refuse_label_reads(mp, phantom["lge"], "segshift adapt")
-        assert _adapt(phantom["bssfp"], phantom["lge"], out) == 0
+        assert _adapt(phantom["bssfp"], phantom["lge"], out, "--target-stage", "self-train") == 0
     return out
 
 
@@ -81,6 +81,27 @@ def test_predict_on_a_recipe_folder_uses_its_model_and_recorded_tta(adapted, pha
         (adapted / "recipe.json").write_text(json.dumps(rec))
 
 
+def test_adapt_with_a_target_and_no_target_stage_trains_gin_ipa_and_reports_on_the_target(phantom, tmp_path, monkeypatch):
+    """The default (DEFAULT_TARGET_STAGE none): one GIN-IPA stage, its model predicts and reports on the target images."""
+    assert recipe.DEFAULT_TARGET_STAGE == "none"
+    out = tmp_path / "gin"
+    refuse_label_reads(monkeypatch, phantom["lge"], "segshift adapt")
+    assert _adapt(phantom["bssfp"], phantom["lge"], out) == 0
+    rec = json.loads((out / "recipe.json").read_text())
+    assert rec["finished"] and rec["model"] == "1-source" and [s["method"] for s in rec["stages"]] == [recipe.SOURCE_METHOD]
+    assert not (out / "2-target").exists()
+    report = json.loads((out / "target" / "report.json").read_text())
+    assert report["model"] == "1-source" and [c["case"] for c in report["cases"]] == Domain(phantom["lge"]).cases
+
+
+def test_a_target_stage_without_a_target_or_of_an_unknown_kind_is_refused_before_anything_is_written(phantom, tmp_path, capsys):
+    assert _adapt(phantom["bssfp"], None, tmp_path / "a", "--target-stage", "self-train") != 0
+    assert "--target-stage self-train adapts to a target: give --target" in capsys.readouterr().err
+    assert _adapt(phantom["bssfp"], phantom["lge"], tmp_path / "b", "--target-stage", "tent") != 0
+    assert "--target-stage must be one of none, self-train, got 'tent'" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def test_adapt_without_a_target_generalises_only(phantom, tmp_path):
     out = tmp_path / "dg"
     assert _adapt(phantom["bssfp"], None, out) == 0
@@ -100,7 +121,7 @@ def test_adapt_resumes_an_interrupted_recipe_keeping_its_finished_stage(phantom,
         return real(cfg, sources, target, run, **kw)
 
     monkeypatch.setattr(trainer_module, "train", interrupted)
-    assert _adapt(phantom["bssfp"], phantom["lge"], out) != 0
+    assert _adapt(phantom["bssfp"], phantom["lge"], out, "--target-stage", "self-train") != 0
     monkeypatch.setattr(trainer_module, "train", real)
     assert not json.loads((out / "recipe.json").read_text())["finished"]
     assert not (out / "2-target" / "summary.json").exists() and (out / "2-target" / "config.yaml").is_file()

@@ -141,7 +141,12 @@ def run_demo(
     train(resolve("source-only", sets=common + stage), [paths[SOURCE]], None, runs["continued"], overwrite=True, progress=False)
     echo(
         f"[4/6] segshift adapt -s {SOURCE} -t {TARGET}: the recommended recipe ({recipe.SOURCE_METHOD} from scratch, "
-        f"{steps} steps, then {recipe.TARGET_METHOD} on the unlabelled {TARGET} images, {adapt_steps} steps)"
+        f"{steps} steps; "
+        + (
+            f"then {recipe.DEFAULT_TARGET_STAGE} on the unlabelled {TARGET} images, {adapt_steps} steps)"
+            if recipe.DEFAULT_TARGET_STAGE != "none"
+            else f"no target stage: the unlabelled {TARGET} images are predicted and reported on)"
+        )
     )
     pool = [f"data.target_cases={train_ids + val_ids}"]
     rec = recipe.run_recipe(
@@ -178,7 +183,13 @@ def run_demo(
             {
                 "method": name,
                 "tested_on": f"{dom} ({'source' if dom == SOURCE else 'target'})",
-                "steps": f"{steps} + {adapt_steps}" if run_name in (method, "continued", "recipe") else str(steps),
+                "steps": (
+                    " + ".join(str(s["steps"]) for s in rec["stages"])
+                    if run_name == "recipe"
+                    else f"{steps} + {adapt_steps}"
+                    if run_name in (method, "continued")
+                    else str(steps)
+                ),
                 **{f"dice_{k}": s["structures"][k]["dice"]["mean"] for k in s["structures"]},
                 "dice_mean": s["overall"]["dice"]["mean"],
                 "assd_mm": s["overall"]["assd_mm"]["mean"],
