@@ -45,11 +45,18 @@ def test_report_out_refuses_an_existing_file_and_the_benchmarks_inputs(tiny_benc
         err = _err(capsys)
         assert message in err and err.count("\n") == 1, err
     assert (_digest(bench), _digest(suite)) == before
-
     other = tmp_path / "image.nii.gz"  # any existing file outside the benchmark: --overwrite or nothing
     other.write_bytes(b"precious")
     assert main(["report", str(bench), "--out", str(other)]) == 2
     assert "exists (use --overwrite" in _err(capsys) and other.read_bytes() == b"precious"
+    assert _hidden(bench) == [] and _hidden(tmp_path) == []
+
+
+@pytest.mark.slow  # two full reports (~12 s); the refusals above stay in make test
+def test_report_out_overwrites_a_file_outside_the_benchmark_and_rewrites_its_own(tiny_benchmark, tmp_path, capsys):
+    bench = tiny_benchmark
+    other = tmp_path / "image.nii.gz"
+    other.write_bytes(b"precious")
     assert main(["report", str(bench), "--out", str(other), "--overwrite"]) == 0
     assert other.read_text().startswith("<!DOCTYPE html>")
     assert main(["report", str(bench)]) == 0  # FOLDER/report.html is the report's own file: rewritten

@@ -116,6 +116,7 @@ def test_semi_supervised_modes_never_read_target_labels(phantom, tmp_path, monke
     assert (tmp_path / "run" / "figures" / "factor_grid.png").stat().st_size > 1000
 
 
+@pytest.mark.slow  # ~7 s; make test keeps the engine's and adaptseg's resume-equals-uninterrupted checks
 def test_sdnet_fa_resume_across_the_stage_switch_equals_uninterrupted(phantom, tmp_path):
     cfg = _cfg(
         "sdnet-fa",
