@@ -100,6 +100,7 @@ def test_divergence_names_stay_importable_from_the_trainer():
     assert trainer.DivergenceMonitor is divergence.DivergenceMonitor and trainer.TrainingDiverged is divergence.TrainingDiverged
 
 
+@pytest.mark.slow  # ~7 s; make test keeps the monitor's unit test and the NaN stop
 def test_a_run_away_loss_stops_training_and_keeps_the_checkpoint_before_the_climb(phantom, tmp_path, monkeypatch):
     from segshift.engine import checkpoint as ckpt
     from segshift.engine.trainer import TrainingDiverged
@@ -223,6 +224,7 @@ def test_caches_in_a_cache_dir_stay_there(phantom, tmp_path):
     assert roots == {tmp_path / "caches"} and not (tmp_path / "run" / "cache").exists()
 
 
+@pytest.mark.slow  # ~5 s of torch.compile (off by default on CPU)
 def test_compile_keeps_the_networks_and_their_batch_norm_stores(phantom, tmp_path, monkeypatch):
     """``train.compile`` compiles every network in place: a target-norm method trains, checkpoints and predicts.
 
