@@ -66,6 +66,7 @@ def test_case_names_link_bssfp_and_lge_patients(imported):
     assert lge.labelled_cases == ["patient01", "patient08", "patient29", "patient36", "patient41"]
 
 
+@pytest.mark.slow  # ~5 s; the presets' import of the real data is checked by the module's fixture, the CLI import on the phantom
 def test_cli_one_line_import(shared_cardiac, tmp_path, capsys):
     assert main(["import", str(shared_cardiac / "mscmr_bssfp"), str(tmp_path / "b"), "--preset", "mscmr_bssfp"]) == 0
     assert "20 cases (20 labelled, 0 unlabelled)" in capsys.readouterr().out

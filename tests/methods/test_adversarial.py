@@ -368,10 +368,11 @@ def test_adaptseg_resume_equals_uninterrupted(phantom, tmp_path):
     assert all(a[k].equal(b[k]) for k in a)
 
 
+@pytest.mark.slow  # ~16 s; with tests/engine/test_trainer.py's source-only torchrun test in make test-all
 def test_adanet_under_torchrun_keeps_identical_replicas(phantom, tmp_path):
     """DDP: the segmenter is wrapped through forward_features, GFRM and both discriminators too; the run
-    records its world size and saves rank 0's final state. (make test's one torchrun test: the
-    source-only one, tests/engine/test_trainer.py, is marked slow.)"""
+    records its world size and saves rank 0's final state. make test checks the discriminator's DDP passes
+    without processes (tests/methods/test_step_cost.py)"""
     sets = FAST + SMALL_D + ["train.steps=3", "train.batch_size=4", "train.eval_every=3", "method.gfrm_channels=8"]
     r0, r1 = torchrun_train("adanet", phantom["bssfp"], tmp_path / "ddp", target=phantom["lge"], sets=sets)
     assert {k.split(".")[0] for k in r0} == {"seg", "seg_target_norm", "gfrm", "d_feat", "d_mask"} and r0.keys() == r1.keys()
