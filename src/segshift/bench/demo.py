@@ -140,13 +140,9 @@ def run_demo(
     )
     train(resolve("source-only", sets=common + stage), [paths[SOURCE]], None, runs["continued"], overwrite=True, progress=False)
     echo(
-        f"[4/6] segshift adapt -s {SOURCE} -t {TARGET}: the recommended recipe ({recipe.SOURCE_METHOD} from scratch, "
-        f"{steps} steps; "
-        + (
-            f"then {recipe.DEFAULT_TARGET_STAGE} on the unlabelled {TARGET} images, {adapt_steps} steps)"
-            if recipe.DEFAULT_TARGET_STAGE != "none"
-            else f"no target stage: the unlabelled {TARGET} images are predicted and reported on)"
-        )
+        f"[4/6] segshift adapt -s {SOURCE} -t {TARGET}: the recommended recipe ("
+        + ", then ".join(f"{s.method}, {s.steps} steps" for s in recipe.plan(True, steps, adapt_steps))
+        + f"; the unlabelled {TARGET} images predicted and reported on)"
     )
     pool = [f"data.target_cases={train_ids + val_ids}"]
     rec = recipe.run_recipe(
